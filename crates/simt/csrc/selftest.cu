@@ -1,0 +1,34 @@
+// selftest.cu — kernels that exercise the emulator itself (compiled into
+// the harness only, never into the PTX).
+#include "../../../kernels/common.cuh"
+
+// Thread 0 of each block waits at a __syncthreads the others never reach.
+extern "C" __global__ void simt_divergent_barrier(float* out) {
+    if (threadIdx.x == 0) __syncthreads();
+    out[blockIdx.x * blockDim.x + threadIdx.x] = 1.0f;
+}
+
+// Lanes 16..31 of every warp leave before the shuffle the others wait in.
+extern "C" __global__ void simt_divergent_shuffle(float* out) {
+    if (threadIdx.x % 32 >= 16) return;
+    out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+
+// Writes the value of its static shared memory before any thread stored
+// to it: the poison.
+extern "C" __global__ void simt_read_shared_poison(float* out) {
+    ADV_SHARED(float, s, [64]);
+    ADV_DYN_SHARED(double, d);
+    out[threadIdx.x] = s[threadIdx.x % 64];
+    out[blockDim.x + threadIdx.x] = (float)d[0];
+}
+
+// out[t] = the value lane t gets from each kind of shuffle of lane ids.
+extern "C" __global__ void simt_shuffles(int* out) {
+    const int l = threadIdx.x % 32;
+    const int base = threadIdx.x * 4;
+    out[base + 0] = __shfl_xor_sync(0xffffffffu, l, 5);
+    out[base + 1] = __shfl_down_sync(0xffffffffu, l, 3);
+    out[base + 2] = __shfl_up_sync(0xffffffffu, l, 3);
+    out[base + 3] = __shfl_sync(0xffffffffu, l, 7);
+}

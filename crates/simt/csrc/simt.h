@@ -1,0 +1,140 @@
+// simt.h — the shim that lets kernels/*.cu compile as ordinary C++ and run
+// on CPU threads (one OS thread per CUDA thread).
+//
+// What it provides, and how it maps to the CPU:
+// - threadIdx / blockIdx / blockDim / gridDim: thread-local per CUDA thread;
+// - __syncthreads(): a block barrier. Every thread of the block must reach
+//   the same __syncthreads (same source line); a thread that reaches another
+//   one, or leaves the kernel, while others wait is reported as a divergent
+//   barrier, and a barrier not completed within the watchdog time
+//   (SIMT_WATCHDOG_MS, default 20000) is an error, never a hang;
+// - ADV_SHARED / ADV_DYN_SHARED (see kernels/common.cuh): per-block shared
+//   memory, filled with 0xFF bytes (NaN) before each block; static shared
+//   memory over 48 KiB is an error, as on the GPU;
+// - __shfl_xor_sync / __shfl_down_sync / __shfl_up_sync / __shfl_sync /
+//   __syncwarp: real warp semantics — the 32 lanes of a warp exchange values
+//   through a warp barrier. Only the full mask is supported (every advgrad
+//   kernel keeps warps whole), anything else is an error;
+// - atomicAdd / atomicMax / atomicCAS on int and unsigned (none of the
+//   kernels needs float atomics: sums are deterministic trees);
+// - __global__, __device__, __forceinline__, __launch_bounds__, __align__,
+//   float4 / double2, and the math functions through <math.h>.
+// Blocks of a launch run one after another on the same set of threads;
+// all the synchronisation is std::mutex / std::condition_variable, which
+// ThreadSanitizer understands, so a missing barrier shows up as a race.
+#pragma once
+#define ADVGRAD_SIMT 1
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cstring>
+#include <type_traits>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline __attribute__((always_inline))
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+
+struct uint3 {
+    unsigned x, y, z;
+};
+struct dim3 {
+    unsigned x, y, z;
+};
+struct __attribute__((aligned(16))) float4 {
+    float x, y, z, w;
+};
+struct __attribute__((aligned(16))) double2 {
+    double x, y;
+};
+
+extern thread_local uint3 threadIdx;
+extern thread_local uint3 blockIdx;
+extern thread_local dim3 blockDim;
+extern thread_local dim3 gridDim;
+
+namespace simt {
+// Block barrier; `site` tells which __syncthreads it is.
+void syncthreads(int site);
+// Warp barrier of the calling lane; kinds tell shuffles from __syncwarp.
+void syncwarp(unsigned mask, int kind);
+// Exchanges `size` bytes through the warp: out = in of lane `src`.
+void warp_exchange(unsigned mask, const void* in, void* out, size_t size, int src);
+// This block's storage for the shared declaration identified by `key`.
+void* shared_slot(const void* key, size_t size, size_t align);
+// This block's dynamic shared memory.
+void* dynamic_shared();
+// The lane of the calling thread in its warp.
+int lane();
+}  // namespace simt
+
+inline void __syncthreads(int site = __builtin_LINE()) { simt::syncthreads(site); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { simt::syncwarp(mask, -3); }
+
+template <typename T>
+inline T simt_shfl(unsigned mask, T v, int src) {
+    static_assert(std::is_trivially_copyable<T>::value && sizeof(T) <= 8, "shuffle of 8 bytes at most");
+    T out;
+    simt::warp_exchange(mask, &v, &out, sizeof(T), src);
+    return out;
+}
+template <typename T>
+inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+    const int base = simt::lane() & ~(width - 1);
+    return simt_shfl(mask, v, base + (src & (width - 1)));
+}
+template <typename T>
+inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+    const int l = simt::lane();
+    int src = l ^ lane_mask;
+    if ((src & ~(width - 1)) != (l & ~(width - 1))) src = l;
+    return simt_shfl(mask, v, src);
+}
+template <typename T>
+inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+    const int l = simt::lane();
+    int src = l + (int)delta;
+    if ((src & ~(width - 1)) != (l & ~(width - 1))) src = l;
+    return simt_shfl(mask, v, src);
+}
+template <typename T>
+inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+    const int l = simt::lane();
+    int src = l - (int)delta;
+    if (src < (l & ~(width - 1))) src = l;
+    return simt_shfl(mask, v, src);
+}
+
+template <typename T>
+inline T atomicAdd(T* p, T v) {
+    static_assert(std::is_integral<T>::value, "only integer atomics are emulated");
+    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+}
+template <typename T>
+inline T atomicMax(T* p, T v) {
+    static_assert(std::is_integral<T>::value, "only integer atomics are emulated");
+    T old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+    while (old < v && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+    }
+    return old;
+}
+template <typename T>
+inline T atomicCAS(T* p, T cmp, T v) {
+    static_assert(std::is_integral<T>::value, "only integer atomics are emulated");
+    __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    return cmp;
+}
+
+// Shared memory declarations (kernels/common.cuh documents the GPU side).
+// The key is a static local: one per declaration and template instance.
+#define ADV_SHARED(T, name, dims)                                                  \
+    typedef T simt_shared_##name##_t dims;                                         \
+    static const char simt_key_##name = 0;                                         \
+    simt_shared_##name##_t& name = *static_cast<simt_shared_##name##_t*>(          \
+        simt::shared_slot(&simt_key_##name, sizeof(simt_shared_##name##_t),       \
+                          alignof(simt_shared_##name##_t)))
+#define ADV_DYN_SHARED(T, name) T* name = static_cast<T*>(simt::dynamic_shared())

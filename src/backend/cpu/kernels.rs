@@ -1,0 +1,358 @@
+//! The CPU kernels, generic over the float type.
+//!
+//! Elementwise kernels split their buffers in fixed chunks of [`CHUNK`]
+//! elements and run the chunks on rayon; buffers shorter than one chunk run on
+//! the calling thread. Reductions sum each fixed chunk in order and then add
+//! the partial sums in order, so the bits do not depend on the thread count.
+
+use rayon::prelude::*;
+
+use crate::backend::{Binary, Unary, UpdateRule};
+use crate::dtype::Float;
+use crate::error::{Error, Result};
+
+/// Elements per parallel work item.
+pub const CHUNK: usize = 16 * 1024;
+
+/// Rows per parallel work item for row kernels, chosen so a work item has
+/// about [`CHUNK`] elements.
+fn rows_per_task(cols: usize) -> usize {
+    (CHUNK / cols.max(1)).max(1)
+}
+
+/// `out[i] = f(x[i])`.
+fn map<T: Float, U: Send + Copy + Default>(x: &[T], f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    let mut out = vec![U::default(); x.len()];
+    if x.len() <= CHUNK {
+        out.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v)));
+    }
+    out
+}
+
+/// `out[i] = f(a[i], b[i])`.
+fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::ZERO; a.len()];
+    if a.len() <= CHUNK {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = f(x, y);
+        }
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(|(o, (a, b))| {
+                for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+                    *o = f(x, y);
+                }
+            });
+    }
+    out
+}
+
+/// The logistic function `1 / (1 + e^-x)`, stable for large |x|.
+#[inline]
+pub fn sigmoid<T: Float>(x: T) -> T {
+    if x >= T::ZERO {
+        T::ONE / (T::ONE + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::ONE + e)
+    }
+}
+
+/// `sign x` ∈ {−1, 0, 1} (NaN stays NaN).
+#[inline]
+pub fn sign<T: Float>(x: T) -> T {
+    if x > T::ZERO {
+        T::ONE
+    } else if x < T::ZERO {
+        -T::ONE
+    } else {
+        x
+    }
+}
+
+/// `y = f(x)` for the activation `op`.
+pub fn unary<T: Float>(x: &[T], op: Unary) -> Vec<T> {
+    match op {
+        Unary::Relu => map(x, |v| if v > T::ZERO { v } else { T::ZERO }),
+        Unary::Sigmoid => map(x, sigmoid),
+        Unary::Tanh => map(x, |v| v.tanh()),
+        Unary::Sign => map(x, sign),
+    }
+}
+
+/// `dx = g ⊙ f'`, with `saved` the forward input (ReLU) or output (others).
+pub fn unary_backward<T: Float>(g: &[T], saved: &[T], op: Unary) -> Vec<T> {
+    match op {
+        Unary::Relu => zip_map(g, saved, |g, x| if x > T::ZERO { g } else { T::ZERO }),
+        Unary::Sigmoid => zip_map(g, saved, |g, y| g * y * (T::ONE - y)),
+        Unary::Tanh => zip_map(g, saved, |g, y| g * (T::ONE - y * y)),
+        Unary::Sign => vec![T::ZERO; g.len()],
+    }
+}
+
+/// `a ∘ b` elementwise.
+pub fn binary<T: Float>(a: &[T], b: &[T], op: Binary) -> Vec<T> {
+    match op {
+        Binary::Add => zip_map(a, b, |x, y| x + y),
+        Binary::Sub => zip_map(a, b, |x, y| x - y),
+        Binary::Mul => zip_map(a, b, |x, y| x * y),
+    }
+}
+
+/// `y = mul·x + add`.
+pub fn affine<T: Float>(x: &[T], mul: f64, add: f64) -> Vec<T> {
+    let (m, a) = (T::from_f64(mul), T::from_f64(add));
+    if add == 0.0 {
+        map(x, |v| v * m)
+    } else {
+        map(x, |v| v * m + a)
+    }
+}
+
+/// `min(max(x, lo), hi)`.
+pub fn clamp<T: Float>(x: &[T], lo: T, hi: T) -> Vec<T> {
+    map(x, |v| v.max(lo).min(hi))
+}
+
+/// Projection onto `{y : |y − c|∞ ≤ eps} ∩ [lo, hi]ⁿ`.
+pub fn project_linf<T: Float>(x: &[T], c: &[T], eps: f64, lo: f64, hi: f64) -> Vec<T> {
+    let (eps, lo, hi) = (T::from_f64(eps), T::from_f64(lo), T::from_f64(hi));
+    zip_map(x, c, |x, c| x.max((c - eps).max(lo)).min((c + eps).min(hi)))
+}
+
+/// `y[i, j] = x[i, j] + row[j]`.
+pub fn add_row<T: Float>(x: &[T], row: &[T], cols: usize) -> Vec<T> {
+    let mut out = vec![T::ZERO; x.len()];
+    let rows = rows_per_task(cols) * cols;
+    let body = |(o, x): (&mut [T], &[T])| {
+        for (o, x) in o.chunks_mut(cols).zip(x.chunks(cols)) {
+            for ((o, &x), &b) in o.iter_mut().zip(x).zip(row) {
+                *o = x + b;
+            }
+        }
+    };
+    if cols == 0 {
+        return out;
+    }
+    out.par_chunks_mut(rows)
+        .zip(x.par_chunks(rows))
+        .for_each(body);
+    out
+}
+
+/// Column sums `s[j] = Σᵢ x[i, j]`, each column summed in row order.
+pub fn sum_rows<T: Float>(x: &[T], cols: usize) -> Vec<T> {
+    const COLS_PER_TASK: usize = 64;
+    let mut out = vec![T::ZERO; cols];
+    if cols == 0 {
+        return out;
+    }
+    out.par_chunks_mut(COLS_PER_TASK)
+        .enumerate()
+        .for_each(|(task, acc)| {
+            let c0 = task * COLS_PER_TASK;
+            let width = acc.len();
+            for row in x.chunks_exact(cols) {
+                for (a, &v) in acc.iter_mut().zip(&row[c0..c0 + width]) {
+                    *a += v;
+                }
+            }
+        });
+    out
+}
+
+/// `Σᵢ xᵢ`: each fixed chunk is summed in order, then the chunk sums in order.
+pub fn sum<T: Float>(x: &[T]) -> T {
+    let partial: Vec<T> = x
+        .par_chunks(CHUNK)
+        .map(|c| c.iter().copied().sum::<T>())
+        .collect();
+    partial.into_iter().sum()
+}
+
+/// Fused, numerically stable softmax cross-entropy over rows of `classes`
+/// logits: returns the mean loss and the probabilities.
+///
+/// With `mᵢ = maxⱼ xᵢⱼ` and `sᵢ = Σⱼ e^{xᵢⱼ − mᵢ}`, row i's loss is
+/// `mᵢ + ln sᵢ − xᵢ,yᵢ` and `pᵢⱼ = e^{xᵢⱼ − mᵢ} / sᵢ`; no exponent is ever
+/// positive, so logits of ±1e4 are fine.
+pub fn softmax_xent<T: Float>(x: &[T], labels: &[u32], classes: usize) -> Result<(T, Vec<T>)> {
+    if let Some((row, &label)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l as usize >= classes)
+    {
+        return Err(Error::LabelOutOfRange {
+            op: "softmax_cross_entropy",
+            row,
+            label: label as u64,
+            classes,
+        });
+    }
+    let mut probs = vec![T::ZERO; x.len()];
+    let mut losses = vec![T::ZERO; labels.len()];
+    let rows = rows_per_task(classes);
+    probs
+        .par_chunks_mut(rows * classes)
+        .zip(x.par_chunks(rows * classes))
+        .zip(losses.par_chunks_mut(rows).zip(labels.par_chunks(rows)))
+        .for_each(|((p, x), (loss, labels))| {
+            for (((p, x), loss), &y) in p
+                .chunks_mut(classes)
+                .zip(x.chunks(classes))
+                .zip(loss.iter_mut())
+                .zip(labels)
+            {
+                let m = x.iter().copied().fold(x[0], T::max);
+                let mut s = T::ZERO;
+                for (p, &v) in p.iter_mut().zip(x) {
+                    *p = (v - m).exp();
+                    s += *p;
+                }
+                let inv = T::ONE / s;
+                p.iter_mut().for_each(|p| *p *= inv);
+                *loss = m + s.ln() - x[y as usize];
+            }
+        });
+    let n = T::from_f64(labels.len().max(1) as f64);
+    Ok((sum(&losses) / n, probs))
+}
+
+/// `dx = g·(p − onehot(y))/N`.
+pub fn softmax_xent_backward<T: Float>(p: &[T], labels: &[u32], g: T, classes: usize) -> Vec<T> {
+    let scale = g / T::from_f64(labels.len().max(1) as f64);
+    let mut dx = vec![T::ZERO; p.len()];
+    let rows = rows_per_task(classes);
+    dx.par_chunks_mut(rows * classes)
+        .zip(p.par_chunks(rows * classes))
+        .zip(labels.par_chunks(rows))
+        .for_each(|((dx, p), labels)| {
+            for ((dx, p), &y) in dx.chunks_mut(classes).zip(p.chunks(classes)).zip(labels) {
+                for (d, &pv) in dx.iter_mut().zip(p) {
+                    *d = pv * scale;
+                }
+                dx[y as usize] -= scale;
+            }
+        });
+    dx
+}
+
+/// Index of each row's largest value (first on ties; a NaN wins).
+pub fn argmax_rows<T: Float>(x: &[T], cols: usize) -> Vec<u32> {
+    if cols == 0 {
+        return Vec::new();
+    }
+    x.par_chunks(cols)
+        .map(|row| {
+            let mut best = 0;
+            for (j, &v) in row.iter().enumerate().skip(1) {
+                let b = row[best];
+                if v > b || (v.to_f64().is_nan() && !b.to_f64().is_nan()) {
+                    best = j;
+                }
+            }
+            best as u32
+        })
+        .collect()
+}
+
+/// Applies `f` to matching fixed chunks of a mutable and some read-only
+/// buffers in parallel.
+fn for_chunks<T: Float>(y: &mut [T], x: &[T], f: impl Fn(&mut [T], &[T]) + Sync) {
+    if y.len() <= CHUNK {
+        f(y, x);
+    } else {
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| f(y, x));
+    }
+}
+
+/// `y ← y + alpha·x`.
+pub fn axpy<T: Float>(y: &mut [T], alpha: f64, x: &[T]) {
+    let a = T::from_f64(alpha);
+    for_chunks(y, x, |y, x| {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y += a * x;
+        }
+    });
+}
+
+/// One in-place optimiser update (see [`UpdateRule`]).
+pub fn update<T: Float>(p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], rule: UpdateRule) {
+    let apply = |p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T]| match rule {
+        UpdateRule::Sgd {
+            lr,
+            momentum,
+            nesterov,
+            weight_decay,
+        } => {
+            let (lr, mu, wd) = (
+                T::from_f64(lr),
+                T::from_f64(momentum),
+                T::from_f64(weight_decay),
+            );
+            if momentum == 0.0 {
+                for (p, &g) in p.iter_mut().zip(g) {
+                    *p -= lr * (g + wd * *p);
+                }
+            } else {
+                for ((p, &g), v) in p.iter_mut().zip(g).zip(s1.iter_mut()) {
+                    let g = g + wd * *p;
+                    *v = mu * *v + g;
+                    *p -= lr * if nesterov { g + mu * *v } else { *v };
+                }
+            }
+        }
+        UpdateRule::Adam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            t,
+        } => {
+            let c1 = 1.0 - beta1.powi(t as i32);
+            let c2 = 1.0 - beta2.powi(t as i32);
+            let (b1, b2, wd, e) = (
+                T::from_f64(beta1),
+                T::from_f64(beta2),
+                T::from_f64(weight_decay),
+                T::from_f64(eps),
+            );
+            let step = T::from_f64(lr / c1);
+            let inv_c2 = T::from_f64(1.0 / c2);
+            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(s1.iter_mut()).zip(s2.iter_mut()) {
+                let g = g + wd * *p;
+                *m = b1 * *m + (T::ONE - b1) * g;
+                *v = b2 * *v + (T::ONE - b2) * g * g;
+                *p -= step * *m / ((*v * inv_c2).sqrt() + e);
+            }
+        }
+    };
+    let n = p.len();
+    if n <= CHUNK || s1.len() != n || s2.len() != n {
+        let (s1, s2) = (fit(s1, n), fit(s2, n));
+        apply(p, g, s1, s2);
+    } else {
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(s1.par_chunks_mut(CHUNK).zip(s2.par_chunks_mut(CHUNK)))
+            .for_each(|((p, g), (s1, s2))| apply(p, g, s1, s2));
+    }
+}
+
+/// The state buffer if it has the parameter's length, else an empty slice
+/// (plain SGD and momentum SGD need fewer buffers than Adam).
+fn fit<T>(s: &mut [T], n: usize) -> &mut [T] {
+    if s.len() == n {
+        s
+    } else {
+        &mut []
+    }
+}

@@ -1,0 +1,290 @@
+//! The rayon CPU backend: the reference every other backend is tested
+//! against.
+//!
+//! Kernels are generic over [`Float`] and instantiated for f32 and f64.
+//! Parallel work is split in fixed chunks, never by thread count, so results
+//! are bit-identical for any number of threads.
+
+pub mod gemm;
+mod kernels;
+
+use crate::backend::{BackendStorage, Binary, MatmulDims, Unary, UpdateRule};
+use crate::dtype::{DType, Float};
+use crate::error::{Error, Result};
+
+/// A host buffer of one element type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CpuStorage {
+    /// f32 elements.
+    F32(Vec<f32>),
+    /// f64 elements.
+    F64(Vec<f64>),
+    /// u32 elements (labels, class indices).
+    U32(Vec<u32>),
+}
+
+/// Element types a [`CpuStorage`] can hold.
+pub trait CpuElement: Copy + Send + Sync + 'static {
+    /// The runtime tag.
+    const DTYPE: DType;
+    /// Wraps a vector.
+    fn into_storage(v: Vec<Self>) -> CpuStorage;
+    /// Borrows the vector if the dtype matches.
+    fn slice(s: &CpuStorage) -> Option<&[Self]>;
+}
+
+macro_rules! impl_cpu_element {
+    ($t:ty, $variant:ident) => {
+        impl CpuElement for $t {
+            const DTYPE: DType = DType::$variant;
+            fn into_storage(v: Vec<Self>) -> CpuStorage {
+                CpuStorage::$variant(v)
+            }
+            fn slice(s: &CpuStorage) -> Option<&[Self]> {
+                match s {
+                    CpuStorage::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+impl_cpu_element!(f32, F32);
+impl_cpu_element!(f64, F64);
+impl_cpu_element!(u32, U32);
+
+impl CpuStorage {
+    /// The elements converted to f64 (exact for every dtype).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        match self {
+            CpuStorage::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            CpuStorage::F64(v) => v.clone(),
+            CpuStorage::U32(v) => v.iter().map(|&x| x as f64).collect(),
+        }
+    }
+
+    /// A buffer of `dtype` from f64 values (rounded for f32, truncated for
+    /// u32).
+    pub fn from_f64_slice(values: &[f64], dtype: DType) -> CpuStorage {
+        match dtype {
+            DType::F32 => CpuStorage::F32(values.iter().map(|&x| x as f32).collect()),
+            DType::F64 => CpuStorage::F64(values.to_vec()),
+            DType::U32 => CpuStorage::U32(values.iter().map(|&x| x as u32).collect()),
+        }
+    }
+}
+
+fn unsupported(op: &'static str, dtype: DType) -> Error {
+    Error::UnsupportedDType { op, dtype }
+}
+
+/// Runs `$body` with `$x` bound to the float slice of `$s` and `T` its type.
+macro_rules! with_float {
+    ($op:expr, $s:expr, |$x:ident: $t:ident| $body:expr) => {
+        match $s {
+            CpuStorage::F32($x) => {
+                #[allow(dead_code)]
+                type $t = f32;
+                $body
+            }
+            CpuStorage::F64($x) => {
+                #[allow(dead_code)]
+                type $t = f64;
+                $body
+            }
+            other => Err(unsupported($op, other.dtype())),
+        }
+    };
+}
+
+/// Like [`with_float`] for several buffers that must share the float type.
+macro_rules! with_floats {
+    ($op:expr, ($first:expr $(, $rest:expr)*), |$x:ident $(, $y:ident)*| $body:expr) => {{
+        let dtype = $first.dtype();
+        $(
+            if $rest.dtype() != dtype {
+                return Err(Error::DTypeMismatch { op: $op, lhs: dtype, rhs: $rest.dtype() });
+            }
+        )*
+        match ($first, $($rest),*) {
+            (CpuStorage::F32($x), $(CpuStorage::F32($y)),*) => $body,
+            (CpuStorage::F64($x), $(CpuStorage::F64($y)),*) => $body,
+            _ => Err(unsupported($op, dtype)),
+        }
+    }};
+}
+
+fn labels_of<'a>(op: &'static str, s: &'a CpuStorage) -> Result<&'a [u32]> {
+    match s {
+        CpuStorage::U32(v) => Ok(v),
+        other => Err(Error::invalid(format!(
+            "{op}: labels must be u32, got {}",
+            other.dtype()
+        ))),
+    }
+}
+
+impl BackendStorage for CpuStorage {
+    fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F64(_) => DType::F64,
+            CpuStorage::U32(_) => DType::U32,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::F64(v) => v.len(),
+            CpuStorage::U32(v) => v.len(),
+        }
+    }
+
+    fn to_cpu(&self) -> Result<CpuStorage> {
+        Ok(self.clone())
+    }
+
+    fn matmul(&self, rhs: &Self, d: MatmulDims) -> Result<Self> {
+        with_floats!("matmul", (self, rhs), |a, b| {
+            let mut c = vec![Default::default(); d.m * d.n];
+            gemm::gemm(d.m, d.n, d.k, a, d.a_trans, b, d.b_trans, &mut c, false);
+            Ok(CpuElement::into_storage(c))
+        })
+    }
+
+    fn unary(&self, op: Unary) -> Result<Self> {
+        with_float!("unary", self, |x: T| Ok(CpuElement::into_storage(
+            kernels::unary(x, op)
+        )))
+    }
+
+    fn unary_backward(&self, saved: &Self, op: Unary) -> Result<Self> {
+        with_floats!("unary_backward", (self, saved), |g, s| Ok(
+            CpuElement::into_storage(kernels::unary_backward(g, s, op))
+        ))
+    }
+
+    fn binary(&self, rhs: &Self, op: Binary) -> Result<Self> {
+        with_floats!("binary", (self, rhs), |a, b| Ok(CpuElement::into_storage(
+            kernels::binary(a, b, op)
+        )))
+    }
+
+    fn affine(&self, mul: f64, add: f64) -> Result<Self> {
+        with_float!("affine", self, |x: T| Ok(CpuElement::into_storage(
+            kernels::affine(x, mul, add)
+        )))
+    }
+
+    fn add_row(&self, row: &Self, cols: usize) -> Result<Self> {
+        with_floats!("add_row", (self, row), |x, r| Ok(CpuElement::into_storage(
+            kernels::add_row(x, r, cols)
+        )))
+    }
+
+    fn sum_rows(&self, cols: usize) -> Result<Self> {
+        with_float!("sum_rows", self, |x: T| Ok(CpuElement::into_storage(
+            kernels::sum_rows(x, cols)
+        )))
+    }
+
+    fn sum_all(&self) -> Result<Self> {
+        with_float!("sum", self, |x: T| Ok(CpuElement::into_storage(vec![
+            kernels::sum(x)
+        ])))
+    }
+
+    fn broadcast_scalar(&self, len: usize, scale: f64) -> Result<Self> {
+        with_float!("broadcast_scalar", self, |x: T| {
+            let v = x
+                .first()
+                .copied()
+                .ok_or_else(|| Error::invalid("broadcast_scalar: empty scalar buffer"))?;
+            Ok(CpuElement::into_storage(vec![
+                T::from_f64(
+                    v.to_f64() * scale
+                );
+                len
+            ]))
+        })
+    }
+
+    fn softmax_xent(&self, labels: &Self, classes: usize) -> Result<(Self, Self)> {
+        let labels = labels_of("softmax_cross_entropy", labels)?;
+        with_float!("softmax_cross_entropy", self, |x: T| {
+            let (loss, probs) = kernels::softmax_xent(x, labels, classes)?;
+            Ok((
+                CpuElement::into_storage(vec![loss]),
+                CpuElement::into_storage(probs),
+            ))
+        })
+    }
+
+    fn softmax_xent_backward(&self, labels: &Self, grad: &Self, classes: usize) -> Result<Self> {
+        let labels = labels_of("softmax_cross_entropy_backward", labels)?;
+        with_floats!("softmax_cross_entropy_backward", (self, grad), |p, g| Ok(
+            CpuElement::into_storage(kernels::softmax_xent_backward(p, labels, g[0], classes))
+        ))
+    }
+
+    fn clamp(&self, lo: f64, hi: f64) -> Result<Self> {
+        with_float!("clamp", self, |x: T| Ok(CpuElement::into_storage(
+            kernels::clamp(x, T::from_f64(lo), T::from_f64(hi))
+        )))
+    }
+
+    fn project_linf(&self, center: &Self, eps: f64, lo: f64, hi: f64) -> Result<Self> {
+        with_floats!("project_linf", (self, center), |x, c| Ok(
+            CpuElement::into_storage(kernels::project_linf(x, c, eps, lo, hi))
+        ))
+    }
+
+    fn argmax_rows(&self, cols: usize) -> Result<Self> {
+        with_float!("argmax", self, |x: T| Ok(CpuStorage::U32(
+            kernels::argmax_rows(x, cols)
+        )))
+    }
+
+    fn axpy(&mut self, alpha: f64, x: &Self) -> Result<()> {
+        let dtype = self.dtype();
+        match (self, x) {
+            (CpuStorage::F32(y), CpuStorage::F32(x)) => kernels::axpy(y, alpha, x),
+            (CpuStorage::F64(y), CpuStorage::F64(x)) => kernels::axpy(y, alpha, x),
+            (_, x) => {
+                return Err(Error::DTypeMismatch {
+                    op: "axpy",
+                    lhs: dtype,
+                    rhs: x.dtype(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    fn update(
+        &mut self,
+        grad: &Self,
+        s1: &mut Self,
+        s2: &mut Self,
+        rule: UpdateRule,
+    ) -> Result<()> {
+        let dtype = self.dtype();
+        match (self, grad, s1, s2) {
+            (CpuStorage::F32(p), CpuStorage::F32(g), CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                kernels::update(p, g, a, b, rule)
+            }
+            (CpuStorage::F64(p), CpuStorage::F64(g), CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                kernels::update(p, g, a, b, rule)
+            }
+            (_, g, _, _) => {
+                return Err(Error::DTypeMismatch {
+                    op: "update",
+                    lhs: dtype,
+                    rhs: g.dtype(),
+                })
+            }
+        }
+        Ok(())
+    }
+}

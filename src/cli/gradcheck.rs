@@ -1,0 +1,90 @@
+//! `advgrad gradcheck`: the built-in gradient checks as a table or JSON.
+
+use std::process::ExitCode;
+
+use advgrad::gradcheck::suite::{self, CASE_NAMES};
+use advgrad::{Error, GradcheckOptions, Result};
+
+/// Options of `advgrad gradcheck`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// One op (matmul, add, sub, mul, scale, relu, sigmoid, tanh,
+    /// softmax_cross_entropy, sum, mean, mlp) or `all`.
+    #[arg(long, default_value = "all")]
+    op: String,
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Relative finite-difference step.
+    #[arg(long, default_value_t = GradcheckOptions::default().eps)]
+    eps: f64,
+    /// Absolute tolerance.
+    #[arg(long, default_value_t = GradcheckOptions::default().atol)]
+    atol: f64,
+    /// Relative tolerance.
+    #[arg(long, default_value_t = GradcheckOptions::default().rtol)]
+    rtol: f64,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let names: Vec<&str> = if args.op == "all" {
+        CASE_NAMES.to_vec()
+    } else if CASE_NAMES.contains(&args.op.as_str()) {
+        vec![args.op.as_str()]
+    } else {
+        return Err(Error::invalid(format!(
+            "unknown op `{}`: expected one of {} or all",
+            args.op,
+            CASE_NAMES.join(", ")
+        )));
+    };
+    let options = GradcheckOptions {
+        eps: args.eps,
+        atol: args.atol,
+        rtol: args.rtol,
+    };
+    let mut rows = Vec::new();
+    for name in names {
+        let case = suite::case(name)?.expect("names come from CASE_NAMES");
+        let report = case.run(&options)?;
+        rows.push((name, report));
+    }
+    let all_passed = rows.iter().all(|(_, r)| r.passed());
+    if args.json {
+        let json: Vec<_> = rows
+            .iter()
+            .map(|(name, r)| {
+                serde_json::json!({
+                    "op": name,
+                    "max_abs_err": r.max_abs_err(),
+                    "max_rel_err": r.max_rel_err(),
+                    "passed": r.passed(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(json));
+    } else {
+        println!(
+            "{:<22} {:>7} {:>12} {:>12}  result   (eps {:e}, atol {:e}, rtol {:e})",
+            "op", "inputs", "max abs err", "max rel err", options.eps, options.atol, options.rtol
+        );
+        for (name, r) in &rows {
+            println!(
+                "{:<22} {:>7} {:>12.3e} {:>12.3e}  {}",
+                name,
+                r.inputs.len(),
+                r.max_abs_err(),
+                r.max_rel_err(),
+                if r.passed() { "ok" } else { "FAIL" }
+            );
+        }
+        for (name, r) in rows.iter().filter(|(_, r)| !r.passed()) {
+            println!("\n{name}:\n{r}");
+        }
+    }
+    Ok(if all_passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

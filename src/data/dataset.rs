@@ -1,0 +1,266 @@
+//! An in-memory image-classification data set.
+
+use std::path::Path;
+
+use super::idx::{read_idx, IdxArray};
+use super::{find_data_file, Split, FASHION_MNIST_CLASSES};
+use crate::error::{Error, Result};
+
+/// Images as `f32` in `[0, 1]` (pixel / 255), row-major `[rows, features]`,
+/// and their class labels, in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    images: Vec<f32>,
+    labels: Vec<u32>,
+    rows: usize,
+    features: usize,
+    image_dims: Vec<usize>,
+    classes: usize,
+}
+
+impl Dataset {
+    /// Loads one split of Fashion-MNIST (or MNIST) from `dir`, reading only
+    /// that split's two files (`.gz` preferred, uncompressed accepted).
+    ///
+    /// # Errors
+    /// [`Error::File`] if a file is missing (the message says how to get the
+    /// data), corrupt, truncated or inconsistent: images not of rank 3,
+    /// labels not of rank 1, different example counts, no examples, or a
+    /// label ≥ 10. [`Error::Io`] if a file cannot be read.
+    pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
+        let images_path = find_data_file(dir, split.images_file())?;
+        let labels_path = find_data_file(dir, split.labels_file())?;
+        Self::load_files(&images_path, &labels_path, FASHION_MNIST_CLASSES.len())
+    }
+
+    /// Loads an images IDX file (`[n, height, width]` unsigned bytes) and a
+    /// labels IDX file (`[n]` unsigned bytes, each `< classes`).
+    ///
+    /// # Errors
+    /// As [`Dataset::load`], with `classes` in place of 10.
+    pub fn load_files(images_path: &Path, labels_path: &Path, classes: usize) -> Result<Dataset> {
+        let images = read_idx(images_path)?;
+        let labels = read_idx(labels_path)?;
+        Self::from_idx(images_path, images, labels_path, labels, classes)
+    }
+
+    /// Builds a data set from parsed IDX arrays; the paths name the files in
+    /// error messages.
+    fn from_idx(
+        images_path: &Path,
+        images: IdxArray,
+        labels_path: &Path,
+        labels: IdxArray,
+        classes: usize,
+    ) -> Result<Dataset> {
+        if images.dims.len() != 3 {
+            return Err(Error::file(
+                images_path,
+                format!(
+                    "expected images of rank 3 [count, height, width], header declares {:?}",
+                    images.dims
+                ),
+            ));
+        }
+        if labels.dims.len() != 1 {
+            return Err(Error::file(
+                labels_path,
+                format!(
+                    "expected labels of rank 1 [count], header declares {:?}",
+                    labels.dims
+                ),
+            ));
+        }
+        let (n, n_labels) = (images.count(), labels.count());
+        if n != n_labels {
+            return Err(Error::file(
+                labels_path,
+                format!(
+                    "inconsistent with {}: {n_labels} labels for {n} images",
+                    images_path.display()
+                ),
+            ));
+        }
+        if n == 0 {
+            return Err(Error::file(images_path, "contains no examples"));
+        }
+        let features = images.item_len();
+        if features == 0 {
+            return Err(Error::file(
+                images_path,
+                format!("images of size {:?} have no pixels", &images.dims[1..]),
+            ));
+        }
+        if let Some((row, &label)) = labels
+            .data
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| usize::from(l) >= classes)
+        {
+            return Err(Error::file(
+                labels_path,
+                format!("label {label} at index {row} is out of range for {classes} classes"),
+            ));
+        }
+        Ok(Dataset {
+            images: images.data.iter().map(|&p| f32::from(p) / 255.0).collect(),
+            labels: labels.data.iter().map(|&l| u32::from(l)).collect(),
+            rows: n,
+            features,
+            image_dims: images.dims[1..].to_vec(),
+            classes,
+        })
+    }
+
+    /// Builds a data set from memory: `images` holds `labels.len()` rows of
+    /// `features` values each; every label is `< classes`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `features` is 0, the lengths disagree,
+    /// or a label is out of range.
+    pub fn from_parts(
+        images: Vec<f32>,
+        labels: Vec<u32>,
+        features: usize,
+        classes: usize,
+    ) -> Result<Dataset> {
+        if features == 0 {
+            return Err(Error::invalid("dataset: features must be at least 1"));
+        }
+        let rows = labels.len();
+        if Some(images.len()) != rows.checked_mul(features) {
+            return Err(Error::invalid(format!(
+                "dataset: {} image values are not {rows} labels × {features} features",
+                images.len()
+            )));
+        }
+        if let Some((row, &label)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l as usize >= classes)
+        {
+            return Err(Error::invalid(format!(
+                "dataset: label {label} at index {row} is out of range for {classes} classes"
+            )));
+        }
+        Ok(Dataset {
+            images,
+            labels,
+            rows,
+            features,
+            image_dims: vec![features],
+            classes,
+        })
+    }
+
+    /// Keeps only the first `n` examples, in file order (all of them if there
+    /// are fewer than `n`).
+    pub fn limit(mut self, n: usize) -> Dataset {
+        self.truncate(n);
+        self
+    }
+
+    /// Keeps only the first `n` examples in place (as [`Dataset::limit`]).
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.rows {
+            self.rows = n;
+            self.images.truncate(n * self.features);
+            self.labels.truncate(n);
+        }
+    }
+
+    /// The number of examples.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether the data set holds no examples (only after
+    /// [`Dataset::limit`]`(0)` or [`Dataset::from_parts`] with no labels).
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The number of values per example (784 for 28×28 images).
+    pub fn features(&self) -> usize {
+        self.features
+    }
+
+    /// The shape of one example: `[height, width]` for loaded images,
+    /// `[features]` for a data set built with [`Dataset::from_parts`].
+    pub fn image_dims(&self) -> &[usize] {
+        &self.image_dims
+    }
+
+    /// The number of classes (10 for Fashion-MNIST).
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// All images, row-major `[rows, features]`, values in `[0, 1]`.
+    pub fn images(&self) -> &[f32] {
+        &self.images
+    }
+
+    /// All labels, one per row, each `< classes`.
+    pub fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    /// The image of example `i` (`features` values), or `None` past the end.
+    pub fn image(&self, i: usize) -> Option<&[f32]> {
+        let start = i.checked_mul(self.features)?;
+        self.images.get(start..start.checked_add(self.features)?)
+    }
+
+    /// The label of example `i`, or `None` past the end.
+    pub fn label(&self, i: usize) -> Option<u32> {
+        self.labels.get(i).copied()
+    }
+
+    /// Copies the examples `idx` into contiguous buffers: `images` becomes
+    /// `[idx.len() * features]`, `labels` `[idx.len()]`. The buffers are
+    /// cleared first and reuse their capacity, so a training loop allocates
+    /// nothing per step.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if an index is `>= rows` (the buffers are
+    /// then left empty).
+    pub fn gather_into(
+        &self,
+        idx: &[usize],
+        images: &mut Vec<f32>,
+        labels: &mut Vec<u32>,
+    ) -> Result<()> {
+        images.clear();
+        labels.clear();
+        images.reserve(idx.len().saturating_mul(self.features));
+        labels.reserve(idx.len());
+        for &i in idx {
+            match (self.image(i), self.label(i)) {
+                (Some(x), Some(y)) => {
+                    images.extend_from_slice(x);
+                    labels.push(y);
+                }
+                _ => {
+                    images.clear();
+                    labels.clear();
+                    return Err(Error::invalid(format!(
+                        "dataset: example index {i} out of range for {} rows",
+                        self.rows
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Like [`Dataset::gather_into`], into new buffers.
+    ///
+    /// # Errors
+    /// As [`Dataset::gather_into`].
+    pub fn gather(&self, idx: &[usize]) -> Result<(Vec<f32>, Vec<u32>)> {
+        let (mut images, mut labels) = (Vec::new(), Vec::new());
+        self.gather_into(idx, &mut images, &mut labels)?;
+        Ok((images, labels))
+    }
+}

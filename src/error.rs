@@ -1,0 +1,87 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+use crate::dtype::DType;
+use crate::shape::Shape;
+
+/// Every fallible advgrad call returns this error; its message names the op
+/// and the shapes (or the file) involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Two operands whose shapes do not fit together.
+    #[error("{op}: shape mismatch: {lhs} vs {rhs}")]
+    ShapeMismatch {
+        op: &'static str,
+        lhs: Shape,
+        rhs: Shape,
+    },
+    /// One operand with a shape the op does not accept.
+    #[error("{op}: {msg}")]
+    BadShape { op: &'static str, msg: String },
+    /// Operands of different element types.
+    #[error("{op}: dtype mismatch: {lhs} vs {rhs}")]
+    DTypeMismatch {
+        op: &'static str,
+        lhs: DType,
+        rhs: DType,
+    },
+    /// An op asked of an element type it does not support.
+    #[error("{op}: unsupported dtype {dtype}")]
+    UnsupportedDType { op: &'static str, dtype: DType },
+    /// Operands on different devices.
+    #[error("{op}: device mismatch: {lhs} vs {rhs}")]
+    DeviceMismatch {
+        op: &'static str,
+        lhs: String,
+        rhs: String,
+    },
+    /// A class label outside `0..classes`.
+    #[error("{op}: label {label} in row {row} is out of range for {classes} classes")]
+    LabelOutOfRange {
+        op: &'static str,
+        row: usize,
+        label: u64,
+        classes: usize,
+    },
+    /// A NaN or infinity where a finite number is required.
+    #[error("{op}: non-finite value: {what}")]
+    NonFinite { op: &'static str, what: String },
+    /// An argument outside its documented domain.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A misuse of the tape (unknown variable, backward from a non-scalar...).
+    #[error("tape: {0}")]
+    Tape(String),
+    /// A file that is missing, truncated, corrupt or inconsistent.
+    #[error("{}: {msg}", path.display())]
+    File { path: PathBuf, msg: String },
+    /// An I/O failure on a named file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CUDA backend is unavailable or a driver call failed.
+    #[error("CUDA: {0}")]
+    Cuda(String),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+
+    /// Shorthand for [`Error::File`].
+    pub fn file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::File {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The built-in gradient checks: every op of the core, plus a small MLP,
+//! on random f64 inputs of odd sizes. `advgrad gradcheck` and the test suite
+//! both run these.
+//!
+//! An op with a non-scalar output is checked through
+//! `f = Σ op(x) ⊙ w` with a fixed random `w`, so every output element gets a
+//! different weight and a wrong index in a backward rule cannot cancel out.
+
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
+use crate::tape::{Tape, Var};
+use crate::tensor::Tensor;
+
+/// A scalar function of tensors, built on a tape.
+pub type CheckFn = Box<dyn Fn(&mut Tape, &[Var]) -> Result<Var>>;
+
+/// One named gradient check: a function and the point to check it at.
+pub struct Case {
+    /// The op's name (as `advgrad gradcheck --op` knows it).
+    pub name: &'static str,
+    /// The inputs, all f64.
+    pub inputs: Vec<Tensor>,
+    /// The scalar function of the inputs.
+    pub f: CheckFn,
+}
+
+impl Case {
+    /// Runs the check with `options`.
+    pub fn run(&self, options: &GradcheckOptions) -> Result<GradcheckReport> {
+        gradcheck(&self.f, &self.inputs, options)
+    }
+}
+
+/// The names of all built-in cases, in order.
+pub const CASE_NAMES: [&str; 12] = [
+    "matmul",
+    "add",
+    "sub",
+    "mul",
+    "scale",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "softmax_cross_entropy",
+    "sum",
+    "mean",
+    "mlp",
+];
+
+fn uniform(dims: &[usize], seed: u64) -> Tensor {
+    Tensor::rand_uniform(dims, -1.0, 1.0, seed, DType::F64)
+}
+
+/// Uniform in ±[0.05, 1]: far from ReLU's kink at 0.
+fn away_from_zero(dims: &[usize], seed: u64) -> Result<Tensor> {
+    let v: Vec<f64> = uniform(dims, seed)
+        .to_f64_vec()?
+        .into_iter()
+        .map(|x| x.signum() * (0.05 + 0.95 * x.abs()))
+        .collect();
+    Tensor::from_vec(v, dims)
+}
+
+/// `Σ y ⊙ w` for a fixed random `w` shaped like `y`.
+fn weighted_sum(tape: &mut Tape, y: Var, seed: u64) -> Result<Var> {
+    let w = uniform(tape.value(y)?.dims(), seed);
+    let w = tape.constant(w);
+    let p = tape.mul(y, w)?;
+    tape.sum(p)
+}
+
+fn labels(n: usize, classes: u32, seed: u64) -> Result<Tensor> {
+    let mut rng = crate::rng::Rng::new(seed);
+    let v: Vec<u32> = (0..n).map(|_| rng.below(classes as u64) as u32).collect();
+    Tensor::from_vec(v, [n])
+}
+
+fn unary_case(name: &'static str, op: fn(&mut Tape, Var) -> Result<Var>, x: Tensor) -> Case {
+    Case {
+        name,
+        inputs: vec![x],
+        f: Box::new(move |t, v| {
+            let y = op(t, v[0])?;
+            weighted_sum(t, y, 99)
+        }),
+    }
+}
+
+/// The case named `name`, or `None` for an unknown name.
+pub fn case(name: &str) -> Result<Option<Case>> {
+    let c = match name {
+        "matmul" => Case {
+            name: "matmul",
+            inputs: vec![uniform(&[7, 5], 1), uniform(&[5, 3], 2)],
+            f: Box::new(|t, v| {
+                let y = t.matmul(v[0], v[1])?;
+                weighted_sum(t, y, 3)
+            }),
+        },
+        "add" => Case {
+            name: "add",
+            inputs: vec![uniform(&[5, 7], 4), uniform(&[5, 7], 5), uniform(&[7], 6)],
+            f: Box::new(|t, v| {
+                let same = t.add(v[0], v[1])?;
+                let bias = t.add(same, v[2])?;
+                weighted_sum(t, bias, 7)
+            }),
+        },
+        "sub" => Case {
+            name: "sub",
+            inputs: vec![uniform(&[3, 9], 8), uniform(&[3, 9], 9)],
+            f: Box::new(|t, v| {
+                let y = t.sub(v[0], v[1])?;
+                weighted_sum(t, y, 10)
+            }),
+        },
+        "mul" => Case {
+            name: "mul",
+            inputs: vec![uniform(&[9, 3], 11), uniform(&[9, 3], 12)],
+            f: Box::new(|t, v| {
+                let y = t.mul(v[0], v[1])?;
+                weighted_sum(t, y, 13)
+            }),
+        },
+        "scale" => unary_case("scale", |t, x| t.scale(x, -2.5), uniform(&[5, 3], 14)),
+        "relu" => unary_case("relu", Tape::relu, away_from_zero(&[7, 9], 15)?),
+        "sigmoid" => unary_case("sigmoid", Tape::sigmoid, uniform(&[7, 9], 16).scale(3.0)?),
+        "tanh" => unary_case("tanh", Tape::tanh, uniform(&[7, 9], 17).scale(2.0)?),
+        "softmax_cross_entropy" => {
+            let y = labels(9, 7, 18)?;
+            Case {
+                name: "softmax_cross_entropy",
+                inputs: vec![uniform(&[9, 7], 19).scale(3.0)?],
+                f: Box::new(move |t, v| t.softmax_cross_entropy(v[0], &y)),
+            }
+        }
+        "sum" => Case {
+            name: "sum",
+            inputs: vec![uniform(&[5, 11], 20)],
+            f: Box::new(|t, v| t.sum(v[0])),
+        },
+        "mean" => Case {
+            name: "mean",
+            inputs: vec![uniform(&[11, 5], 21)],
+            f: Box::new(|t, v| t.mean(v[0])),
+        },
+        "mlp" => mlp_case()?,
+        _ => return Ok(None),
+    };
+    Ok(Some(c))
+}
+
+/// x → relu(xW₁+b₁) → sigmoid(·W₂+b₂) → tanh(·W₃+b₃) → ·W₄+b₄ → softmax
+/// cross-entropy; checked with respect to the input and every parameter.
+fn mlp_case() -> Result<Case> {
+    let sizes = [11, 7, 6, 5, 4];
+    let mut inputs = vec![uniform(&[5, sizes[0]], 30)];
+    for (l, w) in sizes.windows(2).enumerate() {
+        let bound = 1.0 / (w[0] as f64).sqrt();
+        let seed = 31 + 2 * l as u64;
+        inputs.push(uniform(&[w[0], w[1]], seed).scale(bound * 2.0)?);
+        inputs.push(uniform(&[w[1]], seed + 1).scale(bound)?);
+    }
+    let y = labels(5, 4, 40)?;
+    Ok(Case {
+        name: "mlp",
+        inputs,
+        f: Box::new(move |t, v| {
+            let mut h = v[0];
+            let acts: [fn(&mut Tape, Var) -> Result<Var>; 3] =
+                [Tape::relu, Tape::sigmoid, Tape::tanh];
+            for l in 0..4 {
+                let z = t.matmul(h, v[1 + 2 * l])?;
+                h = t.add(z, v[2 + 2 * l])?;
+                if l < 3 {
+                    h = acts[l](t, h)?;
+                }
+            }
+            t.softmax_cross_entropy(h, &y)
+        }),
+    })
+}
+
+/// Every built-in case, in [`CASE_NAMES`] order.
+pub fn all_cases() -> Result<Vec<Case>> {
+    CASE_NAMES
+        .iter()
+        .map(|n| case(n).map(|c| c.expect("every listed name has a case")))
+        .collect()
+}

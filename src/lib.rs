@@ -1,0 +1,42 @@
+//! advgrad: a from-scratch, tape-based reverse-mode autodiff engine with
+//! hand-written CUDA kernels and a rayon CPU backend, and on top of it
+//! gradient-descent training and input-gradient adversarial attacks.
+//!
+//! The layers, bottom up (see `DESIGN.md`): kernels ([`backend`]), tensors
+//! ([`Tensor`]), the tape and its ops ([`Tape`], [`ops`]), gradient checking
+//! ([`gradcheck()`]), then models, data, training and attacks.
+//!
+//! ```
+//! use advgrad::{DType, Tape, Tensor};
+//! // loss = mean softmax cross-entropy of x·W against labels
+//! let x = Tensor::rand_uniform([4, 3], -1.0, 1.0, 0, DType::F32);
+//! let w = Tensor::rand_uniform([3, 5], -1.0, 1.0, 1, DType::F32);
+//! let labels = Tensor::from_vec(vec![0u32, 4, 2, 1], [4])?;
+//! let mut tape = Tape::new();
+//! let (x, w) = (tape.constant(x), tape.var(w));
+//! let logits = tape.matmul(x, w)?;
+//! let loss = tape.softmax_cross_entropy(logits, &labels)?;
+//! tape.backward(loss)?;
+//! assert_eq!(tape.grad(w).unwrap().dims(), &[3, 5]);
+//! # Ok::<(), advgrad::Error>(())
+//! ```
+
+pub mod backend;
+pub mod data;
+pub mod device;
+pub mod dtype;
+pub mod error;
+pub mod gradcheck;
+pub mod ops;
+pub mod rng;
+pub mod shape;
+pub mod tape;
+pub mod tensor;
+
+pub use device::Device;
+pub use dtype::{DType, Float};
+pub use error::{Error, Result};
+pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport, InputReport};
+pub use shape::Shape;
+pub use tape::{Tape, Var};
+pub use tensor::Tensor;

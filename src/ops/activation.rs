@@ -1,0 +1,84 @@
+//! Activations, each with a backward that reads what the forward saved.
+//!
+//! - `relu(x) = max(x, 0)`, `dx = g ⊙ [x > 0]` (the input is saved; the
+//!   derivative at 0 is taken as 0).
+//! - `sigmoid(x) = y = 1/(1+e^{−x})`, `dx = g ⊙ y ⊙ (1 − y)` (the output is
+//!   saved).
+//! - `tanh(x) = y`, `dx = g ⊙ (1 − y²)` (the output is saved).
+
+use crate::backend::{BackendStorage, Unary};
+use crate::error::{Error, Result};
+use crate::ops::Op;
+use crate::tape::{Tape, Var};
+use crate::tensor::Tensor;
+
+impl Tensor {
+    pub(crate) fn map_unary(&self, op: Unary) -> Result<Tensor> {
+        let out = self.storage().unary(op)?;
+        Ok(Tensor::from_storage(out, self.shape().clone()))
+    }
+
+    fn unary_grad(&self, saved: &Tensor, op: Unary) -> Result<Tensor> {
+        if self.shape() != saved.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "activation backward",
+                lhs: self.shape().clone(),
+                rhs: saved.shape().clone(),
+            });
+        }
+        let out = self.storage().unary_backward(saved.storage(), op)?;
+        Ok(Tensor::from_storage(out, self.shape().clone()))
+    }
+
+    /// `max(x, 0)` elementwise.
+    pub fn relu(&self) -> Result<Tensor> {
+        self.map_unary(Unary::Relu)
+    }
+
+    /// `1/(1+e^{−x})` elementwise.
+    pub fn sigmoid(&self) -> Result<Tensor> {
+        self.map_unary(Unary::Sigmoid)
+    }
+
+    /// `tanh x` elementwise.
+    pub fn tanh(&self) -> Result<Tensor> {
+        self.map_unary(Unary::Tanh)
+    }
+
+    /// With `self` the output gradient `g`: `g ⊙ [x > 0]`.
+    pub fn relu_backward(&self, x: &Tensor) -> Result<Tensor> {
+        self.unary_grad(x, Unary::Relu)
+    }
+
+    /// With `self` the output gradient `g` and `y` the sigmoid output:
+    /// `g ⊙ y ⊙ (1 − y)`.
+    pub fn sigmoid_backward(&self, y: &Tensor) -> Result<Tensor> {
+        self.unary_grad(y, Unary::Sigmoid)
+    }
+
+    /// With `self` the output gradient `g` and `y` the tanh output:
+    /// `g ⊙ (1 − y²)`.
+    pub fn tanh_backward(&self, y: &Tensor) -> Result<Tensor> {
+        self.unary_grad(y, Unary::Tanh)
+    }
+}
+
+impl Tape {
+    /// Records `relu(x)`.
+    pub fn relu(&mut self, x: Var) -> Result<Var> {
+        let out = self.value(x)?.relu()?;
+        self.record(Op::Relu, &[x], out)
+    }
+
+    /// Records `sigmoid(x)`.
+    pub fn sigmoid(&mut self, x: Var) -> Result<Var> {
+        let out = self.value(x)?.sigmoid()?;
+        self.record(Op::Sigmoid, &[x], out)
+    }
+
+    /// Records `tanh(x)`.
+    pub fn tanh(&mut self, x: Var) -> Result<Var> {
+        let out = self.value(x)?.tanh()?;
+        self.record(Op::Tanh, &[x], out)
+    }
+}

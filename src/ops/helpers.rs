@@ -1,0 +1,69 @@
+//! Non-differentiable tensor helpers the attacks and optimisers use.
+
+use crate::backend::{BackendStorage, Unary};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+impl Tensor {
+    /// `sign x` ∈ {−1, 0, 1} elementwise.
+    pub fn sign(&self) -> Result<Tensor> {
+        self.map_unary(Unary::Sign)
+    }
+
+    /// `min(max(x, lo), hi)` elementwise.
+    pub fn clamp(&self, lo: f64, hi: f64) -> Result<Tensor> {
+        if lo > hi || lo.is_nan() || hi.is_nan() {
+            return Err(Error::invalid(format!("clamp: empty range [{lo}, {hi}]")));
+        }
+        let out = self.storage().clamp(lo, hi)?;
+        Ok(Tensor::from_storage(out, self.shape().clone()))
+    }
+
+    /// The index of the largest value in each row of a matrix `[m, n] → [m]`
+    /// (u32; the first on ties).
+    pub fn argmax_rows(&self) -> Result<Tensor> {
+        let (m, n) = self.shape().as_matrix().ok_or_else(|| Error::BadShape {
+            op: "argmax_rows",
+            msg: format!("expected a matrix, got {}", self.shape()),
+        })?;
+        if n == 0 {
+            return Err(Error::BadShape {
+                op: "argmax_rows",
+                msg: "rows are empty".into(),
+            });
+        }
+        let out = self.storage().argmax_rows(n)?;
+        Ok(Tensor::from_storage(out, [m].into()))
+    }
+
+    /// The projection of `self` onto the L∞ ball of radius `eps` around
+    /// `center`, intersected with the box `[lo, hi]`.
+    pub fn project_linf(&self, center: &Tensor, eps: f64, lo: f64, hi: f64) -> Result<Tensor> {
+        if self.shape() != center.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "project_linf",
+                lhs: self.shape().clone(),
+                rhs: center.shape().clone(),
+            });
+        }
+        if eps.is_nan() || eps < 0.0 {
+            return Err(Error::invalid(format!(
+                "project_linf: eps must be ≥ 0, got {eps}"
+            )));
+        }
+        let out = self.storage().project_linf(center.storage(), eps, lo, hi)?;
+        Ok(Tensor::from_storage(out, self.shape().clone()))
+    }
+
+    /// In place: `self ← self + alpha·x` (same shapes).
+    pub fn axpy_(&mut self, alpha: f64, x: &Tensor) -> Result<()> {
+        if self.shape() != x.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "axpy",
+                lhs: self.shape().clone(),
+                rhs: x.shape().clone(),
+            });
+        }
+        self.storage_mut().axpy(alpha, x.storage())
+    }
+}

@@ -1,0 +1,153 @@
+//! The differentiable ops: each family's forward and backward side by side.
+//!
+//! Every rule, where `g` is the gradient flowing into the op's output:
+//!
+//! | op | forward | backward (vector–Jacobian product) |
+//! |---|---|---|
+//! | `matmul` | `C = A·B` | `dA = g·Bᵀ`, `dB = Aᵀ·g` |
+//! | `add` | `a + b` | `da = g`, `db = g` |
+//! | `add` (bias) | `y[i,j] = x[i,j] + b[j]` | `dx = g`, `db[j] = Σᵢ g[i,j]` |
+//! | `sub` | `a − b` | `da = g`, `db = −g` |
+//! | `mul` | `a ⊙ b` | `da = g ⊙ b`, `db = g ⊙ a` |
+//! | `scale` | `s·x` | `dx = s·g` |
+//! | `relu` | `max(x, 0)` | `dx = g ⊙ [x > 0]` |
+//! | `sigmoid` | `y = 1/(1+e^{−x})` | `dx = g ⊙ y ⊙ (1 − y)` |
+//! | `tanh` | `y = tanh x` | `dx = g ⊙ (1 − y²)` |
+//! | `softmax_cross_entropy` | `L = (1/N) Σᵢ (lse(xᵢ) − xᵢ,yᵢ)` | `dx = g·(softmax(x) − onehot(y))/N` |
+//! | `sum` | `Σᵢ xᵢ` | `dx = g·1` |
+//! | `mean` | `(1/n) Σᵢ xᵢ` | `dx = (g/n)·1` |
+//!
+//! The non-differentiable helpers the attacks use (`sign`, `clamp`,
+//! `argmax_rows`, `project_linf`) live in [`helpers`] and work on tensors only.
+
+pub mod activation;
+pub mod arith;
+pub mod helpers;
+pub mod loss;
+pub mod matmul;
+pub mod reduce;
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// A user-defined differentiable op: the forward value is computed by the
+/// caller and recorded with [`crate::Tape::custom`]; this trait supplies the
+/// backward rule.
+pub trait CustomOp: Send + Sync {
+    /// The name shown when the tape is printed.
+    fn name(&self) -> &str;
+    /// The gradient with respect to each input, given the inputs, the
+    /// recorded output and the gradient `grad` of the output. Return `None`
+    /// for an input that has no gradient.
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        output: &Tensor,
+        grad: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>>;
+}
+
+/// What produced a tape node, with what its backward rule needs beyond the
+/// input and output values.
+#[derive(Clone)]
+pub enum Op {
+    /// An input, parameter or constant.
+    Leaf,
+    /// `A·B`.
+    Matmul,
+    /// `a + b`, same shapes.
+    Add,
+    /// `x + b` with `b` a row vector broadcast over the rows of `x`.
+    AddRow,
+    /// `a − b`.
+    Sub,
+    /// `a ⊙ b`.
+    Mul,
+    /// `s·x`.
+    Scale(f64),
+    /// `max(x, 0)`.
+    Relu,
+    /// `1/(1+e^{−x})`.
+    Sigmoid,
+    /// `tanh x`.
+    Tanh,
+    /// Mean softmax cross-entropy of logits against integer labels.
+    SoftmaxCrossEntropy {
+        /// The labels (u32, one per row).
+        labels: Tensor,
+        /// The softmax probabilities saved by the forward pass.
+        probs: Tensor,
+    },
+    /// `Σ x`.
+    Sum,
+    /// `mean x`.
+    Mean,
+    /// A user-defined op.
+    Custom(Arc<dyn CustomOp>),
+}
+
+impl Op {
+    /// The op's name, as printed and as `advgrad gradcheck --op` knows it.
+    pub fn name(&self) -> &str {
+        match self {
+            Op::Leaf => "leaf",
+            Op::Matmul => "matmul",
+            Op::Add => "add",
+            Op::AddRow => "add_row",
+            Op::Sub => "sub",
+            Op::Mul => "mul",
+            Op::Scale(_) => "scale",
+            Op::Relu => "relu",
+            Op::Sigmoid => "sigmoid",
+            Op::Tanh => "tanh",
+            Op::SoftmaxCrossEntropy { .. } => "softmax_cross_entropy",
+            Op::Sum => "sum",
+            Op::Mean => "mean",
+            Op::Custom(op) => op.name(),
+        }
+    }
+
+    /// The gradients of the inputs (`None` where `needs[i]` is false), given
+    /// the input values, the output value and the output gradient `g`.
+    pub fn backward(
+        &self,
+        inputs: &[&Tensor],
+        output: &Tensor,
+        g: &Tensor,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
+        match self {
+            Op::Leaf => Ok(vec![]),
+            Op::Matmul => matmul::backward(inputs[0], inputs[1], g, needs),
+            Op::Add => arith::add_backward(g, needs),
+            Op::AddRow => arith::add_row_backward(g, needs),
+            Op::Sub => arith::sub_backward(g, needs),
+            Op::Mul => arith::mul_backward(inputs[0], inputs[1], g, needs),
+            Op::Scale(s) => Ok(vec![Some(g.scale(*s)?)]),
+            Op::Relu => Ok(vec![Some(g.relu_backward(inputs[0])?)]),
+            Op::Sigmoid => Ok(vec![Some(g.sigmoid_backward(output)?)]),
+            Op::Tanh => Ok(vec![Some(g.tanh_backward(output)?)]),
+            Op::SoftmaxCrossEntropy { labels, probs } => Ok(vec![Some(
+                loss::softmax_cross_entropy_backward(probs, labels, g)?,
+            )]),
+            Op::Sum => Ok(vec![Some(reduce::sum_backward(inputs[0], g, 1.0)?)]),
+            Op::Mean => {
+                let n = inputs[0].numel().max(1) as f64;
+                Ok(vec![Some(reduce::sum_backward(inputs[0], g, 1.0 / n)?)])
+            }
+            Op::Custom(op) => op.backward(inputs, output, g),
+        }
+    }
+}
+
+impl fmt::Debug for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Scale(s) => write!(f, "scale({s})"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
