@@ -27,6 +27,7 @@ pub mod device;
 pub mod dtype;
 pub mod error;
 pub mod gradcheck;
+pub mod nn;
 pub mod ops;
 pub mod rng;
 pub mod shape;

@@ -91,11 +91,34 @@ fn unary_case(name: &'static str, op: fn(&mut Tape, Var) -> Result<Var>, x: Tens
 pub fn case(name: &str) -> Result<Option<Case>> {
     let c = match name {
         "matmul" => Case {
+            // A: [7, 5] and B: [5, 3], used as A·B, A·(Bᵀ)ᵀ, (Aᵀ)ᵀ·B and (Aᵀ)ᵀ·(Bᵀ)ᵀ:
+            // inputs 2 and 3 hold the transposes, read transposed.
             name: "matmul",
-            inputs: vec![uniform(&[7, 5], 1), uniform(&[5, 3], 2)],
+            inputs: vec![
+                uniform(&[7, 5], 1),
+                uniform(&[5, 3], 2),
+                uniform(&[5, 7], 3),
+                uniform(&[3, 5], 4),
+            ],
             f: Box::new(|t, v| {
-                let y = t.matmul(v[0], v[1])?;
-                weighted_sum(t, y, 3)
+                let mut total = None;
+                for (i, (a, b, ta, tb)) in [
+                    (v[0], v[1], false, false),
+                    (v[0], v[3], false, true),
+                    (v[2], v[1], true, false),
+                    (v[2], v[3], true, true),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let y = t.matmul_ex(a, b, ta, tb)?;
+                    let s = weighted_sum(t, y, 50 + i as u64)?;
+                    total = Some(match total {
+                        Some(acc) => t.add(acc, s)?,
+                        None => s,
+                    });
+                }
+                Ok(total.expect("four products"))
             }),
         },
         "add" => Case {

@@ -1,9 +1,16 @@
-//! Matrix product.
+//! Matrix product, with either operand optionally read transposed.
 //!
-//! Forward `C = A·B` with `A: [m, k]`, `B: [k, n]`. Backward, for the output
-//! gradient `G: [m, n]`: `dA = G·Bᵀ` and `dB = Aᵀ·G`, both computed by the
-//! kernel reading the stored operand transposed, never materialising a
-//! transpose.
+//! Forward `C = op(A)·op(B)`. Backward, for the output gradient `G`:
+//!
+//! | forward | `dA` | `dB` |
+//! |---|---|---|
+//! | `A·B` | `G·Bᵀ` | `Aᵀ·G` |
+//! | `A·Bᵀ` | `G·B` | `Gᵀ·A` |
+//! | `Aᵀ·B` | `B·Gᵀ` | `A·G` |
+//! | `Aᵀ·Bᵀ` | `Bᵀ·Gᵀ` | `Gᵀ·Aᵀ` |
+//!
+//! Each product is one kernel call that reads its stored operands
+//! transposed where needed: no transpose is ever materialised.
 
 use crate::backend::{BackendStorage, MatmulDims};
 use crate::error::{Error, Result};
@@ -57,19 +64,36 @@ impl Tensor {
 impl Tape {
     /// Records `a · b` (see [`Tensor::matmul`]).
     pub fn matmul(&mut self, a: Var, b: Var) -> Result<Var> {
-        let out = self.value(a)?.matmul(self.value(b)?)?;
-        self.record(Op::Matmul, &[a, b], out)
+        self.matmul_ex(a, b, false, false)
+    }
+
+    /// Records `op(a) · op(b)` (see [`Tensor::matmul_ex`]); a linear layer
+    /// with a PyTorch-layout weight `[out, in]` is `matmul_ex(x, w, false, true)`.
+    pub fn matmul_ex(&mut self, a: Var, b: Var, a_trans: bool, b_trans: bool) -> Result<Var> {
+        let out = self.value(a)?.matmul_ex(self.value(b)?, a_trans, b_trans)?;
+        self.record(Op::Matmul { a_trans, b_trans }, &[a, b], out)
     }
 }
 
-/// `dA = G·Bᵀ`, `dB = Aᵀ·G`.
+/// The gradients of `C = op(A)·op(B)`, per the table in the module docs.
 pub(super) fn backward(
     a: &Tensor,
     b: &Tensor,
     g: &Tensor,
+    (a_trans, b_trans): (bool, bool),
     needs: &[bool],
 ) -> Result<Vec<Option<Tensor>>> {
-    let da = needs[0].then(|| g.matmul_ex(b, false, true)).transpose()?;
-    let db = needs[1].then(|| a.matmul_ex(g, true, false)).transpose()?;
+    let da = needs[0]
+        .then(|| match a_trans {
+            false => g.matmul_ex(b, false, !b_trans),
+            true => b.matmul_ex(g, b_trans, true),
+        })
+        .transpose()?;
+    let db = needs[1]
+        .then(|| match b_trans {
+            false => a.matmul_ex(g, !a_trans, false),
+            true => g.matmul_ex(a, true, a_trans),
+        })
+        .transpose()?;
     Ok(vec![da, db])
 }

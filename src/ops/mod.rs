@@ -4,7 +4,7 @@
 //!
 //! | op | forward | backward (vector–Jacobian product) |
 //! |---|---|---|
-//! | `matmul` | `C = A·B` | `dA = g·Bᵀ`, `dB = Aᵀ·g` |
+//! | `matmul` | `C = A·B` | `dA = g·Bᵀ`, `dB = Aᵀ·g` (transposed operands: see [`matmul`]) |
 //! | `add` | `a + b` | `da = g`, `db = g` |
 //! | `add` (bias) | `y[i,j] = x[i,j] + b[j]` | `dx = g`, `db[j] = Σᵢ g[i,j]` |
 //! | `sub` | `a − b` | `da = g`, `db = −g` |
@@ -56,8 +56,14 @@ pub trait CustomOp: Send + Sync {
 pub enum Op {
     /// An input, parameter or constant.
     Leaf,
-    /// `A·B`.
-    Matmul,
+    /// `op(A)·op(B)`, where `op` transposes the stored operand when its flag
+    /// is set.
+    Matmul {
+        /// Whether A is read transposed.
+        a_trans: bool,
+        /// Whether B is read transposed.
+        b_trans: bool,
+    },
     /// `a + b`, same shapes.
     Add,
     /// `x + b` with `b` a row vector broadcast over the rows of `x`.
@@ -94,7 +100,7 @@ impl Op {
     pub fn name(&self) -> &str {
         match self {
             Op::Leaf => "leaf",
-            Op::Matmul => "matmul",
+            Op::Matmul { .. } => "matmul",
             Op::Add => "add",
             Op::AddRow => "add_row",
             Op::Sub => "sub",
@@ -121,7 +127,9 @@ impl Op {
     ) -> Result<Vec<Option<Tensor>>> {
         match self {
             Op::Leaf => Ok(vec![]),
-            Op::Matmul => matmul::backward(inputs[0], inputs[1], g, needs),
+            Op::Matmul { a_trans, b_trans } => {
+                matmul::backward(inputs[0], inputs[1], g, (*a_trans, *b_trans), needs)
+            }
             Op::Add => arith::add_backward(g, needs),
             Op::AddRow => arith::add_row_backward(g, needs),
             Op::Sub => arith::sub_backward(g, needs),
@@ -147,6 +155,10 @@ impl fmt::Debug for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::Scale(s) => write!(f, "scale({s})"),
+            Op::Matmul { a_trans, b_trans } => {
+                let t = |flag: &bool| if *flag { "ᵀ" } else { "" };
+                write!(f, "matmul{}{}", t(a_trans), t(b_trans))
+            }
             other => f.write_str(other.name()),
         }
     }

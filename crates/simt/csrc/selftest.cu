@@ -24,11 +24,20 @@ extern "C" __global__ void simt_read_shared_poison(float* out) {
 }
 
 // out[t] = the value lane t gets from each kind of shuffle of lane ids.
-extern "C" __global__ void simt_shuffles(int* out) {
-    const int l = threadIdx.x % 32;
+extern "C" __global__ void simt_shuffles(unsigned* out) {
+    const unsigned l = threadIdx.x % 32;
     const int base = threadIdx.x * 4;
     out[base + 0] = __shfl_xor_sync(0xffffffffu, l, 5);
     out[base + 1] = __shfl_down_sync(0xffffffffu, l, 3);
     out[base + 2] = __shfl_up_sync(0xffffffffu, l, 3);
     out[base + 3] = __shfl_sync(0xffffffffu, l, 7);
+}
+
+// One warp: lane 0 waits in __syncthreads, the others in __syncwarp; neither
+// barrier can complete, so only the watchdog ends it.
+extern "C" __global__ void simt_deadlock() {
+    if (threadIdx.x == 0)
+        __syncthreads();
+    else
+        __syncwarp();
 }

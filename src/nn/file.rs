@@ -1,0 +1,163 @@
+//! Model files: safetensors in the layout of a PyTorch `nn.Sequential` of
+//! `Linear` and activation layers.
+//!
+//! Keys `0.weight` (`[out, in]`), `0.bias`, `2.weight`, `2.bias`, … (the
+//! activations take the odd indices), f32, with metadata
+//! `{"arch": "784-256-256-10", "activation": "relu"}`. A state dict saved by
+//! `safetensors.torch.save_file(model.state_dict(), path)` loads: the
+//! architecture comes from the shapes, the activation from the metadata or
+//! the caller.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+use super::linear::Linear;
+use super::mlp::{Activation, Mlp};
+
+/// Writes named f32 tensors (any device) to a safetensors file with
+/// `metadata`.
+pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
+    let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let v = t.to_dtype(DType::F32)?.to_vec::<f32>()?;
+        let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        bytes.push((name.clone(), t.dims().to_vec(), raw));
+    }
+    let views = bytes
+        .iter()
+        .map(|(name, dims, raw)| {
+            TensorView::new(Dtype::F32, dims.clone(), raw)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::file(path, format!("tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize_to_file(views, &Some(metadata), path)
+        .map_err(|e| Error::file(path, format!("cannot write safetensors: {e}")))
+}
+
+/// Saves a model: parameters under their PyTorch names, with its
+/// architecture and activation as metadata.
+pub fn save_model(model: &Mlp, path: &Path) -> Result<()> {
+    let tensors: Vec<(String, Tensor)> = model
+        .param_names()
+        .into_iter()
+        .zip(model.params().into_iter().cloned())
+        .collect();
+    let metadata = HashMap::from([
+        ("arch".to_string(), model.arch()),
+        ("activation".to_string(), model.activation.name().to_string()),
+        ("format".to_string(), "pt".to_string()),
+    ]);
+    save_tensors(path, &tensors, metadata)
+}
+
+fn read_f32(path: &Path, name: &str, view: &TensorView<'_>) -> Result<Tensor> {
+    let data = view.data();
+    let values: Vec<f32> = match view.dtype() {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8")) as f32)
+            .collect(),
+        other => {
+            return Err(Error::file(
+                path,
+                format!("tensor {name} has dtype {other:?}; expected F32 (or F64)"),
+            ))
+        }
+    };
+    Tensor::from_vec(values, view.shape())
+}
+
+/// Loads a model saved by [`save_model`] or by PyTorch. The activation is
+/// `activation` if given, else the file's metadata, else an error.
+pub fn load_model(path: &Path, activation: Option<Activation>) -> Result<Mlp> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::file(path, format!("corrupt safetensors file: {e}")))?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+
+    let activation = match (activation, metadata.get("activation")) {
+        (Some(a), _) => a,
+        (None, Some(name)) => name.parse()?,
+        (None, None) => {
+            return Err(Error::file(
+                path,
+                "no activation in the file's metadata: pass --act relu|sigmoid|tanh",
+            ))
+        }
+    };
+
+    let names = file.names();
+    let mut layers = Vec::new();
+    for index in (0..).step_by(2) {
+        let (wk, bk) = (format!("{index}.weight"), format!("{index}.bias"));
+        let (w, b) = match (file.tensor(&wk), file.tensor(&bk)) {
+            (Ok(w), Ok(b)) => (w, b),
+            (Err(_), Err(_)) => break,
+            (Ok(_), Err(_)) => return Err(Error::file(path, format!("missing key {bk} (found {wk})"))),
+            (Err(_), Ok(_)) => return Err(Error::file(path, format!("missing key {wk} (found {bk})"))),
+        };
+        let weight = read_f32(path, &wk, &w)?;
+        let bias = read_f32(path, &bk, &b)?;
+        let (out, inp) = weight.shape().as_matrix().ok_or_else(|| {
+            Error::file(path, format!("{wk} must be [out, in], got {}", weight.shape()))
+        })?;
+        if bias.dims() != [out] {
+            return Err(Error::file(
+                path,
+                format!("{bk} must be [{out}] to match {wk} {}, got {}", weight.shape(), bias.shape()),
+            ));
+        }
+        if let Some(prev) = layers.last().map(Linear::outputs) {
+            if prev != inp {
+                return Err(Error::file(
+                    path,
+                    format!("{wk} takes {inp} inputs but the previous layer gives {prev}"),
+                ));
+            }
+        }
+        layers.push(Linear { weight, bias });
+    }
+    if layers.is_empty() {
+        return Err(Error::file(
+            path,
+            format!(
+                "no layers: expected keys 0.weight, 0.bias, 2.weight, …; found {:?}",
+                names.iter().take(8).collect::<Vec<_>>()
+            ),
+        ));
+    }
+    let known = 2 * layers.len();
+    if let Some(extra) = names.iter().find(|n| {
+        let idx = n.split('.').next().and_then(|i| i.parse::<usize>().ok());
+        !matches!(idx, Some(i) if i % 2 == 0 && i < known)
+    }) {
+        return Err(Error::file(path, format!("unexpected key {extra}: not an MLP of Linear layers")));
+    }
+    let model = Mlp { layers, activation };
+    if let Some(arch) = metadata.get("arch") {
+        if *arch != model.arch() {
+            return Err(Error::file(
+                path,
+                format!("metadata says arch {arch} but the tensors describe {}", model.arch()),
+            ));
+        }
+    }
+    Ok(model)
+}

@@ -1,0 +1,254 @@
+//! Multi-layer perceptrons: linear layers with one activation between them,
+//! logits out.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use crate::tape::{Tape, Var};
+use crate::tensor::Tensor;
+
+use super::linear::Linear;
+
+/// The activation between layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `max(x, 0)`.
+    Relu,
+    /// `1/(1+e^{−x})`.
+    Sigmoid,
+    /// `tanh x`.
+    Tanh,
+}
+
+impl Activation {
+    /// Records the activation of `x`.
+    pub fn record(self, tape: &mut Tape, x: Var) -> Result<Var> {
+        match self {
+            Activation::Relu => tape.relu(x),
+            Activation::Sigmoid => tape.sigmoid(x),
+            Activation::Tanh => tape.tanh(x),
+        }
+    }
+
+    /// The activation of `x`, without a tape.
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::Sigmoid => x.sigmoid(),
+            Activation::Tanh => x.tanh(),
+        }
+    }
+
+    /// The name used in specs and model files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+        }
+    }
+}
+
+impl FromStr for Activation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "relu" => Ok(Activation::Relu),
+            "sigmoid" => Ok(Activation::Sigmoid),
+            "tanh" => Ok(Activation::Tanh),
+            _ => Err(Error::invalid(format!(
+                "unknown activation `{s}`: expected relu, sigmoid or tanh"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A multi-layer perceptron `784-256-256-10`: `Linear → act → … → Linear`,
+/// logits out. Parameters are named as in a PyTorch `nn.Sequential` of
+/// linear and activation layers: `0.weight`, `0.bias`, `2.weight`, …
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    /// The linear layers, input first.
+    pub layers: Vec<Linear>,
+    /// The activation after every layer but the last.
+    pub activation: Activation,
+}
+
+/// The result of recording a forward pass.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    /// The logits, `[N, classes]`.
+    pub logits: Var,
+    /// The parameter variables, in [`Mlp::param_names`] order.
+    pub params: Vec<Var>,
+}
+
+/// Parses an architecture spec such as `784-256-256-10` into layer widths.
+pub fn parse_arch(spec: &str) -> Result<Vec<usize>> {
+    let widths: std::result::Result<Vec<usize>, _> = spec.split('-').map(|w| w.trim().parse()).collect();
+    match widths {
+        Ok(w) if w.len() >= 2 && w.iter().all(|&x| x > 0) => Ok(w),
+        _ => Err(Error::invalid(format!(
+            "bad architecture `{spec}`: expected layer widths joined by '-', such as 784-256-256-10"
+        ))),
+    }
+}
+
+impl Mlp {
+    /// A freshly initialised MLP (PyTorch's default init), fixed by `seed`.
+    pub fn new(arch: &str, activation: Activation, seed: u64) -> Result<Mlp> {
+        let widths = parse_arch(arch)?;
+        let mut rng = Rng::new(seed);
+        let layers = widths
+            .windows(2)
+            .map(|w| Linear::new(w[0], w[1], &mut rng))
+            .collect::<Result<_>>()?;
+        Ok(Mlp { layers, activation })
+    }
+
+    /// The architecture spec, e.g. `784-256-256-10`.
+    pub fn arch(&self) -> String {
+        let mut widths = vec![self.input_size()];
+        widths.extend(self.layers.iter().map(Linear::outputs));
+        widths.iter().map(usize::to_string).collect::<Vec<_>>().join("-")
+    }
+
+    /// Number of input features.
+    pub fn input_size(&self) -> usize {
+        self.layers.first().map_or(0, Linear::inputs)
+    }
+
+    /// Number of classes (outputs).
+    pub fn classes(&self) -> usize {
+        self.layers.last().map_or(0, Linear::outputs)
+    }
+
+    /// Parameter names in PyTorch `nn.Sequential` style, in order.
+    pub fn param_names(&self) -> Vec<String> {
+        (0..self.layers.len())
+            .flat_map(|l| [format!("{}.weight", 2 * l), format!("{}.bias", 2 * l)])
+            .collect()
+    }
+
+    /// The parameters, in [`Mlp::param_names`] order.
+    pub fn params(&self) -> Vec<&Tensor> {
+        self.layers.iter().flat_map(|l| [&l.weight, &l.bias]).collect()
+    }
+
+    /// The parameters, mutable, in [`Mlp::param_names`] order.
+    pub fn params_mut(&mut self) -> Vec<&mut Tensor> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| [&mut l.weight, &mut l.bias])
+            .collect()
+    }
+
+    /// Total number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.params().iter().map(|p| p.numel()).sum()
+    }
+
+    /// The same model with its parameters on `device`.
+    pub fn to_device(&self, device: Device) -> Result<Mlp> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(Linear {
+                    weight: l.weight.to_device(device)?,
+                    bias: l.bias.to_device(device)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Mlp {
+            layers,
+            activation: self.activation,
+        })
+    }
+
+    /// The device of the parameters.
+    pub fn device(&self) -> Device {
+        self.layers.first().map_or(Device::Cpu, |l| l.weight.device())
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        match x.shape().as_matrix() {
+            Some((_, f)) if f == self.input_size() => Ok(()),
+            _ => Err(Error::BadShape {
+                op: "mlp",
+                msg: format!(
+                    "the model {} expects inputs [N, {}], got {}",
+                    self.arch(),
+                    self.input_size(),
+                    x.shape()
+                ),
+            }),
+        }
+    }
+
+    /// Records the forward pass of the batch variable `x` on `tape`. With
+    /// `param_grads` the parameters are recorded as variables that receive
+    /// gradients (training); without, as constants (attacks, which only
+    /// want the gradient of the input, skip the weight gradients).
+    pub fn forward(&self, tape: &mut Tape, x: Var, param_grads: bool) -> Result<Forward> {
+        self.check_input(tape.value(x)?)?;
+        let mut params = Vec::with_capacity(2 * self.layers.len());
+        let mut h = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (w, b) = if param_grads {
+                (tape.var(layer.weight.clone()), tape.var(layer.bias.clone()))
+            } else {
+                (tape.constant(layer.weight.clone()), tape.constant(layer.bias.clone()))
+            };
+            params.extend([w, b]);
+            h = Linear::record(tape, h, w, b)?;
+            if i + 1 < self.layers.len() {
+                h = self.activation.record(tape, h)?;
+            }
+        }
+        Ok(Forward { logits: h, params })
+    }
+
+    /// The logits of a batch `[N, in] → [N, classes]`, without a tape.
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
+        let mut h = x.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(&h)?;
+            if i + 1 < self.layers.len() {
+                h = self.activation.apply(&h)?;
+            }
+        }
+        Ok(h)
+    }
+
+    /// The predicted class of each row of a batch.
+    pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
+        self.logits(x)?.argmax_rows()
+    }
+
+    /// The mean cross-entropy loss of a batch and the gradient of that loss
+    /// with respect to the input batch (what every gradient attack needs).
+    pub fn input_gradient(&self, x: &Tensor, labels: &Tensor) -> Result<(f64, Tensor)> {
+        let mut tape = Tape::new();
+        let xv = tape.var(x.clone());
+        let fwd = self.forward(&mut tape, xv, false)?;
+        let loss = tape.softmax_cross_entropy(fwd.logits, labels)?;
+        tape.backward(loss)?;
+        let value = tape.value(loss)?.to_scalar()?;
+        let g = tape
+            .grad(xv)
+            .cloned()
+            .ok_or_else(|| Error::Tape("the input received no gradient".into()))?;
+        Ok((value, g))
+    }
+}

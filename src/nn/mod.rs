@@ -1,0 +1,11 @@
+//! Models: linear layers and multi-layer perceptrons, with named parameters
+//! in PyTorch's layout and safetensors model files.
+
+mod file;
+mod linear;
+mod mlp;
+
+pub use file::{load_model, save_model};
+pub use linear::Linear;
+pub use file::save_tensors;
+pub use mlp::{parse_arch, Activation, Forward, Mlp};

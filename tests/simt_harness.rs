@@ -1,0 +1,133 @@
+//! Tests of the CPU SIMT emulator itself (`crates/simt`): that it reports
+//! divergent barriers, poisons shared memory, shuffles like a warp, and
+//! checks a plan against the kernel it launches.
+
+use std::time::{Duration, Instant};
+
+use simt::plan::{self, Access, Elem, LaunchPlan, Param, Scalar};
+use simt::Buf;
+
+fn plan1(kernel: &str, grid: u32, block: u32, shared: u32, params: Vec<Param>) -> LaunchPlan {
+    LaunchPlan {
+        kernel: kernel.into(),
+        grid: [grid, 1, 1],
+        block: [block, 1, 1],
+        shared_bytes: shared,
+        params,
+    }
+}
+
+fn out_param(elem: Elem, len: usize) -> Param {
+    Param::Buffer {
+        name: "out",
+        elem,
+        len,
+        access: Access::Write,
+    }
+}
+
+#[test]
+fn every_planned_kernel_is_built_for_f32_and_f64() {
+    let have = simt::kernels();
+    for base in plan::KERNELS {
+        for s in ["f32", "f64"] {
+            let k = format!("{base}_{s}");
+            assert!(have.contains(&k), "{k} missing from the emulator");
+        }
+    }
+}
+
+#[test]
+fn divergent_syncthreads_is_an_error() {
+    let p = plan1("simt_divergent_barrier", 2, 64, 0, vec![out_param(Elem::F32, 128)]);
+    let mut out = vec![0f32; 128];
+    let e = simt::run(&p, &mut [Buf::F32Mut(&mut out)]).unwrap_err();
+    assert!(e.0.contains("divergent barrier"), "{e}");
+}
+
+#[test]
+fn divergent_shuffle_is_an_error() {
+    let p = plan1("simt_divergent_shuffle", 1, 64, 0, vec![out_param(Elem::F32, 64)]);
+    let mut out = vec![0f32; 64];
+    let e = simt::run(&p, &mut [Buf::F32Mut(&mut out)]).unwrap_err();
+    assert!(e.0.contains("divergent barrier") && e.0.contains("shuffle"), "{e}");
+}
+
+#[test]
+fn a_barrier_that_never_completes_trips_the_watchdog() {
+    // One warp: lane 0 waits in __syncthreads, lanes 1..31 in __syncwarp.
+    let p = plan1("simt_deadlock", 1, 32, 0, vec![]);
+    let t = Instant::now();
+    let e = simt::run_with_watchdog(&p, &mut [], Duration::from_millis(300)).unwrap_err();
+    assert!(e.0.contains("watchdog"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn shared_memory_is_poisoned() {
+    let p = plan1("simt_read_shared_poison", 3, 64, 8, vec![out_param(Elem::F32, 128)]);
+    let mut out = vec![0f32; 128];
+    simt::run(&p, &mut [Buf::F32Mut(&mut out)]).unwrap();
+    assert!(out.iter().all(|v| v.is_nan()), "{out:?}");
+}
+
+#[test]
+fn shuffles_follow_warp_semantics() {
+    let p = plan1(
+        "simt_shuffles",
+        1,
+        64,
+        0,
+        vec![Param::Buffer {
+            name: "out",
+            elem: Elem::U32,
+            len: 256,
+            access: Access::Write,
+        }],
+    );
+    let mut out = vec![0u32; 256];
+    simt::run(&p, &mut [Buf::U32Mut(&mut out)]).unwrap();
+    for t in 0..64u32 {
+        let l = t % 32;
+        let got = &out[t as usize * 4..t as usize * 4 + 4];
+        let down = if l + 3 < 32 { l + 3 } else { l };
+        let up = if l >= 3 { l - 3 } else { l };
+        assert_eq!(got, [l ^ 5, down, up, 7], "thread {t}");
+    }
+    assert_eq!(
+        simt::signature("simt_shuffles").unwrap(),
+        vec!["*mut u32".to_string()]
+    );
+    // A plan that passes floats where the kernel takes unsigned is refused.
+    let mut bad = p.clone();
+    bad.params[0] = out_param(Elem::F32, 256);
+    let mut f = vec![0f32; 256];
+    let e = simt::run(&bad, &mut [Buf::F32Mut(&mut f)]).unwrap_err();
+    assert!(e.0.contains("*mut u32"), "{e}");
+}
+
+#[test]
+fn plans_are_checked_against_the_kernel() {
+    let mut p = plan::binary(plan::Binary::Add, Elem::F32, 10).unwrap();
+    let (a, b) = (vec![1f32; 10], vec![2f32; 10]);
+    let mut y = vec![0f32; 9];
+    let e = simt::run(&p, &mut [Buf::F32(&a), Buf::F32(&b), Buf::F32Mut(&mut y)]).unwrap_err();
+    assert!(e.0.contains("needs 10"), "{e}");
+    let mut y = vec![0f32; 10];
+    p.params[3] = Param::Scalar {
+        name: "n",
+        value: Scalar::U32(10),
+    };
+    let e = simt::run(&p, &mut [Buf::F32(&a), Buf::F32(&b), Buf::F32Mut(&mut y)]).unwrap_err();
+    assert!(e.0.contains("is u64"), "{e}");
+    p.block = [48, 1, 1];
+    p.params[3] = Param::Scalar {
+        name: "n",
+        value: Scalar::U64(10),
+    };
+    let e = simt::run(&p, &mut [Buf::F32(&a), Buf::F32(&b), Buf::F32Mut(&mut y)]).unwrap_err();
+    assert!(e.0.contains("multiple of 32"), "{e}");
+    p.block = [256, 1, 1];
+    simt::run(&p, &mut [Buf::F32(&a), Buf::F32(&b), Buf::F32Mut(&mut y)]).unwrap();
+    assert_eq!(y, vec![3f32; 10]);
+}
