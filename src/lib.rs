@@ -21,6 +21,7 @@
 //! # Ok::<(), advgrad::Error>(())
 //! ```
 
+pub mod attack;
 pub mod backend;
 pub mod data;
 pub mod device;
@@ -29,10 +30,13 @@ pub mod error;
 pub mod gradcheck;
 pub mod nn;
 pub mod ops;
+pub mod optim;
+pub mod report;
 pub mod rng;
 pub mod shape;
 pub mod tape;
 pub mod tensor;
+pub mod train;
 
 pub use device::Device;
 pub use dtype::{DType, Float};

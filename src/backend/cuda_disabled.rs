@@ -17,3 +17,8 @@ pub fn ensure_available() -> Result<()> {
             .into(),
     ))
 }
+
+/// Launch plans of the CUDA kernels (pure Rust, compiled with or without
+/// `cuda`, so they are unit-tested and drive the CPU emulation).
+#[path = "cuda/plan.rs"]
+pub mod plan;

@@ -1,6 +1,10 @@
 //! Subcommands of the `advgrad` binary.
 
+mod common;
+mod eval;
 mod gradcheck;
+mod grads;
+mod train;
 
 use std::process::ExitCode;
 
@@ -20,6 +24,12 @@ pub struct Cli {
 enum Command {
     /// Check every op's backward against finite differences in f64.
     Gradcheck(gradcheck::Args),
+    /// Train an MLP on Fashion-MNIST and save it as safetensors.
+    Train(train::Args),
+    /// Accuracy and loss of a saved model.
+    Eval(eval::Args),
+    /// Loss and gradients of a saved model on the first N test examples.
+    Grads(grads::Args),
 }
 
 /// Runs the parsed command; the exit code reports failures that are not
@@ -27,5 +37,8 @@ enum Command {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Gradcheck(args) => gradcheck::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Grads(args) => grads::run(args),
     }
 }

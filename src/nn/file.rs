@@ -23,7 +23,11 @@ use super::mlp::{Activation, Mlp};
 
 /// Writes named f32 tensors (any device) to a safetensors file with
 /// `metadata`.
-pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
+pub fn save_tensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
     let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let v = t.to_dtype(DType::F32)?.to_vec::<f32>()?;
@@ -52,7 +56,10 @@ pub fn save_model(model: &Mlp, path: &Path) -> Result<()> {
         .collect();
     let metadata = HashMap::from([
         ("arch".to_string(), model.arch()),
-        ("activation".to_string(), model.activation.name().to_string()),
+        (
+            "activation".to_string(),
+            model.activation.name().to_string(),
+        ),
         ("format".to_string(), "pt".to_string()),
     ]);
     save_tensors(path, &tensors, metadata)
@@ -110,18 +117,29 @@ pub fn load_model(path: &Path, activation: Option<Activation>) -> Result<Mlp> {
         let (w, b) = match (file.tensor(&wk), file.tensor(&bk)) {
             (Ok(w), Ok(b)) => (w, b),
             (Err(_), Err(_)) => break,
-            (Ok(_), Err(_)) => return Err(Error::file(path, format!("missing key {bk} (found {wk})"))),
-            (Err(_), Ok(_)) => return Err(Error::file(path, format!("missing key {wk} (found {bk})"))),
+            (Ok(_), Err(_)) => {
+                return Err(Error::file(path, format!("missing key {bk} (found {wk})")))
+            }
+            (Err(_), Ok(_)) => {
+                return Err(Error::file(path, format!("missing key {wk} (found {bk})")))
+            }
         };
         let weight = read_f32(path, &wk, &w)?;
         let bias = read_f32(path, &bk, &b)?;
         let (out, inp) = weight.shape().as_matrix().ok_or_else(|| {
-            Error::file(path, format!("{wk} must be [out, in], got {}", weight.shape()))
+            Error::file(
+                path,
+                format!("{wk} must be [out, in], got {}", weight.shape()),
+            )
         })?;
         if bias.dims() != [out] {
             return Err(Error::file(
                 path,
-                format!("{bk} must be [{out}] to match {wk} {}, got {}", weight.shape(), bias.shape()),
+                format!(
+                    "{bk} must be [{out}] to match {wk} {}, got {}",
+                    weight.shape(),
+                    bias.shape()
+                ),
             ));
         }
         if let Some(prev) = layers.last().map(Linear::outputs) {
@@ -148,14 +166,20 @@ pub fn load_model(path: &Path, activation: Option<Activation>) -> Result<Mlp> {
         let idx = n.split('.').next().and_then(|i| i.parse::<usize>().ok());
         !matches!(idx, Some(i) if i % 2 == 0 && i < known)
     }) {
-        return Err(Error::file(path, format!("unexpected key {extra}: not an MLP of Linear layers")));
+        return Err(Error::file(
+            path,
+            format!("unexpected key {extra}: not an MLP of Linear layers"),
+        ));
     }
     let model = Mlp { layers, activation };
     if let Some(arch) = metadata.get("arch") {
         if *arch != model.arch() {
             return Err(Error::file(
                 path,
-                format!("metadata says arch {arch} but the tensors describe {}", model.arch()),
+                format!(
+                    "metadata says arch {arch} but the tensors describe {}",
+                    model.arch()
+                ),
             ));
         }
     }

@@ -94,7 +94,8 @@ pub struct Forward {
 
 /// Parses an architecture spec such as `784-256-256-10` into layer widths.
 pub fn parse_arch(spec: &str) -> Result<Vec<usize>> {
-    let widths: std::result::Result<Vec<usize>, _> = spec.split('-').map(|w| w.trim().parse()).collect();
+    let widths: std::result::Result<Vec<usize>, _> =
+        spec.split('-').map(|w| w.trim().parse()).collect();
     match widths {
         Ok(w) if w.len() >= 2 && w.iter().all(|&x| x > 0) => Ok(w),
         _ => Err(Error::invalid(format!(
@@ -119,7 +120,11 @@ impl Mlp {
     pub fn arch(&self) -> String {
         let mut widths = vec![self.input_size()];
         widths.extend(self.layers.iter().map(Linear::outputs));
-        widths.iter().map(usize::to_string).collect::<Vec<_>>().join("-")
+        widths
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join("-")
     }
 
     /// Number of input features.
@@ -141,7 +146,10 @@ impl Mlp {
 
     /// The parameters, in [`Mlp::param_names`] order.
     pub fn params(&self) -> Vec<&Tensor> {
-        self.layers.iter().flat_map(|l| [&l.weight, &l.bias]).collect()
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.weight, &l.bias])
+            .collect()
     }
 
     /// The parameters, mutable, in [`Mlp::param_names`] order.
@@ -177,7 +185,9 @@ impl Mlp {
 
     /// The device of the parameters.
     pub fn device(&self) -> Device {
-        self.layers.first().map_or(Device::Cpu, |l| l.weight.device())
+        self.layers
+            .first()
+            .map_or(Device::Cpu, |l| l.weight.device())
     }
 
     fn check_input(&self, x: &Tensor) -> Result<()> {
@@ -207,7 +217,10 @@ impl Mlp {
             let (w, b) = if param_grads {
                 (tape.var(layer.weight.clone()), tape.var(layer.bias.clone()))
             } else {
-                (tape.constant(layer.weight.clone()), tape.constant(layer.bias.clone()))
+                (
+                    tape.constant(layer.weight.clone()),
+                    tape.constant(layer.bias.clone()),
+                )
             };
             params.extend([w, b]);
             h = Linear::record(tape, h, w, b)?;

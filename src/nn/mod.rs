@@ -5,7 +5,7 @@ mod file;
 mod linear;
 mod mlp;
 
+pub use file::save_tensors;
 pub use file::{load_model, save_model};
 pub use linear::Linear;
-pub use file::save_tensors;
 pub use mlp::{parse_arch, Activation, Forward, Mlp};

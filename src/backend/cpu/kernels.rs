@@ -78,7 +78,7 @@ pub fn sign<T: Float>(x: T) -> T {
 /// `y = f(x)` for the activation `op`.
 pub fn unary<T: Float>(x: &[T], op: Unary) -> Vec<T> {
     match op {
-        Unary::Relu => map(x, |v| if v > T::ZERO { v } else { T::ZERO }),
+        Unary::Relu => map(x, |v| if v <= T::ZERO { T::ZERO } else { v }),
         Unary::Sigmoid => map(x, sigmoid),
         Unary::Tanh => map(x, |v| v.tanh()),
         Unary::Sign => map(x, sign),

@@ -1,0 +1,41 @@
+//! Options and helpers shared by the subcommands.
+
+use std::path::PathBuf;
+
+use advgrad::data::{default_data_dir, Dataset, Split};
+use advgrad::{Device, Result};
+
+/// Where the data is and which device to run on.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Folder with the Fashion-MNIST IDX files [default: $ADVGRAD_DATA or
+    /// /usr/share/datasets/fashion-mnist].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// cpu, cuda, cuda:N, or auto (a GPU when built with CUDA and present).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl DataArgs {
+    /// Loads one split, keeping the first `limit` examples if given.
+    pub fn load(&self, split: Split, limit: Option<usize>) -> Result<Dataset> {
+        let dir = self.data.clone().unwrap_or_else(default_data_dir);
+        let data = Dataset::load(&dir, split)?;
+        Ok(match limit {
+            Some(n) => data.limit(n),
+            None => data,
+        })
+    }
+
+    /// The resolved device.
+    pub fn device(&self) -> Result<Device> {
+        Device::resolve(&self.device)
+    }
+}
+
+/// Whether progress bars should be hidden: `--quiet`, or `--json` (whose
+/// stdout is for machines).
+pub fn quiet(quiet: bool, json: bool) -> bool {
+    quiet || json
+}

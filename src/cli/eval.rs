@@ -1,0 +1,62 @@
+//! `advgrad eval`: accuracy and loss of a saved model.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use advgrad::data::Split;
+use advgrad::nn::{load_model, Activation};
+use advgrad::train::evaluate;
+use advgrad::Result;
+
+use super::common::DataArgs;
+
+/// Options of `advgrad eval`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The model file (safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// Activation, if the file's metadata lacks one.
+    #[arg(long)]
+    act: Option<String>,
+    /// test or train.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Evaluate the first N examples in file order.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let act = args
+        .act
+        .as_deref()
+        .map(str::parse::<Activation>)
+        .transpose()?;
+    let model = load_model(&args.model, act)?.to_device(args.data.device()?)?;
+    let split: Split = args.split.parse()?;
+    let data = args.data.load(split, args.limit)?;
+    let stats = evaluate(&model, &data, 1000)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&stats).expect("plain numbers serialise")
+        );
+    } else {
+        println!(
+            "{} {}: accuracy {:.2}%, loss {:.4} on {} {} examples",
+            model.arch(),
+            model.activation,
+            100.0 * stats.accuracy,
+            stats.loss,
+            stats.n,
+            split
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,78 @@
+//! `advgrad grads`: the loss and every gradient of a saved model on the first
+//! N test examples, saved for comparison with another framework.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use advgrad::data::Split;
+use advgrad::nn::{load_model, save_tensors, Activation};
+use advgrad::train::batch_tensors;
+use advgrad::{Error, Result, Tape, Tensor};
+
+use super::common::DataArgs;
+
+/// Options of `advgrad grads`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The model file (safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// Activation, if the file's metadata lacks one.
+    #[arg(long)]
+    act: Option<String>,
+    /// Number of test examples (the first N in file order).
+    #[arg(long, default_value_t = 128)]
+    limit: usize,
+    /// Where to save the gradients (safetensors).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let act = args
+        .act
+        .as_deref()
+        .map(str::parse::<Activation>)
+        .transpose()?;
+    let model = load_model(&args.model, act)?.to_device(args.data.device()?)?;
+    let data = args.data.load(Split::Test, Some(args.limit))?;
+    let idx: Vec<usize> = (0..data.rows()).collect();
+    let (x, y) = batch_tensors(
+        &data,
+        &idx,
+        model.device(),
+        &mut Vec::new(),
+        &mut Vec::new(),
+    )?;
+    let mut tape = Tape::new();
+    let xv = tape.var(x);
+    let fwd = model.forward(&mut tape, xv, true)?;
+    let loss = tape.softmax_cross_entropy(fwd.logits, &y)?;
+    tape.backward(loss)?;
+    let missing = || Error::Tape("a leaf received no gradient".into());
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for (name, var) in model.param_names().into_iter().zip(&fwd.params) {
+        tensors.push((name, tape.grad(*var).ok_or_else(missing)?.clone()));
+    }
+    tensors.push(("input".into(), tape.grad(xv).ok_or_else(missing)?.clone()));
+    let value = tape.value(loss)?.to_scalar()?;
+    let metadata = HashMap::from([
+        ("loss".to_string(), format!("{value:.9}")),
+        ("n".to_string(), data.rows().to_string()),
+        ("arch".to_string(), model.arch()),
+        (
+            "activation".to_string(),
+            model.activation.name().to_string(),
+        ),
+    ]);
+    save_tensors(&args.out, &tensors, metadata)?;
+    println!(
+        "loss {value:.9} over {} examples; gradients saved to {}",
+        data.rows(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,319 @@
+//! Optimisers (SGD, SGD with momentum or Nesterov momentum, Adam; L2 weight
+//! decay) and learning-rate schedules.
+//!
+//! Each update runs as one in-place kernel per parameter on the parameter's
+//! device (see [`UpdateRule`] for the formulas).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::backend::{BackendStorage, UpdateRule};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Which update rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimizerKind {
+    /// `p ← p − lr·g`.
+    Sgd,
+    /// Heavy-ball momentum (Nesterov with [`OptimConfig::nesterov`]).
+    Momentum,
+    /// Adam (Kingma & Ba).
+    Adam,
+}
+
+impl FromStr for OptimizerKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sgd" => Ok(OptimizerKind::Sgd),
+            "momentum" => Ok(OptimizerKind::Momentum),
+            "adam" => Ok(OptimizerKind::Adam),
+            _ => Err(Error::invalid(format!(
+                "unknown optimiser `{s}`: expected sgd, momentum or adam"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Momentum => "momentum",
+            OptimizerKind::Adam => "adam",
+        })
+    }
+}
+
+/// Hyper-parameters of an optimiser.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimConfig {
+    /// The update rule.
+    pub kind: OptimizerKind,
+    /// Base learning rate (before the schedule).
+    pub lr: f64,
+    /// Momentum μ (momentum SGD).
+    pub momentum: f64,
+    /// Nesterov look-ahead (momentum SGD).
+    pub nesterov: bool,
+    /// L2 weight decay added to the gradient.
+    pub weight_decay: f64,
+    /// Adam's β₁.
+    pub beta1: f64,
+    /// Adam's β₂.
+    pub beta2: f64,
+    /// Adam's ε.
+    pub eps: f64,
+}
+
+impl OptimConfig {
+    /// The defaults for `kind` with learning rate `lr`: momentum 0.9,
+    /// β = (0.9, 0.999), ε = 1e-8, no weight decay.
+    pub fn new(kind: OptimizerKind, lr: f64) -> OptimConfig {
+        OptimConfig {
+            kind,
+            lr,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let ok = self.lr > 0.0
+            && self.lr.is_finite()
+            && (0.0..1.0).contains(&self.momentum)
+            && self.weight_decay >= 0.0
+            && (0.0..1.0).contains(&self.beta1)
+            && (0.0..1.0).contains(&self.beta2)
+            && self.eps > 0.0;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "optimiser settings out of range: {self:?}"
+            )))
+        }
+    }
+}
+
+/// A learning-rate schedule over training steps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Schedule {
+    /// The base rate throughout.
+    Constant,
+    /// `lr·γ^⌊epoch / every⌋`.
+    Step {
+        /// Epochs between decays.
+        every: usize,
+        /// Decay factor.
+        gamma: f64,
+    },
+    /// `lr·(1 + cos(π·t/T))/2` over the `T` steps of the run.
+    Cosine,
+}
+
+impl Schedule {
+    /// The rate at step `t` of `total` (in epoch `epoch`), from `base`.
+    pub fn lr(&self, base: f64, epoch: usize, t: usize, total: usize) -> f64 {
+        match *self {
+            Schedule::Constant => base,
+            Schedule::Step { every, gamma } => base * gamma.powi((epoch / every.max(1)) as i32),
+            Schedule::Cosine => {
+                let frac = t as f64 / total.max(1) as f64;
+                base * 0.5 * (1.0 + (std::f64::consts::PI * frac).cos())
+            }
+        }
+    }
+}
+
+impl FromStr for Schedule {
+    type Err = Error;
+    /// `constant`, `cosine`, or `step:EVERY:GAMMA` (e.g. `step:3:0.1`).
+    fn from_str(s: &str) -> Result<Self> {
+        let parts: Vec<&str> = s.split(':').collect();
+        match parts.as_slice() {
+            ["constant"] => Ok(Schedule::Constant),
+            ["cosine"] => Ok(Schedule::Cosine),
+            ["step", every, gamma] => match (every.parse(), gamma.parse()) {
+                (Ok(every), Ok(gamma)) => Ok(Schedule::Step { every, gamma }),
+                _ => Err(Error::invalid(format!(
+                    "bad step schedule `{s}`: expected step:EVERY:GAMMA"
+                ))),
+            },
+            _ => Err(Error::invalid(format!(
+                "unknown schedule `{s}`: expected constant, cosine or step:EVERY:GAMMA"
+            ))),
+        }
+    }
+}
+
+/// An optimiser with its per-parameter state (velocity, Adam moments).
+#[derive(Clone, Debug)]
+pub struct Optimizer {
+    config: OptimConfig,
+    state: Vec<(Tensor, Tensor)>,
+    t: u64,
+}
+
+impl Optimizer {
+    /// An optimiser for parameters shaped like `params` (state buffers are
+    /// allocated once, on the parameters' devices).
+    pub fn new(config: OptimConfig, params: &[&Tensor]) -> Result<Optimizer> {
+        config.validate()?;
+        let state = params
+            .iter()
+            .map(|p| {
+                let buffer = |used: bool| -> Result<Tensor> {
+                    let shape = if used { p.dims().to_vec() } else { vec![0] };
+                    Tensor::zeros(shape, p.dtype()).to_device(p.device())
+                };
+                let (m, v) = match config.kind {
+                    OptimizerKind::Sgd => (false, false),
+                    OptimizerKind::Momentum => (true, false),
+                    OptimizerKind::Adam => (true, true),
+                };
+                Ok((buffer(m)?, buffer(v)?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Optimizer {
+            config,
+            state,
+            t: 0,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &OptimConfig {
+        &self.config
+    }
+
+    /// Number of steps taken.
+    pub fn steps(&self) -> u64 {
+        self.t
+    }
+
+    /// Updates every parameter in place from its gradient, with learning
+    /// rate `lr` (the schedule's value for this step).
+    pub fn step(&mut self, params: &mut [&mut Tensor], grads: &[Tensor], lr: f64) -> Result<()> {
+        if params.len() != self.state.len() || grads.len() != self.state.len() {
+            return Err(Error::invalid(format!(
+                "optimizer: built for {} parameters, got {} parameters and {} gradients",
+                self.state.len(),
+                params.len(),
+                grads.len()
+            )));
+        }
+        self.t += 1;
+        let c = &self.config;
+        let rule = match c.kind {
+            OptimizerKind::Sgd | OptimizerKind::Momentum => UpdateRule::Sgd {
+                lr,
+                momentum: if c.kind == OptimizerKind::Sgd {
+                    0.0
+                } else {
+                    c.momentum
+                },
+                nesterov: c.nesterov,
+                weight_decay: c.weight_decay,
+            },
+            OptimizerKind::Adam => UpdateRule::Adam {
+                lr,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                eps: c.eps,
+                weight_decay: c.weight_decay,
+                t: self.t,
+            },
+        };
+        for ((p, g), (s1, s2)) in params.iter_mut().zip(grads).zip(&mut self.state) {
+            if p.shape() != g.shape() {
+                return Err(Error::ShapeMismatch {
+                    op: "optimizer step",
+                    lhs: p.shape().clone(),
+                    rhs: g.shape().clone(),
+                });
+            }
+            p.storage_mut()
+                .update(g.storage(), s1.storage_mut(), s2.storage_mut(), rule)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+
+    /// Minimises f(p) = ½‖p − c‖² (gradient p − c) with each optimiser.
+    fn minimise(config: OptimConfig, steps: usize) -> Vec<f64> {
+        let c = Tensor::from_vec(vec![1.0f64, -2.0, 3.0], [3]).unwrap();
+        let mut p = Tensor::zeros([3], DType::F64);
+        let mut opt = Optimizer::new(config, &[&p]).unwrap();
+        for _ in 0..steps {
+            let g = p.sub(&c).unwrap();
+            opt.step(&mut [&mut p], &[g], config.lr).unwrap();
+        }
+        p.to_vec::<f64>().unwrap()
+    }
+
+    #[test]
+    fn every_optimiser_converges_on_a_quadratic() {
+        for kind in [
+            OptimizerKind::Sgd,
+            OptimizerKind::Momentum,
+            OptimizerKind::Adam,
+        ] {
+            let mut cfg = OptimConfig::new(kind, 0.1);
+            for nesterov in [false, true] {
+                cfg.nesterov = nesterov;
+                let p = minimise(cfg, 500);
+                for (x, c) in p.iter().zip([1.0, -2.0, 3.0]) {
+                    assert!((x - c).abs() < 1e-3, "{kind} nesterov={nesterov}: {p:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sgd_step_is_exact() {
+        let mut p = Tensor::from_vec(vec![1.0f64, 2.0], [2]).unwrap();
+        let g = Tensor::from_vec(vec![0.5f64, -1.0], [2]).unwrap();
+        let mut cfg = OptimConfig::new(OptimizerKind::Sgd, 0.1);
+        cfg.weight_decay = 0.01;
+        let mut opt = Optimizer::new(cfg, &[&p]).unwrap();
+        opt.step(&mut [&mut p], &[g], 0.1).unwrap();
+        let v = p.to_vec::<f64>().unwrap();
+        assert!((v[0] - (1.0 - 0.1 * (0.5 + 0.01))).abs() < 1e-15);
+        assert!((v[1] - (2.0 - 0.1 * (-1.0 + 0.02))).abs() < 1e-15);
+    }
+
+    #[test]
+    fn adam_first_step_moves_by_lr() {
+        // With bias correction, Adam's first step is lr·sign(g) (up to ε).
+        let mut p = Tensor::from_vec(vec![0.0f64, 0.0], [2]).unwrap();
+        let g = Tensor::from_vec(vec![3.0f64, -0.01], [2]).unwrap();
+        let mut opt = Optimizer::new(OptimConfig::new(OptimizerKind::Adam, 0.01), &[&p]).unwrap();
+        opt.step(&mut [&mut p], &[g], 0.01).unwrap();
+        let v = p.to_vec::<f64>().unwrap();
+        assert!(
+            (v[0] + 0.01).abs() < 1e-8 && (v[1] - 0.01).abs() < 1e-6,
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn schedules() {
+        assert_eq!(Schedule::Constant.lr(0.1, 5, 10, 100), 0.1);
+        let step: Schedule = "step:2:0.5".parse().unwrap();
+        assert_eq!(step.lr(0.1, 3, 0, 1), 0.05);
+        assert!((Schedule::Cosine.lr(0.1, 0, 50, 100) - 0.05).abs() < 1e-15);
+        assert!("bogus".parse::<Schedule>().is_err());
+        assert!(Optimizer::new(OptimConfig::new(OptimizerKind::Sgd, -1.0), &[]).is_err());
+    }
+}

@@ -1,0 +1,317 @@
+//! The training loop: epochs of shuffled mini-batches, gradient descent on
+//! the mean softmax cross-entropy, test accuracy after each epoch, and
+//! optionally adversarial training.
+//!
+//! The same seed gives the same model on the CPU backend: the
+//! initialisation, the shuffles and the random starts of adversarial
+//! training all come from seeded generators, and the CPU kernels are
+//! bit-identical for any thread count.
+
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::data::{Batches, Dataset};
+use crate::device::Device;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::nn::Mlp;
+use crate::optim::{OptimConfig, Optimizer, Schedule};
+use crate::rng::Rng;
+use crate::tape::Tape;
+use crate::tensor::Tensor;
+
+/// Adversarial training: each batch is replaced by adversarial examples
+/// against the current model before the gradient step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AdvTraining {
+    /// FGSM with a random start ("Fast is better than free", Wong et al.
+    /// 2020): `δ ~ U(−ε, ε)`, `x' = Π(x + δ + α·sign ∇ₓL(x + δ))` with
+    /// `α = 1.25ε`, where `Π` projects onto the ε-ball and `[0, 1]`.
+    FgsmRs {
+        /// The L∞ budget ε.
+        eps: f64,
+    },
+    /// Madry et al. PGD: a random start in the ε-ball, then `steps`
+    /// iterations of `x' ← Π(x' + α·sign ∇ₓL(x'))`.
+    Pgd {
+        /// The L∞ budget ε.
+        eps: f64,
+        /// Number of steps.
+        steps: usize,
+        /// Step size α.
+        alpha: f64,
+    },
+}
+
+impl AdvTraining {
+    /// Adversarial examples for the batch `x` (in `[0, 1]`) with `labels`.
+    pub fn perturb(
+        &self,
+        model: &Mlp,
+        x: &Tensor,
+        labels: &Tensor,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
+        let (eps, steps, alpha) = match *self {
+            AdvTraining::FgsmRs { eps } => (eps, 1, 1.25 * eps),
+            AdvTraining::Pgd { eps, steps, alpha } => (eps, steps, alpha),
+        };
+        if !(eps >= 0.0 && alpha >= 0.0) {
+            return Err(Error::invalid(format!(
+                "adversarial training: eps and alpha must be ≥ 0, got {eps} and {alpha}"
+            )));
+        }
+        let delta = Tensor::rand_uniform(x.dims(), -eps, eps, rng.next_u64(), x.dtype())
+            .to_device(x.device())?;
+        let mut adv = x.add(&delta)?.clamp(0.0, 1.0)?;
+        for _ in 0..steps {
+            let (_, g) = model.input_gradient(&adv, labels)?;
+            adv.axpy_(alpha, &g.sign()?)?;
+            adv = adv.project_linf(x, eps, 0.0, 1.0)?;
+        }
+        Ok(adv)
+    }
+}
+
+/// Settings of a training run.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Examples per mini-batch (the last batch of an epoch may be smaller).
+    pub batch_size: usize,
+    /// The optimiser.
+    pub optim: OptimConfig,
+    /// The learning-rate schedule.
+    pub schedule: Schedule,
+    /// Seed of the shuffles and adversarial random starts.
+    pub seed: u64,
+    /// Adversarial training, if any.
+    pub adversarial: Option<AdvTraining>,
+    /// Hide the progress bar.
+    pub quiet: bool,
+}
+
+/// Statistics of one epoch.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochStats {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches (on the adversarial
+    /// inputs when training adversarially).
+    pub train_loss: f64,
+    /// Training accuracy over the epoch's batches.
+    pub train_accuracy: f64,
+    /// Test accuracy after the epoch, if a test set was given.
+    pub test_accuracy: Option<f64>,
+    /// Seconds spent in training steps this epoch.
+    pub seconds: f64,
+}
+
+/// The result of [`train`].
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainReport {
+    /// Per-epoch statistics.
+    pub epochs: Vec<EpochStats>,
+    /// Total seconds spent in training steps (evaluation excluded).
+    pub seconds: f64,
+    /// Training examples processed per second of training steps.
+    pub examples_per_second: f64,
+}
+
+/// Accuracy and mean loss of a model on a dataset.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct EvalStats {
+    /// Fraction of examples classified correctly.
+    pub accuracy: f64,
+    /// Mean cross-entropy loss.
+    pub loss: f64,
+    /// Number of examples.
+    pub n: usize,
+}
+
+/// Copies the examples `idx` of `data` into tensors on `device`:
+/// `x: [b, features]` f32 and `labels: [b]` u32.
+pub fn batch_tensors(
+    data: &Dataset,
+    idx: &[usize],
+    device: Device,
+    images: &mut Vec<f32>,
+    labels: &mut Vec<u32>,
+) -> Result<(Tensor, Tensor)> {
+    data.gather_into(idx, images, labels)?;
+    let x = Tensor::from_vec(images.clone(), [idx.len(), data.features()])?.to_device(device)?;
+    let y = Tensor::from_vec(labels.clone(), [idx.len()])?.to_device(device)?;
+    Ok((x, y))
+}
+
+/// Number of rows of `predicted` equal to `labels`.
+fn count_correct(predicted: &Tensor, labels: &[u32]) -> Result<usize> {
+    let p = predicted.to_vec::<u32>()?;
+    Ok(p.iter().zip(labels).filter(|(a, b)| a == b).count())
+}
+
+fn check_model_fits(model: &Mlp, data: &Dataset) -> Result<()> {
+    if model.input_size() != data.features() {
+        return Err(Error::invalid(format!(
+            "the model {} takes {} inputs but the data has {} features per example",
+            model.arch(),
+            model.input_size(),
+            data.features()
+        )));
+    }
+    if model.classes() < data.classes() {
+        return Err(Error::invalid(format!(
+            "the model {} has {} outputs but the data has {} classes",
+            model.arch(),
+            model.classes(),
+            data.classes()
+        )));
+    }
+    Ok(())
+}
+
+/// Accuracy and mean loss of `model` on `data`, in batches of `batch_size`.
+pub fn evaluate(model: &Mlp, data: &Dataset, batch_size: usize) -> Result<EvalStats> {
+    check_model_fits(model, data)?;
+    let order: Vec<usize> = (0..data.rows()).collect();
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    let (mut correct, mut loss_sum) = (0usize, 0.0f64);
+    for idx in Batches::new(&order, batch_size, false)? {
+        let (x, y) = batch_tensors(data, idx, model.device(), &mut images, &mut labels)?;
+        let logits = model.logits(&x)?;
+        let (loss, _) = logits.softmax_cross_entropy(&y)?;
+        loss_sum += loss.to_scalar()? * idx.len() as f64;
+        correct += count_correct(&logits.argmax_rows()?, &labels)?;
+    }
+    let n = data.rows().max(1) as f64;
+    Ok(EvalStats {
+        accuracy: correct as f64 / n,
+        loss: loss_sum / n,
+        n: data.rows(),
+    })
+}
+
+fn progress_bar(steps: u64, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Trains `model` in place on `train_set`, reporting test accuracy on
+/// `test_set` (if given) after each epoch.
+pub fn train(
+    model: &mut Mlp,
+    train_set: &Dataset,
+    test_set: Option<&Dataset>,
+    cfg: &TrainConfig,
+) -> Result<TrainReport> {
+    check_model_fits(model, train_set)?;
+    if cfg.epochs == 0 || cfg.batch_size == 0 {
+        return Err(Error::invalid("epochs and batch size must be at least 1"));
+    }
+    if model
+        .params()
+        .iter()
+        .any(|p| p.dtype() != DType::F32 && p.dtype() != DType::F64)
+    {
+        return Err(Error::invalid("model parameters must be f32 or f64"));
+    }
+    let device = model.device();
+    let mut optimizer = Optimizer::new(cfg.optim, &model.params())?;
+    let mut rng = Rng::new(cfg.seed);
+    let steps_per_epoch = crate::data::num_batches(train_set.rows(), cfg.batch_size, false);
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    let mut tape = Tape::new();
+    let mut epochs = Vec::with_capacity(cfg.epochs);
+    let mut train_time = Duration::ZERO;
+    let mut step = 0usize;
+
+    for epoch in 0..cfg.epochs {
+        let bar = progress_bar(steps_per_epoch as u64, cfg.quiet);
+        bar.set_prefix(format!("epoch {}/{}", epoch + 1, cfg.epochs));
+        let order = rng.permutation(train_set.rows());
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut epoch_time = Duration::ZERO;
+        for idx in Batches::new(&order, cfg.batch_size, false)? {
+            let start = Instant::now();
+            let (x, y) = batch_tensors(train_set, idx, device, &mut images, &mut labels)?;
+            let x = match &cfg.adversarial {
+                Some(adv) => adv.perturb(model, &x, &y, &mut rng)?,
+                None => x,
+            };
+            tape.clear();
+            let xv = tape.constant(x);
+            let fwd = model.forward(&mut tape, xv, true)?;
+            let loss = tape.softmax_cross_entropy(fwd.logits, &y)?;
+            tape.backward(loss)?;
+            let grads = fwd
+                .params
+                .iter()
+                .map(|&p| {
+                    tape.grad(p)
+                        .cloned()
+                        .ok_or_else(|| Error::Tape("a parameter received no gradient".into()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let batch_loss = tape.value(loss)?.to_scalar()?;
+            let predicted = tape.value(fwd.logits)?.argmax_rows()?;
+            tape.clear();
+            let lr = cfg.schedule.lr(cfg.optim.lr, epoch, step, total_steps);
+            optimizer.step(&mut model.params_mut(), &grads, lr)?;
+            epoch_time += start.elapsed();
+            step += 1;
+
+            loss_sum += batch_loss * idx.len() as f64;
+            correct += count_correct(&predicted, &labels)?;
+            seen += idx.len();
+            bar.inc(1);
+            bar.set_message(format!(
+                "loss {:.4} acc {:.2}%",
+                loss_sum / seen as f64,
+                100.0 * correct as f64 / seen as f64
+            ));
+        }
+        bar.finish_and_clear();
+        train_time += epoch_time;
+        let test_accuracy = test_set
+            .map(|t| evaluate(model, t, 1000).map(|s| s.accuracy))
+            .transpose()?;
+        let stats = EpochStats {
+            epoch: epoch + 1,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            test_accuracy,
+            seconds: epoch_time.as_secs_f64(),
+        };
+        if !cfg.quiet {
+            eprintln!(
+                "epoch {:>3}: train loss {:.4}, train acc {:.2}%{}, {:.2} s",
+                stats.epoch,
+                stats.train_loss,
+                100.0 * stats.train_accuracy,
+                stats
+                    .test_accuracy
+                    .map_or(String::new(), |a| format!(", test acc {:.2}%", 100.0 * a)),
+                stats.seconds
+            );
+        }
+        epochs.push(stats);
+    }
+    let seconds = train_time.as_secs_f64();
+    Ok(TrainReport {
+        epochs,
+        seconds,
+        examples_per_second: (train_set.rows() * cfg.epochs) as f64 / seconds.max(1e-9),
+    })
+}
