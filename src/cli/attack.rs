@@ -116,6 +116,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             )));
         }
     }
+    let data = args.data.load(Split::Test, args.limit)?;
 
     let quiet = args.quiet || args.json || !std::io::stderr().is_terminal();
     let bar = if quiet {

@@ -1,5 +1,6 @@
 //! Subcommands of the `advgrad` binary.
 
+mod bench;
 mod common;
 mod eval;
 mod gradcheck;
@@ -30,6 +31,8 @@ enum Command {
     Eval(eval::Args),
     /// Loss and gradients of a saved model on the first N test examples.
     Grads(grads::Args),
+    /// Time the training step, an epoch, FGSM, PGD-20 or matmul.
+    Bench(bench::Args),
 }
 
 /// Runs the parsed command; the exit code reports failures that are not
@@ -40,5 +43,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Grads(args) => grads::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
