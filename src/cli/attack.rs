@@ -124,9 +124,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} batches ({elapsed}<{eta})")
-                .expect("the template is valid")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} batches ({elapsed}<{eta})",
+            )
+            .expect("the template is valid")
+            .progress_chars("=> "),
         );
         bar.set_prefix(args.attack.clone());
         bar
@@ -134,12 +136,23 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let eval = EvalOptions {
         batch_size: args.batch,
         seed: args.seed,
-        keep_samples: if args.save_grid.is_some() { args.grid_examples } else { 0 },
+        keep_samples: if args.save_grid.is_some() {
+            args.grid_examples
+        } else {
+            0
+        },
     };
-    let report = evaluate_attack(&model, &data, &attack, &args.eps, &eval, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let report = evaluate_attack(
+        &model,
+        &data,
+        &attack,
+        &args.eps,
+        &eval,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
     bar.finish_and_clear();
 
     if let Some(path) = &args.save_grid {
@@ -170,7 +183,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
 
     if args.json {
-        println!("{}", serde_json::to_string(&report).expect("plain numbers serialise"));
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("plain numbers serialise")
+        );
     } else {
         println!(
             "{} on {} ({}), {} test examples on {device}: clean accuracy {:.2}%",
@@ -181,7 +197,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
             100.0 * report.clean_accuracy
         );
         let mut table = Table::new([
-            "eps", "robust acc", "success", "mean L∞", "max L∞", "mean L2", "max L2", "seconds", "ex/s",
+            "eps",
+            "robust acc",
+            "success",
+            "mean L∞",
+            "max L∞",
+            "mean L2",
+            "max L2",
+            "seconds",
+            "ex/s",
         ]);
         for r in &report.results {
             table.row([

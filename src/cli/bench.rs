@@ -10,7 +10,7 @@ use std::time::Instant;
 use advgrad::attack::{Attack, AttackOptions};
 use advgrad::data::{Dataset, Split};
 use advgrad::nn::{Activation, Mlp};
-use advgrad::optim::{OptimConfig, OptimizerKind, Optimizer, Schedule};
+use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
 use advgrad::train::{batch_tensors, train, TrainConfig};
 use advgrad::{DType, Device, Error, Result, Tape, Tensor};
 
@@ -72,7 +72,8 @@ fn time_repeats(repeat: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64>
 
 fn report(json: bool, op: &str, device: Device, seconds: f64, extra: serde_json::Value) {
     if json {
-        let mut obj = serde_json::json!({"op": op, "device": device.to_string(), "seconds": seconds});
+        let mut obj =
+            serde_json::json!({"op": op, "device": device.to_string(), "seconds": seconds});
         if let (Some(o), Some(e)) = (obj.as_object_mut(), extra.as_object()) {
             o.extend(e.clone());
         }
@@ -97,7 +98,11 @@ fn bench_train_step(args: &Args, device: Device) -> Result<()> {
             let fwd = model.forward(&mut tape, xv, true)?;
             let loss = tape.softmax_cross_entropy(fwd.logits, &y)?;
             tape.backward(loss)?;
-            let grads: Vec<Tensor> = fwd.params.iter().filter_map(|&p| tape.grad(p).cloned()).collect();
+            let grads: Vec<Tensor> = fwd
+                .params
+                .iter()
+                .filter_map(|&p| tape.grad(p).cloned())
+                .collect();
             tape.clear();
             opt.step(&mut model.params_mut(), &grads, 0.1)?;
         }

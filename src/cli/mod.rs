@@ -1,7 +1,9 @@
 //! Subcommands of the `advgrad` binary.
 
+mod attack;
 mod bench;
 mod common;
+mod demo;
 mod eval;
 mod gradcheck;
 mod grads;
@@ -23,6 +25,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The end-to-end demo: train a standard and an adversarially trained
+    /// model, attack both, print the table and write the pictures.
+    Demo(demo::Args),
+    /// Attack a saved model at several eps: robust accuracy, success rate,
+    /// perturbation sizes; optional grid and curve pictures.
+    Attack(Box<attack::Args>),
     /// Check every op's backward against finite differences in f64.
     Gradcheck(gradcheck::Args),
     /// Train an MLP on Fashion-MNIST and save it as safetensors.
@@ -39,6 +47,8 @@ enum Command {
 /// errors (a failed gradient check).
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Attack(args) => attack::run(*args),
+        Command::Demo(args) => demo::run(args),
         Command::Gradcheck(args) => gradcheck::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),

@@ -1,0 +1,488 @@
+//! Adversarial attacks: the gradient of the loss with respect to the input,
+//! used to fool a trained model.
+//!
+//! An attack takes a model, a batch `x: [N, d]` of pixels in `[0, 1]` and
+//! its u32 labels `[N]`, and returns adversarial inputs `x'` with, for every
+//! row, the perturbation inside the attack's [`Threat`] (the L∞ or L2 ball of
+//! radius `eps` around `x`) and every pixel inside `[0, 1]`:
+//!
+//! `‖x'ᵢ − xᵢ‖ ≤ eps` and `x' ∈ [0, 1]^{N×d}`.
+//!
+//! | attack | norm | update rule (`g = ∇ₓL`, `Π` the projection on ball ∩ box) |
+//! |---|---|---|
+//! | [`Fgsm`] | L∞ | `x' = clip(x + eps·sign g)` |
+//! | [`Fgm`] | L2 | `x' = Π(x + eps·g/‖g‖₂)` |
+//! | [`Bim`] | L∞ | `xₜ₊₁ = Π(xₜ + α·sign gₜ)` from `x₀ = x` |
+//! | [`Pgd`] | L∞ or L2 | as BIM (L2: `α·g/‖g‖₂`), random start, restarts |
+//! | [`MiFgsm`] | L∞ | `mₜ₊₁ = μ·mₜ + gₜ/‖gₜ‖₁`, `xₜ₊₁ = Π(xₜ + α·sign mₜ₊₁)` |
+//! | [`DeepFool`] | L2 | step to the nearest linearised decision boundary |
+//! | [`CarliniWagner`] | L2 | `min ‖x'−x‖² + c·f(x')`, `x' = (tanh w + 1)/2`, Adam |
+//!
+//! Every attack is batched and works on the rows independently: an
+//! example's adversarial does not depend on the other rows of its batch
+//! (the gradients come from the *summed* loss, so no `1/N` factor enters;
+//! only a random start draws its noise for the whole batch at once). The
+//! randomness (random starts, random targets) comes from the seed passed to
+//! [`Attack::run`], so a seed reproduces a batch. Without a random start
+//! every attack is deterministic.
+//!
+//! ```no_run
+//! use advgrad::attack::{Attack, Fgsm};
+//! # fn demo(model: &advgrad::nn::Mlp, x: &advgrad::Tensor, y: &advgrad::Tensor) -> advgrad::Result<()> {
+//! let attack = Attack::Fgsm(Fgsm::new(0.1));
+//! let x_adv = attack.run(model, x, y, 0)?;
+//! let fooled = model.predict(&x_adv)?;
+//! # Ok(()) }
+//! ```
+
+mod common;
+mod cw;
+mod deepfool;
+mod fgsm;
+mod metrics;
+mod mifgsm;
+mod pgd;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::nn::Mlp;
+use crate::rng::{splitmix64, Rng};
+use crate::tensor::Tensor;
+
+pub use cw::CarliniWagner;
+pub use deepfool::DeepFool;
+pub use fgsm::{Fgm, Fgsm};
+pub use metrics::{
+    evaluate_attack, perturbation_norms, AttackReport, EpsResult, EvalOptions, Sample,
+};
+pub use mifgsm::MiFgsm;
+pub use pgd::{Bim, Pgd};
+
+/// The threat model: the norm that bounds the perturbation `δ = x' − x`
+/// of each example, and the radius `eps` of the ball.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Threat {
+    /// `‖δ‖∞ = maxⱼ |δⱼ| ≤ eps`.
+    Linf(f64),
+    /// `‖δ‖₂ = √(Σⱼ δⱼ²) ≤ eps`.
+    L2(f64),
+}
+
+impl Threat {
+    /// The radius.
+    pub fn eps(self) -> f64 {
+        match self {
+            Threat::Linf(e) | Threat::L2(e) => e,
+        }
+    }
+
+    /// The same norm with another radius.
+    pub fn with_eps(self, eps: f64) -> Threat {
+        match self {
+            Threat::Linf(_) => Threat::Linf(eps),
+            Threat::L2(_) => Threat::L2(eps),
+        }
+    }
+
+    /// The norm's name: `Linf` or `L2`.
+    pub fn norm_name(self) -> &'static str {
+        match self {
+            Threat::Linf(_) => "Linf",
+            Threat::L2(_) => "L2",
+        }
+    }
+
+    /// Checks the radius for inputs of `d` pixels in `[0, 1]`: `eps ≥ 0`,
+    /// and, since no two such images are further apart than 1 in L∞ or
+    /// `√d` in L2, an L∞ radius above 1 (an L2 budget given to an L∞
+    /// attack, most likely) or an L2 radius above `√d` is an error too.
+    /// An infinite L2 radius means "unbounded" (minimal-perturbation
+    /// attacks).
+    pub fn validate(self, d: usize) -> Result<()> {
+        let eps = self.eps();
+        if eps.is_nan() || eps < 0.0 {
+            return Err(Error::invalid(format!(
+                "attack: eps must be ≥ 0, got {eps}"
+            )));
+        }
+        match self {
+            Threat::Linf(e) if e > 1.0 => Err(Error::invalid(format!(
+                "attack: an L∞ eps of {e} is larger than the whole pixel range [0, 1]; \
+                 L∞ budgets for [0, 1] images are like 0.03–0.3 (was this an L2 budget? \
+                 the L2 attacks are fgm, pgd-l2, deepfool and cw)"
+            ))),
+            Threat::L2(e) if e.is_finite() && e > (d as f64).sqrt() => {
+                Err(Error::invalid(format!(
+                    "attack: an L2 eps of {e} is larger than the distance between any two \
+                 images of {d} pixels in [0, 1] (at most √{d} = {:.2})",
+                    (d as f64).sqrt()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Threat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Threat::Linf(e) => write!(f, "L∞ ≤ {e}"),
+            Threat::L2(e) => write!(f, "L2 ≤ {e}"),
+        }
+    }
+}
+
+/// Which class an attack pushes each example towards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Target {
+    /// Any wrong class: maximise the loss of the true label.
+    #[default]
+    Untargeted,
+    /// This class for every example (examples already of that class keep
+    /// it as their target and count as successes once classified so).
+    Class(u32),
+    /// A class drawn uniformly among the other classes, per example, from
+    /// the attack's seed.
+    RandomOther,
+}
+
+impl Target {
+    /// Whether the attack is targeted.
+    pub fn is_targeted(self) -> bool {
+        !matches!(self, Target::Untargeted)
+    }
+
+    /// The class each example is pushed to: `None` when untargeted. With
+    /// [`Target::RandomOther`] row `i` gets
+    /// `(yᵢ + 1 + r) mod C`, `r` uniform in `0..C−1` drawn from
+    /// `Rng::new(seed)` in row order.
+    ///
+    /// # Errors
+    /// A target class outside `0..classes`, or a random target with fewer
+    /// than two classes.
+    pub fn targets(self, labels: &[u32], classes: usize, seed: u64) -> Result<Option<Vec<u32>>> {
+        match self {
+            Target::Untargeted => Ok(None),
+            Target::Class(k) if (k as usize) < classes => Ok(Some(vec![k; labels.len()])),
+            Target::Class(k) => Err(Error::invalid(format!(
+                "attack: target class {k} is out of range for a model of {classes} classes"
+            ))),
+            Target::RandomOther if classes < 2 => Err(Error::invalid(
+                "attack: a random other class needs at least two classes",
+            )),
+            Target::RandomOther => {
+                let mut rng = Rng::new(seed ^ 0x7a26_e7c0_ffee_0001);
+                let c = classes as u64;
+                Ok(Some(
+                    labels
+                        .iter()
+                        .map(|&y| ((u64::from(y) + 1 + rng.below(c - 1)) % c) as u32)
+                        .collect(),
+                ))
+            }
+        }
+    }
+}
+
+/// The settings the command line gives every attack; each attack takes
+/// what applies to it (see [`Attack::build`]). `None` picks the attack's
+/// documented default.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttackOptions {
+    /// Iterations (BIM, PGD, MI-FGSM, DeepFool) or Adam steps per binary
+    /// search step (C&W).
+    pub steps: Option<usize>,
+    /// Step size α (BIM, PGD, MI-FGSM) or Adam's learning rate (C&W).
+    pub alpha: Option<f64>,
+    /// Start PGD from a uniform random point of the ball.
+    pub random_start: bool,
+    /// PGD restarts (the best per example is kept); at least 1.
+    pub restarts: Option<usize>,
+    /// Untargeted, or the target.
+    pub target: Target,
+}
+
+/// One configured attack. Each variant's struct documents its update rule
+/// and defaults; [`Attack::run`] checks the inputs, runs it, and enforces
+/// the threat model on the result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Attack {
+    /// Fast gradient sign method (L∞).
+    Fgsm(Fgsm),
+    /// Fast gradient method (L2).
+    Fgm(Fgm),
+    /// Basic iterative method / I-FGSM (L∞).
+    Bim(Bim),
+    /// Projected gradient descent (L∞ or L2).
+    Pgd(Pgd),
+    /// Momentum iterative FGSM (L∞).
+    MiFgsm(MiFgsm),
+    /// DeepFool (L2).
+    DeepFool(DeepFool),
+    /// Carlini–Wagner L2.
+    CarliniWagner(CarliniWagner),
+}
+
+/// The attack names [`Attack::build`] knows, as the command line spells
+/// them.
+pub const ATTACK_NAMES: [&str; 8] = [
+    "fgsm", "fgm", "bim", "pgd", "pgd-l2", "mifgsm", "deepfool", "cw",
+];
+
+impl Attack {
+    /// The attack called `name` (one of [`ATTACK_NAMES`]) with radius `eps`
+    /// and the applicable `options`.
+    ///
+    /// # Errors
+    /// An unknown name, a targeted request for DeepFool (untargeted only),
+    /// `steps` or `restarts` of 0, or a non-positive `alpha`.
+    pub fn build(name: &str, eps: f64, options: &AttackOptions) -> Result<Attack> {
+        if options.steps == Some(0) {
+            return Err(Error::invalid("attack: steps must be at least 1"));
+        }
+        if options.restarts == Some(0) {
+            return Err(Error::invalid("attack: restarts must be at least 1"));
+        }
+        if let Some(a) = options.alpha {
+            if !(a > 0.0 && a.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "attack: the step size alpha must be positive, got {a}"
+                )));
+            }
+        }
+        let target = options.target;
+        let iterative_only = |what: &str| -> Result<()> {
+            if options.random_start || options.restarts.is_some_and(|r| r > 1) {
+                return Err(Error::invalid(format!(
+                    "attack: {what} has no random start or restarts (pgd and pgd-l2 do)"
+                )));
+            }
+            Ok(())
+        };
+        let attack = match name {
+            "fgsm" => {
+                iterative_only("fgsm")?;
+                Attack::Fgsm(Fgsm { eps, target })
+            }
+            "fgm" => {
+                iterative_only("fgm")?;
+                Attack::Fgm(Fgm { eps, target })
+            }
+            "bim" | "ifgsm" | "i-fgsm" => {
+                iterative_only("bim")?;
+                let d = Bim::new(eps);
+                Attack::Bim(Bim {
+                    steps: options.steps.unwrap_or(d.steps),
+                    alpha: options.alpha,
+                    target,
+                    ..d
+                })
+            }
+            "pgd" | "pgd-linf" | "pgd-l2" => {
+                let threat = if name == "pgd-l2" {
+                    Threat::L2(eps)
+                } else {
+                    Threat::Linf(eps)
+                };
+                let d = Pgd::new(threat);
+                Attack::Pgd(Pgd {
+                    steps: options.steps.unwrap_or(d.steps),
+                    alpha: options.alpha,
+                    random_start: options.random_start,
+                    restarts: options.restarts.unwrap_or(1),
+                    target,
+                    ..d
+                })
+            }
+            "mifgsm" | "mi-fgsm" => {
+                iterative_only("mifgsm")?;
+                let d = MiFgsm::new(eps);
+                Attack::MiFgsm(MiFgsm {
+                    steps: options.steps.unwrap_or(d.steps),
+                    alpha: options.alpha,
+                    target,
+                    ..d
+                })
+            }
+            "deepfool" => {
+                iterative_only("deepfool")?;
+                if target.is_targeted() {
+                    return Err(Error::invalid(
+                        "attack: deepfool is untargeted (it steps to the nearest decision boundary)",
+                    ));
+                }
+                let d = DeepFool::new(Some(eps));
+                Attack::DeepFool(DeepFool {
+                    max_iter: options.steps.unwrap_or(d.max_iter),
+                    ..d
+                })
+            }
+            "cw" | "carlini-wagner" => {
+                iterative_only("cw")?;
+                let d = CarliniWagner::new(Some(eps));
+                Attack::CarliniWagner(CarliniWagner {
+                    steps: options.steps.unwrap_or(d.steps),
+                    lr: options.alpha.unwrap_or(d.lr),
+                    target,
+                    ..d
+                })
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown attack `{other}`: expected one of {}",
+                    ATTACK_NAMES.join(", ")
+                )))
+            }
+        };
+        Ok(attack)
+    }
+
+    /// The attack's name, as the command line spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Attack::Fgsm(_) => "fgsm",
+            Attack::Fgm(_) => "fgm",
+            Attack::Bim(_) => "bim",
+            Attack::Pgd(p) if matches!(p.threat, Threat::L2(_)) => "pgd-l2",
+            Attack::Pgd(_) => "pgd",
+            Attack::MiFgsm(_) => "mifgsm",
+            Attack::DeepFool(_) => "deepfool",
+            Attack::CarliniWagner(_) => "cw",
+        }
+    }
+
+    /// The threat model the result is guaranteed to satisfy (an unbounded
+    /// DeepFool or C&W reports `L2(∞)`).
+    pub fn threat(&self) -> Threat {
+        match self {
+            Attack::Fgsm(a) => Threat::Linf(a.eps),
+            Attack::Fgm(a) => Threat::L2(a.eps),
+            Attack::Bim(a) => Threat::Linf(a.eps),
+            Attack::Pgd(a) => a.threat,
+            Attack::MiFgsm(a) => Threat::Linf(a.eps),
+            Attack::DeepFool(a) => Threat::L2(a.eps.unwrap_or(f64::INFINITY)),
+            Attack::CarliniWagner(a) => Threat::L2(a.eps.unwrap_or(f64::INFINITY)),
+        }
+    }
+
+    /// The same attack with radius `eps` (step sizes left at their default
+    /// follow it).
+    pub fn with_eps(&self, eps: f64) -> Attack {
+        let mut a = self.clone();
+        match &mut a {
+            Attack::Fgsm(c) => c.eps = eps,
+            Attack::Fgm(c) => c.eps = eps,
+            Attack::Bim(c) => c.eps = eps,
+            Attack::Pgd(c) => c.threat = c.threat.with_eps(eps),
+            Attack::MiFgsm(c) => c.eps = eps,
+            Attack::DeepFool(c) => c.eps = Some(eps),
+            Attack::CarliniWagner(c) => c.eps = Some(eps),
+        }
+        a
+    }
+
+    /// The attack's goal.
+    pub fn target(&self) -> Target {
+        match self {
+            Attack::Fgsm(a) => a.target,
+            Attack::Fgm(a) => a.target,
+            Attack::Bim(a) => a.target,
+            Attack::Pgd(a) => a.target,
+            Attack::MiFgsm(a) => a.target,
+            Attack::DeepFool(_) => Target::Untargeted,
+            Attack::CarliniWagner(a) => a.target,
+        }
+    }
+
+    /// The targets [`Attack::run`] uses for these labels and this seed
+    /// (`None` when untargeted).
+    ///
+    /// # Errors
+    /// As [`Target::targets`].
+    pub fn targets(&self, labels: &[u32], classes: usize, seed: u64) -> Result<Option<Vec<u32>>> {
+        self.target().targets(labels, classes, seed)
+    }
+
+    /// Adversarial inputs for the batch `x: [N, d]` (pixels in `[0, 1]`,
+    /// f32 or f64, on the model's device) with u32 `labels: [N]`.
+    ///
+    /// The result lies in the attack's [`Threat`] around `x` and in
+    /// `[0, 1]`; with `eps = 0` it is `x` itself. `x` is never modified.
+    /// `seed` fixes the random start and the random targets.
+    ///
+    /// # Errors
+    /// A negative or NaN eps, an eps too large for the norm (see
+    /// [`Threat::validate`]), inputs not `[N, model inputs]` or outside
+    /// `[0, 1]`, labels not u32 `[N]` or out of range, a bad target or step
+    /// setting, and any error of the underlying ops.
+    pub fn run(&self, model: &Mlp, x: &Tensor, labels: &Tensor, seed: u64) -> Result<Tensor> {
+        let (_, d, host_labels) = common::check_batch(model, x, labels)?;
+        let threat = self.threat();
+        threat.validate(d)?;
+        let targets = self.targets(&host_labels, model.classes(), seed)?;
+        if threat.eps() == 0.0 {
+            return Ok(x.clone());
+        }
+        // The classes the objective is measured against: the targets when
+        // targeted, else the labels.
+        let goal = match &targets {
+            Some(t) => Tensor::from_vec(t.clone(), [t.len()])?.to_device(x.device())?,
+            None => labels.clone(),
+        };
+        let goal = Goal {
+            classes: &goal,
+            host: targets.as_deref().unwrap_or(&host_labels),
+            targeted: targets.is_some(),
+        };
+        let x_adv = match self {
+            Attack::Fgsm(a) => a.perturb(model, x, &goal)?,
+            Attack::Fgm(a) => a.perturb(model, x, &goal)?,
+            Attack::Bim(a) => a.as_pgd().perturb(model, x, &goal, seed)?,
+            Attack::Pgd(a) => a.perturb(model, x, &goal, seed)?,
+            Attack::MiFgsm(a) => a.perturb(model, x, &goal)?,
+            Attack::DeepFool(a) => a.perturb(model, x, &host_labels)?,
+            Attack::CarliniWagner(a) => a.perturb(model, x, &goal)?,
+        };
+        enforce(threat, x_adv, x)
+    }
+}
+
+impl fmt::Display for Attack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), self.threat())
+    }
+}
+
+/// What an attack aims for, resolved for one batch.
+pub(crate) struct Goal<'a> {
+    /// The u32 classes `[N]` the objective is measured against, on the
+    /// device: the targets when targeted, else the labels.
+    pub classes: &'a Tensor,
+    /// The same on the host.
+    pub host: &'a [u32],
+    /// Whether the attack descends towards `classes` instead of ascending
+    /// away from them.
+    pub targeted: bool,
+}
+
+/// Enforces the promise of [`Attack::run`]: projects onto the ball and the
+/// box whatever an attack produced (a no-op, bit for bit, on results that
+/// already satisfy it).
+fn enforce(threat: Threat, x_adv: Tensor, x: &Tensor) -> Result<Tensor> {
+    match threat {
+        Threat::Linf(eps) => x_adv.project_linf(x, eps, 0.0, 1.0),
+        Threat::L2(eps) if eps.is_finite() => common::enforce_l2(x_adv.clamp(0.0, 1.0)?, x, eps),
+        Threat::L2(_) => x_adv.clamp(0.0, 1.0),
+    }
+}
+
+/// The seed of restart `r` (and of its random start) for an attack run
+/// with `seed`: restart `r` of a run with seed `s` draws exactly what
+/// restart 0 of a run with seed `s + r` draws.
+pub fn restart_seed(seed: u64, restart: usize) -> u64 {
+    let mut s = seed.wrapping_add(restart as u64);
+    splitmix64(&mut s)
+}

@@ -1,0 +1,204 @@
+//! The blocking loops: tiles of `C` as rayon tasks, `k` blocks, packing,
+//! and the calls to the micro-kernel.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::kernel::MicroKernel;
+use super::pack::View;
+use super::GemmElem;
+
+/// One multiply, with `op(A)` and `op(B)` as strided views.
+#[derive(Debug)]
+pub struct Problem<'a, T> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// `op(A)[i, p] = a[i * a_rs + p * a_cs]`.
+    pub a: &'a [T],
+    pub a_rs: usize,
+    pub a_cs: usize,
+    /// `op(B)[p, j] = b[p * b_rs + j * b_cs]`.
+    pub b: &'a [T],
+    pub b_rs: usize,
+    pub b_cs: usize,
+    pub accumulate: bool,
+}
+
+/// Below this many multiply-adds a call stays on the calling thread.
+const PAR_MIN_WORK: usize = 96 * 96 * 96;
+
+/// From this many multiply-adds on, `C` is cut into about four tiles per
+/// thread instead of one, so that a thread slowed by other work hands tiles
+/// to the others; below it, the extra packing would cost more.
+const FINE_WORK: usize = 512 * 512 * 512;
+
+/// A tile of at most this many `MR`-row strips reads full panels of a
+/// row-major `B` in place instead of packing them: with so few strips, the
+/// packing would cost more than it saves.
+const DIRECT_B_MAX_STRIPS: usize = 3;
+
+/// The `k` block length: `k` cut into equal blocks of at most `kc_max`.
+///
+/// It depends on `k` alone, which is what makes the result independent of
+/// the thread count.
+fn k_block(k: usize, kc_max: usize) -> usize {
+    k.div_ceil(k.div_ceil(kc_max))
+}
+
+/// `C` as a raw pointer that tasks share; each task writes only its tile.
+#[derive(Clone, Copy)]
+struct CPtr<T>(*mut T);
+// SAFETY: the pointer is only dereferenced inside disjoint tiles (one per
+// task), so sending it to other threads cannot create overlapping accesses.
+unsafe impl<T: Send> Send for CPtr<T> {}
+// SAFETY: as above; shared copies never touch the same element.
+unsafe impl<T: Send> Sync for CPtr<T> {}
+
+/// Computes the problem with kernel `kern` into `c` (`m × n`, row-major).
+pub(super) fn run<T: GemmElem, K: MicroKernel<T>>(kern: K, p: &Problem<'_, T>, c: &mut [T]) {
+    assert_eq!(c.len(), p.m * p.n);
+    let threads = rayon::current_num_threads();
+    let parallel = threads > 1 && p.m * p.n * p.k >= PAR_MIN_WORK;
+    let (mt, nt) = (p.m.div_ceil(K::MR), p.n.div_ceil(K::NR));
+    let work = p.m * p.n * p.k;
+    let tasks = match (parallel, work >= FINE_WORK) {
+        (false, _) => 1,
+        (true, false) => threads,
+        (true, true) => 4 * threads,
+    };
+    let max = (K::MC / K::MR, K::NC / K::NR);
+    let (gm, gn) = grid((mt, nt), (K::MR, K::NR), max, tasks, threads);
+    let cp = CPtr(c.as_mut_ptr());
+    let task = |t: usize| {
+        let (ti, tj) = (t / gn, t % gn);
+        // Tile ti holds units [ti·mt/gm, (ti+1)·mt/gm) of MR rows; likewise
+        // for columns, so tiles differ by at most one unit.
+        let rows = (ti * mt / gm) * K::MR..((ti + 1) * mt / gm * K::MR).min(p.m);
+        let cols = (tj * nt / gn) * K::NR..((tj + 1) * nt / gn * K::NR).min(p.n);
+        run_tile(kern, p, cp, rows, cols);
+    };
+    if gm * gn > 1 && parallel {
+        (0..gm * gn).into_par_iter().for_each(task);
+    } else {
+        (0..gm * gn).for_each(task);
+    }
+}
+
+/// How many tiles to cut `C` into, down (`gm`) and across (`gn`), given
+/// `mt × nt` units of `mr × nr` elements and tiles of at most `mcu × ncu`
+/// units.
+///
+/// Tiles are made only as many as the cache limits and `tasks` ask for,
+/// since each tile packs its own panels; their count is a multiple of
+/// `threads` where possible, so that the threads finish together. (How `C`
+/// is tiled changes which thread computes an element, never how it is
+/// summed.)
+fn grid(
+    (mt, nt): (usize, usize),
+    (mr, nr): (usize, usize),
+    (mcu, ncu): (usize, usize),
+    tasks: usize,
+    threads: usize,
+) -> (usize, usize) {
+    let (mut gm, mut gn) = (mt.div_ceil(mcu), nt.div_ceil(ncu));
+    while gm * gn < tasks || (gm * gn % threads != 0 && gm * gn < 2 * tasks) {
+        // Split the dimension whose tiles are longer.
+        if (mt / gm) * mr >= (nt / gn) * nr && gm < mt {
+            gm += 1;
+        } else if gn < nt {
+            gn += 1;
+        } else if gm < mt {
+            gm += 1;
+        } else {
+            break;
+        }
+    }
+    (gm, gn)
+}
+
+/// Computes the tile `C[rows, cols]`, the whole `k` range.
+fn run_tile<T: GemmElem, K: MicroKernel<T>>(
+    kern: K,
+    p: &Problem<'_, T>,
+    c: CPtr<T>,
+    rows: Range<usize>,
+    cols: Range<usize>,
+) {
+    let a = View {
+        data: p.a,
+        rs: p.a_rs,
+        cs: p.a_cs,
+    };
+    let b = View {
+        data: p.b,
+        rs: p.b_rs,
+        cs: p.b_cs,
+    };
+    let kb = k_block(p.k, K::KC);
+    let panels = cols.len().div_ceil(K::NR);
+    T::with_buffers(|bbuf, abuf| {
+        // Grow to the most any call can need (kb ≤ KC, panels · NR ≤ NC), so
+        // that each thread allocates once, whatever tiles it gets later.
+        if bbuf.len() < kb * panels * K::NR {
+            bbuf.resize(K::KC * K::NC, T::ZERO);
+        }
+        if abuf.len() < kb * K::MR {
+            abuf.resize(K::KC * K::MR, T::ZERO);
+        }
+        // Full panels of a row-major B read in place; the edge panel, if
+        // any, is still packed (zero-padded).
+        let direct = p.b_cs == 1 && rows.len() <= DIRECT_B_MAX_STRIPS * K::MR;
+        let full = if direct { cols.len() / K::NR } else { 0 };
+        for p0 in (0..p.k).step_by(kb) {
+            let kc = kb.min(p.k - p0);
+            let add = p.accumulate || p0 > 0;
+            let packed_from = cols.start + full * K::NR;
+            let bblock = &mut bbuf[..kc * (panels - full) * K::NR];
+            K::pack_b(b, p0, kc, packed_from, cols.end - packed_from, bblock);
+            let apanel = &mut abuf[..kc * K::MR];
+            for i0 in rows.clone().step_by(K::MR) {
+                let mr = K::MR.min(rows.end - i0);
+                K::pack_a(a, i0, mr, p0, kc, apanel);
+                for jp in 0..panels {
+                    let j0 = cols.start + jp * K::NR;
+                    let nr = K::NR.min(cols.end - j0);
+                    let (bpanel, b_step) = if jp < full {
+                        (&p.b[p0 * p.b_rs + j0..], p.b_rs)
+                    } else {
+                        (&bblock[(jp - full) * kc * K::NR..], K::NR)
+                    };
+                    // SAFETY: rows i0..i0+mr and columns j0..j0+nr lie in this
+                    // task's tile of the m × n matrix C, which no other task
+                    // touches; `run` holds `&mut C` for the whole call.
+                    unsafe {
+                        let ct = c.0.add(i0 * p.n + j0);
+                        kern.run(kc, apanel, bpanel, b_step, ct, p.n, mr, nr, add);
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grid;
+
+    #[test]
+    fn grid_gives_each_thread_equal_tiles() {
+        for threads in [2, 3, 4] {
+            for tasks in [threads, 4 * threads] {
+                for (mt, nt) in [(128, 32), (256, 64), (16, 8), (16, 25), (33, 7)] {
+                    let (gm, gn) = grid((mt, nt), (8, 32), (512, 64), tasks, threads);
+                    assert!(
+                        gm * gn >= tasks && (gm * gn) % threads == 0,
+                        "{mt}x{nt}: {gm}x{gn}"
+                    );
+                    assert!(gm <= mt && gn <= nt);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The micro-kernel contract, and the portable kernel every CPU can run.
+
+use super::pack::{self, View};
+use crate::dtype::Float;
+
+/// A register-tiled kernel: `C[0..mr, 0..nr] (+)= Apanel · Bpanel` over `kc`.
+///
+/// `A` comes packed as `kc` columns of `MR` values (`a[p * MR + i]`), `B` as
+/// `kc` rows of `NR` values (`b[p * NR + j]`), both zero-padded past the
+/// matrix edge. The kernel sums `p` in order `0..kc`, one product at a time,
+/// into a zeroed accumulator, then stores it into `C` or adds it to `C`.
+///
+/// The blocking sizes live beside the kernel because they are tuned for it.
+/// A value of a kernel type is a proof that the CPU supports it.
+pub(super) trait MicroKernel<T>: Copy + Send + Sync {
+    /// Rows of `C` per kernel call.
+    const MR: usize;
+    /// Columns of `C` per kernel call.
+    const NR: usize;
+    /// Most `k` per block (a packed `A` panel is `MR × KC`, kept in L1).
+    const KC: usize;
+    /// Most columns per tile (a packed `B` block is `KC × NC`, kept in L2).
+    const NC: usize;
+    /// Most rows per tile.
+    const MC: usize;
+
+    /// Packs `op(A)[i0..i0+mr, p0..p0+kc]` as an `MR`-wide panel.
+    fn pack_a(a: View<'_, T>, i0: usize, mr: usize, p0: usize, kc: usize, dst: &mut [T]);
+
+    /// Packs `op(B)[p0..p0+kc, j0..j0+nc]` as `NR`-wide panels.
+    fn pack_b(b: View<'_, T>, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [T]);
+
+    /// Multiplies one packed `A` panel by one `B` panel into `C`.
+    ///
+    /// `B` row `p` starts at `b[p * b_step]`: `b_step` is `NR` for a packed
+    /// panel, or the row stride of `B` when the kernel reads a full panel of
+    /// a row-major `B` in place. Panics if `a` or `b` is shorter than `kc`
+    /// steps or the tile is larger than `MR × NR`.
+    ///
+    /// # Safety
+    ///
+    /// `c` must be valid for reads and writes of `mr` rows of `nr` elements
+    /// each, the rows `ldc` elements apart, and no other thread may touch
+    /// those elements during the call.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run(
+        self,
+        kc: usize,
+        a: &[T],
+        b: &[T],
+        b_step: usize,
+        c: *mut T,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+        add: bool,
+    );
+}
+
+/// The portable kernel: plain Rust the compiler may vectorise.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Portable;
+
+const PMR: usize = 4;
+const PNR: usize = 8;
+
+impl<T: Float> MicroKernel<T> for Portable {
+    const MR: usize = PMR;
+    const NR: usize = PNR;
+    const KC: usize = 256;
+    const NC: usize = 512;
+    const MC: usize = 4096;
+
+    fn pack_a(a: View<'_, T>, i0: usize, mr: usize, p0: usize, kc: usize, dst: &mut [T]) {
+        pack::pack_a::<T, PMR>(a, i0, mr, p0, kc, dst, pack::pack_a_rows::<T, PMR>);
+    }
+
+    fn pack_b(b: View<'_, T>, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [T]) {
+        pack::pack_b::<T, PNR>(b, p0, kc, j0, nc, dst, pack::pack_b_transposed::<T, PNR>);
+    }
+
+    unsafe fn run(
+        self,
+        kc: usize,
+        a: &[T],
+        b: &[T],
+        b_step: usize,
+        c: *mut T,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+        add: bool,
+    ) {
+        assert!(a.len() >= kc * PMR && mr <= PMR && nr <= PNR);
+        let mut acc = [[T::ZERO; PNR]; PMR];
+        for (p, ap) in a.chunks_exact(PMR).take(kc).enumerate() {
+            let bp = &b[p * b_step..][..PNR];
+            for (row, &av) in acc.iter_mut().zip(ap) {
+                for (cv, &bv) in row.iter_mut().zip(bp) {
+                    *cv += av * bv;
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate().take(mr) {
+            for (j, &v) in row.iter().enumerate().take(nr) {
+                // SAFETY: i < mr and j < nr, inside the tile the caller vouches for.
+                unsafe {
+                    let dst = c.add(i * ldc + j);
+                    *dst = if add { *dst + v } else { v };
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Dense matrix multiply on the CPU: packed, cache-blocked, with a
+//! register-tiled SIMD micro-kernel chosen at run time.
+//!
+//! The layout follows BLIS. `C` is cut into tiles that run as independent
+//! rayon tasks; inside a tile, `k` is cut into blocks of at most `KC`, a
+//! `KC × NC` block of `B` is packed into `NR`-wide panels (it stays in L2) and,
+//! for each `MR`-row strip of the tile, an `MR × KC` panel of `A` is packed (it
+//! stays in L1) and multiplied by every `B` panel in the micro-kernel, which
+//! keeps an `MR × NR` block of `C` in registers.
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `driver.rs` | the tiling, the `k` blocks, the rayon tasks |
+//! | `pack.rs` | copying `A` and `B` (transposed or not) into panels |
+//! | `kernel.rs` | the micro-kernel contract and the portable kernel |
+//! | `x86.rs` | the AVX-512 and AVX2+FMA kernels |
+//! | `x86_pack.rs` | their transposing packing, in SIMD registers |
+//!
+//! **Determinism.** The `k` blocks depend on `k` alone, and each element of
+//! `C` sums its block products in order, so the bits do not depend on how
+//! many threads run, nor on which tile an element falls in. (They may differ
+//! between CPUs that pick different kernels: FMA rounds once.)
+
+mod driver;
+mod kernel;
+mod pack;
+#[cfg(test)]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_pack;
+
+use std::cell::RefCell;
+
+use crate::dtype::Float;
+
+use driver::Problem;
+
+/// Element types the CPU matmul is instantiated for (f32 and f64).
+///
+/// The trait is sealed: its hidden methods pick the micro-kernel for the
+/// running CPU and hold the per-thread packing buffers.
+pub trait GemmElem: Float + sealed::Sealed {}
+impl GemmElem for f32 {}
+impl GemmElem for f64 {}
+
+mod sealed {
+    use super::driver::Problem;
+
+    /// Per-type hooks: the kernel dispatch and the thread-local buffers.
+    pub trait Sealed: Sized {
+        /// Runs the problem with the best kernel this CPU supports.
+        fn dispatch(p: &Problem<'_, Self>, c: &mut [Self]);
+        /// Calls `f` with this thread's packing buffers (`B` block, `A` panel).
+        fn with_buffers<R>(f: impl FnOnce(&mut Vec<Self>, &mut Vec<Self>) -> R) -> R;
+    }
+}
+
+/// Packing buffers kept per thread, so that a steady state allocates nothing.
+struct Buffers<T> {
+    b: RefCell<Vec<T>>,
+    a: RefCell<Vec<T>>,
+}
+
+impl<T> Buffers<T> {
+    const fn new() -> Self {
+        Buffers {
+            b: RefCell::new(Vec::new()),
+            a: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Lends both buffers to `f`; if they are already lent on this thread
+    /// (a nested call while a task waits), `f` gets fresh ones instead.
+    fn with<R>(&self, f: impl FnOnce(&mut Vec<T>, &mut Vec<T>) -> R) -> R {
+        match (self.b.try_borrow_mut(), self.a.try_borrow_mut()) {
+            (Ok(mut b), Ok(mut a)) => f(&mut b, &mut a),
+            _ => f(&mut Vec::new(), &mut Vec::new()),
+        }
+    }
+}
+
+macro_rules! impl_sealed {
+    ($t:ty, $tls:ident) => {
+        thread_local! {
+            static $tls: Buffers<$t> = const { Buffers::new() };
+        }
+
+        impl sealed::Sealed for $t {
+            fn dispatch(p: &Problem<'_, $t>, c: &mut [$t]) {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if let Some(k) = x86::Avx512::detect() {
+                        return driver::run(k, p, c);
+                    }
+                    if let Some(k) = x86::Avx2Fma::detect() {
+                        return driver::run(k, p, c);
+                    }
+                }
+                driver::run(kernel::Portable, p, c)
+            }
+
+            fn with_buffers<R>(f: impl FnOnce(&mut Vec<$t>, &mut Vec<$t>) -> R) -> R {
+                $tls.with(|bufs| bufs.with(f))
+            }
+        }
+    };
+}
+
+impl_sealed!(f32, BUFFERS_F32);
+impl_sealed!(f64, BUFFERS_F64);
+
+/// `C = op(A)·op(B)` (or `C += op(A)·op(B)` when `accumulate`), all row-major.
+///
+/// `A` is stored as `[m, k]`, or as `[k, m]` when `a_trans`; `B` as `[k, n]`,
+/// or as `[n, k]` when `b_trans`; `C` is `[m, n]`. Transposed operands are
+/// read in place (never copied out whole). With `k == 0` the product is zero.
+/// The result is the same bits for any number of rayon threads.
+///
+/// # Panics
+///
+/// If a slice length does not match its shape.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm<T: GemmElem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    a_trans: bool,
+    b: &[T],
+    b_trans: bool,
+    c: &mut [T],
+    accumulate: bool,
+) {
+    assert_eq!(
+        a.len(),
+        m * k,
+        "gemm: A has the wrong length for [{m}, {k}]"
+    );
+    assert_eq!(
+        b.len(),
+        k * n,
+        "gemm: B has the wrong length for [{k}, {n}]"
+    );
+    assert_eq!(
+        c.len(),
+        m * n,
+        "gemm: C has the wrong length for [{m}, {n}]"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(T::ZERO);
+        }
+        return;
+    }
+    // Strides of op(A) (element (i, p)) and op(B) (element (p, j)).
+    let (a_rs, a_cs) = if a_trans { (1, m) } else { (k, 1) };
+    let (b_rs, b_cs) = if b_trans { (1, k) } else { (n, 1) };
+    let p = Problem {
+        m,
+        n,
+        k,
+        a,
+        a_rs,
+        a_cs,
+        b,
+        b_rs,
+        b_cs,
+        accumulate,
+    };
+    T::dispatch(&p, c);
+}

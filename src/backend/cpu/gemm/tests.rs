@@ -1,0 +1,230 @@
+//! Tests: every kernel this CPU runs against a naive f64 reference on odd
+//! sizes and all transpose combinations, and thread-count determinism.
+
+use super::driver::{self, Problem};
+use super::kernel::{MicroKernel, Portable};
+use super::{gemm, GemmElem};
+use crate::dtype::Float;
+
+/// Deterministic values in [-1, 1).
+fn data<T: Float>(len: usize, seed: u64) -> Vec<T> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            T::from_f64(((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0)
+        })
+        .collect()
+}
+
+/// The problem as `gemm` would build it.
+#[allow(clippy::too_many_arguments)]
+fn problem<'a, T>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &'a [T],
+    at: bool,
+    b: &'a [T],
+    bt: bool,
+    acc: bool,
+) -> Problem<'a, T> {
+    let (a_rs, a_cs) = if at { (1, m) } else { (k, 1) };
+    let (b_rs, b_cs) = if bt { (1, k) } else { (n, 1) };
+    Problem {
+        m,
+        n,
+        k,
+        a,
+        a_rs,
+        a_cs,
+        b,
+        b_rs,
+        b_cs,
+        accumulate: acc,
+    }
+}
+
+/// Runs one case with `f` and checks against the f64 reference, within
+/// `tol` times the sum of |terms| of each element.
+#[allow(clippy::too_many_arguments)]
+fn check<T: GemmElem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    at: bool,
+    bt: bool,
+    acc: bool,
+    tol: f64,
+    f: &dyn Fn(&Problem<'_, T>, &mut [T]),
+) {
+    let a: Vec<T> = data(m * k, 1 + m as u64);
+    let b: Vec<T> = data(k * n, 2 + n as u64);
+    let c0: Vec<T> = data(m * n, 3 + k as u64);
+    let mut c = if acc {
+        c0.clone()
+    } else {
+        vec![T::from_f64(f64::NAN); m * n]
+    };
+    f(&problem(m, n, k, &a, at, &b, bt, acc), &mut c);
+    for i in 0..m {
+        for j in 0..n {
+            let (mut want, mut scale) = if acc {
+                (c0[i * n + j].to_f64(), c0[i * n + j].to_f64().abs())
+            } else {
+                (0.0, 0.0)
+            };
+            for p in 0..k {
+                let av = if at { a[p * m + i] } else { a[i * k + p] }.to_f64();
+                let bv = if bt { b[j * k + p] } else { b[p * n + j] }.to_f64();
+                want += av * bv;
+                scale += (av * bv).abs();
+            }
+            let got = c[i * n + j].to_f64();
+            assert!(
+                (got - want).abs() <= tol * scale.max(1e-30),
+                "[{m}x{k}]x[{k}x{n}] at={at} bt={bt} acc={acc}: C[{i},{j}] = {got}, want {want}"
+            );
+        }
+    }
+}
+
+const SIZES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (1, 7, 3),
+    (5, 1, 9),
+    (3, 4, 1),
+    (37, 29, 41),
+    (17, 33, 300),
+    (130, 257, 65),
+    (64, 64, 64),
+    (200, 96, 520),
+    (20, 70, 50),
+    (8, 64, 33),
+];
+
+fn check_all<T: GemmElem>(tol: f64, f: &dyn Fn(&Problem<'_, T>, &mut [T])) {
+    for &(m, n, k) in SIZES {
+        for at in [false, true] {
+            for bt in [false, true] {
+                for acc in [false, true] {
+                    check(m, n, k, at, bt, acc, tol, f);
+                }
+            }
+        }
+    }
+}
+
+fn with_kernel<T: GemmElem, K: MicroKernel<T>>(kern: K) -> impl Fn(&Problem<'_, T>, &mut [T]) {
+    move |p, c| driver::run(kern, p, c)
+}
+
+#[test]
+fn portable_f32_matches_reference() {
+    check_all::<f32>(1e-5, &with_kernel(Portable));
+}
+
+#[test]
+fn portable_f64_matches_reference() {
+    check_all::<f64>(1e-13, &with_kernel(Portable));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn simd_kernels_match_reference() {
+    use super::x86::{Avx2Fma, Avx512};
+    if let Some(k) = Avx2Fma::detect() {
+        check_all::<f32>(1e-5, &with_kernel(k));
+        check_all::<f64>(1e-13, &with_kernel(k));
+    }
+    if let Some(k) = Avx512::detect() {
+        check_all::<f32>(1e-5, &with_kernel(k));
+        check_all::<f64>(1e-13, &with_kernel(k));
+    }
+}
+
+/// Calls the public function with explicit flags (through the same checker).
+fn public<T: GemmElem>(at: bool, bt: bool) -> impl Fn(&Problem<'_, T>, &mut [T]) {
+    move |p, c| gemm(p.m, p.n, p.k, p.a, at, p.b, bt, c, p.accumulate)
+}
+
+#[test]
+fn public_gemm_matches_reference() {
+    for &(m, n, k) in SIZES {
+        for at in [false, true] {
+            for bt in [false, true] {
+                for acc in [false, true] {
+                    check::<f32>(m, n, k, at, bt, acc, 1e-5, &public(at, bt));
+                    check::<f64>(m, n, k, at, bt, acc, 1e-13, &public(at, bt));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn empty_shapes() {
+    let mut c = vec![7.0f32; 6];
+    gemm(2, 3, 0, &[], false, &[], false, &mut c, true);
+    assert_eq!(c, vec![7.0; 6]);
+    gemm(2, 3, 0, &[], true, &[], true, &mut c, false);
+    assert_eq!(c, vec![0.0; 6]);
+    let mut none: Vec<f64> = vec![];
+    gemm(0, 3, 4, &[], false, &[1.0; 12], false, &mut none, false);
+    gemm(3, 0, 4, &[1.0; 12], false, &[], false, &mut none, false);
+}
+
+/// The bits of `C` from `gemm` run inside a pool of `threads` threads.
+fn bits_with_threads<T: GemmElem>(
+    threads: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    at: bool,
+    bt: bool,
+) -> Vec<f64> {
+    let a: Vec<T> = data(m * k, 11);
+    let b: Vec<T> = data(k * n, 12);
+    let mut c: Vec<T> = data(m * n, 13);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| gemm(m, n, k, &a, at, &b, bt, &mut c, true));
+    c.iter().map(|v| v.to_f64()).collect()
+}
+
+#[test]
+fn same_bits_for_any_thread_count() {
+    for &(m, n, k) in &[
+        (128, 256, 784),
+        (301, 187, 1029),
+        (64, 10, 256),
+        (1000, 33, 70),
+    ] {
+        for (at, bt) in [(false, false), (false, true), (true, false)] {
+            let one = bits_with_threads::<f32>(1, m, n, k, at, bt);
+            for t in [2, 3] {
+                let other = bits_with_threads::<f32>(t, m, n, k, at, bt);
+                assert!(
+                    one.iter()
+                        .zip(&other)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "f32 {m}x{n}x{k} {t} threads"
+                );
+            }
+            let one = bits_with_threads::<f64>(1, m, n, k, at, bt);
+            let other = bits_with_threads::<f64>(3, m, n, k, at, bt);
+            assert!(
+                one.iter()
+                    .zip(&other)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "f64 {m}x{n}x{k}"
+            );
+        }
+    }
+}

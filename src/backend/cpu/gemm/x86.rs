@@ -1,0 +1,253 @@
+//! The x86-64 micro-kernels: AVX-512F and AVX2+FMA, for f32 and f64.
+//!
+//! Each keeps an `MR × NV` grid of vector accumulators in registers; one
+//! step of `k` loads `NV` vectors of packed `B`, broadcasts `MR` values of
+//! packed `A` and issues `MR · NV` fused multiply-adds.
+
+use std::arch::x86_64::*;
+
+use super::kernel::MicroKernel;
+use super::pack::{self, View};
+use super::x86_pack::{
+    row_strip_f32, row_strip_f32_any, row_strip_f64, row_strip_f64_any, transposed_panel_f32,
+    transposed_panel_f64,
+};
+
+/// Proof that the CPU has AVX-512F.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Avx512(());
+
+impl Avx512 {
+    /// The token, if this CPU has AVX-512F.
+    pub(super) fn detect() -> Option<Self> {
+        is_x86_feature_detected!("avx512f").then_some(Avx512(()))
+    }
+}
+
+/// Proof that the CPU has AVX2 and FMA.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Avx2Fma(());
+
+impl Avx2Fma {
+    /// The token, if this CPU has AVX2 and FMA.
+    pub(super) fn detect() -> Option<Self> {
+        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Avx2Fma(()))
+    }
+}
+
+/// Defines a kernel `$name::<MR, NV>` over vectors `$v` of `$lanes` × `$t`:
+/// `MR` rows and `NV` vectors of `C`, from panels packed `a_step` and
+/// `b_step` values per step of `k` (the full panel widths, so that one
+/// packing serves the narrower instances used at the edges).
+macro_rules! simd_kernel {
+    ($name:ident, $feat:literal, $t:ty, $v:ty, $lanes:literal,
+     $zero:ident, $set1:ident, $load:ident, $store:ident, $fmadd:ident, $add:ident) => {
+        /// # Safety
+        ///
+        /// The CPU must have the target features; `a` must hold `kc · a_step`
+        /// values (`a_step ≥ MR`) and `b` `(kc - 1) · b_step + NV · lanes`;
+        /// `c` must be valid for `mr ≤ MR` rows of `nr ≤ NV · lanes` values,
+        /// `ldc` apart.
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name<const MR: usize, const NV: usize>(
+            kc: usize,
+            a: *const $t,
+            a_step: usize,
+            b: *const $t,
+            b_step: usize,
+            c: *mut $t,
+            ldc: usize,
+            mr: usize,
+            nr: usize,
+            add: bool,
+        ) {
+            let mut acc: [[$v; NV]; MR] = [[$zero(); NV]; MR];
+            let mut ap = a;
+            let mut bp = b;
+            for _ in 0..kc {
+                let mut bv: [$v; NV] = [$zero(); NV];
+                for (v, slot) in bv.iter_mut().enumerate() {
+                    // SAFETY: step p < kc reads b[p·b_step + v·lanes ..][..lanes], in bounds.
+                    *slot = unsafe { $load(bp.add(v * $lanes)) };
+                }
+                for (i, row) in acc.iter_mut().enumerate() {
+                    // SAFETY: a[p·a_step + i] with i < MR ≤ a_step, p < kc.
+                    let av = $set1(unsafe { *ap.add(i) });
+                    for (acc_v, &b_v) in row.iter_mut().zip(&bv) {
+                        *acc_v = $fmadd(av, b_v, *acc_v);
+                    }
+                }
+                // SAFETY: at most one past the end of the packed panels.
+                unsafe {
+                    ap = ap.add(a_step);
+                    bp = bp.add(b_step);
+                }
+            }
+            if mr == MR && nr == NV * $lanes {
+                for (i, row) in acc.iter().enumerate() {
+                    for (v, &acc_v) in row.iter().enumerate() {
+                        // SAFETY: row i < mr, columns v·lanes.. < nr: inside the tile.
+                        unsafe {
+                            let p = c.add(i * ldc + v * $lanes);
+                            let r = if add { $add($load(p), acc_v) } else { acc_v };
+                            $store(p, r);
+                        }
+                    }
+                }
+            } else {
+                // Edge tile: spill the accumulators, then write the valid part.
+                let mut tmp = [[[0.0 as $t; $lanes]; NV]; MR];
+                for (trow, row) in tmp.iter_mut().zip(&acc) {
+                    for (t, &acc_v) in trow.iter_mut().zip(row) {
+                        // SAFETY: `t` is exactly one vector of `$lanes` values.
+                        unsafe { $store(t.as_mut_ptr(), acc_v) };
+                    }
+                }
+                for (i, trow) in tmp.iter().enumerate().take(mr) {
+                    for j in 0..nr {
+                        let v = trow[j / $lanes][j % $lanes];
+                        // SAFETY: i < mr, j < nr: inside the tile.
+                        unsafe {
+                            let p = c.add(i * ldc + j);
+                            *p = if add { *p + v } else { v };
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+simd_kernel!(
+    avx512_f32,
+    "avx512f",
+    f32,
+    __m512,
+    16,
+    _mm512_setzero_ps,
+    _mm512_set1_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_fmadd_ps,
+    _mm512_add_ps
+);
+simd_kernel!(
+    avx512_f64,
+    "avx512f",
+    f64,
+    __m512d,
+    8,
+    _mm512_setzero_pd,
+    _mm512_set1_pd,
+    _mm512_loadu_pd,
+    _mm512_storeu_pd,
+    _mm512_fmadd_pd,
+    _mm512_add_pd
+);
+simd_kernel!(
+    avx2_f32,
+    "avx2,fma",
+    f32,
+    __m256,
+    8,
+    _mm256_setzero_ps,
+    _mm256_set1_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_fmadd_ps,
+    _mm256_add_ps
+);
+simd_kernel!(
+    avx2_f64,
+    "avx2,fma",
+    f64,
+    __m256d,
+    4,
+    _mm256_setzero_pd,
+    _mm256_set1_pd,
+    _mm256_loadu_pd,
+    _mm256_storeu_pd,
+    _mm256_fmadd_pd,
+    _mm256_add_pd
+);
+
+/// Implements [`MicroKernel`] for a token with one kernel instance and its
+/// blocking sizes.
+macro_rules! impl_kernel {
+    ($token:ty, $feat:literal, $t:ty, $f:ident, $tr:ident, $ra:ident, mr = $mr:literal, nv = $nv:literal, lanes = $lanes:literal,
+     kc = $kc:literal, nc = $nc:literal, mc = $mc:literal, rows = [$($rows:literal)*]) => {
+        impl MicroKernel<$t> for $token {
+            const MR: usize = $mr;
+            const NR: usize = $nv * $lanes;
+            const KC: usize = $kc;
+            const NC: usize = $nc;
+            const MC: usize = $mc;
+
+            fn pack_a(a: View<'_, $t>, i0: usize, mr: usize, p0: usize, kc: usize, dst: &mut [$t]) {
+                #[target_feature(enable = $feat)]
+                fn packer(a: View<'_, $t>, i0: usize, mr: usize, p0: usize, kc: usize, dst: &mut [$t]) {
+                    pack::pack_a::<$t, $mr>(a, i0, mr, p0, kc, dst, $ra::<$mr>);
+                }
+                // SAFETY: the token proves the features.
+                unsafe { packer(a, i0, mr, p0, kc, dst) }
+            }
+
+            fn pack_b(b: View<'_, $t>, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [$t]) {
+                #[target_feature(enable = $feat)]
+                fn packer(b: View<'_, $t>, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [$t]) {
+                    pack::pack_b::<$t, { $nv * $lanes }>(b, p0, kc, j0, nc, dst, $tr::<{ $nv * $lanes }>);
+                }
+                // SAFETY: the token proves the features.
+                unsafe { packer(b, p0, kc, j0, nc, dst) }
+            }
+
+            unsafe fn run(
+                self,
+                kc: usize,
+                a: &[$t],
+                b: &[$t],
+                b_step: usize,
+                c: *mut $t,
+                ldc: usize,
+                mr: usize,
+                nr: usize,
+                add: bool,
+            ) {
+                assert!(a.len() >= kc * $mr);
+                assert!(kc == 0 || b.len() >= (kc - 1) * b_step + $nv * $lanes);
+                assert!(mr <= $mr && nr <= $nv * $lanes);
+                let (ap, bp) = (a.as_ptr(), b.as_ptr());
+                let a_step = $mr;
+                // Edge tiles run an instance just as large as they need.
+                let narrow = nr <= $lanes;
+                macro_rules! call {
+                    ($r:literal) => {
+                        if narrow {
+                            $f::<$r, 1>(kc, ap, a_step, bp, b_step, c, ldc, mr, nr, add)
+                        } else {
+                            $f::<$r, $nv>(kc, ap, a_step, bp, b_step, c, ldc, mr, nr, add)
+                        }
+                    };
+                }
+                // SAFETY: the token proves the features; the panel lengths and
+                // tile size are checked above; the caller vouches for `c`.
+                unsafe {
+                    match mr {
+                        $($rows => call!($rows),)*
+                        _ => {}
+                    }
+                }
+            }
+        }
+    };
+}
+
+impl_kernel!(Avx512, "avx512f", f32, avx512_f32, transposed_panel_f32, row_strip_f32, mr = 8, nv = 2, lanes = 16, kc = 256, nc = 2048, mc = 4096,
+    rows = [1 2 3 4 5 6 7 8]);
+impl_kernel!(Avx512, "avx512f", f64, avx512_f64, transposed_panel_f64, row_strip_f64, mr = 8, nv = 2, lanes = 8, kc = 256, nc = 1024, mc = 4096,
+    rows = [1 2 3 4 5 6 7 8]);
+impl_kernel!(Avx2Fma, "avx2,fma", f32, avx2_f32, transposed_panel_f32, row_strip_f32_any, mr = 6, nv = 2, lanes = 8, kc = 256, nc = 2048, mc = 4096,
+    rows = [1 2 3 4 5 6]);
+impl_kernel!(Avx2Fma, "avx2,fma", f64, avx2_f64, transposed_panel_f64, row_strip_f64_any, mr = 6, nv = 2, lanes = 4, kc = 256, nc = 1024, mc = 4096,
+    rows = [1 2 3 4 5 6]);

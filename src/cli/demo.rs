@@ -1,0 +1,262 @@
+//! `advgrad demo`: the main job. Trains a standard and an adversarially
+//! trained MLP on Fashion-MNIST, attacks both with FGSM and PGD-20 at
+//! several eps, prints the side-by-side table and writes the pictures.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use advgrad::attack::{evaluate_attack, Attack, AttackOptions, AttackReport, EvalOptions};
+use advgrad::data::{Split, FASHION_MNIST_CLASSES};
+use advgrad::nn::{save_model, Activation, Mlp};
+use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
+use advgrad::report::{save_grid, LinePlot, Table};
+use advgrad::train::{evaluate, train, AdvTraining, TrainConfig};
+use advgrad::{Error, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::common::DataArgs;
+
+/// Options of `advgrad demo`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Where the models, pictures and results go.
+    #[arg(long, default_value = "advgrad-demo")]
+    out_dir: PathBuf,
+    /// Layer widths of both models.
+    #[arg(long, default_value = "784-256-256-10")]
+    arch: String,
+    /// Training epochs of each model.
+    #[arg(long, default_value_t = 4)]
+    epochs: usize,
+    /// L∞ budget of adversarial training.
+    #[arg(long, default_value_t = 0.1)]
+    train_eps: f64,
+    /// The attack budgets (L∞).
+    #[arg(long, value_delimiter = ',', default_value = "0.02,0.05,0.1,0.15")]
+    eps: Vec<f64>,
+    /// Attack the first N test examples.
+    #[arg(long, default_value_t = 10000)]
+    limit: usize,
+    /// Train on the first N training examples (all by default).
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Seed of everything.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+const PGD_STEPS: usize = 20;
+
+fn say(quiet: bool, msg: &str) {
+    if !quiet {
+        eprintln!("{msg}");
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    if args.eps.iter().any(|e| !(*e > 0.0 && *e <= 1.0)) {
+        return Err(Error::invalid(format!(
+            "--eps values must be in (0, 1], got {:?}",
+            args.eps
+        )));
+    }
+    let device = args.data.device()?;
+    let train_set = args.data.load(Split::Train, args.train_limit)?;
+    let test_set = args.data.load(Split::Test, None)?;
+    let attack_set = test_set.clone().limit(args.limit);
+    std::fs::create_dir_all(&args.out_dir).map_err(|source| Error::Io {
+        path: args.out_dir.clone(),
+        source,
+    })?;
+
+    let base = TrainConfig {
+        epochs: args.epochs,
+        batch_size: 128,
+        optim: OptimConfig::new(OptimizerKind::Sgd, 0.1),
+        schedule: Schedule::Constant,
+        seed: args.seed,
+        adversarial: None,
+        quiet: args.quiet,
+    };
+    let variants = [
+        ("standard", None),
+        (
+            "adv-trained",
+            Some(AdvTraining::FgsmRs {
+                eps: args.train_eps,
+            }),
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (name, adversarial) in variants {
+        say(
+            args.quiet,
+            &format!(
+                "== training the {name} model ({}{}), {} epochs on {} examples, device {device}",
+                args.arch,
+                adversarial.map_or(String::new(), |_| format!(
+                    ", FGSM-RS adversarial training at eps {}",
+                    args.train_eps
+                )),
+                args.epochs,
+                train_set.rows()
+            ),
+        );
+        let mut model = Mlp::new(&args.arch, Activation::Relu, args.seed)?.to_device(device)?;
+        let cfg = TrainConfig {
+            adversarial,
+            ..base.clone()
+        };
+        let trained = train(&mut model, &train_set, None, &cfg)?;
+        save_model(&model, &args.out_dir.join(format!("{name}.safetensors")))?;
+        let clean = evaluate(&model, &test_set, 1000)?;
+
+        let mut reports = Vec::new();
+        for attack_name in ["fgsm", "pgd"] {
+            let options = AttackOptions {
+                steps: (attack_name == "pgd").then_some(PGD_STEPS),
+                ..AttackOptions::default()
+            };
+            let attack = Attack::build(attack_name, args.eps[0], &options)?;
+            let bar = if args.quiet {
+                ProgressBar::hidden()
+            } else {
+                ProgressBar::new(0)
+            };
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} ({elapsed}<{eta})")
+                    .expect("the template is valid")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{name}: {}", label(attack_name)));
+            let eval = EvalOptions {
+                batch_size: 500,
+                seed: args.seed,
+                keep_samples: 8,
+            };
+            let report = evaluate_attack(
+                &model,
+                &attack_set,
+                &attack,
+                &args.eps,
+                &eval,
+                &mut |done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                },
+            )?;
+            bar.finish_and_clear();
+            reports.push(report);
+        }
+        rows.push(ModelRow {
+            name,
+            train_seconds: trained.seconds,
+            clean_accuracy: clean.accuracy,
+            reports,
+        });
+    }
+
+    print_table(&rows, &args.eps, attack_set.rows(), test_set.rows());
+    write_pictures(&rows, &args)?;
+    write_json(&rows, &args)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+struct ModelRow {
+    name: &'static str,
+    train_seconds: f64,
+    clean_accuracy: f64,
+    reports: Vec<AttackReport>,
+}
+
+fn label(attack: &str) -> String {
+    match attack {
+        "pgd" => format!("PGD-{PGD_STEPS}"),
+        other => other.to_uppercase(),
+    }
+}
+
+fn print_table(rows: &[ModelRow], eps: &[f64], n_attacked: usize, n_test: usize) {
+    let mut header = vec!["model".to_string(), "train s".into(), "clean".into()];
+    for r in &rows[0].reports {
+        for e in eps {
+            header.push(format!("{} {e}", label(&r.attack)));
+        }
+    }
+    header.push("attack s".into());
+    let mut table = Table::new(header);
+    for row in rows {
+        let mut cells = vec![
+            row.name.to_string(),
+            format!("{:.1}", row.train_seconds),
+            format!("{:.1}%", 100.0 * row.reports[0].clean_accuracy),
+        ];
+        let mut attack_seconds = 0.0;
+        for r in &row.reports {
+            for res in &r.results {
+                cells.push(format!("{:.1}%", 100.0 * res.robust_accuracy));
+                attack_seconds += res.seconds;
+            }
+        }
+        cells.push(format!("{attack_seconds:.1}"));
+        table.row(cells);
+    }
+    println!(
+        "\nAccuracy on the first {n_attacked} of {n_test} test examples, clean and under L∞ attacks:\n\n{table}"
+    );
+}
+
+fn write_pictures(rows: &[ModelRow], args: &Args) -> Result<()> {
+    let mut series = Vec::new();
+    for row in rows {
+        for r in &row.reports {
+            series.push((format!("{} {}", row.name, label(&r.attack)), r));
+        }
+    }
+    let named: Vec<(&str, &AttackReport)> = series.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+    let curve = args.out_dir.join("curve.png");
+    LinePlot::robust_accuracy(&named).save(&curve)?;
+
+    let grid = args.out_dir.join("grid.png");
+    let pgd = &rows[0].reports[1];
+    let at = pgd
+        .results
+        .iter()
+        .min_by(|a, b| (a.eps - 0.1).abs().total_cmp(&(b.eps - 0.1).abs()))
+        .expect("at least one eps");
+    save_grid(
+        &grid,
+        &at.samples,
+        [28, 28],
+        &FASHION_MNIST_CLASSES,
+        &format!(
+            "{} on the standard model, eps {}",
+            label(&pgd.attack),
+            at.eps
+        ),
+    )?;
+    println!("\nwrote {} and {}", grid.display(), curve.display());
+    Ok(())
+}
+
+fn write_json(rows: &[ModelRow], args: &Args) -> Result<()> {
+    let json: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "model": r.name,
+                "train_seconds": r.train_seconds,
+                "clean_accuracy": r.clean_accuracy,
+                "attacks": r.reports,
+            })
+        })
+        .collect();
+    let path = args.out_dir.join("results.json");
+    let text = serde_json::to_string_pretty(&json).expect("plain numbers serialise");
+    std::fs::write(&path, text).map_err(|source| Error::Io { path, source })
+}
