@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use crate::attack::{Attack, Pgd, Threat};
 use crate::data::{Batches, Dataset};
 use crate::device::Device;
 use crate::dtype::DType;
@@ -46,32 +47,25 @@ pub enum AdvTraining {
 }
 
 impl AdvTraining {
-    /// Adversarial examples for the batch `x` (in `[0, 1]`) with `labels`.
-    pub fn perturb(
-        &self,
-        model: &Mlp,
-        x: &Tensor,
-        labels: &Tensor,
-        rng: &mut Rng,
-    ) -> Result<Tensor> {
+    /// The attack that makes the training batch: L∞ PGD from a random
+    /// start (FGSM-RS is its one-step case with `α = 1.25ε`).
+    pub fn attack(&self) -> Attack {
         let (eps, steps, alpha) = match *self {
             AdvTraining::FgsmRs { eps } => (eps, 1, 1.25 * eps),
             AdvTraining::Pgd { eps, steps, alpha } => (eps, steps, alpha),
         };
-        if !(eps >= 0.0 && alpha >= 0.0) {
-            return Err(Error::invalid(format!(
-                "adversarial training: eps and alpha must be ≥ 0, got {eps} and {alpha}"
-            )));
-        }
-        let delta = Tensor::rand_uniform(x.dims(), -eps, eps, rng.next_u64(), x.dtype())
-            .to_device(x.device())?;
-        let mut adv = x.add(&delta)?.clamp(0.0, 1.0)?;
-        for _ in 0..steps {
-            let (_, g) = model.input_gradient(&adv, labels)?;
-            adv.axpy_(alpha, &g.sign()?)?;
-            adv = adv.project_linf(x, eps, 0.0, 1.0)?;
-        }
-        Ok(adv)
+        Attack::Pgd(Pgd {
+            alpha: Some(alpha),
+            random_start: true,
+            steps,
+            ..Pgd::new(Threat::Linf(eps))
+        })
+    }
+
+    /// Adversarial examples for the batch `x` (in `[0, 1]`) with `labels`,
+    /// the random start drawn from `rng`.
+    pub fn perturb(&self, model: &Mlp, x: &Tensor, labels: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+        self.attack().run(model, x, labels, rng.next_u64())
     }
 }
 
