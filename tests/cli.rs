@@ -27,7 +27,11 @@ fn temp(name: &str) -> PathBuf {
 }
 
 fn have_data() -> bool {
-    let ok = advgrad::data::Dataset::load(&advgrad::data::default_data_dir(), advgrad::data::Split::Test).is_ok();
+    let ok = advgrad::data::Dataset::load(
+        &advgrad::data::default_data_dir(),
+        advgrad::data::Split::Test,
+    )
+    .is_ok();
     if !ok {
         eprintln!("skipping: Fashion-MNIST is not installed");
     }
@@ -39,10 +43,28 @@ fn gradcheck_json_lists_every_op_and_passes() {
     let (ok, stdout, stderr) = advgrad(&["gradcheck", "--json"]);
     assert!(ok, "{stderr}");
     let v = last_json(&stdout);
-    let names: Vec<&str> = v.as_array().unwrap().iter().map(|o| o["op"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["op"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
-        ["matmul", "add", "sub", "mul", "scale", "relu", "sigmoid", "tanh", "softmax_cross_entropy", "sum", "mean", "mlp"]
+        [
+            "matmul",
+            "add",
+            "sub",
+            "mul",
+            "scale",
+            "relu",
+            "sigmoid",
+            "tanh",
+            "softmax_cross_entropy",
+            "sum",
+            "mean",
+            "mlp"
+        ]
     );
     for o in v.as_array().unwrap() {
         assert_eq!(o["passed"], true, "{o}");
@@ -63,11 +85,23 @@ fn missing_data_says_how_to_install_it() {
     let (ok, _, stderr) = advgrad(&["eval", "--data", "/nonexistent", "--model", "m.safetensors"]);
     assert!(!ok);
     let (ok2, _, stderr2) = advgrad(&[
-        "train", "--data", "/nonexistent", "--epochs", "1", "--out", "/tmp/x.safetensors",
+        "train",
+        "--data",
+        "/nonexistent",
+        "--epochs",
+        "1",
+        "--out",
+        "/tmp/x.safetensors",
     ]);
     assert!(!ok2);
-    assert!(stderr2.contains("apt-get install dataset-fashion-mnist"), "{stderr2}");
-    assert!(stderr.contains("m.safetensors") || stderr.contains("apt-get"), "{stderr}");
+    assert!(
+        stderr2.contains("apt-get install dataset-fashion-mnist"),
+        "{stderr2}"
+    );
+    assert!(
+        stderr.contains("m.safetensors") || stderr.contains("apt-get"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -78,11 +112,28 @@ fn train_eval_grads_round_trip() {
     let model = temp("m.safetensors");
     let m = model.to_str().unwrap();
     let (ok, stdout, stderr) = advgrad(&[
-        "train", "--arch", "784-32-10", "--epochs", "1", "--limit", "2000", "--device", "cpu", "--json", "--out", m,
+        "train",
+        "--arch",
+        "784-32-10",
+        "--epochs",
+        "1",
+        "--limit",
+        "2000",
+        "--device",
+        "cpu",
+        "--json",
+        "--out",
+        m,
     ]);
     assert!(ok, "{stderr}");
     let v = last_json(&stdout);
-    for key in ["epochs", "train_loss", "test_accuracy", "seconds", "examples_per_second"] {
+    for key in [
+        "epochs",
+        "train_loss",
+        "test_accuracy",
+        "seconds",
+        "examples_per_second",
+    ] {
         assert!(v[key].is_number(), "{key} in {v}");
     }
     assert!(v["test_accuracy"].as_f64().unwrap() > 0.5, "{v}");
@@ -91,10 +142,21 @@ fn train_eval_grads_round_trip() {
     assert!(ok, "{stderr}");
     let e = last_json(&stdout);
     assert_eq!(e["n"], 500);
-    assert!(e["accuracy"].as_f64().unwrap() > 0.5 && e["loss"].is_number(), "{e}");
+    assert!(
+        e["accuracy"].as_f64().unwrap() > 0.5 && e["loss"].is_number(),
+        "{e}"
+    );
 
     let grads = temp("g.safetensors");
-    let (ok, stdout, stderr) = advgrad(&["grads", "--model", m, "--limit", "64", "--out", grads.to_str().unwrap()]);
+    let (ok, stdout, stderr) = advgrad(&[
+        "grads",
+        "--model",
+        m,
+        "--limit",
+        "64",
+        "--out",
+        grads.to_str().unwrap(),
+    ]);
     assert!(ok, "{stderr}");
     assert!(stdout.starts_with("loss "), "{stdout}");
     let bytes = std::fs::read(&grads).unwrap();
