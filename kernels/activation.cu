@@ -5,7 +5,7 @@
 //   relu:    dx = g · [x > 0]        (reads the input x)
 //   sigmoid: dx = g · y · (1 − y)    (reads the output y)
 //   tanh:    dx = g · (1 − y²)       (reads the output y)
-// NaN inputs give NaN outputs (relu included, like the CPU's max(x, 0)).
+// NaN inputs give NaN outputs (relu included: x <= 0 ? 0 : x, as on the CPU).
 // Launch (plan::elementwise): 256 threads, grid-stride loop.
 #include "common.cuh"
 
@@ -13,7 +13,11 @@ namespace adv {
 
 template <typename T>
 __device__ __forceinline__ void relu_fwd(const T* __restrict__ x, T* __restrict__ y, u64 n) {
-    ADV_FOR_EACH(i, n) y[i] = max_(x[i], T(0));
+    // x <= 0 ? 0 : x, exactly the CPU's rule: NaN stays NaN, −0 becomes +0.
+    ADV_FOR_EACH(i, n) {
+        const T v = x[i];
+        y[i] = v <= T(0) ? T(0) : v;
+    }
 }
 
 template <typename T>

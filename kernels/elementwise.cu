@@ -8,8 +8,9 @@
 //   axpy:          y += alpha · x                (in place)
 //   sign:          y = sign(x)  (−1, 0, +1; NaN stays NaN)
 //   clamp:         y = min(max(x, lo), hi)
-//   project_linf:  y = clamp(clamp(x, x0 − eps, x0 + eps), 0, 1)
-//                  (projection onto the L∞ ball around x0, within [0, 1])
+//   project_linf:  y = min(max(x, max(x0 − eps, lo)), min(x0 + eps, hi))
+//                  (projection onto the L∞ ball around x0, within [lo, hi];
+//                  the CPU backend's formula, NaN-propagating max/min)
 //   fill:          y = value                     (host scalar)
 //   fill_scalar:   y = s[0] · scale              (device scalar: backward
 //                                                 of sum, scale = 1, and of
@@ -63,10 +64,11 @@ __device__ __forceinline__ void clamp(const T* __restrict__ x, T* __restrict__ y
 }
 template <typename T>
 __device__ __forceinline__ void project_linf(const T* __restrict__ x, const T* __restrict__ x0,
-                                             T* __restrict__ y, T eps, u64 n) {
+                                             T* __restrict__ y, T eps, T lo, T hi, u64 n) {
     ADV_FOR_EACH(i, n) {
-        const T v = min_(max_(x[i], x0[i] - eps), x0[i] + eps);
-        y[i] = min_(max_(v, T(0)), T(1));
+        const T lower = max_(x0[i] - eps, lo);
+        const T upper = min_(x0[i] + eps, hi);
+        y[i] = min_(max_(x[i], lower), upper);
     }
 }
 template <typename T>
@@ -118,8 +120,8 @@ __device__ __forceinline__ void scale_scalar(const T* __restrict__ x, const T* _
     }                                                                                          \
     extern "C" __global__ void project_linf_##S(const T* __restrict__ x,                       \
                                                 const T* __restrict__ x0, T* __restrict__ y,   \
-                                                T eps, u64 n) {                                \
-        adv::project_linf<T>(x, x0, y, eps, n);                                                \
+                                                T eps, T lo, T hi, u64 n) {                    \
+        adv::project_linf<T>(x, x0, y, eps, lo, hi, n);                                        \
     }                                                                                          \
     extern "C" __global__ void fill_##S(T* __restrict__ y, T value, u64 n) {                   \
         adv::fill<T>(y, value, n);                                                             \

@@ -7,9 +7,10 @@
 //                  (PyTorch's rule with dampening 0; v starts at zero, so the
 //                  first step sets v = g')
 //   adam:          m = β1 m + (1 − β1) g';  v = β2 v + (1 − β2) g'²
-//                  w −= lr · (m / bc1) / (sqrt(v / bc2) + eps)
-//                  where bc1 = 1 − β1^t and bc2 = 1 − β2^t are computed on
-//                  the host for step t ≥ 1. With decoupled = 1 the decay is
+//                  w −= step_size · m / (sqrt(v · inv_bc2) + eps)
+//                  where step_size = lr / (1 − β1^t) and inv_bc2 = 1 / (1 − β2^t)
+//                  are computed on the host (in double) for step t ≥ 1, the
+//                  CPU backend's order of operations. With decoupled = 1 the decay is
 //                  AdamW's instead: g' = g and w −= lr · weight_decay · w first.
 #include "common.cuh"
 
@@ -39,8 +40,8 @@ __device__ __forceinline__ void sgd_momentum(T* __restrict__ w, const T* __restr
 template <typename T>
 __device__ __forceinline__ void adam(T* __restrict__ w, const T* __restrict__ g,
                                      T* __restrict__ m, T* __restrict__ v, T lr, T beta1,
-                                     T beta2, T eps, T weight_decay, T bc1, T bc2,
-                                     int decoupled, u64 n) {
+                                     T beta2, T eps, T weight_decay, T step_size,
+                                     T inv_bc2, int decoupled, u64 n) {
     ADV_FOR_EACH(i, n) {
         T wi = w[i];
         T gi = g[i];
@@ -52,7 +53,7 @@ __device__ __forceinline__ void adam(T* __restrict__ w, const T* __restrict__ g,
         const T vi = beta2 * v[i] + (T(1) - beta2) * gi * gi;
         m[i] = mi;
         v[i] = vi;
-        w[i] = wi - lr * (mi / bc1) / (sqrt_(vi / bc2) + eps);
+        w[i] = wi - step_size * mi / (sqrt_(vi * inv_bc2) + eps);
     }
 }
 
@@ -70,9 +71,10 @@ __device__ __forceinline__ void adam(T* __restrict__ w, const T* __restrict__ g,
     }                                                                                           \
     extern "C" __global__ void adam_##S(T* __restrict__ w, const T* __restrict__ g,            \
                                         T* __restrict__ m, T* __restrict__ v, T lr, T beta1,   \
-                                        T beta2, T eps, T weight_decay, T bc1, T bc2,          \
-                                        int decoupled, u64 n) {                                 \
-        adv::adam<T>(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, decoupled, n); \
+                                        T beta2, T eps, T weight_decay, T step_size,           \
+                                        T inv_bc2, int decoupled, u64 n) {                      \
+        adv::adam<T>(w, g, m, v, lr, beta1, beta2, eps, weight_decay, step_size, inv_bc2,      \
+                     decoupled, n);                                                             \
     }
 ADV_OPTIM(float, f32)
 ADV_OPTIM(double, f64)

@@ -3,13 +3,16 @@
 // logits is rows×cols (row-major), labels holds one u32 class per row.
 // Forward, per row r (one warp per row, lanes stride over the columns):
 //   mx     = max_c x[r, c]                (NaN-propagating)
-//   lse    = mx + log Σ_c exp(x[r, c] − mx)
-//   loss_r = lse − x[r, label_r]           (NaN if the label is out of range)
-//   p[r,c] = exp(x[r, c] − lse)            (saved for backward)
+//   s      = Σ_c exp(x[r, c] − mx)
+//   loss_r = mx + log s − x[r, label_r]    (NaN if the label is out of range;
+//                                           the CUDA backend rejects such
+//                                           labels before launching)
+//   p[r,c] = exp(x[r, c] − mx) · (1 / s)   (saved for backward)
+// (the CPU backend's formulas, so both round the same way).
 // The mean over rows is a separate reduction (reduce.cu, scale = 1/rows).
 // Backward, elementwise over rows×cols, with g a device scalar (the
-// gradient of the mean loss) and scale = 1/rows from the host:
-//   dlogits[r, c] = g · scale · (p[r, c] − [c == label_r])
+// gradient of the mean loss) and rows (as T) from the host:
+//   gs = g / rows;  dlogits[r, c] = p[r, c] · gs − [c == label_r] · gs
 // Launch: forward plan::softmax_xent_fwd (256 threads = 8 rows per block),
 // backward plan::elementwise.
 #include "common.cuh"
@@ -39,7 +42,8 @@ __device__ __forceinline__ void softmax_xent_fwd(const T* __restrict__ logits,
     s = warp_sum(s);
     const T lse = mx + log_(s);
 
-    for (int c = lane; c < cols; c += ADV_WARP) p[c] = exp_(x[c] - lse);
+    const T inv = T(1) / s;
+    for (int c = lane; c < cols; c += ADV_WARP) p[c] = exp_(x[c] - mx) * inv;
     if (lane == 0) {
         const u32 label = labels[row];
         loss[row] = label < (u32)cols ? lse - x[label] : T(0) / T(0);
@@ -50,14 +54,15 @@ template <typename T>
 __device__ __forceinline__ void softmax_xent_bwd(const T* __restrict__ probs,
                                                  const u32* __restrict__ labels,
                                                  const T* __restrict__ g,
-                                                 T* __restrict__ dlogits, T scale, u64 n,
+                                                 T* __restrict__ dlogits, T rows, u64 n,
                                                  u64 cols) {
-    const T gs = g[0] * scale;
+    const T gs = g[0] / rows;
     ADV_FOR_EACH(i, n) {
         const u64 r = i / cols;
         const u64 c = i - r * cols;
-        const T onehot = (u64)labels[r] == c ? T(1) : T(0);
-        dlogits[i] = gs * (probs[i] - onehot);
+        T d = probs[i] * gs;
+        if ((u64)labels[r] == c) d -= gs;
+        dlogits[i] = d;
     }
 }
 
@@ -71,8 +76,8 @@ __device__ __forceinline__ void softmax_xent_bwd(const T* __restrict__ probs,
     }                                                                                       \
     extern "C" __global__ void softmax_xent_bwd_##S(                                        \
         const T* __restrict__ probs, const u32* __restrict__ labels,                        \
-        const T* __restrict__ g, T* __restrict__ dlogits, T scale, u64 n, u64 cols) {      \
-        adv::softmax_xent_bwd<T>(probs, labels, g, dlogits, scale, n, cols);                \
+        const T* __restrict__ g, T* __restrict__ dlogits, T rows, u64 n, u64 cols) {       \
+        adv::softmax_xent_bwd<T>(probs, labels, g, dlogits, rows, n, cols);                 \
     }
 ADV_SOFTMAX_XENT(float, f32)
 ADV_SOFTMAX_XENT(double, f64)

@@ -39,7 +39,13 @@ fn every_planned_kernel_is_built_for_f32_and_f64() {
 
 #[test]
 fn divergent_syncthreads_is_an_error() {
-    let p = plan1("simt_divergent_barrier", 2, 64, 0, vec![out_param(Elem::F32, 128)]);
+    let p = plan1(
+        "simt_divergent_barrier",
+        2,
+        64,
+        0,
+        vec![out_param(Elem::F32, 128)],
+    );
     let mut out = vec![0f32; 128];
     let e = simt::run(&p, &mut [Buf::F32Mut(&mut out)]).unwrap_err();
     assert!(e.0.contains("divergent barrier"), "{e}");
@@ -47,10 +53,19 @@ fn divergent_syncthreads_is_an_error() {
 
 #[test]
 fn divergent_shuffle_is_an_error() {
-    let p = plan1("simt_divergent_shuffle", 1, 64, 0, vec![out_param(Elem::F32, 64)]);
+    let p = plan1(
+        "simt_divergent_shuffle",
+        1,
+        64,
+        0,
+        vec![out_param(Elem::F32, 64)],
+    );
     let mut out = vec![0f32; 64];
     let e = simt::run(&p, &mut [Buf::F32Mut(&mut out)]).unwrap_err();
-    assert!(e.0.contains("divergent barrier") && e.0.contains("shuffle"), "{e}");
+    assert!(
+        e.0.contains("divergent barrier") && e.0.contains("shuffle"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -65,7 +80,13 @@ fn a_barrier_that_never_completes_trips_the_watchdog() {
 
 #[test]
 fn shared_memory_is_poisoned() {
-    let p = plan1("simt_read_shared_poison", 3, 64, 8, vec![out_param(Elem::F32, 128)]);
+    let p = plan1(
+        "simt_read_shared_poison",
+        3,
+        64,
+        8,
+        vec![out_param(Elem::F32, 128)],
+    );
     let mut out = vec![0f32; 128];
     simt::run(&p, &mut [Buf::F32Mut(&mut out)]).unwrap();
     assert!(out.iter().all(|v| v.is_nan()), "{out:?}");

@@ -1,14 +1,17 @@
 //! Every CUDA kernel, run on the CPU SIMT emulator (`crates/simt`) from the
 //! same launch plans the CUDA backend uses, on random odd sizes in f32 and
-//! f64, compared with a straightforward reference computed in f64.
+//! f64, compared with advgrad's CPU backend (`CpuStorage` through the
+//! `BackendStorage` trait), the reference implementation.
 //!
 //! Error measure: |got − want| ≤ tol · scale, with tol = 1e-5 (f32) or
-//! 1e-12 (f64), and scale = max(|want|, 1) for elementwise results, the sum
-//! of |terms| for sums and matrix products (the error bound of any
-//! summation order). NaN must match NaN.
-//!
-//! TODO(phase 2): compare with advgrad's CPU backend once the core lands.
-
+//! 1e-12 (f64), and scale = max(|want|, 1) for elementwise results and the
+//! sum of |terms| for sums and matrix products (the error bound of any
+//! summation order: the CPU and the GPU add in different orders). NaN must
+//! match NaN. A few kernels have no CPU counterpart (`scale_scalar`, AdamW's
+//! decoupled decay, the per-row losses before the mean): those are compared
+//! with a reference computed in f64 the same way.
+use advgrad::backend::cpu::CpuStorage;
+use advgrad::backend::{self as be, BackendStorage, MatmulDims, Unary, UpdateRule};
 use simt::plan::{self, Activation, AdamStep, Binary, Elem};
 use simt::Buf;
 
@@ -42,6 +45,12 @@ trait Real: Copy + std::fmt::Debug + 'static {
     fn to_f64(self) -> f64;
     fn buf(s: &[Self]) -> Buf<'_>;
     fn buf_mut(s: &mut [Self]) -> Buf<'_>;
+    fn cpu(v: &[Self]) -> CpuStorage;
+}
+
+/// The f64 values of a CPU-backend result.
+fn cpu_f64(r: advgrad::Result<CpuStorage>) -> Vec<f64> {
+    r.expect("CPU backend").to_f64_vec()
 }
 
 impl Real for f32 {
@@ -58,6 +67,9 @@ impl Real for f32 {
     }
     fn buf_mut(s: &mut [Self]) -> Buf<'_> {
         Buf::F32Mut(s)
+    }
+    fn cpu(v: &[Self]) -> CpuStorage {
+        CpuStorage::F32(v.to_vec())
     }
 }
 
@@ -76,6 +88,9 @@ impl Real for f64 {
     fn buf_mut(s: &mut [Self]) -> Buf<'_> {
         Buf::F64Mut(s)
     }
+    fn cpu(v: &[Self]) -> CpuStorage {
+        CpuStorage::F64(v.to_vec())
+    }
 }
 
 fn rand_vec<T: Real>(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<T> {
@@ -90,7 +105,6 @@ fn f64s<T: Real>(v: &[T]) -> Vec<f64> {
 #[track_caller]
 fn check<T: Real>(what: &str, got: &[T], want: &[f64], scale: &[f64]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let mut worst = 0.0f64;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let g = g.to_f64();
         if w.is_nan() {
@@ -99,14 +113,12 @@ fn check<T: Real>(what: &str, got: &[T], want: &[f64], scale: &[f64]) {
         }
         assert!(g.is_finite() || g == w, "{what}[{i}]: got {g}, want {w}");
         let err = (g - w).abs() / scale[i].max(f64::MIN_POSITIVE);
-        worst = worst.max(err);
         assert!(
             err <= T::TOL,
             "{what}[{i}]: got {g}, want {w}, rel err {err:e} > {:e}",
             T::TOL
         );
     }
-    let _ = worst;
 }
 
 #[track_caller]
@@ -133,29 +145,37 @@ fn matmul_case<T: Real>(m: usize, n: usize, k: usize, ta: bool, tb: bool, acc: b
     let a: Vec<T> = rand_vec(&mut rng, m * k, -1.0, 1.0);
     let b: Vec<T> = rand_vec(&mut rng, k * n, -1.0, 1.0);
     let c0: Vec<T> = rand_vec(&mut rng, m * n, -1.0, 1.0);
+    let dims = MatmulDims {
+        m,
+        n,
+        k,
+        a_trans: ta,
+        b_trans: tb,
+    };
+    let mut want = cpu_f64(T::cpu(&a).matmul(&T::cpu(&b), dims));
+    // The scale: Σ_p |a_ip·b_pj| (+ |c0_ij| when accumulating).
     let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] }.to_f64();
     let bt = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] }.to_f64();
-    let mut want = vec![0.0; m * n];
     let mut scale = vec![0.0; m * n];
     for i in 0..m {
         for j in 0..n {
-            let (mut s, mut abs) = (0.0, 0.0);
-            for p in 0..k {
-                s += at(i, p) * bt(p, j);
-                abs += (at(i, p) * bt(p, j)).abs();
-            }
+            let mut abs: f64 = (0..k).map(|p| (at(i, p) * bt(p, j)).abs()).sum();
             if acc {
-                s += c0[i * n + j].to_f64();
+                want[i * n + j] += c0[i * n + j].to_f64();
                 abs += c0[i * n + j].to_f64().abs();
             }
-            want[i * n + j] = s;
             scale[i * n + j] = abs.max(1e-3);
         }
     }
     let p = plan::matmul(T::ELEM, m, n, k, ta, tb, acc).unwrap();
     let mut c = c0.clone();
     simt::run(&p, &mut [T::buf(&a), T::buf(&b), T::buf_mut(&mut c)]).unwrap();
-    check(&format!("matmul {m}x{n}x{k} ta={ta} tb={tb} acc={acc}"), &c, &want, &scale);
+    check(
+        &format!("matmul {m}x{n}x{k} ta={ta} tb={tb} acc={acc}"),
+        &c,
+        &want,
+        &scale,
+    );
 }
 
 fn matmul_all<T: Real>() {
@@ -194,89 +214,82 @@ fn elementwise_all<T: Real>() {
         let mut rng = Rng::new(100 + s as u64);
         let a: Vec<T> = rand_vec(&mut rng, n, -3.0, 3.0);
         let b: Vec<T> = rand_vec(&mut rng, n, -3.0, 3.0);
-        let (af, bf) = (f64s(&a), f64s(&b));
+        let (ca, cb) = (T::cpu(&a), T::cpu(&b));
         let mut y = vec![T::from_f64(0.0); n];
 
-        for (op, f) in [
-            (Binary::Add, (|x, y| x + y) as fn(f64, f64) -> f64),
-            (Binary::Sub, |x, y| x - y),
-            (Binary::Mul, |x, y| x * y),
+        for (op, cop) in [
+            (Binary::Add, be::Binary::Add),
+            (Binary::Sub, be::Binary::Sub),
+            (Binary::Mul, be::Binary::Mul),
         ] {
             let p = plan::binary(op, e, n).unwrap();
             simt::run(&p, &mut [T::buf(&a), T::buf(&b), T::buf_mut(&mut y)]).unwrap();
-            let want: Vec<f64> = af.iter().zip(&bf).map(|(&x, &y)| f(x, y)).collect();
-            check_ew(&format!("{op:?} n={n}"), &y, &want);
+            check_ew(&format!("{op:?} n={n}"), &y, &cpu_f64(ca.binary(&cb, cop)));
         }
 
         let p = plan::affine(e, n, 0.5, -2.0).unwrap();
         simt::run(&p, &mut [T::buf(&a), T::buf_mut(&mut y)]).unwrap();
-        let want: Vec<f64> = af.iter().map(|x| 0.5 * x - 2.0).collect();
-        check_ew("affine", &y, &want);
+        check_ew("affine", &y, &cpu_f64(ca.affine(0.5, -2.0)));
 
         let mut yy = b.clone();
         let p = plan::axpy(e, n, -0.25).unwrap();
         simt::run(&p, &mut [T::buf(&a), T::buf_mut(&mut yy)]).unwrap();
-        let want: Vec<f64> = af.iter().zip(&bf).map(|(x, y)| y - 0.25 * x).collect();
-        check_ew("axpy", &yy, &want);
+        let mut want = cb.clone();
+        want.axpy(-0.25, &ca).unwrap();
+        check_ew("axpy", &yy, &want.to_f64_vec());
 
         let mut a0 = a.clone();
         a0[0] = T::from_f64(0.0);
         a0[n / 2] = T::from_f64(f64::NAN);
+        let ca0 = T::cpu(&a0);
         let p = plan::sign(e, n).unwrap();
         simt::run(&p, &mut [T::buf(&a0), T::buf_mut(&mut y)]).unwrap();
-        let want: Vec<f64> = f64s(&a0)
-            .iter()
-            .map(|&x| if x == 0.0 || x.is_nan() { x } else { x.signum() })
-            .collect();
-        check_ew("sign", &y, &want);
+        check_ew("sign", &y, &cpu_f64(ca0.unary(Unary::Sign)));
 
         let p = plan::clamp(e, n, -1.0, 0.5).unwrap();
         simt::run(&p, &mut [T::buf(&a0), T::buf_mut(&mut y)]).unwrap();
-        let want: Vec<f64> = f64s(&a0)
-            .iter()
-            .map(|&x| if x.is_nan() { x } else { x.clamp(-1.0, 0.5) })
-            .collect();
-        check_ew("clamp", &y, &want);
+        check_ew("clamp", &y, &cpu_f64(ca0.clamp(-1.0, 0.5)));
 
-        // x0 in [0, 1], x a perturbation of it.
+        // x0 in [0, 1], x a perturbation of it; the default [0, 1] box and
+        // a tighter one that cuts into the ball.
         let x0: Vec<T> = rand_vec(&mut rng, n, 0.0, 1.0);
         let xa: Vec<T> = x0
             .iter()
             .map(|v| T::from_f64(v.to_f64() + rng.uniform(-0.3, 0.3)))
             .collect();
         let eps = 0.1;
-        let p = plan::project_linf(e, n, eps).unwrap();
-        simt::run(&p, &mut [T::buf(&xa), T::buf(&x0), T::buf_mut(&mut y)]).unwrap();
-        let want: Vec<f64> = f64s(&xa)
-            .iter()
-            .zip(f64s(&x0))
-            .map(|(&x, c)| {
-                let lo = (T::from_f64(c - eps)).to_f64();
-                let hi = (T::from_f64(c + eps)).to_f64();
-                // The kernel computes x0 ± eps in T; mirror that rounding.
-                let lo = T::from_f64(c - T::from_f64(eps).to_f64()).to_f64().max(lo.min(lo));
-                let hi = T::from_f64(c + T::from_f64(eps).to_f64()).to_f64().min(hi.max(hi));
-                x.max(lo).min(hi).clamp(0.0, 1.0)
-            })
-            .collect();
-        check_ew("project_linf", &y, &want);
-        for (v, c) in y.iter().zip(&x0) {
-            let (v, c) = (v.to_f64(), c.to_f64());
-            assert!((0.0..=1.0).contains(&v) && (v - c).abs() <= eps * (1.0 + 1e-6));
+        for (lo, hi) in [(0.0, 1.0), (0.2, 0.7)] {
+            let p = plan::project_linf(e, n, eps, lo, hi).unwrap();
+            simt::run(&p, &mut [T::buf(&xa), T::buf(&x0), T::buf_mut(&mut y)]).unwrap();
+            let want = cpu_f64(T::cpu(&xa).project_linf(&T::cpu(&x0), eps, lo, hi));
+            check_ew(&format!("project_linf [{lo}, {hi}]"), &y, &want);
+            // Where the ball meets the box, y lies in both.
+            for (v, c) in y.iter().zip(&x0) {
+                let (v, c) = (v.to_f64(), c.to_f64());
+                if c + eps >= lo && c - eps <= hi {
+                    assert!((lo..=hi).contains(&v), "{v} outside [{lo}, {hi}]");
+                    assert!(
+                        (v - c).abs() <= eps * (1.0 + 1e-6),
+                        "{v} outside {c} ± {eps}"
+                    );
+                }
+            }
         }
 
-        let p = plan::fill(e, n, 3.25).unwrap();
+        // fill(0) is the backward of sign.
+        let p = plan::fill(e, n, 0.0).unwrap();
         simt::run(&p, &mut [T::buf_mut(&mut y)]).unwrap();
-        check_ew("fill", &y, &vec![3.25; n]);
+        check_ew("fill", &y, &cpu_f64(cb.unary_backward(&ca, Unary::Sign)));
 
         let s = [T::from_f64(1.5)];
         let p = plan::fill_scalar(e, n, 1.0 / n as f64).unwrap();
         simt::run(&p, &mut [T::buf(&s), T::buf_mut(&mut y)]).unwrap();
-        check_ew("fill_scalar", &y, &vec![1.5 / n as f64; n]);
+        let want = cpu_f64(T::cpu(&s).broadcast_scalar(n, 1.0 / n as f64));
+        check_ew("fill_scalar", &y, &want);
 
         let p = plan::scale_scalar(e, n, 2.0).unwrap();
         simt::run(&p, &mut [T::buf(&a), T::buf(&s), T::buf_mut(&mut y)]).unwrap();
-        let want: Vec<f64> = af.iter().map(|x| x * 3.0).collect();
+        let want: Vec<f64> = f64s(&a).iter().map(|x| x * 3.0).collect();
         check_ew("scale_scalar", &y, &want);
     }
 }
@@ -303,15 +316,20 @@ fn bias_all<T: Real>() {
         let mut y = vec![T::from_f64(0.0); r * c];
         let p = plan::add_row(T::ELEM, r, c).unwrap();
         simt::run(&p, &mut [T::buf(&x), T::buf(&b), T::buf_mut(&mut y)]).unwrap();
-        let want: Vec<f64> = (0..r * c).map(|i| x[i].to_f64() + b[i % c].to_f64()).collect();
+        let want = cpu_f64(T::cpu(&x).add_row(&T::cpu(&b), c));
         check_ew(&format!("add_row {r}x{c}"), &y, &want);
 
         let mut out = vec![T::from_f64(0.0); c];
         let p = plan::sum_rows(T::ELEM, r, c).unwrap();
         simt::run(&p, &mut [T::buf(&x), T::buf_mut(&mut out)]).unwrap();
-        let want: Vec<f64> = (0..c).map(|j| (0..r).map(|i| x[i * c + j].to_f64()).sum()).collect();
+        let want = cpu_f64(T::cpu(&x).sum_rows(c));
         let scale: Vec<f64> = (0..c)
-            .map(|j| (0..r).map(|i| x[i * c + j].to_f64().abs()).sum::<f64>().max(1e-3))
+            .map(|j| {
+                (0..r)
+                    .map(|i| x[i * c + j].to_f64().abs())
+                    .sum::<f64>()
+                    .max(1e-3)
+            })
             .collect();
         check(&format!("sum_rows {r}x{c}"), &out, &want, &scale);
     }
@@ -329,57 +347,43 @@ fn bias_f64() {
 
 // --------------------------------------------------------- activations
 
-fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
-}
-
 fn activations_all<T: Real>() {
     for (s, &n) in EW_SIZES.iter().enumerate() {
         let mut rng = Rng::new(300 + s as u64);
         let mut x: Vec<T> = rand_vec(&mut rng, n, -6.0, 6.0);
         if n > 2 {
             x[1] = T::from_f64(f64::NAN);
+            x[2] = T::from_f64(-0.0);
         }
         let g: Vec<T> = rand_vec(&mut rng, n, -1.0, 1.0);
-        let (xf, gf) = (f64s(&x), f64s(&g));
-        for act in [Activation::Relu, Activation::Sigmoid, Activation::Tanh] {
+        let (cx, cg) = (T::cpu(&x), T::cpu(&g));
+        for (act, u) in [
+            (Activation::Relu, Unary::Relu),
+            (Activation::Sigmoid, Unary::Sigmoid),
+            (Activation::Tanh, Unary::Tanh),
+        ] {
             let mut y = vec![T::from_f64(0.0); n];
             let p = plan::activation_fwd(act, T::ELEM, n).unwrap();
             simt::run(&p, &mut [T::buf(&x), T::buf_mut(&mut y)]).unwrap();
-            let want: Vec<f64> = xf
-                .iter()
-                .map(|&v| match act {
-                    Activation::Relu => {
-                        if v.is_nan() {
-                            v
-                        } else {
-                            v.max(0.0)
-                        }
-                    }
-                    Activation::Sigmoid => sigmoid(v),
-                    Activation::Tanh => v.tanh(),
-                })
-                .collect();
-            check_ew(&format!("{act:?} fwd n={n}"), &y, &want);
+            let want = cx.unary(u).unwrap();
+            check_ew(&format!("{act:?} fwd n={n}"), &y, &want.to_f64_vec());
+            if act == Activation::Relu && n > 2 {
+                // relu(−0) = +0, as on the CPU.
+                assert_eq!(y[2].to_f64().to_bits(), 0.0f64.to_bits());
+            }
 
-            let saved = if act == Activation::Relu { &x } else { &y };
-            let sf = f64s(saved);
+            // Backward from what forward saved: the input for ReLU, the
+            // output otherwise (the CPU's, so both sides see the same y).
+            let (saved, csaved) = if act == Activation::Relu {
+                (x.clone(), cx.clone())
+            } else {
+                let v: Vec<T> = want.to_f64_vec().iter().map(|&v| T::from_f64(v)).collect();
+                (v.clone(), T::cpu(&v))
+            };
             let mut dx = vec![T::from_f64(0.0); n];
             let p = plan::activation_bwd(act, T::ELEM, n).unwrap();
-            simt::run(&p, &mut [T::buf(saved), T::buf(&g), T::buf_mut(&mut dx)]).unwrap();
-            let want: Vec<f64> = (0..n)
-                .map(|i| match act {
-                    Activation::Relu => {
-                        if sf[i] > 0.0 {
-                            gf[i]
-                        } else {
-                            0.0
-                        }
-                    }
-                    Activation::Sigmoid => gf[i] * sf[i] * (1.0 - sf[i]),
-                    Activation::Tanh => gf[i] * (1.0 - sf[i] * sf[i]),
-                })
-                .collect();
+            simt::run(&p, &mut [T::buf(&saved), T::buf(&g), T::buf_mut(&mut dx)]).unwrap();
+            let want = cpu_f64(cg.unary_backward(&csaved, u));
             check_ew(&format!("{act:?} bwd n={n}"), &dx, &want);
         }
     }
@@ -402,53 +406,70 @@ fn softmax_xent_all<T: Real>() {
         let mut rng = Rng::new(400 + s as u64);
         let x: Vec<T> = rand_vec(&mut rng, r * c, -8.0, 8.0);
         let labels: Vec<u32> = (0..r).map(|_| rng.below(c as u32)).collect();
+        let cl = CpuStorage::U32(labels.clone());
+        let (cpu_loss, cpu_probs) = T::cpu(&x).softmax_xent(&cl, c).unwrap();
         let mut loss = vec![T::from_f64(0.0); r];
         let mut probs = vec![T::from_f64(0.0); r * c];
         let p = plan::softmax_xent_fwd(T::ELEM, r, c).unwrap();
         simt::run(
             &p,
-            &mut [T::buf(&x), Buf::U32(&labels), T::buf_mut(&mut loss), T::buf_mut(&mut probs)],
+            &mut [
+                T::buf(&x),
+                Buf::U32(&labels),
+                T::buf_mut(&mut loss),
+                T::buf_mut(&mut probs),
+            ],
         )
         .unwrap();
+        check_ew(
+            &format!("softmax_xent probs {r}x{c}"),
+            &probs,
+            &cpu_probs.to_f64_vec(),
+        );
+        // Per-row losses (no CPU counterpart): an f64 reference.
         let xf = f64s(&x);
-        let mut want_loss = vec![0.0; r];
-        let mut want_p = vec![0.0; r * c];
-        for i in 0..r {
-            let row = &xf[i * c..(i + 1) * c];
-            let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let lse = mx + row.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
-            want_loss[i] = lse - row[labels[i] as usize];
-            for j in 0..c {
-                want_p[i * c + j] = (row[j] - lse).exp();
-            }
-        }
-        check_ew(&format!("softmax_xent loss {r}x{c}"), &loss, &want_loss);
-        check_ew(&format!("softmax_xent probs {r}x{c}"), &probs, &want_p);
+        let want_rows: Vec<f64> = (0..r)
+            .map(|i| {
+                let row = &xf[i * c..(i + 1) * c];
+                let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                mx + row.iter().map(|v| (v - mx).exp()).sum::<f64>().ln() - row[labels[i] as usize]
+            })
+            .collect();
+        check_ew(
+            &format!("softmax_xent row losses {r}x{c}"),
+            &loss,
+            &want_rows,
+        );
 
-        // Mean of the row losses through the two-pass reduction.
+        // The mean through the two-pass reduction, against the CPU's loss.
         let [p1, p2] = plan::sum(T::ELEM, r, true).unwrap();
         let mut partials = vec![T::from_f64(0.0); plan::reduce_blocks(r) as usize];
         let mut mean = [T::from_f64(0.0)];
         simt::run(&p1, &mut [T::buf(&loss), T::buf_mut(&mut partials)]).unwrap();
         simt::run(&p2, &mut [T::buf(&partials), T::buf_mut(&mut mean)]).unwrap();
-        let m: f64 = want_loss.iter().sum::<f64>() / r as f64;
-        check_ew("mean loss", &mean, &[m]);
+        let abs = want_rows.iter().map(|v| v.abs()).sum::<f64>() / r as f64;
+        check("mean loss", &mean, &cpu_loss.to_f64_vec(), &[abs.max(1.0)]);
 
+        // Backward from the CPU's probabilities, so only the kernel differs.
+        let pin: Vec<T> = cpu_probs
+            .to_f64_vec()
+            .iter()
+            .map(|&v| T::from_f64(v))
+            .collect();
         let g = [T::from_f64(0.75)];
         let mut dl = vec![T::from_f64(0.0); r * c];
         let p = plan::softmax_xent_bwd(T::ELEM, r, c).unwrap();
         simt::run(
             &p,
-            &mut [T::buf(&probs), Buf::U32(&labels), T::buf(&g), T::buf_mut(&mut dl)],
+            &mut [
+                T::buf(&pin),
+                Buf::U32(&labels),
+                T::buf(&g),
+                T::buf_mut(&mut dl),
+            ],
         )
         .unwrap();
-        let pf = f64s(&probs);
-        let want: Vec<f64> = (0..r * c)
-            .map(|i| {
-                let onehot = if labels[i / c] as usize == i % c { 1.0 } else { 0.0 };
-                0.75 * (pf[i] - onehot) / r as f64
-            })
-            .collect();
+        let want = cpu_f64(T::cpu(&pin).softmax_xent_backward(&cl, &T::cpu(&g), c));
         check_ew(&format!("softmax_xent bwd {r}x{c}"), &dl, &want);
     }
 }
@@ -472,22 +493,34 @@ fn softmax_xent_propagates_nan_and_flags_bad_labels() {
     let p = plan::softmax_xent_fwd(Elem::F32, 2, 3).unwrap();
     simt::run(
         &p,
-        &mut [Buf::F32(&x), Buf::U32(&labels), Buf::F32Mut(&mut loss), Buf::F32Mut(&mut probs)],
+        &mut [
+            Buf::F32(&x),
+            Buf::U32(&labels),
+            Buf::F32Mut(&mut loss),
+            Buf::F32Mut(&mut probs),
+        ],
     )
     .unwrap();
     assert!(loss[0].is_nan() && probs[..3].iter().all(|v| v.is_nan()));
+    // The CUDA backend rejects such labels before launching (as the CPU
+    // does); the kernel itself still never reads out of bounds.
     assert!(loss[1].is_nan(), "label 7 of 3 classes gives NaN");
     assert!(probs[3..].iter().all(|v| v.is_finite()));
+    // NaN rows agree with the CPU.
+    let (_, cpu) = CpuStorage::F32(x[..3].to_vec())
+        .softmax_xent(&CpuStorage::U32(vec![0]), 3)
+        .unwrap();
+    assert!(cpu.to_f64_vec().iter().all(|v| v.is_nan()));
 }
 
 // ------------------------------------------------------------ reductions
 
 fn reductions_all<T: Real>() {
-    for (s, &n) in [1usize, 37, 1073, 4097, 300_001].iter().enumerate() {
+    for (s, &n) in [1usize, 37, 1073, 4097, 70_001].iter().enumerate() {
         let mut rng = Rng::new(500 + s as u64);
         let x: Vec<T> = rand_vec(&mut rng, n, -1.0, 1.0);
-        let xf = f64s(&x);
-        let abs: f64 = xf.iter().map(|v| v.abs()).sum();
+        let abs: f64 = f64s(&x).iter().map(|v| v.abs()).sum();
+        let cpu_sum = cpu_f64(T::cpu(&x).sum_all())[0];
         for mean in [false, true] {
             let [p1, p2] = plan::sum(T::ELEM, n, mean).unwrap();
             let mut partials = vec![T::from_f64(0.0); plan::reduce_blocks(n) as usize];
@@ -495,8 +528,12 @@ fn reductions_all<T: Real>() {
             simt::run(&p1, &mut [T::buf(&x), T::buf_mut(&mut partials)]).unwrap();
             simt::run(&p2, &mut [T::buf(&partials), T::buf_mut(&mut out)]).unwrap();
             let d = if mean { n as f64 } else { 1.0 };
-            let want = xf.iter().sum::<f64>() / d;
-            check(&format!("sum n={n} mean={mean}"), &out, &[want], &[abs / d]);
+            check(
+                &format!("sum n={n} mean={mean}"),
+                &out,
+                &[cpu_sum / d],
+                &[abs / d],
+            );
             // Same input, same bits.
             let mut again = [T::from_f64(0.0)];
             simt::run(&p1, &mut [T::buf(&x), T::buf_mut(&mut partials)]).unwrap();
@@ -520,21 +557,23 @@ fn argmax_all<T: Real>() {
     for (s, &(r, c)) in ROW_SIZES.iter().enumerate() {
         let mut rng = Rng::new(600 + s as u64);
         // Few distinct values, so ties happen.
-        let mut x: Vec<T> = (0..r * c).map(|_| T::from_f64(rng.below(5) as f64)).collect();
+        let mut x: Vec<T> = (0..r * c)
+            .map(|_| T::from_f64(rng.below(5) as f64))
+            .collect();
         if r > 2 && c > 3 {
             x[c + 3] = T::from_f64(f64::NAN);
+            x[2 * c + 1] = T::from_f64(f64::NAN);
+            x[2 * c + 2] = T::from_f64(f64::NAN);
         }
         let mut out = vec![0u32; r];
         let p = plan::argmax_rows(T::ELEM, r, c).unwrap();
         simt::run(&p, &mut [T::buf(&x), Buf::U32Mut(&mut out)]).unwrap();
-        for i in 0..r {
-            let row = f64s(&x[i * c..(i + 1) * c]);
-            let want = row.iter().position(|v| v.is_nan()).unwrap_or_else(|| {
-                let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                row.iter().position(|&v| v == mx).unwrap()
-            });
-            assert_eq!(out[i] as usize, want, "argmax row {i} of {r}x{c}: {row:?}");
-        }
+        let want = T::cpu(&x).argmax_rows(c).unwrap();
+        assert_eq!(
+            CpuStorage::U32(out),
+            want,
+            "argmax of {r}x{c} (first on ties, first NaN wins)"
+        );
     }
 }
 
@@ -558,32 +597,42 @@ fn optim_all<T: Real>() {
     let v0: Vec<T> = rand_vec(&mut rng, n, -0.1, 0.1);
     let m0: Vec<T> = rand_vec(&mut rng, n, -0.1, 0.1);
     let s0: Vec<T> = rand_vec(&mut rng, n, 0.0, 0.01);
-    let (wf, gf, vf, mf, sf) = (f64s(&w0), f64s(&g), f64s(&v0), f64s(&m0), f64s(&s0));
-    // The kernel computes in T with hyper-parameters rounded to T.
-    let r = |v: f64| T::from_f64(v).to_f64();
+    let empty = T::cpu(&[]);
 
-    let (lr, wd) = (r(0.1), r(0.01));
+    // Plain SGD: the CPU backend gets empty state buffers.
+    let rule = UpdateRule::Sgd {
+        lr: 0.1,
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 0.01,
+    };
     let mut w = w0.clone();
     let p = plan::sgd(T::ELEM, n, 0.1, 0.01).unwrap();
     simt::run(&p, &mut [T::buf_mut(&mut w), T::buf(&g)]).unwrap();
-    let want: Vec<f64> = (0..n).map(|i| wf[i] - lr * (gf[i] + wd * wf[i])).collect();
-    check_ew("sgd", &w, &want);
+    let mut cw = T::cpu(&w0);
+    cw.update(&T::cpu(&g), &mut empty.clone(), &mut empty.clone(), rule)
+        .unwrap();
+    check_ew("sgd", &w, &cw.to_f64_vec());
 
     for nesterov in [false, true] {
-        let mu = r(0.9);
+        let rule = UpdateRule::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov,
+            weight_decay: 0.01,
+        };
         let (mut w, mut v) = (w0.clone(), v0.clone());
         let p = plan::sgd_momentum(T::ELEM, n, 0.1, 0.9, 0.01, nesterov).unwrap();
-        simt::run(&p, &mut [T::buf_mut(&mut w), T::buf(&g), T::buf_mut(&mut v)]).unwrap();
-        let mut want_w = vec![0.0; n];
-        let mut want_v = vec![0.0; n];
-        for i in 0..n {
-            let gi = gf[i] + wd * wf[i];
-            want_v[i] = mu * vf[i] + gi;
-            let d = if nesterov { gi + mu * want_v[i] } else { want_v[i] };
-            want_w[i] = wf[i] - lr * d;
-        }
-        check_ew("sgd_momentum w", &w, &want_w);
-        check_ew("sgd_momentum v", &v, &want_v);
+        simt::run(
+            &p,
+            &mut [T::buf_mut(&mut w), T::buf(&g), T::buf_mut(&mut v)],
+        )
+        .unwrap();
+        let (mut cw, mut cv) = (T::cpu(&w0), T::cpu(&v0));
+        cw.update(&T::cpu(&g), &mut cv, &mut empty.clone(), rule)
+            .unwrap();
+        check_ew("sgd_momentum w", &w, &cw.to_f64_vec());
+        check_ew("sgd_momentum v", &v, &cv.to_f64_vec());
     }
 
     for decoupled in [false, true] {
@@ -600,27 +649,60 @@ fn optim_all<T: Real>() {
         let p = plan::adam(T::ELEM, n, step).unwrap();
         simt::run(
             &p,
-            &mut [T::buf_mut(&mut w), T::buf(&g), T::buf_mut(&mut m), T::buf_mut(&mut v)],
+            &mut [
+                T::buf_mut(&mut w),
+                T::buf(&g),
+                T::buf_mut(&mut m),
+                T::buf_mut(&mut v),
+            ],
         )
         .unwrap();
-        let (lr, b1, b2, eps, wd) = (r(1e-3), r(0.9), r(0.999), r(1e-8), r(0.01));
-        let bc1 = r(1.0 - 0.9f64.powi(3));
-        let bc2 = r(1.0 - 0.999f64.powi(3));
-        for i in 0..n {
-            let (mut wi, mut gi) = (wf[i], gf[i]);
-            if decoupled {
-                wi -= lr * wd * wi;
-            } else {
-                gi += wd * wi;
-            }
-            let mi = b1 * mf[i] + (1.0 - b1) * gi;
-            let vi = b2 * sf[i] + (1.0 - b2) * gi * gi;
-            let want_w = wi - lr * (mi / bc1) / ((vi / bc2).sqrt() + eps);
-            check_ew("adam m", &m[i..i + 1], &[mi]);
-            check_ew("adam v", &v[i..i + 1], &[vi]);
-            check_ew("adam w", &w[i..i + 1], &[want_w]);
-        }
+        let (want_w, want_m, want_v) = if decoupled {
+            adamw_reference::<T>(&w0, &g, &m0, &s0, step)
+        } else {
+            let rule = UpdateRule::Adam {
+                lr: step.lr,
+                beta1: step.beta1,
+                beta2: step.beta2,
+                eps: step.eps,
+                weight_decay: step.weight_decay,
+                t: step.step,
+            };
+            let (mut cw, mut cm, mut cv) = (T::cpu(&w0), T::cpu(&m0), T::cpu(&s0));
+            cw.update(&T::cpu(&g), &mut cm, &mut cv, rule).unwrap();
+            (cw.to_f64_vec(), cm.to_f64_vec(), cv.to_f64_vec())
+        };
+        check_ew(&format!("adam m decoupled={decoupled}"), &m, &want_m);
+        check_ew(&format!("adam v decoupled={decoupled}"), &v, &want_v);
+        check_ew(&format!("adam w decoupled={decoupled}"), &w, &want_w);
     }
+}
+
+/// AdamW (decoupled decay; no CPU counterpart), in f64 with the
+/// hyper-parameters rounded to T as the kernel sees them.
+fn adamw_reference<T: Real>(
+    w0: &[T],
+    g: &[T],
+    m0: &[T],
+    v0: &[T],
+    s: AdamStep,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let r = |v: f64| T::from_f64(v).to_f64();
+    let t = s.step as i32;
+    let (lr, b1, b2, eps, wd) = (r(s.lr), r(s.beta1), r(s.beta2), r(s.eps), r(s.weight_decay));
+    let step = r(s.lr / (1.0 - s.beta1.powi(t)));
+    let inv_bc2 = r(1.0 / (1.0 - s.beta2.powi(t)));
+    let (mut w, mut m, mut v) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..w0.len() {
+        let wi = w0[i].to_f64() - lr * wd * w0[i].to_f64();
+        let gi = g[i].to_f64();
+        let mi = b1 * m0[i].to_f64() + (1.0 - b1) * gi;
+        let vi = b2 * v0[i].to_f64() + (1.0 - b2) * gi * gi;
+        w.push(wi - step * mi / ((vi * inv_bc2).sqrt() + eps));
+        m.push(mi);
+        v.push(vi);
+    }
+    (w, m, v)
 }
 
 #[test]

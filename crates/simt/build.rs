@@ -67,8 +67,14 @@ fn main() {
     let pre = base().define("SIMT_SCAN", None).file(&tu_path).expand();
     let pre = String::from_utf8_lossy(&pre);
     let names = entry_points(&pre);
-    assert!(!names.is_empty(), "no extern \"C\" kernels found in kernels/*.cu");
-    let inc: String = names.iter().map(|n| format!("SIMT_KERNEL({n})\n")).collect();
+    assert!(
+        !names.is_empty(),
+        "no extern \"C\" kernels found in kernels/*.cu"
+    );
+    let inc: String = names
+        .iter()
+        .map(|n| format!("SIMT_KERNEL({n})\n"))
+        .collect();
     fs::write(out.join("registry.inc"), inc).expect("writing registry.inc");
 
     base()
@@ -93,7 +99,9 @@ fn entry_points(pre: &str) -> Vec<String> {
     let mut rest = text;
     while let Some(i) = rest.find("extern \"C\"") {
         rest = &rest[i + "extern \"C\"".len()..];
-        let mut toks = rest.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|t| !t.is_empty());
+        let mut toks = rest
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|t| !t.is_empty());
         if toks.next() == Some("void") {
             if let Some(name) = toks.next() {
                 if !names.iter().any(|n: &String| n == name) {

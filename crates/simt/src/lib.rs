@@ -166,8 +166,9 @@ struct Guarded {
 
 impl Guarded {
     fn new(data: &[u8], poison: bool) -> Guarded {
-        let layout = Layout::from_size_align(GUARD + data.len().next_multiple_of(ALIGN) + GUARD, ALIGN)
-            .expect("buffer too large to emulate");
+        let layout =
+            Layout::from_size_align(GUARD + data.len().next_multiple_of(ALIGN) + GUARD, ALIGN)
+                .expect("buffer too large to emulate");
         // SAFETY: the layout has a non-zero size (two guard zones).
         let ptr = unsafe { alloc::alloc(layout) };
         if ptr.is_null() {
@@ -326,7 +327,10 @@ pub fn run_with_watchdog(
     }
     let nbufs = plan.buffers().count();
     if bufs.len() != nbufs {
-        return err(format!("{k}: the plan takes {nbufs} buffers, got {}", bufs.len()));
+        return err(format!(
+            "{k}: the plan takes {nbufs} buffers, got {}",
+            bufs.len()
+        ));
     }
 
     // Check every parameter, copy buffers into guarded memory, fill slots.
@@ -343,14 +347,22 @@ pub fn run_with_watchdog(
             } => {
                 let have = type_name(elem, access);
                 if &have != want {
-                    return err(format!("{k}: parameter {i} `{name}` is {want}, the plan passes {have}"));
+                    return err(format!(
+                        "{k}: parameter {i} `{name}` is {want}, the plan passes {have}"
+                    ));
                 }
                 let b = &bufs[next_buf];
                 if b.elem() != elem {
-                    return err(format!("{k}: buffer `{name}` must hold {elem:?}, got {:?}", b.elem()));
+                    return err(format!(
+                        "{k}: buffer `{name}` must hold {elem:?}, got {:?}",
+                        b.elem()
+                    ));
                 }
                 if b.len() < len {
-                    return err(format!("{k}: buffer `{name}` has {} elements, the plan needs {len}", b.len()));
+                    return err(format!(
+                        "{k}: buffer `{name}` has {} elements, the plan needs {len}",
+                        b.len()
+                    ));
                 }
                 if access != Access::Read && !b.is_mut() {
                     return err(format!("{k}: buffer `{name}` is written, pass it mutably"));
@@ -363,7 +375,9 @@ pub fn run_with_watchdog(
             Param::Scalar { name, value } => {
                 let (slot, t) = scalar_slot(value);
                 if t != want {
-                    return err(format!("{k}: parameter {i} `{name}` is {want}, the plan passes {t}"));
+                    return err(format!(
+                        "{k}: parameter {i} `{name}` is {want}, the plan passes {t}"
+                    ));
                 }
                 slots.push(slot);
             }
@@ -373,7 +387,9 @@ pub fn run_with_watchdog(
     let mut args: Vec<*mut c_void> = slots.iter_mut().map(|s| (s as *mut u64).cast()).collect();
     let name = CString::new(k.as_str()).map_err(|_| SimtError(format!("bad kernel name {k:?}")))?;
     let mut msg = vec![0u8; 2048];
-    let wd = c_uint::try_from(watchdog.as_millis()).unwrap_or(c_uint::MAX).max(1);
+    let wd = c_uint::try_from(watchdog.as_millis())
+        .unwrap_or(c_uint::MAX)
+        .max(1);
     // SAFETY: `args` holds one pointer per kernel parameter (count and types
     // checked against the kernel's signature above), each to an 8-byte slot
     // holding the value; buffer slots point into live guarded allocations at

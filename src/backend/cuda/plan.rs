@@ -389,8 +389,9 @@ pub fn clamp(elem: Elem, n: usize, lo: f64, hi: f64) -> PlanResult<LaunchPlan> {
 }
 
 /// Projection onto the L∞ ball of radius `eps` around `x0`, intersected
-/// with [0, 1]. Parameters: `x, x0, y, eps, n`.
-pub fn project_linf(elem: Elem, n: usize, eps: f64) -> PlanResult<LaunchPlan> {
+/// with the box `[lo, hi]`: `y = min(max(x, max(x0 − eps, lo)), min(x0 +
+/// eps, hi))`. Parameters: `x, x0, y, eps, lo, hi, n`.
+pub fn project_linf(elem: Elem, n: usize, eps: f64, lo: f64, hi: f64) -> PlanResult<LaunchPlan> {
     Ok(grid_stride(
         float_kernel("project_linf", elem)?,
         n,
@@ -399,6 +400,8 @@ pub fn project_linf(elem: Elem, n: usize, eps: f64) -> PlanResult<LaunchPlan> {
             buf("x0", elem, n, Access::Read),
             buf("y", elem, n, Access::Write),
             scalar("eps", Scalar::float(elem, eps)),
+            scalar("lo", Scalar::float(elem, lo)),
+            scalar("hi", Scalar::float(elem, hi)),
             scalar("n", Scalar::U64(n as u64)),
         ],
     ))
@@ -559,8 +562,9 @@ pub struct AdamStep {
 }
 
 /// Adam (or AdamW) in place on `w`, `m`, `v`. Parameters: `w, g, m, v, lr,
-/// beta1, beta2, eps, weight_decay, bc1, bc2, decoupled, n`, where the bias
-/// corrections `bc1 = 1 − β1^t`, `bc2 = 1 − β2^t` are computed here.
+/// beta1, beta2, eps, weight_decay, step_size, inv_bc2, decoupled, n`, where
+/// `step_size = lr / (1 − β1^t)` and `inv_bc2 = 1 / (1 − β2^t)` are computed
+/// here in f64 (the CPU backend's order of operations).
 pub fn adam(elem: Elem, n: usize, s: AdamStep) -> PlanResult<LaunchPlan> {
     if s.step == 0 {
         return Err(PlanError("adam: the step number starts at 1".into()));
@@ -582,8 +586,8 @@ pub fn adam(elem: Elem, n: usize, s: AdamStep) -> PlanResult<LaunchPlan> {
             scalar("beta2", f(s.beta2)),
             scalar("eps", f(s.eps)),
             scalar("weight_decay", f(s.weight_decay)),
-            scalar("bc1", f(bc1)),
-            scalar("bc2", f(bc2)),
+            scalar("step_size", f(s.lr / bc1)),
+            scalar("inv_bc2", f(1.0 / bc2)),
             scalar("decoupled", Scalar::I32(s.decoupled.into())),
             scalar("n", Scalar::U64(n as u64)),
         ],
@@ -616,12 +620,13 @@ pub fn softmax_xent_fwd(elem: Elem, rows: usize, cols: usize) -> PlanResult<Laun
     })
 }
 
-/// Softmax-cross-entropy backward for the mean loss: `dlogits = g[0]·(p −
-/// onehot)/rows`. Parameters: `probs, labels, g, dlogits, scale, n, cols`.
+/// Softmax-cross-entropy backward for the mean loss: with `gs = g[0]/rows`,
+/// `dlogits = p·gs − onehot·gs` (the CPU backend's formula). Parameters:
+/// `probs, labels, g, dlogits, rows, n, cols` (`rows` as the float type, at
+/// least 1).
 pub fn softmax_xent_bwd(elem: Elem, rows: usize, cols: usize) -> PlanResult<LaunchPlan> {
     let op = "softmax_xent_bwd";
     let n = mul(op, rows, cols)?;
-    let scale = 1.0 / rows.max(1) as f64;
     Ok(grid_stride(
         float_kernel(op, elem)?,
         n,
@@ -630,7 +635,7 @@ pub fn softmax_xent_bwd(elem: Elem, rows: usize, cols: usize) -> PlanResult<Laun
             buf("labels", Elem::U32, rows, Access::Read),
             buf("g", elem, 1, Access::Read),
             buf("dlogits", elem, n, Access::Write),
-            scalar("scale", Scalar::float(elem, scale)),
+            scalar("rows", Scalar::float(elem, rows.max(1) as f64)),
             scalar("n", Scalar::U64(n as u64)),
             scalar("cols", Scalar::U64(cols.max(1) as u64)),
         ],
@@ -682,7 +687,10 @@ pub fn sum_final(elem: Elem, count: u32, scale: f64) -> PlanResult<LaunchPlan> {
 /// caller provides a temporary of [`reduce_blocks`]`(n)` partial sums.
 pub fn sum(elem: Elem, n: usize, mean: bool) -> PlanResult<[LaunchPlan; 2]> {
     let scale = if mean { 1.0 / n.max(1) as f64 } else { 1.0 };
-    Ok([sum_partial(elem, n)?, sum_final(elem, reduce_blocks(n), scale)?])
+    Ok([
+        sum_partial(elem, n)?,
+        sum_final(elem, reduce_blocks(n), scale)?,
+    ])
 }
 
 /// Column sums of a rows×cols matrix (the bias gradient): `out[c] = Σ_r
@@ -775,7 +783,7 @@ mod tests {
             axpy(elem, n, 2.0).unwrap(),
             sign(elem, n).unwrap(),
             clamp(elem, n, 0.0, 1.0).unwrap(),
-            project_linf(elem, n, 0.1).unwrap(),
+            project_linf(elem, n, 0.1, 0.0, 1.0).unwrap(),
             fill(elem, n, 0.0).unwrap(),
             fill_scalar(elem, n, 1.0).unwrap(),
             scale_scalar(elem, n, 1.0).unwrap(),
@@ -895,9 +903,10 @@ mod tests {
             assert_eq!(p1.shared_bytes, 32 * 4);
         }
         let [_, p2] = sum(Elem::F64, 8, true).unwrap();
-        assert!(p2
-            .params
-            .contains(&Param::Scalar { name: "scale", value: Scalar::F64(0.125) }));
+        assert!(p2.params.contains(&Param::Scalar {
+            name: "scale",
+            value: Scalar::F64(0.125)
+        }));
     }
 
     #[test]
@@ -927,7 +936,11 @@ mod tests {
                 _ => None,
             })
         };
-        assert_eq!(get("bc1"), Some(Scalar::F64(1.0 - 0.81)));
+        assert_eq!(get("step_size"), Some(Scalar::F64(1e-3 / (1.0 - 0.81))));
+        assert_eq!(
+            get("inv_bc2"),
+            Some(Scalar::F64(1.0 / (1.0 - 0.999f64.powi(2))))
+        );
         assert_eq!(get("decoupled"), Some(Scalar::I32(1)));
         assert!(adam(Elem::F64, 4, AdamStep { step: 0, ..s }).is_err());
     }

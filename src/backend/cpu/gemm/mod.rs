@@ -2,11 +2,15 @@
 //! register-tiled SIMD micro-kernel chosen at run time.
 //!
 //! The layout follows BLIS. `C` is cut into tiles that run as independent
-//! rayon tasks; inside a tile, `k` is cut into blocks of at most `KC`, a
-//! `KC × NC` block of `B` is packed into `NR`-wide panels (it stays in L2) and,
-//! for each `MR`-row strip of the tile, an `MR × KC` panel of `A` is packed (it
-//! stays in L1) and multiplied by every `B` panel in the micro-kernel, which
-//! keeps an `MR × NR` block of `C` in registers.
+//! rayon tasks (one per thread for mid sizes, a few per thread for large
+//! ones, none below about 96³ multiply-adds); inside a tile, `k` is cut into
+//! blocks of at most `KC`, a `KC × NC` block of `B` is packed into `NR`-wide
+//! panels (streamed in order from L2/L3) and, for each `MR`-row strip of the
+//! tile, an `MR × KC` panel of `A` is packed (it stays in L1) and multiplied
+//! by every `B` panel in the micro-kernel, which keeps an `MR × NR` block of
+//! `C` in registers. A tile of a few strips reads a row-major `B` in place.
+//! Packing buffers live in thread-local storage, so a steady state of calls
+//! allocates nothing.
 //!
 //! | file | what it holds |
 //! |---|---|
