@@ -447,9 +447,13 @@ def run_python_framework(fw, data_dir, ops, seed):
 
 def run_advgrad(binary, data_dir, ops):
     version = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(binary))))
+    git = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty"],
+                         capture_output=True, text=True)
     emit({
         "framework": "advgrad", "op": "meta",
         "advgrad": version.stdout.strip() or "?",
+        "git": git.stdout.strip() or "?",
         "threads": int(os.environ.get("RAYON_NUM_THREADS", "0")) or os.cpu_count(),
     })
     for op in ("epoch", "train_step", "fgsm", "pgd"):
