@@ -64,7 +64,13 @@ impl AdvTraining {
 
     /// Adversarial examples for the batch `x` (in `[0, 1]`) with `labels`,
     /// the random start drawn from `rng`.
-    pub fn perturb(&self, model: &Mlp, x: &Tensor, labels: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+    pub fn perturb(
+        &self,
+        model: &Mlp,
+        x: &Tensor,
+        labels: &Tensor,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
         self.attack().run(model, x, labels, rng.next_u64())
     }
 }

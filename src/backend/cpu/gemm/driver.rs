@@ -39,6 +39,10 @@ const FINE_WORK: usize = 512 * 512 * 512;
 /// packing would cost more than it saves.
 const DIRECT_B_MAX_STRIPS: usize = 3;
 
+/// A `B` block of at most this many values is read in place, too: it is
+/// small enough to stay in cache as it is.
+const DIRECT_B_MAX_BLOCK: usize = 128 * 128;
+
 /// The `k` block length: `k` cut into equal blocks of at most `kc_max`.
 ///
 /// It depends on `k` alone, which is what makes the result independent of
@@ -149,7 +153,8 @@ fn run_tile<T: GemmElem, K: MicroKernel<T>>(
         }
         // Full panels of a row-major B read in place; the edge panel, if
         // any, is still packed (zero-padded).
-        let direct = p.b_cs == 1 && rows.len() <= DIRECT_B_MAX_STRIPS * K::MR;
+        let direct = p.b_cs == 1
+            && (rows.len() <= DIRECT_B_MAX_STRIPS * K::MR || kb * cols.len() <= DIRECT_B_MAX_BLOCK);
         let full = if direct { cols.len() / K::NR } else { 0 };
         for p0 in (0..p.k).step_by(kb) {
             let kc = kb.min(p.k - p0);
