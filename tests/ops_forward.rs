@@ -246,3 +246,32 @@ fn tape_prints_and_exports_dot() {
     let g = tape.grad(x).unwrap().to_vec::<f64>().unwrap();
     assert_relative_eq!(g[0], 0.25 / 6.0, max_relative = 1e-15);
 }
+
+#[test]
+fn fused_sign_step_equals_its_composition() {
+    for (n, dtype) in [
+        (37usize, DType::F32),
+        (70_001, DType::F32),
+        (1_001, DType::F64),
+    ] {
+        let x = Tensor::rand_uniform([n], 0.0, 1.0, 1, dtype);
+        let g = Tensor::rand_uniform([n], -1.0, 1.0, 2, dtype);
+        let c = Tensor::rand_uniform([n], 0.0, 1.0, 3, dtype);
+        let fused = x.sign_step(&g, &c, 0.03, 0.1, 0.0, 1.0).unwrap();
+        let composed = x
+            .add(&g.sign().unwrap().scale(0.03).unwrap())
+            .unwrap()
+            .project_linf(&c, 0.1, 0.0, 1.0)
+            .unwrap();
+        assert_eq!(
+            fused.to_f64_vec().unwrap(),
+            composed.to_f64_vec().unwrap(),
+            "n = {n}"
+        );
+    }
+    let x = Tensor::zeros([3], DType::F32);
+    assert!(x
+        .sign_step(&Tensor::zeros([4], DType::F32), &x, 0.1, 0.1, 0.0, 1.0)
+        .is_err());
+    assert!(x.sign_step(&x, &x, 0.1, -0.1, 0.0, 1.0).is_err());
+}

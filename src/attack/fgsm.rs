@@ -37,7 +37,8 @@ impl Fgsm {
 
     pub(crate) fn perturb(&self, model: &Mlp, x: &Tensor, goal: &Goal) -> Result<Tensor> {
         let (g, _) = objective_gradient(model, x, goal.classes, goal.targeted)?;
-        x.add(&g.sign()?.scale(self.eps)?)?.clamp(0.0, 1.0)
+        // clip(x + eps·sign g) is the projected step with ball radius eps.
+        x.sign_step(&g, x, self.eps, self.eps, 0.0, 1.0)
     }
 }
 

@@ -59,9 +59,7 @@ impl MiFgsm {
             let (g, _) = objective_gradient(model, &adv, goal.classes, goal.targeted)?;
             let inv_l1: Vec<f64> = rows.l1(&g)?.into_iter().map(inv_or_zero).collect();
             momentum = momentum.scale(self.decay)?.add(&rows.scale(&g, &inv_l1)?)?;
-            adv = adv
-                .add(&momentum.sign()?.scale(alpha)?)?
-                .project_linf(x, self.eps, 0.0, 1.0)?;
+            adv = adv.sign_step(&momentum, x, alpha, self.eps, 0.0, 1.0)?;
         }
         Ok(adv)
     }

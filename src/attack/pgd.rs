@@ -142,9 +142,7 @@ impl Pgd {
         for _ in 0..self.steps {
             let (g, _) = objective_gradient(model, &adv, goal.classes, goal.targeted)?;
             adv = match self.threat {
-                Threat::Linf(_) => adv
-                    .add(&g.sign()?.scale(alpha)?)?
-                    .project_linf(x, eps, 0.0, 1.0)?,
+                Threat::Linf(_) => adv.sign_step(&g, x, alpha, eps, 0.0, 1.0)?,
                 Threat::L2(_) => {
                     let z = adv.add(&rows.normalize_l2(&g)?.scale(alpha)?)?;
                     rows.project_l2(&z.clamp(0.0, 1.0)?, x, eps)?

@@ -148,6 +148,25 @@ pub trait BackendStorage: Sized {
     /// intersected with the box `[lo, hi]`:
     /// `y = min(max(x, max(c − eps, lo)), min(c + eps, hi))`.
     fn project_linf(&self, center: &Self, eps: f64, lo: f64, hi: f64) -> Result<Self>;
+    /// One signed-gradient step projected back:
+    /// `y = min(max(x + α·sign g, max(c − eps, lo)), min(c + eps, hi))`, the
+    /// update of FGSM, BIM and L∞ PGD in one pass. The default composes
+    /// [`Unary::Sign`], [`BackendStorage::affine`], [`Binary::Add`] and
+    /// [`BackendStorage::project_linf`]; a backend may fuse it.
+    #[allow(clippy::too_many_arguments)]
+    fn sign_step(
+        &self,
+        grad: &Self,
+        center: &Self,
+        alpha: f64,
+        eps: f64,
+        lo: f64,
+        hi: f64,
+    ) -> Result<Self> {
+        let step = grad.unary(Unary::Sign)?.affine(alpha, 0.0)?;
+        self.binary(&step, Binary::Add)?
+            .project_linf(center, eps, lo, hi)
+    }
     /// Index of the largest value of each row of `cols` values (the first
     /// one on ties), as u32.
     fn argmax_rows(&self, cols: usize) -> Result<Self>;
@@ -292,6 +311,17 @@ impl BackendStorage for Storage {
     }
     fn project_linf(&self, center: &Self, eps: f64, lo: f64, hi: f64) -> Result<Self> {
         on_same_device!("project_linf", (a = self, center = center) => a.project_linf(center, eps, lo, hi), wrap_storage)
+    }
+    fn sign_step(
+        &self,
+        grad: &Self,
+        center: &Self,
+        alpha: f64,
+        eps: f64,
+        lo: f64,
+        hi: f64,
+    ) -> Result<Self> {
+        on_same_device!("sign_step", (a = self, grad = grad, center = center) => a.sign_step(grad, center, alpha, eps, lo, hi), wrap_storage)
     }
     fn argmax_rows(&self, cols: usize) -> Result<Self> {
         on_device!(self, s => s.argmax_rows(cols), wrap_storage)

@@ -55,6 +55,39 @@ impl Tensor {
         Ok(Tensor::from_storage(out, self.shape().clone()))
     }
 
+    /// One signed-gradient step projected back onto the L∞ ball of radius
+    /// `eps` around `center`, intersected with `[lo, hi]`:
+    /// `min(max(x + α·sign g, max(c − eps, lo)), min(c + eps, hi))`, in one
+    /// pass where the backend fuses it (the update of FGSM, BIM and PGD).
+    pub fn sign_step(
+        &self,
+        grad: &Tensor,
+        center: &Tensor,
+        alpha: f64,
+        eps: f64,
+        lo: f64,
+        hi: f64,
+    ) -> Result<Tensor> {
+        for other in [grad, center] {
+            if self.shape() != other.shape() {
+                return Err(Error::ShapeMismatch {
+                    op: "sign_step",
+                    lhs: self.shape().clone(),
+                    rhs: other.shape().clone(),
+                });
+            }
+        }
+        if eps.is_nan() || eps < 0.0 {
+            return Err(Error::invalid(format!(
+                "sign_step: eps must be ≥ 0, got {eps}"
+            )));
+        }
+        let out = self
+            .storage()
+            .sign_step(grad.storage(), center.storage(), alpha, eps, lo, hi)?;
+        Ok(Tensor::from_storage(out, self.shape().clone()))
+    }
+
     /// In place: `self ← self + alpha·x` (same shapes).
     pub fn axpy_(&mut self, alpha: f64, x: &Tensor) -> Result<()> {
         if self.shape() != x.shape() {

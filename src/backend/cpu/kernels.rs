@@ -20,34 +20,31 @@ fn rows_per_task(cols: usize) -> usize {
     (CHUNK / cols.max(1)).max(1)
 }
 
-/// `out[i] = f(x[i])`.
-fn map<T: Float, U: Send + Copy + Default>(x: &[T], f: impl Fn(T) -> U + Sync) -> Vec<U> {
-    let mut out = vec![U::default(); x.len()];
+/// `out[i] = f(x[i])`, written once (no zero-fill first).
+fn map<T: Float, U: Send + Copy>(x: &[T], f: impl Fn(T) -> U + Sync + Send) -> Vec<U> {
+    let mut out = Vec::with_capacity(x.len());
     if x.len() <= CHUNK {
-        out.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+        out.extend(x.iter().map(|&v| f(v)));
     } else {
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v)));
+        x.par_iter()
+            .with_min_len(CHUNK)
+            .map(|&v| f(v))
+            .collect_into_vec(&mut out);
     }
     out
 }
 
-/// `out[i] = f(a[i], b[i])`.
-fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::ZERO; a.len()];
+/// `out[i] = f(a[i], b[i])`, written once.
+fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
+    let mut out = Vec::with_capacity(a.len());
     if a.len() <= CHUNK {
-        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            *o = f(x, y);
-        }
+        out.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y)));
     } else {
-        out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(o, (a, b))| {
-                for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
-                    *o = f(x, y);
-                }
-            });
+        a.par_iter()
+            .zip(b)
+            .with_min_len(CHUNK)
+            .map(|(&x, &y)| f(x, y))
+            .collect_into_vec(&mut out);
     }
     out
 }
@@ -123,6 +120,41 @@ pub fn clamp<T: Float>(x: &[T], lo: T, hi: T) -> Vec<T> {
 pub fn project_linf<T: Float>(x: &[T], c: &[T], eps: f64, lo: f64, hi: f64) -> Vec<T> {
     let (eps, lo, hi) = (T::from_f64(eps), T::from_f64(lo), T::from_f64(hi));
     zip_map(x, c, |x, c| x.max((c - eps).max(lo)).min((c + eps).min(hi)))
+}
+
+/// `min(max(x + α·sign g, max(c − eps, lo)), min(c + eps, hi))` in one pass.
+pub fn sign_step<T: Float>(
+    x: &[T],
+    g: &[T],
+    c: &[T],
+    alpha: f64,
+    eps: f64,
+    lo: f64,
+    hi: f64,
+) -> Vec<T> {
+    let (alpha, eps, lo, hi) = (
+        T::from_f64(alpha),
+        T::from_f64(eps),
+        T::from_f64(lo),
+        T::from_f64(hi),
+    );
+    let step = |((&x, &g), &c): ((&T, &T), &T)| {
+        (x + alpha * sign(g))
+            .max((c - eps).max(lo))
+            .min((c + eps).min(hi))
+    };
+    let mut out = Vec::with_capacity(x.len());
+    if x.len() <= CHUNK {
+        out.extend(x.iter().zip(g).zip(c).map(step));
+    } else {
+        x.par_iter()
+            .zip(g)
+            .zip(c)
+            .with_min_len(CHUNK)
+            .map(step)
+            .collect_into_vec(&mut out);
+    }
+    out
 }
 
 /// `y[i, j] = x[i, j] + row[j]`.

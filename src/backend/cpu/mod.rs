@@ -240,6 +240,20 @@ impl BackendStorage for CpuStorage {
         ))
     }
 
+    fn sign_step(
+        &self,
+        grad: &Self,
+        center: &Self,
+        alpha: f64,
+        eps: f64,
+        lo: f64,
+        hi: f64,
+    ) -> Result<Self> {
+        with_floats!("sign_step", (self, grad, center), |x, g, c| Ok(
+            CpuElement::into_storage(kernels::sign_step(x, g, c, alpha, eps, lo, hi))
+        ))
+    }
+
     fn argmax_rows(&self, cols: usize) -> Result<Self> {
         with_float!("argmax", self, |x: T| Ok(CpuStorage::U32(
             kernels::argmax_rows(x, cols)
