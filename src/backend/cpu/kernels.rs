@@ -5,6 +5,8 @@
 //! the calling thread. Reductions sum each fixed chunk in order and then add
 //! the partial sums in order, so the bits do not depend on the thread count.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::backend::{Binary, Unary, UpdateRule};
@@ -20,33 +22,42 @@ fn rows_per_task(cols: usize) -> usize {
     (CHUNK / cols.max(1)).max(1)
 }
 
-/// `out[i] = f(x[i])`, written once (no zero-fill first).
-fn map<T: Float, U: Send + Copy>(x: &[T], f: impl Fn(T) -> U + Sync + Send) -> Vec<U> {
-    let mut out = Vec::with_capacity(x.len());
-    if x.len() <= CHUNK {
-        out.extend(x.iter().map(|&v| f(v)));
+/// A vector of `n` elements, each written once by `fill(offset, chunk)` for
+/// fixed chunks of [`CHUNK`] elements, in parallel when there is more than
+/// one chunk. No zero-fill comes first.
+fn fill_chunks<U: Send>(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<U>]) + Sync) -> Vec<U> {
+    let mut out = Vec::with_capacity(n);
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if n <= CHUNK {
+        fill(0, spare);
     } else {
-        x.par_iter()
-            .with_min_len(CHUNK)
-            .map(|&v| f(v))
-            .collect_into_vec(&mut out);
+        spare
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, chunk)| fill(i * CHUNK, chunk));
     }
+    // SAFETY: `fill` wrote every element of each chunk, and the chunks cover
+    // the first `n` elements of the capacity.
+    unsafe { out.set_len(n) };
     out
 }
 
-/// `out[i] = f(a[i], b[i])`, written once.
-fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
-    let mut out = Vec::with_capacity(a.len());
-    if a.len() <= CHUNK {
-        out.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y)));
-    } else {
-        a.par_iter()
-            .zip(b)
-            .with_min_len(CHUNK)
-            .map(|(&x, &y)| f(x, y))
-            .collect_into_vec(&mut out);
-    }
-    out
+/// `out[i] = f(x[i])`.
+fn map<T: Float, U: Send + Copy>(x: &[T], f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    fill_chunks(x.len(), |at, out| {
+        for (o, &v) in out.iter_mut().zip(&x[at..]) {
+            o.write(f(v));
+        }
+    })
+}
+
+/// `out[i] = f(a[i], b[i])`.
+fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    fill_chunks(a.len(), |at, out| {
+        for ((o, &x), &y) in out.iter_mut().zip(&a[at..]).zip(&b[at..]) {
+            o.write(f(x, y));
+        }
+    })
 }
 
 /// The logistic function `1 / (1 + e^-x)`, stable for large |x|.
@@ -138,23 +149,11 @@ pub fn sign_step<T: Float>(
         T::from_f64(lo),
         T::from_f64(hi),
     );
-    let step = |((&x, &g), &c): ((&T, &T), &T)| {
-        (x + alpha * sign(g))
-            .max((c - eps).max(lo))
-            .min((c + eps).min(hi))
-    };
-    let mut out = Vec::with_capacity(x.len());
-    if x.len() <= CHUNK {
-        out.extend(x.iter().zip(g).zip(c).map(step));
-    } else {
-        x.par_iter()
-            .zip(g)
-            .zip(c)
-            .with_min_len(CHUNK)
-            .map(step)
-            .collect_into_vec(&mut out);
-    }
-    out
+    fill_chunks(x.len(), |at, out| {
+        for (((o, &x), &g), &c) in out.iter_mut().zip(&x[at..]).zip(&g[at..]).zip(&c[at..]) {
+            o.write((x + alpha * sign(g)).max((c - eps).max(lo)).min((c + eps).min(hi)));
+        }
+    })
 }
 
 /// `y[i, j] = x[i, j] + row[j]`.
