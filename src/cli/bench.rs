@@ -70,16 +70,33 @@ fn time_repeats(repeat: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64>
     Ok(median(times))
 }
 
+/// The process's peak resident memory in MiB (Linux `VmHWM`), if known.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 fn report(json: bool, op: &str, device: Device, seconds: f64, extra: serde_json::Value) {
+    let peak = peak_rss_mib();
     if json {
-        let mut obj =
-            serde_json::json!({"op": op, "device": device.to_string(), "seconds": seconds});
+        let mut obj = serde_json::json!({
+            "op": op,
+            "device": device.to_string(),
+            "seconds": seconds,
+            "peak_rss_mib": peak,
+        });
         if let (Some(o), Some(e)) = (obj.as_object_mut(), extra.as_object()) {
             o.extend(e.clone());
         }
         println!("{obj}");
     } else {
-        println!("{op:<12} {device}  {:>10.3} ms  {extra}", seconds * 1e3);
+        let peak = peak.map_or("?".into(), |p| format!("{p:.0} MiB"));
+        println!(
+            "{op:<12} {device}  {:>10.3} ms  peak RSS {peak}  {extra}",
+            seconds * 1e3
+        );
     }
 }
 

@@ -14,7 +14,7 @@ use crate::dtype::Float;
 use crate::error::{Error, Result};
 
 /// Elements per parallel work item.
-pub const CHUNK: usize = 16 * 1024;
+pub const CHUNK: usize = 64 * 1024;
 
 /// Rows per parallel work item for row kernels, chosen so a work item has
 /// about [`CHUNK`] elements.
@@ -151,7 +151,11 @@ pub fn sign_step<T: Float>(
     );
     fill_chunks(x.len(), |at, out| {
         for (((o, &x), &g), &c) in out.iter_mut().zip(&x[at..]).zip(&g[at..]).zip(&c[at..]) {
-            o.write((x + alpha * sign(g)).max((c - eps).max(lo)).min((c + eps).min(hi)));
+            o.write(
+                (x + alpha * sign(g))
+                    .max((c - eps).max(lo))
+                    .min((c + eps).min(hi)),
+            );
         }
     })
 }
@@ -183,10 +187,15 @@ pub fn sum_rows<T: Float>(x: &[T], cols: usize) -> Vec<T> {
     if cols == 0 {
         return out;
     }
-    out.par_chunks_mut(COLS_PER_TASK)
+    let tasks = if x.len() <= CHUNK {
+        cols
+    } else {
+        COLS_PER_TASK
+    };
+    out.par_chunks_mut(tasks)
         .enumerate()
         .for_each(|(task, acc)| {
-            let c0 = task * COLS_PER_TASK;
+            let c0 = task * tasks;
             let width = acc.len();
             for row in x.chunks_exact(cols) {
                 for (a, &v) in acc.iter_mut().zip(&row[c0..c0 + width]) {
