@@ -206,7 +206,36 @@ impl Tensor {
 
     /// The elements converted to f64, in host memory.
     pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
-        Ok(self.storage.to_cpu()?.to_f64_vec())
+        match &*self.storage {
+            Storage::Cpu(host) => Ok(host.to_f64_vec()),
+            #[allow(unreachable_patterns)]
+            other => Ok(other.to_cpu()?.to_f64_vec()),
+        }
+    }
+
+    /// The flat index and value of the first element outside `[lo, hi]`
+    /// (NaN counts as outside), read without converting the whole buffer.
+    pub fn first_outside(&self, lo: f64, hi: f64) -> Result<Option<(usize, f64)>> {
+        fn find<T: Copy + Into<f64>>(v: &[T], lo: f64, hi: f64) -> Option<(usize, f64)> {
+            v.iter()
+                .map(|&x| x.into())
+                .enumerate()
+                .find(|(_, x)| !(lo..=hi).contains(x))
+        }
+        let copy;
+        let host = match &*self.storage {
+            Storage::Cpu(host) => host,
+            #[allow(unreachable_patterns)]
+            other => {
+                copy = other.to_cpu()?;
+                &copy
+            }
+        };
+        Ok(match host {
+            CpuStorage::F32(v) => find(v, lo, hi),
+            CpuStorage::F64(v) => find(v, lo, hi),
+            CpuStorage::U32(v) => find(v, lo, hi),
+        })
     }
 
     /// The value of a one-element tensor, as f64.

@@ -59,12 +59,7 @@ pub(crate) fn check_batch(
             ),
         });
     }
-    let values = x.to_f64_vec()?;
-    if let Some((i, v)) = values
-        .iter()
-        .enumerate()
-        .find(|(_, v)| !(0.0..=1.0).contains(*v))
-    {
+    if let Some((i, v)) = x.first_outside(0.0, 1.0)? {
         return Err(Error::invalid(format!(
             "attack: inputs must lie in [0, 1] (pixel / 255), but row {} column {} is {v}",
             i / d.max(1),
