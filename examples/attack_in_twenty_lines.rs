@@ -8,11 +8,11 @@
 //! it first trains a small MLP for one epoch (a few seconds).
 
 use advgrad::attack::{Attack, Fgsm};
-use advgrad::data::{
-    default_data_dir, Batches, Dataset, Rng, Split, FASHION_MNIST_CLASSES as NAMES,
-};
+use advgrad::data::{default_data_dir, Dataset, Split, FASHION_MNIST_CLASSES as NAMES};
 use advgrad::nn::{load_model, Activation, Mlp};
-use advgrad::{Result, Tape, Tensor};
+use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
+use advgrad::train::{train, TrainConfig};
+use advgrad::{Result, Tensor};
 
 fn main() -> Result<()> {
     let dir = default_data_dir();
@@ -41,24 +41,17 @@ fn main() -> Result<()> {
 }
 
 /// One epoch of plain SGD (lr 0.1, batches of 64) on `784-128-10`.
-fn train_quickly(train: &Dataset) -> Result<Mlp> {
+fn train_quickly(train_set: &Dataset) -> Result<Mlp> {
     let mut model = Mlp::new("784-128-10", Activation::Relu, 0)?;
-    let order = Rng::new(0).permutation(train.rows());
-    for idx in Batches::new(&order, 64, false)? {
-        let (xb, yb) = train.gather(idx)?;
-        let mut tape = Tape::new();
-        let x = tape.constant(Tensor::from_vec(xb, [idx.len(), train.features()])?);
-        let fwd = model.forward(&mut tape, x, true)?;
-        let loss = tape.softmax_cross_entropy(fwd.logits, &Tensor::from_vec(yb, [idx.len()])?)?;
-        tape.backward(loss)?;
-        let grads: Vec<Tensor> = fwd
-            .params
-            .iter()
-            .filter_map(|&p| tape.grad(p).cloned())
-            .collect();
-        for (p, g) in model.params_mut().into_iter().zip(&grads) {
-            p.axpy_(-0.1, g)?;
-        }
-    }
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 64,
+        optim: OptimConfig::new(OptimizerKind::Sgd, 0.1),
+        schedule: Schedule::Constant,
+        seed: 0,
+        adversarial: None,
+        quiet: true,
+    };
+    train(&mut model, train_set, None, &cfg)?;
     Ok(model)
 }

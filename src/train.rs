@@ -194,16 +194,20 @@ pub fn evaluate(model: &Mlp, data: &Dataset, batch_size: usize) -> Result<EvalSt
     })
 }
 
-fn progress_bar(steps: u64, quiet: bool) -> ProgressBar {
+/// A progress bar on stderr with `len` steps, labelled `prefix`, showing
+/// its message (running loss, accuracy…); hidden when `quiet` (indicatif
+/// also hides it when stderr is not a terminal).
+pub fn progress_bar(len: u64, prefix: impl Into<String>, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
             .expect("the template is valid")
             .progress_chars("=> "),
     );
+    bar.set_prefix(prefix.into());
     bar
 }
 
@@ -238,8 +242,8 @@ pub fn train(
     let mut step = 0usize;
 
     for epoch in 0..cfg.epochs {
-        let bar = progress_bar(steps_per_epoch as u64, cfg.quiet);
-        bar.set_prefix(format!("epoch {}/{}", epoch + 1, cfg.epochs));
+        let prefix = format!("epoch {}/{}", epoch + 1, cfg.epochs);
+        let bar = progress_bar(steps_per_epoch as u64, prefix, cfg.quiet);
         let order = rng.permutation(train_set.rows());
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut epoch_time = Duration::ZERO;
@@ -250,25 +254,11 @@ pub fn train(
                 Some(adv) => adv.perturb(model, &x, &y, &mut rng)?,
                 None => x,
             };
-            tape.clear();
-            let xv = tape.constant(x);
-            let fwd = model.forward(&mut tape, xv, true)?;
-            let loss = tape.softmax_cross_entropy(fwd.logits, &y)?;
-            tape.backward(loss)?;
-            let grads = fwd
-                .params
-                .iter()
-                .map(|&p| {
-                    tape.grad(p)
-                        .cloned()
-                        .ok_or_else(|| Error::Tape("a parameter received no gradient".into()))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let batch_loss = tape.value(loss)?.to_scalar()?;
-            let predicted = tape.value(fwd.logits)?.argmax_rows()?;
-            tape.clear();
+            let pass = model.parameter_gradients(&mut tape, x, &y)?;
+            let batch_loss = pass.loss.to_scalar()?;
+            let predicted = pass.logits.argmax_rows()?;
             let lr = cfg.schedule.lr(cfg.optim.lr, epoch, step, total_steps);
-            optimizer.step(&mut model.params_mut(), &grads, lr)?;
+            optimizer.step(&mut model.params_mut(), &pass.grads, lr)?;
             epoch_time += start.elapsed();
             step += 1;
 

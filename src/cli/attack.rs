@@ -6,24 +6,21 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-
 use advgrad::attack::{evaluate_attack, Attack, AttackOptions, EvalOptions, Target, ATTACK_NAMES};
 use advgrad::data::{Split, FASHION_MNIST_CLASSES};
-use advgrad::nn::load_model;
 use advgrad::report::{self, LinePlot, Table};
+use advgrad::train::progress_bar;
 use advgrad::{Error, Result};
 
-use super::common::DataArgs;
+use super::common::{DataArgs, ModelArgs};
 
 /// Options of `advgrad attack`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     data: DataArgs,
-    /// The model file (safetensors).
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// fgsm, fgm, bim, pgd, pgd-l2, mifgsm, deepfool or cw.
     #[arg(long)]
     attack: String,
@@ -104,7 +101,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let first_eps = args.eps.first().copied().unwrap_or(0.0);
     let attack = Attack::build(&args.attack, first_eps, &options)?;
     let device = args.data.device()?;
-    let model = load_model(&args.model, None)?.to_device(device)?;
+    let model = args.model.load(device)?;
     for &e in &args.eps {
         attack.with_eps(e).threat().validate(model.input_size())?;
     }
@@ -119,20 +116,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let data = args.data.load(Split::Test, args.limit)?;
 
     let quiet = args.quiet || args.json || !std::io::stderr().is_terminal();
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} batches ({elapsed}<{eta})",
-            )
-            .expect("the template is valid")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(args.attack.clone());
-        bar
-    };
+    let bar = progress_bar(0, args.attack.clone(), quiet);
+    bar.set_message("batches");
+
     let eval = EvalOptions {
         batch_size: args.batch,
         seed: args.seed,
@@ -192,7 +178,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "{} on {} ({}), {} test examples on {device}: clean accuracy {:.2}%",
             attack.name(),
             model.arch(),
-            args.model.display(),
+            args.model.model.display(),
             report.n,
             100.0 * report.clean_accuracy
         );

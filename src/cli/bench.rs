@@ -110,18 +110,8 @@ fn bench_train_step(args: &Args, device: Device) -> Result<()> {
     let steps = 20;
     let seconds = time_repeats(args.repeat, || {
         for _ in 0..steps {
-            tape.clear();
-            let xv = tape.constant(x.clone());
-            let fwd = model.forward(&mut tape, xv, true)?;
-            let loss = tape.softmax_cross_entropy(fwd.logits, &y)?;
-            tape.backward(loss)?;
-            let grads: Vec<Tensor> = fwd
-                .params
-                .iter()
-                .filter_map(|&p| tape.grad(p).cloned())
-                .collect();
-            tape.clear();
-            opt.step(&mut model.params_mut(), &grads, 0.1)?;
+            let step = model.parameter_gradients(&mut tape, x.clone(), &y)?;
+            opt.step(&mut model.params_mut(), &step.grads, 0.1)?;
         }
         Ok(())
     })? / steps as f64;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use advgrad::data::{default_data_dir, Dataset, Split};
+use advgrad::nn::{load_model, Activation, Mlp};
 use advgrad::{Device, Result};
 
 /// Where the data is and which device to run on.
@@ -38,4 +39,27 @@ impl DataArgs {
 /// stdout is for machines).
 pub fn quiet(quiet: bool, json: bool) -> bool {
     quiet || json
+}
+
+/// A saved model to load.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// The model file (safetensors, PyTorch `nn.Sequential` layout).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Activation (relu, sigmoid, tanh), if the file's metadata lacks one.
+    #[arg(long)]
+    pub act: Option<String>,
+}
+
+impl ModelArgs {
+    /// Loads the model onto `device`.
+    pub fn load(&self, device: Device) -> Result<Mlp> {
+        let act = self
+            .act
+            .as_deref()
+            .map(str::parse::<Activation>)
+            .transpose()?;
+        load_model(&self.model, act)?.to_device(device)
+    }
 }

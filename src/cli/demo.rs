@@ -10,9 +10,8 @@ use advgrad::data::{Split, FASHION_MNIST_CLASSES};
 use advgrad::nn::{save_model, Activation, Mlp};
 use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
 use advgrad::report::{save_grid, LinePlot, Table};
-use advgrad::train::{evaluate, train, AdvTraining, TrainConfig};
+use advgrad::train::{evaluate, progress_bar, train, AdvTraining, TrainConfig};
 use advgrad::{Error, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::common::DataArgs;
 
@@ -123,17 +122,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 ..AttackOptions::default()
             };
             let attack = Attack::build(attack_name, args.eps[0], &options)?;
-            let bar = if args.quiet {
-                ProgressBar::hidden()
-            } else {
-                ProgressBar::new(0)
-            };
-            bar.set_style(
-                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} ({elapsed}<{eta})")
-                    .expect("the template is valid")
-                    .progress_chars("=> "),
-            );
-            bar.set_prefix(format!("{name}: {}", label(attack_name)));
+            let prefix = format!("{name}: {}", label(attack_name));
+            let bar = progress_bar(0, prefix, args.quiet);
             let eval = EvalOptions {
                 batch_size: 500,
                 seed: args.seed,

@@ -1,26 +1,20 @@
 //! `advgrad eval`: accuracy and loss of a saved model.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use advgrad::data::Split;
-use advgrad::nn::{load_model, Activation};
 use advgrad::train::evaluate;
 use advgrad::Result;
 
-use super::common::DataArgs;
+use super::common::{DataArgs, ModelArgs};
 
 /// Options of `advgrad eval`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     data: DataArgs,
-    /// The model file (safetensors).
-    #[arg(long)]
-    model: PathBuf,
-    /// Activation, if the file's metadata lacks one.
-    #[arg(long)]
-    act: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// test or train.
     #[arg(long, default_value = "test")]
     split: String,
@@ -33,12 +27,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let act = args
-        .act
-        .as_deref()
-        .map(str::parse::<Activation>)
-        .transpose()?;
-    let model = load_model(&args.model, act)?.to_device(args.data.device()?)?;
+    let model = args.model.load(args.data.device()?)?;
     let split: Split = args.split.parse()?;
     let data = args.data.load(split, args.limit)?;
     let stats = evaluate(&model, &data, 1000)?;

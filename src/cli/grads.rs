@@ -6,23 +6,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use advgrad::data::Split;
-use advgrad::nn::{load_model, save_tensors, Activation};
+use advgrad::nn::save_tensors;
 use advgrad::train::batch_tensors;
 use advgrad::{Error, Result, Tape, Tensor};
 
-use super::common::DataArgs;
+use super::common::{DataArgs, ModelArgs};
 
 /// Options of `advgrad grads`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     data: DataArgs,
-    /// The model file (safetensors).
-    #[arg(long)]
-    model: PathBuf,
-    /// Activation, if the file's metadata lacks one.
-    #[arg(long)]
-    act: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Number of test examples (the first N in file order).
     #[arg(long, default_value_t = 128)]
     limit: usize,
@@ -32,12 +28,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let act = args
-        .act
-        .as_deref()
-        .map(str::parse::<Activation>)
-        .transpose()?;
-    let model = load_model(&args.model, act)?.to_device(args.data.device()?)?;
+    let model = args.model.load(args.data.device()?)?;
     let data = args.data.load(Split::Test, Some(args.limit))?;
     let idx: Vec<usize> = (0..data.rows()).collect();
     let (x, y) = batch_tensors(

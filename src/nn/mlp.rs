@@ -92,6 +92,18 @@ pub struct Forward {
     pub params: Vec<Var>,
 }
 
+/// What [`Mlp::parameter_gradients`] returns.
+#[derive(Clone, Debug)]
+pub struct StepGradients {
+    /// The mean loss (a scalar tensor).
+    pub loss: Tensor,
+    /// The logits `[N, classes]`.
+    pub logits: Tensor,
+    /// The gradient of the loss for each parameter, in
+    /// [`Mlp::param_names`] order.
+    pub grads: Vec<Tensor>,
+}
+
 /// Parses an architecture spec such as `784-256-256-10` into layer widths.
 pub fn parse_arch(spec: &str) -> Result<Vec<usize>> {
     let widths: std::result::Result<Vec<usize>, _> =
@@ -247,6 +259,39 @@ impl Mlp {
     /// The predicted class of each row of a batch.
     pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
         self.logits(x)?.argmax_rows()
+    }
+
+    /// One forward and backward pass of the mean cross-entropy of the batch
+    /// `x` against `labels`, on `tape` (cleared before and after, so the
+    /// parameters are not shared with it when an optimiser updates them in
+    /// place): the loss, the logits and the gradient of every parameter.
+    pub fn parameter_gradients(
+        &self,
+        tape: &mut Tape,
+        x: Tensor,
+        labels: &Tensor,
+    ) -> Result<StepGradients> {
+        tape.clear();
+        let xv = tape.constant(x);
+        let fwd = self.forward(tape, xv, true)?;
+        let loss = tape.softmax_cross_entropy(fwd.logits, labels)?;
+        tape.backward(loss)?;
+        let grads = fwd
+            .params
+            .iter()
+            .map(|&p| {
+                tape.grad(p)
+                    .cloned()
+                    .ok_or_else(|| Error::Tape("a parameter received no gradient".into()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let step = StepGradients {
+            loss: tape.value(loss)?.clone(),
+            logits: tape.value(fwd.logits)?.clone(),
+            grads,
+        };
+        tape.clear();
+        Ok(step)
     }
 
     /// The mean cross-entropy loss of a batch and the gradient of that loss
