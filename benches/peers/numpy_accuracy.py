@@ -23,25 +23,31 @@ def idx(path):
     return np.frombuffer(b[4 + 4 * nd:], dtype=np.uint8).reshape(dims)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--optim", choices=["sgd", "adam"], default="sgd")
-    ap.add_argument("--epochs", type=int, default=5)
-    args = ap.parse_args()
+def load():
     d = os.environ.get("ADVGRAD_DATA", "/usr/share/datasets/fashion-mnist") + "/"
     X = idx(d + "train-images-idx3-ubyte.gz").reshape(60000, -1).astype(np.float32) / 255
     Y = idx(d + "train-labels-idx1-ubyte.gz").astype(np.int64)
     Xt = idx(d + "t10k-images-idx3-ubyte.gz").reshape(10000, -1).astype(np.float32) / 255
     Yt = idx(d + "t10k-labels-idx1-ubyte.gz").astype(np.int64)
+    return X, Y, Xt, Yt
 
-    rng = np.random.default_rng(args.seed)
+
+def draw(seed, epochs):
+    """PyTorch-style initial weights [W0, b0, W1, b1, W2, b2] and one permutation per epoch."""
+    rng = np.random.default_rng(seed)
     sizes = [784, 256, 256, 10]
     params = []
     for i, o in zip(sizes[:-1], sizes[1:]):
         b = 1 / np.sqrt(i)
         params.append(rng.uniform(-b, b, (o, i)).astype(np.float32))
         params.append(rng.uniform(-b, b, o).astype(np.float32))
+    orders = [rng.permutation(60000) for _ in range(epochs)]
+    return params, orders
+
+
+def run(params, orders, optim):
+    """Trains `params` in place over `orders`; returns (clean, fgsm, pgd20) test accuracy."""
+    X, Y, Xt, Yt = load()
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
 
@@ -74,14 +80,13 @@ def main():
         return grads, d
 
     t = 0
-    for _ in range(args.epochs):
-        perm = rng.permutation(60000)
+    for perm in orders:
         for s in range(0, 60000, 128):
             ix = perm[s:s + 128]
             grads, _ = gradients(X[ix], Y[ix])
             t += 1
             for j, g in enumerate(grads):
-                if args.optim == "sgd":
+                if optim == "sgd":
                     params[j] -= 0.1 * g
                 else:
                     m[j] = 0.9 * m[j] + 0.1 * g
@@ -103,8 +108,19 @@ def main():
             _, g = gradients(a, y, False)
             a = np.clip(np.clip(a + 0.01 * np.sign(g), x - eps, x + eps), 0, 1)
         pgd[s:s + 1000] = a
+    return accuracy(Xt), accuracy(fgsm), accuracy(pgd)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--optim", choices=["sgd", "adam"], default="sgd")
+    ap.add_argument("--epochs", type=int, default=5)
+    args = ap.parse_args()
+    params, orders = draw(args.seed, args.epochs)
+    clean, fgsm, pgd = run(params, orders, args.optim)
     print(f"numpy seed {args.seed} {args.optim} {args.epochs} epochs: "
-          f"clean {accuracy(Xt):.4f} fgsm {accuracy(fgsm):.4f} pgd20 {accuracy(pgd):.4f}")
+          f"clean {clean:.4f} fgsm {fgsm:.4f} pgd20 {pgd:.4f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,80 @@
+//! Trains from given initial weights in a given batch order, then reports
+//! test accuracy clean, under FGSM (eps 0.1) and under PGD-20 (step 0.01):
+//! advgrad's half of `benches/peers/same_weights.py`, which compares it with
+//! NumPy on the same weights and order.
+//!
+//! `cargo run --release --example same_weights -- DIR EPOCHS`, where `DIR`
+//! holds `init.safetensors` (a model file) and `order.u32` (one permutation
+//! of the 60k training examples per epoch, little-endian u32).
+
+use std::path::PathBuf;
+
+use advgrad::attack::{evaluate_attack, Attack, AttackOptions, EvalOptions};
+use advgrad::data::{default_data_dir, Dataset, Split};
+use advgrad::nn::load_model;
+use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
+use advgrad::train::{batch_tensors, evaluate};
+use advgrad::{Error, Result, Tape};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(dir), Some(epochs)) = (
+        args.get(1),
+        args.get(2).and_then(|e| e.parse::<usize>().ok()),
+    ) else {
+        return Err(Error::invalid("usage: same_weights DIR EPOCHS"));
+    };
+    let dir = PathBuf::from(dir);
+    let mut model = load_model(&dir.join("init.safetensors"), None)?;
+    let path = dir.join("order.u32");
+    let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let order: Vec<usize> = bytes
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect();
+    let train_set = Dataset::load(&default_data_dir(), Split::Train)?;
+    let test_set = Dataset::load(&default_data_dir(), Split::Test)?;
+    if order.len() != epochs * train_set.rows() {
+        return Err(Error::file(
+            path,
+            format!("expected {epochs} permutations of {}", train_set.rows()),
+        ));
+    }
+
+    let mut opt = Optimizer::new(OptimConfig::new(OptimizerKind::Sgd, 0.1), &model.params())?;
+    let mut tape = Tape::new();
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    for idx in order
+        .chunks(train_set.rows())
+        .flat_map(|epoch| epoch.chunks(128))
+    {
+        let (x, y) = batch_tensors(&train_set, idx, model.device(), &mut images, &mut labels)?;
+        let pass = model.parameter_gradients(&mut tape, x, &y)?;
+        opt.step(&mut model.params_mut(), &pass.grads, 0.1)?;
+    }
+
+    let clean = evaluate(&model, &test_set, 1000)?.accuracy;
+    let eval = EvalOptions {
+        batch_size: 1000,
+        ..EvalOptions::default()
+    };
+    let mut robust = Vec::new();
+    for (name, steps) in [("fgsm", None), ("pgd", Some(20))] {
+        let options = AttackOptions {
+            steps,
+            alpha: steps.map(|_| 0.01),
+            ..AttackOptions::default()
+        };
+        let attack = Attack::build(name, 0.1, &options)?;
+        let report = evaluate_attack(&model, &test_set, &attack, &[0.1], &eval, &mut |_, _| {})?;
+        robust.push(report.results[0].robust_accuracy);
+    }
+    println!(
+        "advgrad : clean {clean:.4} fgsm {:.4} pgd20 {:.4}",
+        robust[0], robust[1]
+    );
+    Ok(())
+}
