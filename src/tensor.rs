@@ -3,6 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use crate::backend::cpu::{CpuElement, CpuStorage};
 use crate::backend::{BackendStorage, Storage};
 use crate::device::Device;
@@ -216,11 +218,21 @@ impl Tensor {
     /// The flat index and value of the first element outside `[lo, hi]`
     /// (NaN counts as outside), read without converting the whole buffer.
     pub fn first_outside(&self, lo: f64, hi: f64) -> Result<Option<(usize, f64)>> {
-        fn find<T: Copy + Into<f64>>(v: &[T], lo: f64, hi: f64) -> Option<(usize, f64)> {
-            v.iter()
-                .map(|&x| x.into())
-                .enumerate()
-                .find(|(_, x)| !(lo..=hi).contains(x))
+        /// Fixed chunks in parallel: each is first scanned without early exit
+        /// (which vectorises), and searched only if it holds an outlier.
+        fn find<T: Copy + Into<f64> + Sync>(v: &[T], lo: f64, hi: f64) -> Option<(usize, f64)> {
+            const CHUNK: usize = 1 << 16;
+            let outside = |x: T| {
+                let x: f64 = x.into();
+                !(x >= lo) | !(x <= hi)
+            };
+            v.par_chunks(CHUNK).enumerate().find_map_first(|(c, chunk)| {
+                if !chunk.iter().fold(false, |bad, &x| bad | outside(x)) {
+                    return None;
+                }
+                let i = chunk.iter().position(|&x| outside(x))?;
+                Some((c * CHUNK + i, chunk[i].into()))
+            })
         }
         let copy;
         let host = match &*self.storage {

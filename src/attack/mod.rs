@@ -446,7 +446,18 @@ impl Attack {
             Attack::DeepFool(a) => a.perturb(model, x, &host_labels)?,
             Attack::CarliniWagner(a) => a.perturb(model, x, &goal)?,
         };
-        enforce(threat, x_adv, x)
+        // The L∞ sign-step attacks end with `sign_step`, the projection onto
+        // exactly this set; the others are projected here.
+        let projected = match self {
+            Attack::Fgsm(_) | Attack::Bim(_) | Attack::MiFgsm(_) => true,
+            Attack::Pgd(p) => matches!(p.threat, Threat::Linf(_)),
+            _ => false,
+        };
+        if projected {
+            Ok(x_adv)
+        } else {
+            enforce(threat, x_adv, x)
+        }
     }
 }
 
