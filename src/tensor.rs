@@ -224,15 +224,17 @@ impl Tensor {
             const CHUNK: usize = 1 << 16;
             let outside = |x: T| {
                 let x: f64 = x.into();
-                !(x >= lo) | !(x <= hi)
+                x.is_nan() | (x < lo) | (x > hi)
             };
-            v.par_chunks(CHUNK).enumerate().find_map_first(|(c, chunk)| {
-                if !chunk.iter().fold(false, |bad, &x| bad | outside(x)) {
-                    return None;
-                }
-                let i = chunk.iter().position(|&x| outside(x))?;
-                Some((c * CHUNK + i, chunk[i].into()))
-            })
+            v.par_chunks(CHUNK)
+                .enumerate()
+                .find_map_first(|(c, chunk)| {
+                    if !chunk.iter().fold(false, |bad, &x| bad | outside(x)) {
+                        return None;
+                    }
+                    let i = chunk.iter().position(|&x| outside(x))?;
+                    Some((c * CHUNK + i, chunk[i].into()))
+                })
         }
         let copy;
         let host = match &*self.storage {

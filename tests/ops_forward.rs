@@ -275,3 +275,18 @@ fn fused_sign_step_equals_its_composition() {
         .is_err());
     assert!(x.sign_step(&x, &x, 0.1, -0.1, 0.0, 1.0).is_err());
 }
+
+#[test]
+fn first_outside_finds_the_first_outlier_in_any_chunk() {
+    let mut v = vec![0.5f32; 200_000];
+    let t = Tensor::from_vec(v.clone(), [200_000]).unwrap();
+    assert_eq!(t.first_outside(0.0, 1.0).unwrap(), None);
+    v[150_001] = 1.5;
+    v[190_000] = -0.5;
+    let t = Tensor::from_vec(v.clone(), [200_000]).unwrap();
+    assert_eq!(t.first_outside(0.0, 1.0).unwrap(), Some((150_001, 1.5)));
+    v[3] = f32::NAN;
+    let t = Tensor::from_vec(v, [200_000]).unwrap();
+    let (i, x) = t.first_outside(0.0, 1.0).unwrap().unwrap();
+    assert!(i == 3 && x.is_nan());
+}

@@ -160,23 +160,27 @@ pub fn sign_step<T: Float>(
     })
 }
 
-/// `y[i, j] = x[i, j] + row[j]`.
+/// `y[i, j] = x[i, j] + row[j]`, whole rows per work item.
 pub fn add_row<T: Float>(x: &[T], row: &[T], cols: usize) -> Vec<T> {
-    let mut out = vec![T::ZERO; x.len()];
-    let rows = rows_per_task(cols) * cols;
-    let body = |(o, x): (&mut [T], &[T])| {
-        for (o, x) in o.chunks_mut(cols).zip(x.chunks(cols)) {
-            for ((o, &x), &b) in o.iter_mut().zip(x).zip(row) {
-                *o = x + b;
-            }
-        }
-    };
     if cols == 0 {
-        return out;
+        return Vec::new();
     }
-    out.par_chunks_mut(rows)
-        .zip(x.par_chunks(rows))
-        .for_each(body);
+    let rows = rows_per_task(cols);
+    let n = x.len();
+    let mut out = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(rows * cols)
+        .zip(x.par_chunks(rows * cols))
+        .for_each(|(o, x)| {
+            for (o, x) in o.chunks_mut(cols).zip(x.chunks(cols)) {
+                for ((o, &x), &b) in o.iter_mut().zip(x).zip(row) {
+                    o.write(x + b);
+                }
+            }
+        });
+    // SAFETY: the chunks cover the first `n` elements and every one was
+    // written.
+    unsafe { out.set_len(n) };
     out
 }
 

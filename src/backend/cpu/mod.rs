@@ -147,8 +147,7 @@ impl BackendStorage for CpuStorage {
 
     fn matmul(&self, rhs: &Self, d: MatmulDims) -> Result<Self> {
         with_floats!("matmul", (self, rhs), |a, b| {
-            let mut c = vec![Default::default(); d.m * d.n];
-            gemm::gemm(d.m, d.n, d.k, a, d.a_trans, b, d.b_trans, &mut c, false);
+            let c = gemm::gemm_new(d.m, d.n, d.k, a, d.a_trans, b, d.b_trans);
             Ok(CpuElement::into_storage(c))
         })
     }

@@ -61,8 +61,27 @@ unsafe impl<T: Send> Send for CPtr<T> {}
 unsafe impl<T: Send> Sync for CPtr<T> {}
 
 /// Computes the problem with kernel `kern` into `c` (`m × n`, row-major).
+#[cfg(test)]
 pub(super) fn run<T: GemmElem, K: MicroKernel<T>>(kern: K, p: &Problem<'_, T>, c: &mut [T]) {
     assert_eq!(c.len(), p.m * p.n);
+    // SAFETY: `c` is a live, exclusive slice of exactly `m·n` elements.
+    unsafe { run_raw(kern, p, c.as_mut_ptr()) }
+}
+
+/// [`run`] on a raw output. Without `p.accumulate`, `C` is only written
+/// (the first `k` block stores, later blocks add to what it stored), so it
+/// may start uninitialised.
+///
+/// # Safety
+///
+/// `c` must be valid for writes (and, with `p.accumulate`, reads of
+/// initialised values) of `m·n` elements, and nothing else may access them
+/// during the call.
+pub(super) unsafe fn run_raw<T: GemmElem, K: MicroKernel<T>>(
+    kern: K,
+    p: &Problem<'_, T>,
+    c: *mut T,
+) {
     let threads = rayon::current_num_threads();
     let parallel = threads > 1 && p.m * p.n * p.k >= PAR_MIN_WORK;
     let (mt, nt) = (p.m.div_ceil(K::MR), p.n.div_ceil(K::NR));
@@ -74,7 +93,7 @@ pub(super) fn run<T: GemmElem, K: MicroKernel<T>>(kern: K, p: &Problem<'_, T>, c
     };
     let max = (K::MC / K::MR, K::NC / K::NR);
     let (gm, gn) = grid((mt, nt), (K::MR, K::NR), max, tasks, threads);
-    let cp = CPtr(c.as_mut_ptr());
+    let cp = CPtr(c);
     let task = |t: usize| {
         let (ti, tj) = (t / gn, t % gn);
         // Tile ti holds units [ti·mt/gm, (ti+1)·mt/gm) of MR rows; likewise

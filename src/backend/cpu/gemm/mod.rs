@@ -55,7 +55,12 @@ mod sealed {
     /// Per-type hooks: the kernel dispatch and the thread-local buffers.
     pub trait Sealed: Sized {
         /// Runs the problem with the best kernel this CPU supports.
-        fn dispatch(p: &Problem<'_, Self>, c: &mut [Self]);
+        /// Runs the problem with the best kernel this CPU has.
+        ///
+        /// # Safety
+        ///
+        /// As [`super::driver::run_raw`].
+        unsafe fn dispatch(p: &Problem<'_, Self>, c: *mut Self);
         /// Calls `f` with this thread's packing buffers (`B` block, `A` panel).
         fn with_buffers<R>(f: impl FnOnce(&mut Vec<Self>, &mut Vec<Self>) -> R) -> R;
     }
@@ -92,17 +97,19 @@ macro_rules! impl_sealed {
         }
 
         impl sealed::Sealed for $t {
-            fn dispatch(p: &Problem<'_, $t>, c: &mut [$t]) {
+            unsafe fn dispatch(p: &Problem<'_, $t>, c: *mut $t) {
+                // SAFETY (all three calls): the caller's contract is
+                // `run_raw`'s.
                 #[cfg(target_arch = "x86_64")]
                 {
                     if let Some(k) = x86::Avx512::detect() {
-                        return driver::run(k, p, c);
+                        return unsafe { driver::run_raw(k, p, c) };
                     }
                     if let Some(k) = x86::Avx2Fma::detect() {
-                        return driver::run(k, p, c);
+                        return unsafe { driver::run_raw(k, p, c) };
                     }
                 }
-                driver::run(kernel::Portable, p, c)
+                unsafe { driver::run_raw(kernel::Portable, p, c) }
             }
 
             fn with_buffers<R>(f: impl FnOnce(&mut Vec<$t>, &mut Vec<$t>) -> R) -> R {
@@ -176,5 +183,55 @@ pub fn gemm<T: GemmElem>(
         b_cs,
         accumulate,
     };
-    T::dispatch(&p, c);
+    // SAFETY: `c` is a live, exclusive slice of `m·n` elements (checked above).
+    unsafe { T::dispatch(&p, c.as_mut_ptr()) };
+}
+
+/// `op(A)·op(B)` into a new row-major `[m, n]` vector, written once (no
+/// zero-fill first); operands as in [`gemm`].
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_new<T: GemmElem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    a_trans: bool,
+    b: &[T],
+    b_trans: bool,
+) -> Vec<T> {
+    if m == 0 || n == 0 || k == 0 {
+        return vec![T::ZERO; m * n];
+    }
+    assert_eq!(
+        a.len(),
+        m * k,
+        "gemm: A has the wrong length for [{m}, {k}]"
+    );
+    assert_eq!(
+        b.len(),
+        k * n,
+        "gemm: B has the wrong length for [{k}, {n}]"
+    );
+    let (a_rs, a_cs) = if a_trans { (1, m) } else { (k, 1) };
+    let (b_rs, b_cs) = if b_trans { (1, k) } else { (n, 1) };
+    let p = Problem {
+        m,
+        n,
+        k,
+        a,
+        a_rs,
+        a_cs,
+        b,
+        b_rs,
+        b_cs,
+        accumulate: false,
+    };
+    let mut c = Vec::with_capacity(m * n);
+    // SAFETY: the capacity holds `m·n` elements; without `accumulate` the
+    // driver writes every one of them and reads none before writing it.
+    unsafe {
+        T::dispatch(&p, c.as_mut_ptr());
+        c.set_len(m * n);
+    }
+    c
 }

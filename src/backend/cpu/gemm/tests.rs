@@ -228,3 +228,28 @@ fn same_bits_for_any_thread_count() {
         }
     }
 }
+
+#[test]
+fn gemm_new_matches_gemm_bit_for_bit() {
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (37, 29, 41),
+        (130, 257, 65),
+        (5, 3, 0),
+        (0, 4, 2),
+    ] {
+        for (at, bt) in [(false, false), (false, true), (true, false), (true, true)] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+                .collect();
+            let mut c = vec![f32::NAN; m * n];
+            super::gemm(m, n, k, &a, at, &b, bt, &mut c, false);
+            let fresh = super::gemm_new(m, n, k, &a, at, &b, bt);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fresh), bits(&c), "{m}x{n}x{k} {at} {bt}");
+        }
+    }
+}
