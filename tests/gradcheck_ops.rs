@@ -110,3 +110,61 @@ fn gradients_accumulate_when_a_value_is_used_twice() {
         vec![3.0, -3.0, 2.0]
     );
 }
+
+#[test]
+fn fused_bias_activation_matches_finite_differences_and_its_composition() {
+    use advgrad::backend::Unary;
+    for act in [Unary::Relu, Unary::Sigmoid, Unary::Tanh] {
+        // Inputs kept at least 0.05 from ReLU's kink after the bias is added.
+        let x: Vec<f64> = Tensor::rand_uniform([7, 9], -1.0, 1.0, 3, DType::F64)
+            .to_vec::<f64>()
+            .unwrap()
+            .into_iter()
+            .map(|v| v.signum() * (0.05 + 0.5 * v.abs()))
+            .collect();
+        let x = Tensor::from_vec(x, [7, 9]).unwrap();
+        let b = Tensor::full([9], 0.0, DType::F64);
+        let w = Tensor::rand_uniform([7, 9], -1.0, 1.0, 4, DType::F64);
+        let report = gradcheck(
+            |t, v| {
+                let y = t.bias_act(v[0], v[1], act)?;
+                let w = t.constant(w.clone());
+                let p = t.mul(y, w)?;
+                t.sum(p)
+            },
+            &[x.clone(), b.clone()],
+            &GradcheckOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            report.passed() && report.max_rel_err() < 1e-6,
+            "{act:?}\n{report}"
+        );
+
+        let b = Tensor::rand_uniform([9], -0.02, 0.02, 5, DType::F64);
+        let fused = x.bias_act(&b, act).unwrap().to_vec::<f64>().unwrap();
+        let composed = x.add_row(&b).unwrap().map_act(act);
+        assert_eq!(fused, composed, "{act:?}");
+    }
+    let mut tape = Tape::new();
+    let x = tape.var(Tensor::zeros([2, 3], DType::F64));
+    let b = tape.var(Tensor::zeros([2], DType::F64));
+    assert!(tape.bias_act(x, b, advgrad::backend::Unary::Relu).is_err());
+}
+
+trait MapAct {
+    fn map_act(&self, act: advgrad::backend::Unary) -> Vec<f64>;
+}
+
+impl MapAct for Tensor {
+    fn map_act(&self, act: advgrad::backend::Unary) -> Vec<f64> {
+        use advgrad::backend::Unary;
+        let y = match act {
+            Unary::Relu => self.relu(),
+            Unary::Sigmoid => self.sigmoid(),
+            Unary::Tanh => self.tanh(),
+            Unary::Sign => self.sign(),
+        };
+        y.unwrap().to_vec::<f64>().unwrap()
+    }
+}

@@ -129,6 +129,12 @@ pub trait BackendStorage: Sized {
     fn affine(&self, mul: f64, add: f64) -> Result<Self>;
     /// `y[i, j] = x[i, j] + row[j]` for `x` with `cols` columns.
     fn add_row(&self, row: &Self, cols: usize) -> Result<Self>;
+    /// `y[i, j] = f(x[i, j] + row[j])` for the activation `f`: a linear
+    /// layer's bias and activation in one pass. The default composes
+    /// [`BackendStorage::add_row`] and [`BackendStorage::unary`].
+    fn bias_act(&self, row: &Self, cols: usize, act: Unary) -> Result<Self> {
+        self.add_row(row, cols)?.unary(act)
+    }
     /// Column sums: `s[j] = Σᵢ x[i, j]` for `x` with `cols` columns.
     fn sum_rows(&self, cols: usize) -> Result<Self>;
     /// `s = Σᵢ xᵢ`, a one-element buffer.
@@ -290,6 +296,9 @@ impl BackendStorage for Storage {
     }
     fn add_row(&self, row: &Self, cols: usize) -> Result<Self> {
         on_same_device!("add_row", (a = self, row = row) => a.add_row(row, cols), wrap_storage)
+    }
+    fn bias_act(&self, row: &Self, cols: usize, act: Unary) -> Result<Self> {
+        on_same_device!("bias_act", (a = self, row = row) => a.bias_act(row, cols, act), wrap_storage)
     }
     fn sum_rows(&self, cols: usize) -> Result<Self> {
         on_device!(self, s => s.sum_rows(cols), wrap_storage)

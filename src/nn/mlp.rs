@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::backend::Unary;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -39,6 +40,15 @@ impl Activation {
             Activation::Relu => x.relu(),
             Activation::Sigmoid => x.sigmoid(),
             Activation::Tanh => x.tanh(),
+        }
+    }
+
+    /// The elementwise kernel of the activation.
+    pub fn unary(self) -> Unary {
+        match self {
+            Activation::Relu => Unary::Relu,
+            Activation::Sigmoid => Unary::Sigmoid,
+            Activation::Tanh => Unary::Tanh,
         }
     }
 
@@ -235,10 +245,12 @@ impl Mlp {
                 )
             };
             params.extend([w, b]);
-            h = Linear::record(tape, h, w, b)?;
-            if i + 1 < self.layers.len() {
-                h = self.activation.record(tape, h)?;
-            }
+            h = if i + 1 < self.layers.len() {
+                let z = tape.matmul_ex(h, w, false, true)?;
+                tape.bias_act(z, b, self.activation.unary())?
+            } else {
+                Linear::record(tape, h, w, b)?
+            };
         }
         Ok(Forward { logits: h, params })
     }
@@ -248,10 +260,12 @@ impl Mlp {
         self.check_input(x)?;
         let mut h = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(&h)?;
-            if i + 1 < self.layers.len() {
-                h = self.activation.apply(&h)?;
-            }
+            h = if i + 1 < self.layers.len() {
+                h.matmul_ex(&layer.weight, false, true)?
+                    .bias_act(&layer.bias, self.activation.unary())?
+            } else {
+                layer.forward(&h)?
+            };
         }
         Ok(h)
     }

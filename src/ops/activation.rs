@@ -5,6 +5,10 @@
 //! - `sigmoid(x) = y = 1/(1+e^{−x})`, `dx = g ⊙ y ⊙ (1 − y)` (the output is
 //!   saved).
 //! - `tanh(x) = y`, `dx = g ⊙ (1 − y²)` (the output is saved).
+//! - `bias_act(x, b) = f(x + b)` with the row `b` broadcast over the rows of
+//!   `x` (a linear layer's bias and activation in one pass): with
+//!   `z̄ = g ⊙ f'` computed from the saved output as above (for ReLU,
+//!   `[y > 0] = [x + b > 0]`), `dx = z̄` and `db[j] = Σᵢ z̄[i, j]`.
 
 use crate::backend::{BackendStorage, Unary};
 use crate::error::{Error, Result};
@@ -45,6 +49,23 @@ impl Tensor {
         self.map_unary(Unary::Tanh)
     }
 
+    /// `f(x + b)` for a matrix `x: [m, n]`, a bias row `b: [n]` and the
+    /// activation `act`, in one pass.
+    pub fn bias_act(&self, bias: &Tensor, act: Unary) -> Result<Tensor> {
+        let cols = match (self.shape().as_matrix(), bias.dims()) {
+            (Some((_, n)), &[r]) if r == n => n,
+            _ => {
+                return Err(Error::ShapeMismatch {
+                    op: "bias_act",
+                    lhs: self.shape().clone(),
+                    rhs: bias.shape().clone(),
+                })
+            }
+        };
+        let out = self.storage().bias_act(bias.storage(), cols, act)?;
+        Ok(Tensor::from_storage(out, self.shape().clone()))
+    }
+
     /// With `self` the output gradient `g`: `g ⊙ [x > 0]`.
     pub fn relu_backward(&self, x: &Tensor) -> Result<Tensor> {
         self.unary_grad(x, Unary::Relu)
@@ -76,9 +97,31 @@ impl Tape {
         self.record(Op::Sigmoid, &[x], out)
     }
 
+    /// Records `f(x + b)`: the bias row `b` added to every row of `x`, then
+    /// the activation `act` (ReLU, sigmoid or tanh), as one op.
+    pub fn bias_act(&mut self, x: Var, b: Var, act: Unary) -> Result<Var> {
+        if act == Unary::Sign {
+            return Err(Error::invalid("bias_act: sign is not differentiable"));
+        }
+        let out = self.value(x)?.bias_act(self.value(b)?, act)?;
+        self.record(Op::BiasAct(act), &[x, b], out)
+    }
+
     /// Records `tanh(x)`.
     pub fn tanh(&mut self, x: Var) -> Result<Var> {
         let out = self.value(x)?.tanh()?;
         self.record(Op::Tanh, &[x], out)
     }
+}
+
+/// `z̄ = g ⊙ f'` from the saved output `y`, then `dx = z̄`, `db = Σᵢ z̄[i, ·]`.
+pub(super) fn bias_act_backward(
+    y: &Tensor,
+    g: &Tensor,
+    act: Unary,
+    needs: &[bool],
+) -> Result<Vec<Option<Tensor>>> {
+    let pre = g.unary_grad(y, act)?;
+    let db = needs[1].then(|| pre.sum_rows()).transpose()?;
+    Ok(vec![needs[0].then_some(pre), db])
 }

@@ -13,6 +13,7 @@
 //! | `relu` | `max(x, 0)` | `dx = g ⊙ [x > 0]` |
 //! | `sigmoid` | `y = 1/(1+e^{−x})` | `dx = g ⊙ y ⊙ (1 − y)` |
 //! | `tanh` | `y = tanh x` | `dx = g ⊙ (1 − y²)` |
+//! | `bias_act` | `y = f(x + b)`, `b` a row | `z̄ = g ⊙ f'(y)`, `dx = z̄`, `db[j] = Σᵢ z̄[i,j]` |
 //! | `softmax_cross_entropy` | `L = (1/N) Σᵢ (lse(xᵢ) − xᵢ,yᵢ)` | `dx = g·(softmax(x) − onehot(y))/N` |
 //! | `sum` | `Σᵢ xᵢ` | `dx = g·1` |
 //! | `mean` | `(1/n) Σᵢ xᵢ` | `dx = (g/n)·1` |
@@ -80,6 +81,9 @@ pub enum Op {
     Sigmoid,
     /// `tanh x`.
     Tanh,
+    /// `f(x + b)` with a bias row `b` and the activation `f` (ReLU, sigmoid
+    /// or tanh), fused.
+    BiasAct(crate::backend::Unary),
     /// Mean softmax cross-entropy of logits against integer labels.
     SoftmaxCrossEntropy {
         /// The labels (u32, one per row).
@@ -109,6 +113,7 @@ impl Op {
             Op::Relu => "relu",
             Op::Sigmoid => "sigmoid",
             Op::Tanh => "tanh",
+            Op::BiasAct(_) => "bias_act",
             Op::SoftmaxCrossEntropy { .. } => "softmax_cross_entropy",
             Op::Sum => "sum",
             Op::Mean => "mean",
@@ -138,6 +143,7 @@ impl Op {
             Op::Relu => Ok(vec![Some(g.relu_backward(inputs[0])?)]),
             Op::Sigmoid => Ok(vec![Some(g.sigmoid_backward(output)?)]),
             Op::Tanh => Ok(vec![Some(g.tanh_backward(output)?)]),
+            Op::BiasAct(act) => activation::bias_act_backward(output, g, *act, needs),
             Op::SoftmaxCrossEntropy { labels, probs } => Ok(vec![Some(
                 loss::softmax_cross_entropy_backward(probs, labels, g)?,
             )]),
@@ -155,6 +161,7 @@ impl fmt::Debug for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::Scale(s) => write!(f, "scale({s})"),
+            Op::BiasAct(act) => write!(f, "bias_{}", format!("{act:?}").to_lowercase()),
             Op::Matmul { a_trans, b_trans } => {
                 let t = |flag: &bool| if *flag { "ᵀ" } else { "" };
                 write!(f, "matmul{}{}", t(a_trans), t(b_trans))

@@ -162,6 +162,22 @@ pub fn sign_step<T: Float>(
 
 /// `y[i, j] = x[i, j] + row[j]`, whole rows per work item.
 pub fn add_row<T: Float>(x: &[T], row: &[T], cols: usize) -> Vec<T> {
+    map_rows(x, row, cols, |v| v)
+}
+
+/// `y[i, j] = f(x[i, j] + row[j])` in one pass.
+pub fn bias_act<T: Float>(x: &[T], row: &[T], cols: usize, act: Unary) -> Vec<T> {
+    match act {
+        Unary::Relu => map_rows(x, row, cols, |v| if v <= T::ZERO { T::ZERO } else { v }),
+        Unary::Sigmoid => map_rows(x, row, cols, sigmoid),
+        Unary::Tanh => map_rows(x, row, cols, |v| v.tanh()),
+        Unary::Sign => map_rows(x, row, cols, sign),
+    }
+}
+
+/// `y[i, j] = f(x[i, j] + row[j])`, whole rows per work item, each element
+/// written once.
+fn map_rows<T: Float>(x: &[T], row: &[T], cols: usize, f: impl Fn(T) -> T + Sync) -> Vec<T> {
     if cols == 0 {
         return Vec::new();
     }
@@ -174,7 +190,7 @@ pub fn add_row<T: Float>(x: &[T], row: &[T], cols: usize) -> Vec<T> {
         .for_each(|(o, x)| {
             for (o, x) in o.chunks_mut(cols).zip(x.chunks(cols)) {
                 for ((o, &x), &b) in o.iter_mut().zip(x).zip(row) {
-                    o.write(x + b);
+                    o.write(f(x + b));
                 }
             }
         });

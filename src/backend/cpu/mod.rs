@@ -182,6 +182,12 @@ impl BackendStorage for CpuStorage {
         )))
     }
 
+    fn bias_act(&self, row: &Self, cols: usize, act: Unary) -> Result<Self> {
+        with_floats!("bias_act", (self, row), |x, r| Ok(
+            CpuElement::into_storage(kernels::bias_act(x, r, cols, act))
+        ))
+    }
+
     fn sum_rows(&self, cols: usize) -> Result<Self> {
         with_float!("sum_rows", self, |x: T| Ok(CpuElement::into_storage(
             kernels::sum_rows(x, cols)
