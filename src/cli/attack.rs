@@ -12,7 +12,7 @@ use advgrad::report::{self, LinePlot, Table};
 use advgrad::train::progress_bar;
 use advgrad::{Error, Result};
 
-use super::common::{DataArgs, ModelArgs};
+use super::common::{follow, DataArgs, ModelArgs};
 
 /// Options of `advgrad attack`.
 #[derive(clap::Args, Debug)]
@@ -128,17 +128,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             0
         },
     };
-    let report = evaluate_attack(
-        &model,
-        &data,
-        &attack,
-        &args.eps,
-        &eval,
-        &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        },
-    )?;
+    let report = evaluate_attack(&model, &data, &attack, &args.eps, &eval, &mut follow(&bar))?;
     bar.finish_and_clear();
 
     if let Some(path) = &args.save_grid {

@@ -63,3 +63,11 @@ impl ModelArgs {
         load_model(&self.model, act)?.to_device(device)
     }
 }
+
+/// A `progress(done, total)` callback that drives `bar`.
+pub fn follow(bar: &indicatif::ProgressBar) -> impl FnMut(usize, usize) + '_ {
+    |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    }
+}

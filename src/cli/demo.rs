@@ -13,7 +13,7 @@ use advgrad::report::{save_grid, LinePlot, Table};
 use advgrad::train::{evaluate, progress_bar, train, AdvTraining, TrainConfig};
 use advgrad::{Error, Result};
 
-use super::common::DataArgs;
+use super::common::{follow, DataArgs};
 
 /// Options of `advgrad demo`.
 #[derive(clap::Args, Debug)]
@@ -135,10 +135,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 &attack,
                 &args.eps,
                 &eval,
-                &mut |done, total| {
-                    bar.set_length(total as u64);
-                    bar.set_position(done as u64);
-                },
+                &mut follow(&bar),
             )?;
             bar.finish_and_clear();
             reports.push(report);

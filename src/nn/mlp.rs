@@ -34,15 +34,6 @@ impl Activation {
         }
     }
 
-    /// The activation of `x`, without a tape.
-    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Activation::Relu => x.relu(),
-            Activation::Sigmoid => x.sigmoid(),
-            Activation::Tanh => x.tanh(),
-        }
-    }
-
     /// The elementwise kernel of the activation.
     pub fn unary(self) -> Unary {
         match self {

@@ -144,16 +144,7 @@ pub fn gemm<T: GemmElem>(
     c: &mut [T],
     accumulate: bool,
 ) {
-    assert_eq!(
-        a.len(),
-        m * k,
-        "gemm: A has the wrong length for [{m}, {k}]"
-    );
-    assert_eq!(
-        b.len(),
-        k * n,
-        "gemm: B has the wrong length for [{k}, {n}]"
-    );
+    let p = problem(m, n, k, a, a_trans, b, b_trans, accumulate);
     assert_eq!(
         c.len(),
         m * n,
@@ -168,21 +159,6 @@ pub fn gemm<T: GemmElem>(
         }
         return;
     }
-    // Strides of op(A) (element (i, p)) and op(B) (element (p, j)).
-    let (a_rs, a_cs) = if a_trans { (1, m) } else { (k, 1) };
-    let (b_rs, b_cs) = if b_trans { (1, k) } else { (n, 1) };
-    let p = Problem {
-        m,
-        n,
-        k,
-        a,
-        a_rs,
-        a_cs,
-        b,
-        b_rs,
-        b_cs,
-        accumulate,
-    };
     // SAFETY: `c` is a live, exclusive slice of `m·n` elements (checked above).
     unsafe { T::dispatch(&p, c.as_mut_ptr()) };
 }
@@ -199,9 +175,38 @@ pub fn gemm_new<T: GemmElem>(
     b: &[T],
     b_trans: bool,
 ) -> Vec<T> {
+    let p = problem(m, n, k, a, a_trans, b, b_trans, false);
     if m == 0 || n == 0 || k == 0 {
         return vec![T::ZERO; m * n];
     }
+    let mut c = Vec::with_capacity(m * n);
+    // SAFETY: the capacity holds `m·n` elements; without `accumulate` the
+    // driver writes every one of them and reads none before writing it.
+    unsafe {
+        T::dispatch(&p, c.as_mut_ptr());
+        c.set_len(m * n);
+    }
+    c
+}
+
+/// The checked problem description of `op(A)·op(B)`: the operand lengths
+/// against their shapes, and the strides of `op(A)` (element `(i, p)`) and
+/// `op(B)` (element `(p, j)`).
+///
+/// # Panics
+///
+/// If `a` or `b` does not hold exactly its shape's elements.
+#[allow(clippy::too_many_arguments)]
+fn problem<'a, T>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &'a [T],
+    a_trans: bool,
+    b: &'a [T],
+    b_trans: bool,
+    accumulate: bool,
+) -> Problem<'a, T> {
     assert_eq!(
         a.len(),
         m * k,
@@ -214,7 +219,7 @@ pub fn gemm_new<T: GemmElem>(
     );
     let (a_rs, a_cs) = if a_trans { (1, m) } else { (k, 1) };
     let (b_rs, b_cs) = if b_trans { (1, k) } else { (n, 1) };
-    let p = Problem {
+    Problem {
         m,
         n,
         k,
@@ -224,14 +229,6 @@ pub fn gemm_new<T: GemmElem>(
         b,
         b_rs,
         b_cs,
-        accumulate: false,
-    };
-    let mut c = Vec::with_capacity(m * n);
-    // SAFETY: the capacity holds `m·n` elements; without `accumulate` the
-    // driver writes every one of them and reads none before writing it.
-    unsafe {
-        T::dispatch(&p, c.as_mut_ptr());
-        c.set_len(m * n);
+        accumulate,
     }
-    c
 }
