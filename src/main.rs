@@ -14,7 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    match cli::run(args) {
+    match advgrad::backend::cpu::on_worker(|| cli::run(args)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");

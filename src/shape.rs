@@ -2,14 +2,24 @@
 
 use std::fmt;
 
+use smallvec::SmallVec;
+
 /// The extent of a tensor along each axis, outermost first (row-major).
+///
+/// Up to four axes are stored inline, so making a tensor of rank ≤ 4 does
+/// not touch the heap for its shape.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct Shape(Vec<usize>);
+pub struct Shape(SmallVec<[usize; 4]>);
 
 impl Shape {
     /// A shape from its dimensions.
-    pub fn new(dims: impl Into<Vec<usize>>) -> Self {
-        Shape(dims.into())
+    pub fn new(dims: impl AsRef<[usize]>) -> Self {
+        Shape(SmallVec::from_slice(dims.as_ref()))
+    }
+
+    /// The shape of a scalar: no axes, one element.
+    pub fn scalar() -> Self {
+        Shape(SmallVec::new())
     }
 
     /// The dimensions.
@@ -57,18 +67,18 @@ impl fmt::Debug for Shape {
 
 impl From<&[usize]> for Shape {
     fn from(d: &[usize]) -> Self {
-        Shape(d.to_vec())
+        Shape::new(d)
     }
 }
 
 impl<const N: usize> From<[usize; N]> for Shape {
     fn from(d: [usize; N]) -> Self {
-        Shape(d.to_vec())
+        Shape::new(d)
     }
 }
 
 impl From<Vec<usize>> for Shape {
     fn from(d: Vec<usize>) -> Self {
-        Shape(d)
+        Shape::new(d)
     }
 }

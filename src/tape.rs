@@ -13,6 +13,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::error::{Error, Result};
 use crate::ops::{CustomOp, Op};
 use crate::tensor::Tensor;
@@ -36,8 +38,8 @@ impl Var {
 pub struct Node {
     /// What produced the value.
     pub op: Op,
-    /// The nodes the op read, in argument order.
-    pub inputs: Vec<Var>,
+    /// The nodes the op read, in argument order (inline for up to three).
+    pub inputs: SmallVec<[Var; 3]>,
     /// The value computed by the forward pass.
     pub value: Tensor,
     /// Whether a gradient flows to this node (it is a leaf that asked for
@@ -124,7 +126,7 @@ impl Tape {
         let requires_grad = requires_grad && value.dtype().is_float();
         self.push(Node {
             op: Op::Leaf,
-            inputs: Vec::new(),
+            inputs: SmallVec::new(),
             value,
             requires_grad,
             name: None,
@@ -174,7 +176,7 @@ impl Tape {
             value.dtype().is_float() && inputs.iter().any(|v| self.nodes[v.index()].requires_grad);
         Ok(self.push(Node {
             op,
-            inputs: inputs.to_vec(),
+            inputs: SmallVec::from_slice(inputs),
             value,
             requires_grad,
             name: None,
@@ -248,12 +250,12 @@ impl Tape {
             let Some(g) = self.grads[i].clone() else {
                 continue;
             };
-            let needs: Vec<bool> = node
+            let needs: SmallVec<[bool; 3]> = node
                 .inputs
                 .iter()
                 .map(|v| self.nodes[v.index()].requires_grad)
                 .collect();
-            let inputs: Vec<&Tensor> = node
+            let inputs: SmallVec<[&Tensor; 3]> = node
                 .inputs
                 .iter()
                 .map(|v| &self.nodes[v.index()].value)

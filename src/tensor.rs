@@ -1,12 +1,12 @@
 //! Tensors: a shape and a shared, device-tagged buffer.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use rayon::prelude::*;
 
 use crate::backend::cpu::{CpuElement, CpuStorage};
-use crate::backend::{BackendStorage, Storage};
+use crate::backend::{pool, BackendStorage, Storage};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -30,7 +30,7 @@ impl Tensor {
         debug_assert_eq!(storage.len(), shape.numel());
         Tensor {
             shape,
-            storage: Arc::new(storage),
+            storage: pool::cell(storage),
         }
     }
 
@@ -60,14 +60,19 @@ impl Tensor {
         ))
     }
 
+    /// A CPU tensor holding a copy of `data` with `shape` (row-major), in a
+    /// recycled buffer when one fits.
+    pub fn from_slice<T: CpuElement>(data: &[T], shape: impl Into<Shape>) -> Result<Tensor> {
+        let mut buffer = pool::take(data.len());
+        buffer.extend_from_slice(data);
+        Tensor::from_vec(buffer, shape)
+    }
+
     /// A tensor of `dtype` with every element equal to `value`.
     pub fn full(shape: impl Into<Shape>, value: f64, dtype: DType) -> Tensor {
         let shape = shape.into();
-        let values = vec![value; shape.numel()];
-        Tensor::from_storage(
-            Storage::Cpu(CpuStorage::from_f64_slice(&values, dtype)),
-            shape,
-        )
+        let storage = CpuStorage::filled(shape.numel(), value, dtype);
+        Tensor::from_storage(Storage::Cpu(storage), shape)
     }
 
     /// A tensor of zeros.
@@ -77,7 +82,7 @@ impl Tensor {
 
     /// A one-element tensor of shape `[]`.
     pub fn scalar(value: f64, dtype: DType) -> Tensor {
-        Tensor::full(Shape::new(vec![]), value, dtype)
+        Tensor::full(Shape::scalar(), value, dtype)
     }
 
     /// Independent draws from `U(lo, hi)`, fixed by `seed`.
@@ -260,12 +265,30 @@ impl Tensor {
                 msg: format!("expected one element, got shape {}", self.shape),
             });
         }
-        Ok(self.to_f64_vec()?[0])
+        match &*self.storage {
+            Storage::Cpu(host) => Ok(host.get_f64(0)),
+            #[allow(unreachable_patterns)]
+            _ => Ok(self.to_f64_vec()?[0]),
+        }
     }
 
     /// The Euclidean norm of all elements (host computation).
     pub fn norm(&self) -> Result<f64> {
         Ok(self.to_f64_vec()?.iter().map(|v| v * v).sum::<f64>().sqrt())
+    }
+}
+
+/// What a dropped tensor holds for the instant between handing its cell to
+/// the pool and being freed.
+static NO_STORAGE: LazyLock<Arc<Storage>> = LazyLock::new(|| Arc::new(Storage::empty()));
+
+impl Drop for Tensor {
+    /// The last tensor holding a buffer returns it, and its cell, to
+    /// [`pool`] for the next tensor of a fitting size.
+    fn drop(&mut self) {
+        if Arc::get_mut(&mut self.storage).is_some() {
+            pool::recycle(std::mem::replace(&mut self.storage, NO_STORAGE.clone()));
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::attack::{Attack, Pgd, Threat};
+use crate::backend::cpu::on_worker;
 use crate::data::{Batches, Dataset};
 use crate::device::Device;
 use crate::dtype::DType;
@@ -142,15 +143,43 @@ pub fn batch_tensors(
     labels: &mut Vec<u32>,
 ) -> Result<(Tensor, Tensor)> {
     data.gather_into(idx, images, labels)?;
-    let x = Tensor::from_vec(images.clone(), [idx.len(), data.features()])?.to_device(device)?;
-    let y = Tensor::from_vec(labels.clone(), [idx.len()])?.to_device(device)?;
+    let x = Tensor::from_slice(images, [idx.len(), data.features()])?.to_device(device)?;
+    let y = Tensor::from_slice(labels, [idx.len()])?.to_device(device)?;
     Ok((x, y))
 }
 
-/// Number of rows of `predicted` equal to `labels`.
-fn count_correct(predicted: &Tensor, labels: &[u32]) -> Result<usize> {
-    let p = predicted.to_vec::<u32>()?;
-    Ok(p.iter().zip(labels).filter(|(a, b)| a == b).count())
+/// What one training step saw of its batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// The batch's mean loss before the update.
+    pub loss: f64,
+    /// Examples of the batch the model classified correctly before the
+    /// update.
+    pub correct: usize,
+}
+
+/// One step of gradient descent: the forward and backward pass of the mean
+/// cross-entropy of the batch `x` against `labels`, then one update of every
+/// parameter of `model` in place, with learning rate `lr`.
+///
+/// `tape` is cleared and reused. On the CPU, once the sizes have been seen,
+/// a step makes no heap allocation: buffers come back from
+/// [`crate::backend::pool`] (`tests/alloc_free.rs` counts them).
+pub fn gradient_step(
+    model: &mut Mlp,
+    optimizer: &mut Optimizer,
+    tape: &mut Tape,
+    x: Tensor,
+    labels: &Tensor,
+    lr: f64,
+) -> Result<StepStats> {
+    let pass = model.parameter_gradients(tape, x, labels)?;
+    let stats = StepStats {
+        loss: pass.loss.to_scalar()?,
+        correct: pass.logits.argmax_rows()?.count_equal(labels)?,
+    };
+    optimizer.step(&mut model.params_mut(), &pass.grads, lr)?;
+    Ok(stats)
 }
 
 fn check_model_fits(model: &Mlp, data: &Dataset) -> Result<()> {
@@ -184,7 +213,7 @@ pub fn evaluate(model: &Mlp, data: &Dataset, batch_size: usize) -> Result<EvalSt
         let logits = model.logits(&x)?;
         let (loss, _) = logits.softmax_cross_entropy(&y)?;
         loss_sum += loss.to_scalar()? * idx.len() as f64;
-        correct += count_correct(&logits.argmax_rows()?, &labels)?;
+        correct += logits.argmax_rows()?.count_equal(&y)?;
     }
     let n = data.rows().max(1) as f64;
     Ok(EvalStats {
@@ -214,6 +243,15 @@ pub fn progress_bar(len: u64, prefix: impl Into<String>, quiet: bool) -> Progres
 /// Trains `model` in place on `train_set`, reporting test accuracy on
 /// `test_set` (if given) after each epoch.
 pub fn train(
+    model: &mut Mlp,
+    train_set: &Dataset,
+    test_set: Option<&Dataset>,
+    cfg: &TrainConfig,
+) -> Result<TrainReport> {
+    on_worker(|| train_on_worker(model, train_set, test_set, cfg))
+}
+
+fn train_on_worker(
     model: &mut Mlp,
     train_set: &Dataset,
     test_set: Option<&Dataset>,
@@ -254,23 +292,22 @@ pub fn train(
                 Some(adv) => adv.perturb(model, &x, &y, &mut rng)?,
                 None => x,
             };
-            let pass = model.parameter_gradients(&mut tape, x, &y)?;
-            let batch_loss = pass.loss.to_scalar()?;
-            let predicted = pass.logits.argmax_rows()?;
             let lr = cfg.schedule.lr(cfg.optim.lr, epoch, step, total_steps);
-            optimizer.step(&mut model.params_mut(), &pass.grads, lr)?;
+            let batch = gradient_step(model, &mut optimizer, &mut tape, x, &y, lr)?;
             epoch_time += start.elapsed();
             step += 1;
 
-            loss_sum += batch_loss * idx.len() as f64;
-            correct += count_correct(&predicted, &labels)?;
+            loss_sum += batch.loss * idx.len() as f64;
+            correct += batch.correct;
             seen += idx.len();
             bar.inc(1);
-            bar.set_message(format!(
-                "loss {:.4} acc {:.2}%",
-                loss_sum / seen as f64,
-                100.0 * correct as f64 / seen as f64
-            ));
+            if !bar.is_hidden() {
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.2}%",
+                    loss_sum / seen as f64,
+                    100.0 * correct as f64 / seen as f64
+                ));
+            }
         }
         bar.finish_and_clear();
         train_time += epoch_time;

@@ -40,12 +40,13 @@ fn same_seed_gives_the_same_model() {
         let mut cfg = config(2, None);
         cfg.optim = OptimConfig::new(OptimizerKind::Momentum, 0.05);
         train(&mut model, &train_set, None, &cfg).unwrap();
-        model
+        let bits: Vec<u32> = model
             .params()
             .iter()
             .flat_map(|p| p.to_vec::<f32>().unwrap())
             .map(f32::to_bits)
-            .collect::<Vec<_>>()
+            .collect();
+        bits
     };
     let a = rayon::ThreadPoolBuilder::new()
         .num_threads(1)

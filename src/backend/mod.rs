@@ -15,6 +15,7 @@ pub mod cuda;
 #[cfg(not(feature = "cuda"))]
 #[path = "cuda_disabled.rs"]
 pub mod cuda;
+pub mod pool;
 
 use crate::device::Device;
 use crate::dtype::DType;
@@ -195,6 +196,11 @@ pub enum Storage {
 }
 
 impl Storage {
+    /// An empty host buffer (no allocation).
+    pub(crate) fn empty() -> Storage {
+        Storage::Cpu(CpuStorage::F32(Vec::new()))
+    }
+
     /// The device the buffer lives on.
     pub fn device(&self) -> Device {
         match self {

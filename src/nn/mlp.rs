@@ -4,6 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use smallvec::SmallVec;
+
 use crate::backend::Unary;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -84,13 +86,17 @@ pub struct Mlp {
     pub activation: Activation,
 }
 
+/// One item per parameter, in [`Mlp::param_names`] order; inline (no heap
+/// allocation) for up to four layers.
+pub type Params<T> = SmallVec<[T; 8]>;
+
 /// The result of recording a forward pass.
 #[derive(Clone, Debug)]
 pub struct Forward {
     /// The logits, `[N, classes]`.
     pub logits: Var,
     /// The parameter variables, in [`Mlp::param_names`] order.
-    pub params: Vec<Var>,
+    pub params: Params<Var>,
 }
 
 /// What [`Mlp::parameter_gradients`] returns.
@@ -102,7 +108,7 @@ pub struct StepGradients {
     pub logits: Tensor,
     /// The gradient of the loss for each parameter, in
     /// [`Mlp::param_names`] order.
-    pub grads: Vec<Tensor>,
+    pub grads: Params<Tensor>,
 }
 
 /// Parses an architecture spec such as `784-256-256-10` into layer widths.
@@ -158,7 +164,7 @@ impl Mlp {
     }
 
     /// The parameters, in [`Mlp::param_names`] order.
-    pub fn params(&self) -> Vec<&Tensor> {
+    pub fn params(&self) -> Params<&Tensor> {
         self.layers
             .iter()
             .flat_map(|l| [&l.weight, &l.bias])
@@ -166,7 +172,7 @@ impl Mlp {
     }
 
     /// The parameters, mutable, in [`Mlp::param_names`] order.
-    pub fn params_mut(&mut self) -> Vec<&mut Tensor> {
+    pub fn params_mut(&mut self) -> Params<&mut Tensor> {
         self.layers
             .iter_mut()
             .flat_map(|l| [&mut l.weight, &mut l.bias])
@@ -224,7 +230,7 @@ impl Mlp {
     /// want the gradient of the input, skip the weight gradients).
     pub fn forward(&self, tape: &mut Tape, x: Var, param_grads: bool) -> Result<Forward> {
         self.check_input(tape.value(x)?)?;
-        let mut params = Vec::with_capacity(2 * self.layers.len());
+        let mut params = Params::new();
         let mut h = x;
         for (i, layer) in self.layers.iter().enumerate() {
             let (w, b) = if param_grads {
@@ -289,7 +295,7 @@ impl Mlp {
                     .cloned()
                     .ok_or_else(|| Error::Tape("a parameter received no gradient".into()))
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Params<_>>>()?;
         let step = StepGradients {
             loss: tape.value(loss)?.clone(),
             logits: tape.value(fwd.logits)?.clone(),

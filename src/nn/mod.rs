@@ -8,4 +8,4 @@ mod mlp;
 pub use file::save_tensors;
 pub use file::{load_model, save_model};
 pub use linear::Linear;
-pub use mlp::{parse_arch, Activation, Forward, Mlp, StepGradients};
+pub use mlp::{parse_arch, Activation, Forward, Mlp, Params, StepGradients};

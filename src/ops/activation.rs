@@ -12,7 +12,9 @@
 
 use crate::backend::{BackendStorage, Unary};
 use crate::error::{Error, Result};
-use crate::ops::Op;
+use smallvec::smallvec;
+
+use crate::ops::{InputGrads, Op};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 
@@ -120,8 +122,8 @@ pub(super) fn bias_act_backward(
     g: &Tensor,
     act: Unary,
     needs: &[bool],
-) -> Result<Vec<Option<Tensor>>> {
+) -> Result<InputGrads> {
     let pre = g.unary_grad(y, act)?;
     let db = needs[1].then(|| pre.sum_rows()).transpose()?;
-    Ok(vec![needs[0].then_some(pre), db])
+    Ok(smallvec![needs[0].then_some(pre), db])
 }

@@ -10,7 +10,9 @@
 
 use crate::backend::{BackendStorage, Binary};
 use crate::error::{Error, Result};
-use crate::ops::Op;
+use smallvec::smallvec;
+
+use crate::ops::{InputGrads, Op};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 
@@ -113,21 +115,21 @@ impl Tape {
     }
 }
 
-pub(super) fn add_backward(g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
-    Ok(vec![
+pub(super) fn add_backward(g: &Tensor, needs: &[bool]) -> Result<InputGrads> {
+    Ok(smallvec![
         needs[0].then(|| g.clone()),
         needs[1].then(|| g.clone()),
     ])
 }
 
-pub(super) fn add_row_backward(g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+pub(super) fn add_row_backward(g: &Tensor, needs: &[bool]) -> Result<InputGrads> {
     let db = needs[1].then(|| g.sum_rows()).transpose()?;
-    Ok(vec![needs[0].then(|| g.clone()), db])
+    Ok(smallvec![needs[0].then(|| g.clone()), db])
 }
 
-pub(super) fn sub_backward(g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+pub(super) fn sub_backward(g: &Tensor, needs: &[bool]) -> Result<InputGrads> {
     let db = needs[1].then(|| g.scale(-1.0)).transpose()?;
-    Ok(vec![needs[0].then(|| g.clone()), db])
+    Ok(smallvec![needs[0].then(|| g.clone()), db])
 }
 
 pub(super) fn mul_backward(
@@ -135,8 +137,8 @@ pub(super) fn mul_backward(
     b: &Tensor,
     g: &Tensor,
     needs: &[bool],
-) -> Result<Vec<Option<Tensor>>> {
+) -> Result<InputGrads> {
     let da = needs[0].then(|| g.mul(b)).transpose()?;
     let db = needs[1].then(|| g.mul(a)).transpose()?;
-    Ok(vec![da, db])
+    Ok(smallvec![da, db])
 }

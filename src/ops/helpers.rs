@@ -1,6 +1,7 @@
 //! Non-differentiable tensor helpers the attacks and optimisers use.
 
-use crate::backend::{BackendStorage, Unary};
+use crate::backend::cpu::CpuStorage;
+use crate::backend::{BackendStorage, Storage, Unary};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -34,6 +35,23 @@ impl Tensor {
         }
         let out = self.storage().argmax_rows(n)?;
         Ok(Tensor::from_storage(out, [m].into()))
+    }
+
+    /// The number of positions where two u32 tensors of one shape hold the
+    /// same value (correct predictions, given `argmax_rows` and labels).
+    pub fn count_equal(&self, other: &Tensor) -> Result<usize> {
+        if self.shape() != other.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "count_equal",
+                lhs: self.shape().clone(),
+                rhs: other.shape().clone(),
+            });
+        }
+        let count = |a: &[u32], b: &[u32]| a.iter().zip(b).filter(|(x, y)| x == y).count();
+        match (self.storage(), other.storage()) {
+            (Storage::Cpu(CpuStorage::U32(a)), Storage::Cpu(CpuStorage::U32(b))) => Ok(count(a, b)),
+            _ => Ok(count(&self.to_vec::<u32>()?, &other.to_vec::<u32>()?)),
+        }
     }
 
     /// The projection of `self` onto the L∞ ball of radius `eps` around

@@ -50,7 +50,7 @@ impl Tensor {
         let (_, c) = check(self, labels)?;
         let (loss, probs) = self.storage().softmax_xent(labels.storage(), c)?;
         Ok((
-            Tensor::from_storage(loss, Shape::new(vec![])),
+            Tensor::from_storage(loss, Shape::scalar()),
             Tensor::from_storage(probs, self.shape().clone()),
         ))
     }

@@ -14,7 +14,9 @@
 
 use crate::backend::{BackendStorage, MatmulDims};
 use crate::error::{Error, Result};
-use crate::ops::Op;
+use smallvec::smallvec;
+
+use crate::ops::{InputGrads, Op};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 
@@ -82,7 +84,7 @@ pub(super) fn backward(
     g: &Tensor,
     (a_trans, b_trans): (bool, bool),
     needs: &[bool],
-) -> Result<Vec<Option<Tensor>>> {
+) -> Result<InputGrads> {
     let da = needs[0]
         .then(|| match a_trans {
             false => g.matmul_ex(b, false, !b_trans),
@@ -95,5 +97,5 @@ pub(super) fn backward(
             true => g.matmul_ex(a, true, a_trans),
         })
         .transpose()?;
-    Ok(vec![da, db])
+    Ok(smallvec![da, db])
 }

@@ -31,8 +31,14 @@ pub mod reduce;
 use std::fmt;
 use std::sync::Arc;
 
+use smallvec::{smallvec, SmallVec};
+
 use crate::error::Result;
 use crate::tensor::Tensor;
+
+/// The gradients of an op's inputs, in argument order (`None` where an
+/// input needs none); inline for up to three inputs.
+pub type InputGrads = SmallVec<[Option<Tensor>; 3]>;
 
 /// A user-defined differentiable op: the forward value is computed by the
 /// caller and recorded with [`crate::Tape::custom`]; this trait supplies the
@@ -129,9 +135,9 @@ impl Op {
         output: &Tensor,
         g: &Tensor,
         needs: &[bool],
-    ) -> Result<Vec<Option<Tensor>>> {
+    ) -> Result<InputGrads> {
         match self {
-            Op::Leaf => Ok(vec![]),
+            Op::Leaf => Ok(InputGrads::new()),
             Op::Matmul { a_trans, b_trans } => {
                 matmul::backward(inputs[0], inputs[1], g, (*a_trans, *b_trans), needs)
             }
@@ -139,20 +145,24 @@ impl Op {
             Op::AddRow => arith::add_row_backward(g, needs),
             Op::Sub => arith::sub_backward(g, needs),
             Op::Mul => arith::mul_backward(inputs[0], inputs[1], g, needs),
-            Op::Scale(s) => Ok(vec![Some(g.scale(*s)?)]),
-            Op::Relu => Ok(vec![Some(g.relu_backward(inputs[0])?)]),
-            Op::Sigmoid => Ok(vec![Some(g.sigmoid_backward(output)?)]),
-            Op::Tanh => Ok(vec![Some(g.tanh_backward(output)?)]),
+            Op::Scale(s) => Ok(smallvec![Some(g.scale(*s)?)]),
+            Op::Relu => Ok(smallvec![Some(g.relu_backward(inputs[0])?)]),
+            Op::Sigmoid => Ok(smallvec![Some(g.sigmoid_backward(output)?)]),
+            Op::Tanh => Ok(smallvec![Some(g.tanh_backward(output)?)]),
             Op::BiasAct(act) => activation::bias_act_backward(output, g, *act, needs),
-            Op::SoftmaxCrossEntropy { labels, probs } => Ok(vec![Some(
+            Op::SoftmaxCrossEntropy { labels, probs } => Ok(smallvec![Some(
                 loss::softmax_cross_entropy_backward(probs, labels, g)?,
             )]),
-            Op::Sum => Ok(vec![Some(reduce::sum_backward(inputs[0], g, 1.0)?)]),
+            Op::Sum => Ok(smallvec![Some(reduce::sum_backward(inputs[0], g, 1.0)?)]),
             Op::Mean => {
                 let n = inputs[0].numel().max(1) as f64;
-                Ok(vec![Some(reduce::sum_backward(inputs[0], g, 1.0 / n)?)])
+                Ok(smallvec![Some(reduce::sum_backward(
+                    inputs[0],
+                    g,
+                    1.0 / n
+                )?)])
             }
-            Op::Custom(op) => op.backward(inputs, output, g),
+            Op::Custom(op) => op.backward(inputs, output, g).map(InputGrads::from_vec),
         }
     }
 }

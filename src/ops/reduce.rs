@@ -14,7 +14,7 @@ impl Tensor {
     /// `Σᵢ xᵢ` over all elements, as a scalar tensor.
     pub fn sum(&self) -> Result<Tensor> {
         let out = self.storage().sum_all()?;
-        Ok(Tensor::from_storage(out, Shape::new(vec![])))
+        Ok(Tensor::from_storage(out, Shape::scalar()))
     }
 
     /// `(1/n) Σᵢ xᵢ` over all elements, as a scalar tensor.

@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::backend::{Binary, Unary, UpdateRule};
+use crate::backend::{pool, Binary, Unary, UpdateRule};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 
@@ -25,8 +25,11 @@ fn rows_per_task(cols: usize) -> usize {
 /// A vector of `n` elements, each written once by `fill(offset, chunk)` for
 /// fixed chunks of [`CHUNK`] elements, in parallel when there is more than
 /// one chunk. No zero-fill comes first.
-fn fill_chunks<U: Send>(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<U>]) + Sync) -> Vec<U> {
-    let mut out = Vec::with_capacity(n);
+fn fill_chunks<U: Send + 'static>(
+    n: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<U>]) + Sync,
+) -> Vec<U> {
+    let mut out = pool::take(n);
     let spare = &mut out.spare_capacity_mut()[..n];
     if n <= CHUNK {
         fill(0, spare);
@@ -43,7 +46,7 @@ fn fill_chunks<U: Send>(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<U>]) + 
 }
 
 /// `out[i] = f(x[i])`.
-fn map<T: Float, U: Send + Copy>(x: &[T], f: impl Fn(T) -> U + Sync) -> Vec<U> {
+fn map<T: Float, U: Send + Copy + 'static>(x: &[T], f: impl Fn(T) -> U + Sync) -> Vec<U> {
     fill_chunks(x.len(), |at, out| {
         for (o, &v) in out.iter_mut().zip(&x[at..]) {
             o.write(f(v));
@@ -99,7 +102,7 @@ pub fn unary_backward<T: Float>(g: &[T], saved: &[T], op: Unary) -> Vec<T> {
         Unary::Relu => zip_map(g, saved, |g, x| if x > T::ZERO { g } else { T::ZERO }),
         Unary::Sigmoid => zip_map(g, saved, |g, y| g * y * (T::ONE - y)),
         Unary::Tanh => zip_map(g, saved, |g, y| g * (T::ONE - y * y)),
-        Unary::Sign => vec![T::ZERO; g.len()],
+        Unary::Sign => pool::filled(g.len(), T::ZERO),
     }
 }
 
@@ -183,7 +186,7 @@ fn map_rows<T: Float>(x: &[T], row: &[T], cols: usize, f: impl Fn(T) -> T + Sync
     }
     let rows = rows_per_task(cols);
     let n = x.len();
-    let mut out = Vec::with_capacity(n);
+    let mut out = pool::take(n);
     out.spare_capacity_mut()[..n]
         .par_chunks_mut(rows * cols)
         .zip(x.par_chunks(rows * cols))
@@ -203,7 +206,7 @@ fn map_rows<T: Float>(x: &[T], row: &[T], cols: usize, f: impl Fn(T) -> T + Sync
 /// Column sums `s[j] = Σᵢ x[i, j]`, each column summed in row order.
 pub fn sum_rows<T: Float>(x: &[T], cols: usize) -> Vec<T> {
     const COLS_PER_TASK: usize = 64;
-    let mut out = vec![T::ZERO; cols];
+    let mut out = pool::filled(cols, T::ZERO);
     if cols == 0 {
         return out;
     }
@@ -228,11 +231,14 @@ pub fn sum_rows<T: Float>(x: &[T], cols: usize) -> Vec<T> {
 
 /// `Σᵢ xᵢ`: each fixed chunk is summed in order, then the chunk sums in order.
 pub fn sum<T: Float>(x: &[T]) -> T {
-    let partial: Vec<T> = x
-        .par_chunks(CHUNK)
-        .map(|c| c.iter().copied().sum::<T>())
-        .collect();
-    partial.into_iter().sum()
+    if x.len() <= CHUNK {
+        return x.iter().copied().sum();
+    }
+    let mut partial = pool::take(x.len().div_ceil(CHUNK));
+    partial.par_extend(x.par_chunks(CHUNK).map(|c| c.iter().copied().sum::<T>()));
+    let total = partial.iter().copied().sum();
+    pool::give(partial);
+    total
 }
 
 /// Fused, numerically stable softmax cross-entropy over rows of `classes`
@@ -254,8 +260,8 @@ pub fn softmax_xent<T: Float>(x: &[T], labels: &[u32], classes: usize) -> Result
             classes,
         });
     }
-    let mut probs = vec![T::ZERO; x.len()];
-    let mut losses = vec![T::ZERO; labels.len()];
+    let mut probs = pool::filled(x.len(), T::ZERO);
+    let mut losses = pool::filled(labels.len(), T::ZERO);
     let rows = rows_per_task(classes);
     probs
         .par_chunks_mut(rows * classes)
@@ -280,13 +286,15 @@ pub fn softmax_xent<T: Float>(x: &[T], labels: &[u32], classes: usize) -> Result
             }
         });
     let n = T::from_f64(labels.len().max(1) as f64);
-    Ok((sum(&losses) / n, probs))
+    let loss = sum(&losses) / n;
+    pool::give(losses);
+    Ok((loss, probs))
 }
 
 /// `dx = g·(p − onehot(y))/N`.
 pub fn softmax_xent_backward<T: Float>(p: &[T], labels: &[u32], g: T, classes: usize) -> Vec<T> {
     let scale = g / T::from_f64(labels.len().max(1) as f64);
-    let mut dx = vec![T::ZERO; p.len()];
+    let mut dx = pool::filled(p.len(), T::ZERO);
     let rows = rows_per_task(classes);
     dx.par_chunks_mut(rows * classes)
         .zip(p.par_chunks(rows * classes))
@@ -307,18 +315,18 @@ pub fn argmax_rows<T: Float>(x: &[T], cols: usize) -> Vec<u32> {
     if cols == 0 {
         return Vec::new();
     }
-    x.par_chunks(cols)
-        .map(|row| {
-            let mut best = 0;
-            for (j, &v) in row.iter().enumerate().skip(1) {
-                let b = row[best];
-                if v > b || (v.to_f64().is_nan() && !b.to_f64().is_nan()) {
-                    best = j;
-                }
+    let mut out = pool::take(x.len() / cols);
+    out.par_extend(x.par_chunks(cols).map(|row| {
+        let mut best = 0;
+        for (j, &v) in row.iter().enumerate().skip(1) {
+            let b = row[best];
+            if v > b || (v.to_f64().is_nan() && !b.to_f64().is_nan()) {
+                best = j;
             }
-            best as u32
-        })
-        .collect()
+        }
+        best as u32
+    }));
+    out
 }
 
 /// Applies `f` to matching fixed chunks of a mutable and some read-only

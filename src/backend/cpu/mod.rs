@@ -8,7 +8,7 @@
 pub mod gemm;
 mod kernels;
 
-use crate::backend::{BackendStorage, Binary, MatmulDims, Unary, UpdateRule};
+use crate::backend::{pool, BackendStorage, Binary, MatmulDims, Unary, UpdateRule};
 use crate::dtype::{DType, Float};
 use crate::error::{Error, Result};
 
@@ -63,6 +63,29 @@ impl CpuStorage {
         }
     }
 
+    /// `len` copies of `value` as `dtype` (rounded for f32, truncated for
+    /// u32).
+    pub fn filled(len: usize, value: f64, dtype: DType) -> CpuStorage {
+        match dtype {
+            DType::F32 => CpuStorage::F32(pool::filled(len, value as f32)),
+            DType::F64 => CpuStorage::F64(pool::filled(len, value)),
+            DType::U32 => CpuStorage::U32(pool::filled(len, value as u32)),
+        }
+    }
+
+    /// Element `i` as f64 (exact for every dtype).
+    ///
+    /// # Panics
+    ///
+    /// If `i` is out of bounds.
+    pub fn get_f64(&self, i: usize) -> f64 {
+        match self {
+            CpuStorage::F32(v) => v[i] as f64,
+            CpuStorage::F64(v) => v[i],
+            CpuStorage::U32(v) => v[i] as f64,
+        }
+    }
+
     /// A buffer of `dtype` from f64 values (rounded for f32, truncated for
     /// u32).
     pub fn from_f64_slice(values: &[f64], dtype: DType) -> CpuStorage {
@@ -71,6 +94,23 @@ impl CpuStorage {
             DType::F64 => CpuStorage::F64(values.to_vec()),
             DType::U32 => CpuStorage::U32(values.iter().map(|&x| x as u32).collect()),
         }
+    }
+}
+
+/// Runs `f` on a thread of the current rayon pool (directly, when the
+/// calling thread is one already).
+///
+/// Kernels launched from a pool thread split their work through that
+/// thread's own queue. Launched from outside, every parallel kernel goes
+/// through the pool's shared injector, which allocates a block every few
+/// dozen launches and hands the work to another thread and back. Loops that
+/// launch many kernels (training, attacks, the CLI) run inside this.
+pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        // `scope` runs its body on a pool thread when called from outside.
+        rayon::scope(|_| f())
     }
 }
 
@@ -195,9 +235,9 @@ impl BackendStorage for CpuStorage {
     }
 
     fn sum_all(&self) -> Result<Self> {
-        with_float!("sum", self, |x: T| Ok(CpuElement::into_storage(vec![
-            kernels::sum(x)
-        ])))
+        with_float!("sum", self, |x: T| Ok(CpuElement::into_storage(
+            pool::filled(1, kernels::sum(x))
+        )))
     }
 
     fn broadcast_scalar(&self, len: usize, scale: f64) -> Result<Self> {
@@ -206,12 +246,10 @@ impl BackendStorage for CpuStorage {
                 .first()
                 .copied()
                 .ok_or_else(|| Error::invalid("broadcast_scalar: empty scalar buffer"))?;
-            Ok(CpuElement::into_storage(vec![
-                T::from_f64(
-                    v.to_f64() * scale
-                );
-                len
-            ]))
+            Ok(CpuElement::into_storage(pool::filled(
+                len,
+                T::from_f64(v.to_f64() * scale),
+            )))
         })
     }
 
@@ -220,7 +258,7 @@ impl BackendStorage for CpuStorage {
         with_float!("softmax_cross_entropy", self, |x: T| {
             let (loss, probs) = kernels::softmax_xent(x, labels, classes)?;
             Ok((
-                CpuElement::into_storage(vec![loss]),
+                CpuElement::into_storage(pool::filled(1, loss)),
                 CpuElement::into_storage(probs),
             ))
         })

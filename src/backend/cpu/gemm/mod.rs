@@ -37,6 +37,7 @@ mod x86_pack;
 
 use std::cell::RefCell;
 
+use crate::backend::pool;
 use crate::dtype::Float;
 
 use driver::Problem;
@@ -177,9 +178,9 @@ pub fn gemm_new<T: GemmElem>(
 ) -> Vec<T> {
     let p = problem(m, n, k, a, a_trans, b, b_trans, false);
     if m == 0 || n == 0 || k == 0 {
-        return vec![T::ZERO; m * n];
+        return pool::filled(m * n, T::ZERO);
     }
-    let mut c = Vec::with_capacity(m * n);
+    let mut c = pool::take(m * n);
     // SAFETY: the capacity holds `m·n` elements; without `accumulate` the
     // driver writes every one of them and reads none before writing it.
     unsafe {
