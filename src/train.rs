@@ -165,6 +165,26 @@ pub struct StepStats {
 /// `tape` is cleared and reused. On the CPU, once the sizes have been seen,
 /// a step makes no heap allocation: buffers come back from
 /// [`crate::backend::pool`] (`tests/alloc_free.rs` counts them).
+///
+/// ```
+/// use advgrad::nn::{Activation, Mlp};
+/// use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
+/// use advgrad::train::gradient_step;
+/// use advgrad::{DType, Tape, Tensor};
+/// let mut model = Mlp::new("4-8-3", Activation::Relu, 0)?;
+/// let config = OptimConfig::new(OptimizerKind::Sgd, 0.1);
+/// let mut optimizer = Optimizer::new(config, &model.params())?;
+/// let mut tape = Tape::new();
+/// let x = Tensor::rand_uniform([5, 4], 0.0, 1.0, 1, DType::F32);
+/// let labels = Tensor::from_vec(vec![0u32, 1, 2, 1, 0], [5])?;
+/// let mut step = || gradient_step(&mut model, &mut optimizer, &mut tape, x.clone(), &labels, 0.1);
+/// let first = step()?;
+/// for _ in 0..100 {
+///     step()?;
+/// }
+/// assert!(step()?.loss < first.loss);
+/// # Ok::<(), advgrad::Error>(())
+/// ```
 pub fn gradient_step(
     model: &mut Mlp,
     optimizer: &mut Optimizer,
