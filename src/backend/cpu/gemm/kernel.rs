@@ -3,11 +3,38 @@
 use super::pack::{self, View};
 use crate::dtype::Float;
 
+/// The `A` operand of one kernel call.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum APanel<'a, T> {
+    /// Packed: `kc` columns of `MR` values, `A[i, p] = a[p·MR + i]`,
+    /// zero-padded past the matrix edge.
+    Packed(&'a [T]),
+    /// The tile's rows of a row-major `A`, read in place:
+    /// `A[i, p] = data[i·rs + p]` for `i < mr`.
+    Rows {
+        /// From `A[0, 0]` of the call on.
+        data: &'a [T],
+        /// The row stride.
+        rs: usize,
+    },
+}
+
+impl<T: Copy> APanel<'_, T> {
+    /// Whether every `A[i, p]` a call reads is in bounds: `i < MR` for a
+    /// packed panel, `i < mr` for rows read in place, `p < kc`.
+    pub(super) fn holds<const MR: usize>(&self, kc: usize, mr: usize) -> bool {
+        match *self {
+            APanel::Packed(a) => a.len() >= kc * MR,
+            APanel::Rows { data, rs } => kc == 0 || mr == 0 || data.len() >= (mr - 1) * rs + kc,
+        }
+    }
+}
+
 /// A register-tiled kernel: `C[0..mr, 0..nr] (+)= Apanel · Bpanel` over `kc`.
 ///
-/// `A` comes packed as `kc` columns of `MR` values (`a[p * MR + i]`), `B` as
-/// `kc` rows of `NR` values (`b[p * NR + j]`), both zero-padded past the
-/// matrix edge. The kernel sums `p` in order `0..kc`, one product at a time,
+/// `A` comes packed as `kc` columns of `MR` values (`a[p * MR + i]`) or as
+/// rows read in place (see [`APanel`]), `B` as `kc` rows of `NR` values
+/// (`b[p * NR + j]`), zero-padded past the matrix edge. The kernel sums `p` in order `0..kc`, one product at a time,
 /// into a zeroed accumulator, then stores it into `C` or adds it to `C`.
 ///
 /// The blocking sizes live beside the kernel because they are tuned for it.
@@ -30,11 +57,11 @@ pub(super) trait MicroKernel<T>: Copy + Send + Sync {
     /// Packs `op(B)[p0..p0+kc, j0..j0+nc]` as `NR`-wide panels.
     fn pack_b(b: View<'_, T>, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [T]);
 
-    /// Multiplies one packed `A` panel by one `B` panel into `C`.
+    /// Multiplies one `A` panel by one `B` panel into `C`.
     ///
     /// `B` row `p` starts at `b[p * b_step]`: `b_step` is `NR` for a packed
     /// panel, or the row stride of `B` when the kernel reads a full panel of
-    /// a row-major `B` in place. Panics if `a` or `b` is shorter than `kc`
+    /// a row-major `B` in place. Panics if `a` or `b` does not hold `kc`
     /// steps or the tile is larger than `MR × NR`.
     ///
     /// # Safety
@@ -46,7 +73,7 @@ pub(super) trait MicroKernel<T>: Copy + Send + Sync {
     unsafe fn run(
         self,
         kc: usize,
-        a: &[T],
+        a: APanel<'_, T>,
         b: &[T],
         b_step: usize,
         c: *mut T,
@@ -82,7 +109,7 @@ impl<T: Float> MicroKernel<T> for Portable {
     unsafe fn run(
         self,
         kc: usize,
-        a: &[T],
+        a: APanel<'_, T>,
         b: &[T],
         b_step: usize,
         c: *mut T,
@@ -91,11 +118,17 @@ impl<T: Float> MicroKernel<T> for Portable {
         nr: usize,
         add: bool,
     ) {
-        assert!(a.len() >= kc * PMR && mr <= PMR && nr <= PNR);
+        assert!(a.holds::<PMR>(kc, mr) && mr <= PMR && nr <= PNR);
+        let a_at = |i: usize, p: usize| match a {
+            APanel::Packed(a) => a[p * PMR + i],
+            APanel::Rows { data, rs } if i < mr => data[i * rs + p],
+            APanel::Rows { .. } => T::ZERO,
+        };
         let mut acc = [[T::ZERO; PNR]; PMR];
-        for (p, ap) in a.chunks_exact(PMR).take(kc).enumerate() {
+        for p in 0..kc {
             let bp = &b[p * b_step..][..PNR];
-            for (row, &av) in acc.iter_mut().zip(ap) {
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = a_at(i, p);
                 for (cv, &bv) in row.iter_mut().zip(bp) {
                     *cv += av * bv;
                 }

@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::kernel::MicroKernel;
+use super::kernel::{APanel, MicroKernel};
 use super::pack::{self, View};
 use super::x86_pack::{
     row_strip_f32, row_strip_f32_any, row_strip_f64, row_strip_f64_any, transposed_panel_f32,
@@ -42,18 +42,23 @@ impl Avx2Fma {
 macro_rules! simd_kernel {
     ($name:ident, $feat:literal, $t:ty, $v:ty, $lanes:literal,
      $zero:ident, $set1:ident, $load:ident, $store:ident, $fmadd:ident, $add:ident) => {
+        /// `A[i, p]` is `a[p·a_step + i·a_rs]`: a packed panel has
+        /// `a_step = MR`, `a_rs = 1`; rows of a row-major `A` read in place
+        /// have `a_step = 1`, `a_rs` the row stride (`DIRECT_A`).
+        ///
         /// # Safety
         ///
-        /// The CPU must have the target features; `a` must hold `kc · a_step`
-        /// values (`a_step ≥ MR`) and `b` `(kc - 1) · b_step + NV · lanes`;
-        /// `c` must be valid for `mr ≤ MR` rows of `nr ≤ NV · lanes` values,
-        /// `ldc` apart.
+        /// The CPU must have the target features; `a` must hold every
+        /// `A[i, p]` for `i < MR`, `p < kc`, and `b`
+        /// `(kc - 1) · b_step + NV · lanes` values; `c` must be valid for
+        /// `mr ≤ MR` rows of `nr ≤ NV · lanes` values, `ldc` apart.
         #[target_feature(enable = $feat)]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn $name<const MR: usize, const NV: usize>(
+        unsafe fn $name<const MR: usize, const NV: usize, const DIRECT_A: bool>(
             kc: usize,
             a: *const $t,
             a_step: usize,
+            a_rs: usize,
             b: *const $t,
             b_step: usize,
             c: *mut $t,
@@ -62,6 +67,8 @@ macro_rules! simd_kernel {
             nr: usize,
             add: bool,
         ) {
+            let a_rs = if DIRECT_A { a_rs } else { 1 };
+            let a_step = if DIRECT_A { 1 } else { a_step };
             let mut acc: [[$v; NV]; MR] = [[$zero(); NV]; MR];
             let mut ap = a;
             let mut bp = b;
@@ -72,8 +79,8 @@ macro_rules! simd_kernel {
                     *slot = unsafe { $load(bp.add(v * $lanes)) };
                 }
                 for (i, row) in acc.iter_mut().enumerate() {
-                    // SAFETY: a[p·a_step + i] with i < MR ≤ a_step, p < kc.
-                    let av = $set1(unsafe { *ap.add(i) });
+                    // SAFETY: A[i, p] with i < MR, p < kc, held by `a`.
+                    let av = $set1(unsafe { *ap.add(i * a_rs) });
                     for (acc_v, &b_v) in row.iter_mut().zip(&bv) {
                         *acc_v = $fmadd(av, b_v, *acc_v);
                     }
@@ -205,7 +212,7 @@ macro_rules! impl_kernel {
             unsafe fn run(
                 self,
                 kc: usize,
-                a: &[$t],
+                a: APanel<'_, $t>,
                 b: &[$t],
                 b_step: usize,
                 c: *mut $t,
@@ -214,19 +221,19 @@ macro_rules! impl_kernel {
                 nr: usize,
                 add: bool,
             ) {
-                assert!(a.len() >= kc * $mr);
+                assert!(a.holds::<$mr>(kc, mr));
                 assert!(kc == 0 || b.len() >= (kc - 1) * b_step + $nv * $lanes);
                 assert!(mr <= $mr && nr <= $nv * $lanes);
-                let (ap, bp) = (a.as_ptr(), b.as_ptr());
-                let a_step = $mr;
+                let bp = b.as_ptr();
                 // Edge tiles run an instance just as large as they need.
                 let narrow = nr <= $lanes;
                 macro_rules! call {
                     ($r:literal) => {
-                        if narrow {
-                            $f::<$r, 1>(kc, ap, a_step, bp, b_step, c, ldc, mr, nr, add)
-                        } else {
-                            $f::<$r, $nv>(kc, ap, a_step, bp, b_step, c, ldc, mr, nr, add)
+                        match (a, narrow) {
+                            (APanel::Packed(a), true) => $f::<$r, 1, false>(kc, a.as_ptr(), $mr, 1, bp, b_step, c, ldc, mr, nr, add),
+                            (APanel::Packed(a), false) => $f::<$r, $nv, false>(kc, a.as_ptr(), $mr, 1, bp, b_step, c, ldc, mr, nr, add),
+                            (APanel::Rows { data, rs }, true) => $f::<$r, 1, true>(kc, data.as_ptr(), 1, rs, bp, b_step, c, ldc, mr, nr, add),
+                            (APanel::Rows { data, rs }, false) => $f::<$r, $nv, true>(kc, data.as_ptr(), 1, rs, bp, b_step, c, ldc, mr, nr, add),
                         }
                     };
                 }
