@@ -6,9 +6,11 @@
 //! ones, none below about 96³ multiply-adds); inside a tile, `k` is cut into
 //! blocks of at most `KC`, a `KC × NC` block of `B` is packed into `NR`-wide
 //! panels (streamed in order from L2/L3) and, for each `MR`-row strip of the
-//! tile, an `MR × KC` panel of `A` is packed (it stays in L1) and multiplied
-//! by every `B` panel in the micro-kernel, which keeps an `MR × NR` block of
-//! `C` in registers. A tile of a few strips reads a row-major `B` in place.
+//! tile, an `MR × KC` panel of `A` (it stays in L1) is multiplied by every
+//! `B` panel in the micro-kernel, which keeps an `MR × NR` block of `C` in
+//! registers. A row-major `A` is read in place; a transposed one is packed.
+//! A row-major `B` is read in place when it fits in L2 or the tile has few
+//! strips; otherwise, and when transposed, it is packed.
 //! Packing buffers live in thread-local storage, so a steady state of calls
 //! allocates nothing.
 //!
