@@ -277,6 +277,38 @@ fn fused_sign_step_equals_its_composition() {
 }
 
 #[test]
+fn rows_and_cat_rows_cut_and_restack_a_batch() {
+    for dtype in [DType::F32, DType::F64] {
+        let x = Tensor::rand_uniform([7, 3], -1.0, 1.0, 5, dtype);
+        let parts = [
+            x.rows(0..2).unwrap(),
+            x.rows(2..2).unwrap(),
+            x.rows(2..7).unwrap(),
+        ];
+        assert_eq!(parts[0].dims(), &[2, 3]);
+        assert_eq!(parts[1].dims(), &[0, 3]);
+        let back = Tensor::cat_rows(&parts).unwrap();
+        assert_eq!(back.dims(), &[7, 3]);
+        assert_eq!(back.to_f64_vec().unwrap(), x.to_f64_vec().unwrap());
+        assert_eq!(
+            x.rows(3..4).unwrap().to_f64_vec().unwrap(),
+            x.to_f64_vec().unwrap()[9..12]
+        );
+    }
+    let labels = Tensor::from_vec(vec![3u32, 1, 4, 1, 5], [5]).unwrap();
+    assert_eq!(
+        labels.rows(1..4).unwrap().to_vec::<u32>().unwrap(),
+        [1, 4, 1]
+    );
+    let x = Tensor::zeros([4, 3], DType::F32);
+    assert!(x.rows(2..5).is_err());
+    assert!(Tensor::scalar(1.0, DType::F32).rows(0..0).is_err());
+    assert!(Tensor::cat_rows(&[]).is_err());
+    assert!(Tensor::cat_rows(&[x.clone(), Tensor::zeros([4, 2], DType::F32)]).is_err());
+    assert!(Tensor::cat_rows(&[x.clone(), Tensor::zeros([4, 3], DType::F64)]).is_err());
+}
+
+#[test]
 fn first_outside_finds_the_first_outlier_in_any_chunk() {
     let mut v = vec![0.5f32; 200_000];
     let t = Tensor::from_vec(v.clone(), [200_000]).unwrap();

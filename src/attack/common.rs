@@ -7,6 +7,8 @@
 //! broadcast column (`S = s·1ᵀ`); only `N` numbers per reduction cross to
 //! the host.
 
+use rayon::prelude::*;
+
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::nn::Mlp;
@@ -205,6 +207,45 @@ pub(crate) fn objective_gradient(
     Ok((grad, tape.value(fwd.logits)?.clone()))
 }
 
+/// Runs `attack(x, center, classes)` on row pieces of a batch in parallel
+/// and stacks the results: the sign-step attacks (FGSM, BIM, L∞ PGD) on the
+/// CPU, where each thread then runs whole steps on its own rows, with no
+/// hand-off between threads inside a step and a working set that fits its
+/// cache.
+///
+/// Every example's result is the same bits as with the whole batch, so the
+/// pieces may depend on the thread count: each row's forward pass, loss
+/// gradient (the objective is `±N·mean CE`, so the `N`s cancel exactly) and
+/// step involve that row alone.
+pub(crate) fn by_pieces(
+    x: &Tensor,
+    center: &Tensor,
+    classes: &Tensor,
+    attack: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Sync,
+) -> Result<Tensor> {
+    /// No piece is smaller than this many rows.
+    const MIN_ROWS: usize = 64;
+    let n = x.dims().first().copied().unwrap_or(0);
+    let pieces = (2 * rayon::current_num_threads()).min(n / MIN_ROWS);
+    if !x.device().is_cpu() || pieces < 2 {
+        return attack(x, center, classes);
+    }
+    let bounds: Vec<(usize, usize)> = (0..pieces)
+        .map(|i| (i * n / pieces, (i + 1) * n / pieces))
+        .collect();
+    let parts = bounds
+        .par_iter()
+        .map(|&(lo, hi)| {
+            attack(
+                &x.rows(lo..hi)?,
+                &center.rows(lo..hi)?,
+                &classes.rows(lo..hi)?,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat_rows(&parts)
+}
+
 /// How well an adversarial example does for its attacker: whether it fools
 /// the model (untargeted: predicted ≠ label; targeted: predicted = target),
 /// then the objective value (untargeted: `CE(y)`; targeted: `−CE(t)`).
@@ -304,4 +345,38 @@ pub(crate) fn row_l2(a: &[f64], c: &[f64]) -> f64 {
         .map(|(a, c)| (a - c) * (a - c))
         .sum::<f64>()
         .sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::Activation;
+
+    #[test]
+    fn an_attack_by_pieces_gives_each_example_the_bits_of_the_whole_batch() {
+        let model = Mlp::new("37-23-19-5", Activation::Relu, 3).unwrap();
+        let x = Tensor::rand_uniform([301, 37], 0.0, 1.0, 8, DType::F32);
+        let labels: Vec<u32> = (0..301).map(|i| (i * 7 % 5) as u32).collect();
+        let labels = Tensor::from_vec(labels, [301]).unwrap();
+        let steps = |start: &Tensor, center: &Tensor, classes: &Tensor| {
+            let mut adv = start.clone();
+            for _ in 0..3 {
+                let (g, _) = objective_gradient(&model, &adv, classes, false)?;
+                adv = adv.sign_step(&g, center, 0.01, 0.03, 0.0, 1.0)?;
+            }
+            Ok(adv)
+        };
+        let whole = steps(&x, &x, &labels).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        // Three threads: four pieces of 75 or 76 rows (at least 64 each).
+        let pieces = pool.install(|| by_pieces(&x, &x, &labels, steps)).unwrap();
+        assert_eq!(pieces.dims(), whole.dims());
+        assert_eq!(
+            pieces.to_vec::<f32>().unwrap(),
+            whole.to_vec::<f32>().unwrap()
+        );
+    }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{objective_gradient, scores, Rows, Score};
+use super::common::{by_pieces, objective_gradient, scores, Rows, Score};
 use super::{restart_seed, Goal, Target, Threat};
 use crate::error::{Error, Result};
 use crate::nn::Mlp;
@@ -135,21 +135,29 @@ impl Pgd {
     ) -> Result<Tensor> {
         let eps = self.threat.eps();
         let alpha = self.step_size();
-        let mut adv = match start_seed {
+        let start = match start_seed {
             Some(s) => random_start(self.threat, x, rows, s)?,
             None => x.clone(),
         };
-        for _ in 0..self.steps {
-            let (g, _) = objective_gradient(model, &adv, goal.classes, goal.targeted)?;
-            adv = match self.threat {
-                Threat::Linf(_) => adv.sign_step(&g, x, alpha, eps, 0.0, 1.0)?,
-                Threat::L2(_) => {
-                    let z = adv.add(&rows.normalize_l2(&g)?.scale(alpha)?)?;
-                    rows.project_l2(&z.clamp(0.0, 1.0)?, x, eps)?
+        match self.threat {
+            Threat::Linf(_) => by_pieces(&start, x, goal.classes, |start, x, classes| {
+                let mut adv = start.clone();
+                for _ in 0..self.steps {
+                    let (g, _) = objective_gradient(model, &adv, classes, goal.targeted)?;
+                    adv = adv.sign_step(&g, x, alpha, eps, 0.0, 1.0)?;
                 }
-            };
+                Ok(adv)
+            }),
+            Threat::L2(_) => {
+                let mut adv = start;
+                for _ in 0..self.steps {
+                    let (g, _) = objective_gradient(model, &adv, goal.classes, goal.targeted)?;
+                    let z = adv.add(&rows.normalize_l2(&g)?.scale(alpha)?)?;
+                    adv = rows.project_l2(&z.clamp(0.0, 1.0)?, x, eps)?;
+                }
+                Ok(adv)
+            }
         }
-        Ok(adv)
     }
 }
 

@@ -1,7 +1,10 @@
 //! Non-differentiable tensor helpers the attacks and optimisers use.
 
-use crate::backend::cpu::CpuStorage;
-use crate::backend::{BackendStorage, Storage, Unary};
+use std::ops::Range;
+
+use crate::backend::cpu::{CpuElement, CpuStorage};
+use crate::backend::{pool, BackendStorage, Storage, Unary};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -52,6 +55,69 @@ impl Tensor {
             (Storage::Cpu(CpuStorage::U32(a)), Storage::Cpu(CpuStorage::U32(b))) => Ok(count(a, b)),
             _ => Ok(count(&self.to_vec::<u32>()?, &other.to_vec::<u32>()?)),
         }
+    }
+
+    /// A copy of the rows `range` of a tensor `[n, …]` (along the first axis).
+    pub fn rows(&self, range: Range<usize>) -> Result<Tensor> {
+        let n = self.dims().first().copied().unwrap_or(0);
+        if self.rank() == 0 || range.start > range.end || range.end > n {
+            return Err(Error::BadShape {
+                op: "rows",
+                msg: format!("rows {range:?} of a tensor of shape {}", self.shape()),
+            });
+        }
+        let row = self.numel() / n.max(1);
+        let mut dims = self.dims().to_vec();
+        dims[0] = range.len();
+        let (lo, hi) = (range.start * row, range.end * row);
+        let piece = |host: &CpuStorage| match host {
+            CpuStorage::F32(v) => Tensor::from_slice(&v[lo..hi], dims.clone()),
+            CpuStorage::F64(v) => Tensor::from_slice(&v[lo..hi], dims.clone()),
+            CpuStorage::U32(v) => Tensor::from_slice(&v[lo..hi], dims.clone()),
+        };
+        match self.storage() {
+            Storage::Cpu(host) => piece(host),
+            #[allow(unreachable_patterns)]
+            other => piece(&other.to_cpu()?)?.to_device(self.device()),
+        }
+    }
+
+    /// The tensors stacked along the first axis: `[n₁, …] ⊕ [n₂, …] → [n₁ + n₂, …]`;
+    /// the other axes, the dtype and the device must agree.
+    pub fn cat_rows(parts: &[Tensor]) -> Result<Tensor> {
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::invalid("cat_rows: no tensors"))?;
+        let tail = first.dims().get(1..).unwrap_or(&[]);
+        for p in parts {
+            if p.rank() == 0 || p.dims()[1..] != *tail || p.dtype() != first.dtype() {
+                return Err(Error::ShapeMismatch {
+                    op: "cat_rows",
+                    lhs: first.shape().clone(),
+                    rhs: p.shape().clone(),
+                });
+            }
+        }
+        let mut dims = first.dims().to_vec();
+        dims[0] = parts.iter().map(|p| p.dims()[0]).sum();
+        let total = parts.iter().map(Tensor::numel).sum();
+        fn join<T: CpuElement>(parts: &[Tensor], total: usize, dims: Vec<usize>) -> Result<Tensor> {
+            let mut out = pool::take(total);
+            for p in parts {
+                match p.storage() {
+                    Storage::Cpu(host) => out.extend_from_slice(T::slice(host).unwrap_or(&[])),
+                    #[allow(unreachable_patterns)]
+                    other => out.extend_from_slice(T::slice(&other.to_cpu()?).unwrap_or(&[])),
+                }
+            }
+            Tensor::from_vec(out, dims)
+        }
+        let host = match first.dtype() {
+            DType::F32 => join::<f32>(parts, total, dims),
+            DType::F64 => join::<f64>(parts, total, dims),
+            DType::U32 => join::<u32>(parts, total, dims),
+        }?;
+        host.to_device(first.device())
     }
 
     /// The projection of `self` onto the L∞ ball of radius `eps` around
