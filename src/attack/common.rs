@@ -207,8 +207,9 @@ pub(crate) fn objective_gradient(
     Ok((grad, tape.value(fwd.logits)?.clone()))
 }
 
-/// Runs `attack(x, center, classes)` on row pieces of a batch in parallel
-/// and stacks the results: the sign-step attacks (FGSM, BIM, L∞ PGD) on the
+/// Runs `attack` on row pieces of the batch tensors (inputs, centers,
+/// classes: whatever the attack reads per example) in parallel and stacks
+/// the results: the sign-step attacks (FGSM, BIM, L∞ PGD) on the
 /// CPU, where each thread then runs whole steps on its own rows, with no
 /// hand-off between threads inside a step and a working set that fits its
 /// cache.
@@ -217,18 +218,16 @@ pub(crate) fn objective_gradient(
 /// pieces may depend on the thread count: each row's forward pass, loss
 /// gradient (the objective is `±N·mean CE`, so the `N`s cancel exactly) and
 /// step involve that row alone.
-pub(crate) fn by_pieces(
-    x: &Tensor,
-    center: &Tensor,
-    classes: &Tensor,
-    attack: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Sync,
+pub(crate) fn by_pieces<const K: usize>(
+    batch: [&Tensor; K],
+    attack: impl Fn([Tensor; K]) -> Result<Tensor> + Sync,
 ) -> Result<Tensor> {
     /// No piece is smaller than this many rows.
     const MIN_ROWS: usize = 64;
-    let n = x.dims().first().copied().unwrap_or(0);
+    let n = batch[0].dims().first().copied().unwrap_or(0);
     let pieces = (2 * rayon::current_num_threads()).min(n / MIN_ROWS);
-    if !x.device().is_cpu() || pieces < 2 {
-        return attack(x, center, classes);
+    if !batch[0].device().is_cpu() || pieces < 2 {
+        return attack(batch.map(Tensor::clone));
     }
     let bounds: Vec<(usize, usize)> = (0..pieces)
         .map(|i| (i * n / pieces, (i + 1) * n / pieces))
@@ -236,11 +235,12 @@ pub(crate) fn by_pieces(
     let parts = bounds
         .par_iter()
         .map(|&(lo, hi)| {
-            attack(
-                &x.rows(lo..hi)?,
-                &center.rows(lo..hi)?,
-                &classes.rows(lo..hi)?,
-            )
+            let mut piece = Vec::with_capacity(K);
+            for t in batch {
+                piece.push(t.rows(lo..hi)?);
+            }
+            let piece: [Tensor; K] = piece.try_into().map_err(|_| Error::invalid("by_pieces"))?;
+            attack(piece)
         })
         .collect::<Result<Vec<_>>>()?;
     Tensor::cat_rows(&parts)
@@ -372,7 +372,9 @@ mod tests {
             .build()
             .unwrap();
         // Three threads: four pieces of 75 or 76 rows (at least 64 each).
-        let pieces = pool.install(|| by_pieces(&x, &x, &labels, steps)).unwrap();
+        let pieces = pool
+            .install(|| by_pieces([&x, &labels], |[x, labels]| steps(&x, &x, &labels)))
+            .unwrap();
         assert_eq!(pieces.dims(), whole.dims());
         assert_eq!(
             pieces.to_vec::<f32>().unwrap(),

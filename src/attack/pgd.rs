@@ -140,11 +140,10 @@ impl Pgd {
             None => x.clone(),
         };
         match self.threat {
-            Threat::Linf(_) => by_pieces(&start, x, goal.classes, |start, x, classes| {
-                let mut adv = start.clone();
+            Threat::Linf(_) => by_pieces([&start, x, goal.classes], |[mut adv, x, classes]| {
                 for _ in 0..self.steps {
-                    let (g, _) = objective_gradient(model, &adv, classes, goal.targeted)?;
-                    adv = adv.sign_step(&g, x, alpha, eps, 0.0, 1.0)?;
+                    let (g, _) = objective_gradient(model, &adv, &classes, goal.targeted)?;
+                    adv = adv.sign_step(&g, &x, alpha, eps, 0.0, 1.0)?;
                 }
                 Ok(adv)
             }),
