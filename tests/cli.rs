@@ -60,6 +60,8 @@ fn gradcheck_json_lists_every_op_and_passes() {
             "relu",
             "sigmoid",
             "tanh",
+            "bias_act",
+            "linear_act",
             "softmax_cross_entropy",
             "sum",
             "mean",

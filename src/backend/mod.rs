@@ -136,6 +136,20 @@ pub trait BackendStorage: Sized {
     fn bias_act(&self, row: &Self, cols: usize, act: Unary) -> Result<Self> {
         self.add_row(row, cols)?.unary(act)
     }
+    /// `y = f(op(A)·op(B) + row)`: a linear layer's product, bias and
+    /// activation with `row` of `dims.n` values, where the backend fuses
+    /// them (the CPU applies the bias and activation to each finished strip
+    /// of the product while it is in cache). The default composes
+    /// [`BackendStorage::matmul`] and [`BackendStorage::bias_act`].
+    fn matmul_bias_act(
+        &self,
+        rhs: &Self,
+        dims: MatmulDims,
+        row: &Self,
+        act: Unary,
+    ) -> Result<Self> {
+        self.matmul(rhs, dims)?.bias_act(row, dims.n, act)
+    }
     /// Column sums: `s[j] = Σᵢ x[i, j]` for `x` with `cols` columns.
     fn sum_rows(&self, cols: usize) -> Result<Self>;
     /// `s = Σᵢ xᵢ`, a one-element buffer.
@@ -305,6 +319,15 @@ impl BackendStorage for Storage {
     }
     fn bias_act(&self, row: &Self, cols: usize, act: Unary) -> Result<Self> {
         on_same_device!("bias_act", (a = self, row = row) => a.bias_act(row, cols, act), wrap_storage)
+    }
+    fn matmul_bias_act(
+        &self,
+        rhs: &Self,
+        dims: MatmulDims,
+        row: &Self,
+        act: Unary,
+    ) -> Result<Self> {
+        on_same_device!("linear_act", (a = self, rhs = rhs, row = row) => a.matmul_bias_act(rhs, dims, row, act), wrap_storage)
     }
     fn sum_rows(&self, cols: usize) -> Result<Self> {
         on_device!(self, s => s.sum_rows(cols), wrap_storage)

@@ -6,6 +6,7 @@
 //! `f = Σ op(x) ⊙ w` with a fixed random `w`, so every output element gets a
 //! different weight and a wrong index in a backward rule cannot cancel out.
 
+use crate::backend::Unary;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
@@ -33,7 +34,7 @@ impl Case {
 }
 
 /// The names of all built-in cases, in order.
-pub const CASE_NAMES: [&str; 12] = [
+pub const CASE_NAMES: [&str; 14] = [
     "matmul",
     "add",
     "sub",
@@ -42,6 +43,8 @@ pub const CASE_NAMES: [&str; 12] = [
     "relu",
     "sigmoid",
     "tanh",
+    "bias_act",
+    "linear_act",
     "softmax_cross_entropy",
     "sum",
     "mean",
@@ -150,6 +153,26 @@ pub fn case(name: &str) -> Result<Option<Case>> {
         "relu" => unary_case("relu", Tape::relu, away_from_zero(&[7, 9], 15)?),
         "sigmoid" => unary_case("sigmoid", Tape::sigmoid, uniform(&[7, 9], 16).scale(3.0)?),
         "tanh" => unary_case("tanh", Tape::tanh, uniform(&[7, 9], 17).scale(2.0)?),
+        "bias_act" => Case {
+            name: "bias_act",
+            inputs: vec![uniform(&[7, 9], 18).scale(2.0)?, uniform(&[9], 19)],
+            f: Box::new(|t, v| {
+                let y = t.bias_act(v[0], v[1], Unary::Tanh)?;
+                weighted_sum(t, y, 22)
+            }),
+        },
+        "linear_act" => Case {
+            name: "linear_act",
+            inputs: vec![
+                uniform(&[7, 9], 23),
+                uniform(&[5, 9], 24),
+                uniform(&[5], 25),
+            ],
+            f: Box::new(|t, v| {
+                let y = t.linear_act(v[0], v[1], v[2], Unary::Sigmoid)?;
+                weighted_sum(t, y, 26)
+            }),
+        },
         "softmax_cross_entropy" => {
             let y = labels(9, 7, 18)?;
             Case {

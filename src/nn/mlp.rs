@@ -243,8 +243,7 @@ impl Mlp {
             };
             params.extend([w, b]);
             h = if i + 1 < self.layers.len() {
-                let z = tape.matmul_ex(h, w, false, true)?;
-                tape.bias_act(z, b, self.activation.unary())?
+                tape.linear_act(h, w, b, self.activation.unary())?
             } else {
                 Linear::record(tape, h, w, b)?
             };
@@ -258,8 +257,7 @@ impl Mlp {
         let mut h = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             h = if i + 1 < self.layers.len() {
-                h.matmul_ex(&layer.weight, false, true)?
-                    .bias_act(&layer.bias, self.activation.unary())?
+                h.linear_act(&layer.weight, &layer.bias, self.activation.unary())?
             } else {
                 layer.forward(&h)?
             };

@@ -24,7 +24,7 @@ impl Tensor {
         Ok(Tensor::from_storage(out, self.shape().clone()))
     }
 
-    fn unary_grad(&self, saved: &Tensor, op: Unary) -> Result<Tensor> {
+    pub(super) fn unary_grad(&self, saved: &Tensor, op: Unary) -> Result<Tensor> {
         if self.shape() != saved.shape() {
             return Err(Error::ShapeMismatch {
                 op: "activation backward",

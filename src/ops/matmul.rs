@@ -30,11 +30,18 @@ impl Tensor {
     /// its flag is set: `self` is `[m, k]` (or `[k, m]` with `a_trans`),
     /// `rhs` is `[k, n]` (or `[n, k]` with `b_trans`).
     pub fn matmul_ex(&self, rhs: &Tensor, a_trans: bool, b_trans: bool) -> Result<Tensor> {
-        let mismatch = || Error::ShapeMismatch {
-            op: "matmul",
-            lhs: self.shape().clone(),
-            rhs: rhs.shape().clone(),
-        };
+        let dims = self.matmul_dims(rhs, a_trans, b_trans)?;
+        let out = self.storage().matmul(rhs.storage(), dims)?;
+        Ok(Tensor::from_storage(out, [dims.m, dims.n].into()))
+    }
+
+    /// The sizes of `op(self) · op(rhs)`, checked.
+    pub(crate) fn matmul_dims(
+        &self,
+        rhs: &Tensor,
+        a_trans: bool,
+        b_trans: bool,
+    ) -> Result<MatmulDims> {
         let (Some((ar, ac)), Some((br, bc))) = (self.shape().as_matrix(), rhs.shape().as_matrix())
         else {
             return Err(Error::BadShape {
@@ -49,17 +56,19 @@ impl Tensor {
         let (m, k) = if a_trans { (ac, ar) } else { (ar, ac) };
         let (k2, n) = if b_trans { (bc, br) } else { (br, bc) };
         if k != k2 {
-            return Err(mismatch());
+            return Err(Error::ShapeMismatch {
+                op: "matmul",
+                lhs: self.shape().clone(),
+                rhs: rhs.shape().clone(),
+            });
         }
-        let dims = MatmulDims {
+        Ok(MatmulDims {
             m,
             n,
             k,
             a_trans,
             b_trans,
-        };
-        let out = self.storage().matmul(rhs.storage(), dims)?;
-        Ok(Tensor::from_storage(out, [m, n].into()))
+        })
     }
 }
 

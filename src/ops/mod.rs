@@ -14,6 +14,7 @@
 //! | `sigmoid` | `y = 1/(1+e^{−x})` | `dx = g ⊙ y ⊙ (1 − y)` |
 //! | `tanh` | `y = tanh x` | `dx = g ⊙ (1 − y²)` |
 //! | `bias_act` | `y = f(x + b)`, `b` a row | `z̄ = g ⊙ f'(y)`, `dx = z̄`, `db[j] = Σᵢ z̄[i,j]` |
+//! | `linear_act` | `y = f(x·Wᵀ + b)` | `z̄ = g ⊙ f'(y)`, `dx = z̄·W`, `dW = z̄ᵀ·x`, `db[j] = Σᵢ z̄[i,j]` |
 //! | `softmax_cross_entropy` | `L = (1/N) Σᵢ (lse(xᵢ) − xᵢ,yᵢ)` | `dx = g·(softmax(x) − onehot(y))/N` |
 //! | `sum` | `Σᵢ xᵢ` | `dx = g·1` |
 //! | `mean` | `(1/n) Σᵢ xᵢ` | `dx = (g/n)·1` |
@@ -24,6 +25,7 @@
 pub mod activation;
 pub mod arith;
 pub mod helpers;
+pub mod linear;
 pub mod loss;
 pub mod matmul;
 pub mod reduce;
@@ -90,6 +92,9 @@ pub enum Op {
     /// `f(x + b)` with a bias row `b` and the activation `f` (ReLU, sigmoid
     /// or tanh), fused.
     BiasAct(crate::backend::Unary),
+    /// `f(x·Wᵀ + b)`: a linear layer (weight `[out, in]`) and its
+    /// activation, fused.
+    LinearAct(crate::backend::Unary),
     /// Mean softmax cross-entropy of logits against integer labels.
     SoftmaxCrossEntropy {
         /// The labels (u32, one per row).
@@ -120,6 +125,7 @@ impl Op {
             Op::Sigmoid => "sigmoid",
             Op::Tanh => "tanh",
             Op::BiasAct(_) => "bias_act",
+            Op::LinearAct(_) => "linear_act",
             Op::SoftmaxCrossEntropy { .. } => "softmax_cross_entropy",
             Op::Sum => "sum",
             Op::Mean => "mean",
@@ -150,6 +156,7 @@ impl Op {
             Op::Sigmoid => Ok(smallvec![Some(g.sigmoid_backward(output)?)]),
             Op::Tanh => Ok(smallvec![Some(g.tanh_backward(output)?)]),
             Op::BiasAct(act) => activation::bias_act_backward(output, g, *act, needs),
+            Op::LinearAct(act) => linear::backward(inputs, output, g, *act, needs),
             Op::SoftmaxCrossEntropy { labels, probs } => Ok(smallvec![Some(
                 loss::softmax_cross_entropy_backward(probs, labels, g)?,
             )]),
@@ -172,6 +179,7 @@ impl fmt::Debug for Op {
         match self {
             Op::Scale(s) => write!(f, "scale({s})"),
             Op::BiasAct(act) => write!(f, "bias_{}", format!("{act:?}").to_lowercase()),
+            Op::LinearAct(act) => write!(f, "linear_{}", format!("{act:?}").to_lowercase()),
             Op::Matmul { a_trans, b_trans } => {
                 let t = |flag: &bool| if *flag { "ᵀ" } else { "" };
                 write!(f, "matmul{}{}", t(a_trans), t(b_trans))

@@ -168,14 +168,43 @@ pub fn add_row<T: Float>(x: &[T], row: &[T], cols: usize) -> Vec<T> {
     map_rows(x, row, cols, |v| v)
 }
 
+/// Evaluates `$body` with `$f` bound to the function of `act` (each arm
+/// compiles its own loop).
+macro_rules! with_activation {
+    ($act:expr, $t:ty, $f:ident => $body:expr) => {
+        match $act {
+            Unary::Relu => {
+                let $f = |v: $t| if v <= <$t>::ZERO { <$t>::ZERO } else { v };
+                $body
+            }
+            Unary::Sigmoid => {
+                let $f = sigmoid::<$t>;
+                $body
+            }
+            Unary::Tanh => {
+                let $f = |v: $t| v.tanh();
+                $body
+            }
+            Unary::Sign => {
+                let $f = sign::<$t>;
+                $body
+            }
+        }
+    };
+}
+
 /// `y[i, j] = f(x[i, j] + row[j])` in one pass.
 pub fn bias_act<T: Float>(x: &[T], row: &[T], cols: usize, act: Unary) -> Vec<T> {
-    match act {
-        Unary::Relu => map_rows(x, row, cols, |v| if v <= T::ZERO { T::ZERO } else { v }),
-        Unary::Sigmoid => map_rows(x, row, cols, sigmoid),
-        Unary::Tanh => map_rows(x, row, cols, |v| v.tanh()),
-        Unary::Sign => map_rows(x, row, cols, sign),
-    }
+    with_activation!(act, T, f => map_rows(x, row, cols, f))
+}
+
+/// In place: `c[j] ← f(c[j] + bias[j])`, for one stretch of a row.
+pub fn bias_act_in_place<T: Float>(c: &mut [T], bias: &[T], act: Unary) {
+    with_activation!(act, T, f => {
+        for (v, &b) in c.iter_mut().zip(bias) {
+            *v = f(*v + b);
+        }
+    })
 }
 
 /// `y[i, j] = f(x[i, j] + row[j])`, whole rows per work item, each element

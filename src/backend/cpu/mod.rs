@@ -228,6 +228,24 @@ impl BackendStorage for CpuStorage {
         ))
     }
 
+    fn matmul_bias_act(&self, rhs: &Self, d: MatmulDims, row: &Self, act: Unary) -> Result<Self> {
+        if row.len() != d.n {
+            return Err(Error::invalid(format!(
+                "linear_act: a bias of {} values for {} columns",
+                row.len(),
+                d.n
+            )));
+        }
+        with_floats!("linear_act", (self, rhs, row), |a, b, bias| {
+            let epilogue = |_: usize, j: usize, c: &mut [_]| {
+                kernels::bias_act_in_place(c, &bias[j..], act);
+            };
+            Ok(CpuElement::into_storage(gemm::gemm_new_then(
+                d.m, d.n, d.k, a, d.a_trans, b, d.b_trans, &epilogue,
+            )))
+        })
+    }
+
     fn sum_rows(&self, cols: usize) -> Result<Self> {
         with_float!("sum_rows", self, |x: T| Ok(CpuElement::into_storage(
             kernels::sum_rows(x, cols)

@@ -10,7 +10,6 @@ use super::pack::View;
 use super::GemmElem;
 
 /// One multiply, with `op(A)` and `op(B)` as strided views.
-#[derive(Debug)]
 pub struct Problem<'a, T> {
     pub m: usize,
     pub n: usize,
@@ -24,7 +23,13 @@ pub struct Problem<'a, T> {
     pub b_rs: usize,
     pub b_cs: usize,
     pub accumulate: bool,
+    /// Applied to each finished stretch of a row of `C`, while in cache.
+    pub epilogue: Option<&'a Epilogue<'a, T>>,
 }
+
+/// `epilogue(i, j, c)` receives `c = C[i, j..j + c.len()]` once its sum is
+/// complete, and may rewrite it; every element of `C` is handed over once.
+pub type Epilogue<'e, T> = dyn Fn(usize, usize, &mut [T]) + Sync + 'e;
 
 /// Below this many multiply-adds a call stays on the calling thread.
 const PAR_MIN_WORK: usize = 96 * 96 * 96;
@@ -219,6 +224,21 @@ fn run_tile<T: GemmElem, K: MicroKernel<T>>(
                     unsafe {
                         let ct = c.0.add(i0 * p.n + j0);
                         kern.run(kc, a_strip, bpanel, b_step, ct, p.n, mr, nr, add);
+                    }
+                }
+                // The strip is finished after the last k block, and its rows
+                // across the tile are still in L1/L2.
+                if let (Some(epilogue), true) = (p.epilogue, p0 + kc == p.k) {
+                    for i in i0..i0 + mr {
+                        // SAFETY: row i, columns `cols`, lie in this task's
+                        // tile, as above.
+                        let row = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                c.0.add(i * p.n + cols.start),
+                                cols.len(),
+                            )
+                        };
+                        epilogue(i, cols.start, row);
                     }
                 }
             }

@@ -42,6 +42,7 @@ use std::cell::RefCell;
 use crate::backend::pool;
 use crate::dtype::Float;
 
+pub use driver::Epilogue;
 use driver::Problem;
 
 /// Element types the CPU matmul is instantiated for (f32 and f64).
@@ -192,6 +193,40 @@ pub fn gemm_new<T: GemmElem>(
     c
 }
 
+/// [`gemm_new`] followed by `epilogue` on every stretch of every row of the
+/// product, each handed over once, while it is still in cache (see
+/// [`Epilogue`]): an elementwise function of the product costs no extra
+/// pass over memory.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_new_then<T: GemmElem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    a_trans: bool,
+    b: &[T],
+    b_trans: bool,
+    epilogue: &Epilogue<'_, T>,
+) -> Vec<T> {
+    let mut p = problem(m, n, k, a, a_trans, b, b_trans, false);
+    if m == 0 || n == 0 || k == 0 {
+        let mut c = pool::filled(m * n, T::ZERO);
+        for (i, row) in c.chunks_mut(n.max(1)).enumerate() {
+            epilogue(i, 0, row);
+        }
+        return c;
+    }
+    p.epilogue = Some(epilogue);
+    let mut c = pool::take(m * n);
+    // SAFETY: as in `gemm_new`; the epilogue only sees elements the driver
+    // has written.
+    unsafe {
+        T::dispatch(&p, c.as_mut_ptr());
+        c.set_len(m * n);
+    }
+    c
+}
+
 /// The checked problem description of `op(A)·op(B)`: the operand lengths
 /// against their shapes, and the strides of `op(A)` (element `(i, p)`) and
 /// `op(B)` (element `(p, j)`).
@@ -233,5 +268,6 @@ fn problem<'a, T>(
         b_rs,
         b_cs,
         accumulate,
+        epilogue: None,
     }
 }

@@ -46,6 +46,7 @@ fn problem<'a, T>(
         b_rs,
         b_cs,
         accumulate: acc,
+        epilogue: None,
     }
 }
 
@@ -251,5 +252,35 @@ fn gemm_new_matches_gemm_bit_for_bit() {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&fresh), bits(&c), "{m}x{n}x{k} {at} {bt}");
         }
+    }
+}
+
+#[test]
+fn the_epilogue_sees_every_finished_element_once() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // k spans several k blocks, so an epilogue run before the last block
+    // would see a partial sum.
+    for (m, n, k) in [(1, 1, 1), (37, 45, 1500), (301, 211, 97), (5, 700, 3)] {
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        let plain = super::gemm_new(m, n, k, &a, false, &b, true);
+        let seen: Vec<AtomicU32> = (0..m * n).map(|_| AtomicU32::new(0)).collect();
+        let epilogue = |i: usize, j: usize, row: &mut [f32]| {
+            for (jj, v) in row.iter_mut().enumerate() {
+                seen[i * n + j + jj].fetch_add(1, Ordering::Relaxed);
+                *v = 2.0 * *v + 1.0;
+            }
+        };
+        let fused = super::gemm_new_then(m, n, k, &a, false, &b, true, &epilogue);
+        assert!(
+            seen.iter().all(|s| s.load(Ordering::Relaxed) == 1),
+            "{m}x{n}x{k}"
+        );
+        let expected: Vec<f32> = plain.iter().map(|v| 2.0 * v + 1.0).collect();
+        assert_eq!(fused, expected, "{m}x{n}x{k}");
     }
 }

@@ -1,0 +1,66 @@
+//! The fused layer `y = f(x·Wᵀ + b)`: a linear layer with PyTorch's weight
+//! layout (`W: [out, in]`) and its activation, recorded as one op.
+//!
+//! The product runs with the bias and the activation as its epilogue,
+//! applied to each finished strip while it is in cache, so the
+//! pre-activation never goes to memory. The value is the same bits as
+//! `bias_act(matmul_ex(x, W, false, true), b)`.
+//!
+//! Backward, with `z̄ = g ⊙ f'` computed from the saved output as for
+//! `bias_act` (for ReLU, `[y > 0]`): `dx = z̄·W`, `dW = z̄ᵀ·x`,
+//! `db[j] = Σᵢ z̄[i, j]`.
+
+use crate::backend::{BackendStorage, Unary};
+use crate::error::{Error, Result};
+use crate::ops::{matmul, InputGrads, Op};
+use crate::tape::{Tape, Var};
+use crate::tensor::Tensor;
+
+impl Tensor {
+    /// `f(x·Wᵀ + b)` for `x: [m, in]`, `W: [out, in]`, `b: [out]` and the
+    /// activation `act`, in one pass over the output.
+    pub fn linear_act(&self, weight: &Tensor, bias: &Tensor, act: Unary) -> Result<Tensor> {
+        let dims = self.matmul_dims(weight, false, true)?;
+        if bias.dims() != [dims.n] {
+            return Err(Error::ShapeMismatch {
+                op: "linear_act",
+                lhs: weight.shape().clone(),
+                rhs: bias.shape().clone(),
+            });
+        }
+        let out = self
+            .storage()
+            .matmul_bias_act(weight.storage(), dims, bias.storage(), act)?;
+        Ok(Tensor::from_storage(out, [dims.m, dims.n].into()))
+    }
+}
+
+impl Tape {
+    /// Records `f(x·Wᵀ + b)` as one op (see the module docs): a hidden layer
+    /// of an MLP.
+    pub fn linear_act(&mut self, x: Var, weight: Var, bias: Var, act: Unary) -> Result<Var> {
+        if act == Unary::Sign {
+            return Err(Error::invalid("linear_act: sign is not differentiable"));
+        }
+        let out = self
+            .value(x)?
+            .linear_act(self.value(weight)?, self.value(bias)?, act)?;
+        self.record(Op::LinearAct(act), &[x, weight, bias], out)
+    }
+}
+
+/// `z̄ = g ⊙ f'` from the saved output `y`, then the gradients of the
+/// product's operands and the column sums of `z̄`.
+pub(super) fn backward(
+    inputs: &[&Tensor],
+    y: &Tensor,
+    g: &Tensor,
+    act: Unary,
+    needs: &[bool],
+) -> Result<InputGrads> {
+    let z_bar = g.unary_grad(y, act)?;
+    let db = needs[2].then(|| z_bar.sum_rows()).transpose()?;
+    let mut grads = matmul::backward(inputs[0], inputs[1], &z_bar, (false, true), &needs[..2])?;
+    grads.push(db);
+    Ok(grads)
+}
