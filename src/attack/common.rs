@@ -209,10 +209,10 @@ pub(crate) fn objective_gradient(
 
 /// Runs `attack` on row pieces of the batch tensors (inputs, centers,
 /// classes: whatever the attack reads per example) in parallel and stacks
-/// the results: the sign-step attacks (FGSM, BIM, L∞ PGD) on the
-/// CPU, where each thread then runs whole steps on its own rows, with no
-/// hand-off between threads inside a step and a working set that fits its
-/// cache.
+/// the results on the CPU (on a GPU, `attack` gets the whole batch). L∞
+/// PGD and BIM of two steps or more run this way: each thread then runs
+/// whole steps on its own rows, with no hand-off between threads inside a
+/// step and a smaller working set.
 ///
 /// Every example's result is the same bits as with the whole batch, so the
 /// pieces may depend on the thread count: each row's forward pass, loss

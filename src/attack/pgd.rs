@@ -140,13 +140,24 @@ impl Pgd {
             None => x.clone(),
         };
         match self.threat {
-            Threat::Linf(_) => by_pieces([&start, x, goal.classes], |[mut adv, x, classes]| {
-                for _ in 0..self.steps {
-                    let (g, _) = objective_gradient(model, &adv, &classes, goal.targeted)?;
-                    adv = adv.sign_step(&g, &x, alpha, eps, 0.0, 1.0)?;
+            Threat::Linf(_) => {
+                let run = |[mut adv, x, classes]: [Tensor; 3]| {
+                    for _ in 0..self.steps {
+                        let (g, _) = objective_gradient(model, &adv, &classes, goal.targeted)?;
+                        adv = adv.sign_step(&g, &x, alpha, eps, 0.0, 1.0)?;
+                    }
+                    Ok(adv)
+                };
+                // Cutting the batch costs a copy of its tensors, which one
+                // step does not earn back (measured over the test set: one
+                // step 0.20 s in pieces against 0.18 s whole, two 0.23 s
+                // against 0.25 s).
+                if self.steps >= 2 {
+                    by_pieces([&start, x, goal.classes], run)
+                } else {
+                    run([start, x.clone(), goal.classes.clone()])
                 }
-                Ok(adv)
-            }),
+            }
             Threat::L2(_) => {
                 let mut adv = start;
                 for _ in 0..self.steps {
