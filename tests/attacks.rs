@@ -371,6 +371,36 @@ fn a_batch_gives_row_by_row_what_each_example_gives_alone() {
     }
 }
 
+#[test]
+fn pgd_gives_the_same_bits_on_any_number_of_threads() {
+    // No data needed: a random model and random pixels, 301 rows so that
+    // the batch is cut into row pieces that depend on the thread count.
+    let model = Mlp::new("784-64-32-10", Activation::Relu, 5).unwrap();
+    let x = Tensor::rand_uniform([301, 784], 0.0, 1.0, 6, advgrad::DType::F32);
+    let labels: Vec<u32> = (0..301).map(|i| i % 10).collect();
+    let y = Tensor::from_vec(labels, [301]).unwrap();
+    let options = AttackOptions {
+        steps: Some(5),
+        random_start: true,
+        ..AttackOptions::default()
+    };
+    let attack = Attack::build("pgd", 0.1, &options).unwrap();
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| attack.run(&model, &x, &y, 7))
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    let one = on(1);
+    for threads in [2, 3, 7] {
+        assert!(one == on(threads), "{threads} threads differ from one");
+    }
+}
+
 /// Per example: (misclassified, cross-entropy of the label), in f64.
 fn host_scores(model: &Mlp, x: &Tensor, labels: &[u32]) -> Vec<(bool, f64)> {
     let z = model.logits(x).unwrap().to_f64_vec().unwrap();
