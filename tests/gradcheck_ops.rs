@@ -39,6 +39,8 @@ gradcheck_tests!(
     relu,
     sigmoid,
     tanh,
+    bias_act,
+    linear_act,
     softmax_cross_entropy,
     sum,
     mean,
