@@ -179,18 +179,7 @@ pub fn gemm_new<T: GemmElem>(
     b: &[T],
     b_trans: bool,
 ) -> Vec<T> {
-    let p = problem(m, n, k, a, a_trans, b, b_trans, false);
-    if m == 0 || n == 0 || k == 0 {
-        return pool::filled(m * n, T::ZERO);
-    }
-    let mut c = pool::take(m * n);
-    // SAFETY: the capacity holds `m·n` elements; without `accumulate` the
-    // driver writes every one of them and reads none before writing it.
-    unsafe {
-        T::dispatch(&p, c.as_mut_ptr());
-        c.set_len(m * n);
-    }
-    c
+    new_product(problem(m, n, k, a, a_trans, b, b_trans, false))
 }
 
 /// [`gemm_new`] followed by `epilogue` on every stretch of every row of the
@@ -209,17 +198,27 @@ pub fn gemm_new_then<T: GemmElem>(
     epilogue: &Epilogue<'_, T>,
 ) -> Vec<T> {
     let mut p = problem(m, n, k, a, a_trans, b, b_trans, false);
-    if m == 0 || n == 0 || k == 0 {
+    p.epilogue = Some(epilogue);
+    new_product(p)
+}
+
+/// The product of `p` (which does not accumulate) in a new vector, with its
+/// epilogue applied, if any.
+fn new_product<T: GemmElem>(p: Problem<'_, T>) -> Vec<T> {
+    let (m, n) = (p.m, p.n);
+    if m == 0 || n == 0 || p.k == 0 {
         let mut c = pool::filled(m * n, T::ZERO);
-        for (i, row) in c.chunks_mut(n.max(1)).enumerate() {
-            epilogue(i, 0, row);
+        if let Some(epilogue) = p.epilogue {
+            for (i, row) in c.chunks_mut(n.max(1)).enumerate() {
+                epilogue(i, 0, row);
+            }
         }
         return c;
     }
-    p.epilogue = Some(epilogue);
     let mut c = pool::take(m * n);
-    // SAFETY: as in `gemm_new`; the epilogue only sees elements the driver
-    // has written.
+    // SAFETY: the capacity holds `m·n` elements; without `accumulate` the
+    // driver writes every one of them and reads none before writing it (the
+    // epilogue only sees elements already written).
     unsafe {
         T::dispatch(&p, c.as_mut_ptr());
         c.set_len(m * n);
