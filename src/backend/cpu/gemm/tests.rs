@@ -21,35 +21,6 @@ fn data<T: Float>(len: usize, seed: u64) -> Vec<T> {
         .collect()
 }
 
-/// The problem as `gemm` would build it.
-#[allow(clippy::too_many_arguments)]
-fn problem<'a, T>(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &'a [T],
-    at: bool,
-    b: &'a [T],
-    bt: bool,
-    acc: bool,
-) -> Problem<'a, T> {
-    let (a_rs, a_cs) = if at { (1, m) } else { (k, 1) };
-    let (b_rs, b_cs) = if bt { (1, k) } else { (n, 1) };
-    Problem {
-        m,
-        n,
-        k,
-        a,
-        a_rs,
-        a_cs,
-        b,
-        b_rs,
-        b_cs,
-        accumulate: acc,
-        epilogue: None,
-    }
-}
-
 /// Runs one case with `f` and checks against the f64 reference, within
 /// `tol` times the sum of |terms| of each element.
 #[allow(clippy::too_many_arguments)]
@@ -71,7 +42,7 @@ fn check<T: GemmElem>(
     } else {
         vec![T::from_f64(f64::NAN); m * n]
     };
-    f(&problem(m, n, k, &a, at, &b, bt, acc), &mut c);
+    f(&super::problem(m, n, k, &a, at, &b, bt, acc), &mut c);
     for i in 0..m {
         for j in 0..n {
             let (mut want, mut scale) = if acc {
