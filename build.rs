@@ -1,6 +1,8 @@
-//! Build script: with the `cuda` feature, compiles every `kernels/*.cu` to
-//! PTX with NVRTC and generates `$OUT_DIR/kernels.rs`, which the CUDA
-//! backend includes to embed the PTX. Without the feature it does nothing.
+//! Build script: with the `cuda` feature, compiles every kernel source the
+//! `kernels` crate lists (`kernels/*.cu`) to PTX with NVRTC, checks that each
+//! PTX module defines every entry point the crate lists for it, and
+//! generates `$OUT_DIR/kernels.rs`, which the CUDA backend includes to embed
+//! the PTX. Without the feature it does nothing.
 //!
 //! NVRTC is loaded at build time through a small dlopen FFI (no CUDA toolkit
 //! needed): `ADVGRAD_NVRTC_LIB` names the library, or `libnvrtc.so.12` /
@@ -15,40 +17,25 @@
 use std::env;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process;
 
 const SETUP_HINT: &str = "run `eval \"$(scripts/cuda-env.sh)\"` first: it installs NVRTC \
      from PyPI into a cache folder and sets ADVGRAD_NVRTC_LIB (no GPU or CUDA toolkit needed)";
 
 fn main() {
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let kernels = manifest.join("kernels");
+    // The sources come from the `kernels` build-dependency, which is rebuilt
+    // (and this script rerun) whenever one of them changes.
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed={}", kernels.display());
     for var in ["ADVGRAD_CUDA_ARCH", "ADVGRAD_NVRTC_LIB", "ADVGRAD_PTX_DIR"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
-
-    let mut files: Vec<PathBuf> = match fs::read_dir(&kernels) {
-        Ok(d) => d.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-        Err(e) => fail(&format!("cannot read {}: {e}", kernels.display())),
-    };
-    files.sort();
-    for f in &files {
-        println!("cargo:rerun-if-changed={}", f.display());
-    }
-    let headers: Vec<(String, String)> = files
+    let headers: Vec<(String, String)> = kernels::HEADERS
         .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "cuh"))
-        .map(|p| (file_name(p), read(p)))
-        .collect();
-    let sources: Vec<&PathBuf> = files
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "cu"))
+        .map(|&(name, text)| (name.to_string(), text.to_string()))
         .collect();
 
     let arch = env::var("ADVGRAD_CUDA_ARCH").unwrap_or_else(|_| "compute_80".into());
@@ -69,12 +56,17 @@ fn main() {
          /// `(module, ptx)` for every `kernels/*.cu` file.\n\
          pub const PTX_MODULES: &[(&str, &str)] = &[\n",
     );
-    for src in sources {
-        let stem = src
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("utf-8 kernel name");
-        let ptx = nvrtc.compile(&file_name(src), &read(src), &headers, &arch);
+    for module in kernels::MODULES {
+        let stem = module.name;
+        let file = format!("{stem}.cu");
+        let ptx = nvrtc.compile(&file, module.source, &headers, &arch);
+        for entry in module.entry_points() {
+            if !ptx.contains(&format!(".entry {entry}(")) {
+                fail(&format!(
+                    "kernels/{file} does not define `{entry}`, which kernels/{stem}.rs lists"
+                ));
+            }
+        }
         let ptx_path = out.join(format!("{stem}.ptx"));
         fs::write(&ptx_path, &ptx)
             .unwrap_or_else(|e| fail(&format!("{}: {e}", ptx_path.display())));
@@ -96,17 +88,6 @@ fn main() {
 fn fail(msg: &str) -> ! {
     eprintln!("error: advgrad build (feature `cuda`): {msg}");
     process::exit(1);
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .and_then(|s| s.to_str())
-        .expect("utf-8 file name")
-        .to_string()
-}
-
-fn read(p: &Path) -> String {
-    fs::read_to_string(p).unwrap_or_else(|e| fail(&format!("{}: {e}", p.display())))
 }
 
 type Program = *mut std::ffi::c_void;

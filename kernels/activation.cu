@@ -6,7 +6,7 @@
 //   sigmoid: dx = g · y · (1 − y)    (reads the output y)
 //   tanh:    dx = g · (1 − y²)       (reads the output y)
 // NaN inputs give NaN outputs (relu included: x <= 0 ? 0 : x, as on the CPU).
-// Launch (plan::elementwise): 256 threads, grid-stride loop.
+// Launch (activation.rs, grid_stride.rs): 256 threads, grid-stride loop.
 #include "common.cuh"
 
 namespace adv {

@@ -1,6 +1,6 @@
 // elementwise.cu — elementwise arithmetic the ops, optimisers and attacks
 // need. All kernels take a flat count n and use a grid-stride loop
-// (plan::elementwise: 256 threads, grid capped).
+// (elementwise.rs, grid_stride.rs: 256 threads, grid capped).
 //
 //   add/sub/mul:   y = a ∘ b
 //   add_row:       y[r, c] = x[r, c] + b[c]      (bias add; x is rows×cols)

@@ -7,7 +7,7 @@
 //   accumulate = 1 adds the product to C instead of overwriting it.
 // The transposed variants are what backward needs: dA = dC·Bᵀ, dB = Aᵀ·dC.
 //
-// Launch (see plan::matmul): block 256 threads (16×16), grid
+// Launch (matmul.rs): block 256 threads (16×16), grid
 // (ceil(N/64), ceil(M/64)), no dynamic shared memory. Each block computes a
 // 64×64 tile of C; each thread a 4×4 sub-tile held in registers. For every
 // 16-wide slice of K, the block stages a 64×16 tile of op(A) and a 16×64 tile

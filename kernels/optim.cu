@@ -1,5 +1,5 @@
 // optim.cu — in-place optimiser updates, one parameter tensor per launch
-// (plan::elementwise: 256 threads, grid-stride loop over n).
+// (optim.rs, grid_stride.rs: 256 threads, grid-stride loop over n).
 //
 // With g' = g + weight_decay · w (L2 penalty folded into the gradient):
 //   sgd:           w −= lr · g'

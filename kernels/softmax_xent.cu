@@ -13,8 +13,8 @@
 // Backward, elementwise over rows×cols, with g a device scalar (the
 // gradient of the mean loss) and rows (as T) from the host:
 //   gs = g / rows;  dlogits[r, c] = p[r, c] · gs − [c == label_r] · gs
-// Launch: forward plan::softmax_xent_fwd (256 threads = 8 rows per block),
-// backward plan::elementwise.
+// Launch (softmax_xent.rs): forward 256 threads = 8 rows per block,
+// backward grid-stride.
 #include "common.cuh"
 
 namespace adv {

@@ -1,45 +1,12 @@
-//! Element types: the runtime tag [`DType`] and the [`Float`] trait the
-//! kernels are generic over.
+//! Element types: the runtime tag [`DType`] (defined once, in the `kernels`
+//! crate, and shared with the launch plans and the emulator) and the
+//! [`Float`] trait the CPU kernels are generic over.
 
 use std::fmt;
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
 
-/// The element type of a tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DType {
-    /// 32-bit IEEE float: the training type.
-    F32,
-    /// 64-bit IEEE float: the gradient-checking type.
-    F64,
-    /// Unsigned 32-bit integer: class labels and argmax results.
-    U32,
-}
-
-impl DType {
-    /// Size of one element in bytes.
-    pub fn size(self) -> usize {
-        match self {
-            DType::F32 | DType::U32 => 4,
-            DType::F64 => 8,
-        }
-    }
-
-    /// Whether the type is a floating-point type (and so differentiable).
-    pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F64)
-    }
-}
-
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DType::F32 => "f32",
-            DType::F64 => "f64",
-            DType::U32 => "u32",
-        })
-    }
-}
+pub use kernels::DType;
 
 /// A floating-point element type the kernels are instantiated for (f32, f64).
 ///

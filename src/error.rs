@@ -85,3 +85,10 @@ impl Error {
         }
     }
 }
+
+impl From<kernels::ParseError> for Error {
+    /// An unknown name (of an activation, say) is an invalid argument.
+    fn from(e: kernels::ParseError) -> Self {
+        Error::InvalidArgument(e.0)
+    }
+}

@@ -6,6 +6,7 @@ use std::sync::{Arc, LazyLock};
 use rayon::prelude::*;
 
 use crate::backend::cpu::{CpuElement, CpuStorage};
+use crate::backend::storage::{cell, recycle};
 use crate::backend::{pool, BackendStorage, Storage};
 use crate::device::Device;
 use crate::dtype::DType;
@@ -30,7 +31,7 @@ impl Tensor {
         debug_assert_eq!(storage.len(), shape.numel());
         Tensor {
             shape,
-            storage: pool::cell(storage),
+            storage: cell(storage),
         }
     }
 
@@ -201,8 +202,7 @@ impl Tensor {
 
     /// The elements, copied to host memory, as `T` (which must be the dtype).
     pub fn to_vec<T: CpuElement>(&self) -> Result<Vec<T>> {
-        let host = self.storage.to_cpu()?;
-        T::slice(&host)
+        T::slice(&*self.storage.on_host()?)
             .map(<[T]>::to_vec)
             .ok_or(Error::DTypeMismatch {
                 op: "to_vec",
@@ -213,11 +213,7 @@ impl Tensor {
 
     /// The elements converted to f64, in host memory.
     pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
-        match &*self.storage {
-            Storage::Cpu(host) => Ok(host.to_f64_vec()),
-            #[allow(unreachable_patterns)]
-            other => Ok(other.to_cpu()?.to_f64_vec()),
-        }
+        Ok(self.storage.on_host()?.to_f64_vec())
     }
 
     /// The flat index and value of the first element outside `[lo, hi]`
@@ -241,16 +237,7 @@ impl Tensor {
                     Some((c * CHUNK + i, chunk[i].into()))
                 })
         }
-        let copy;
-        let host = match &*self.storage {
-            Storage::Cpu(host) => host,
-            #[allow(unreachable_patterns)]
-            other => {
-                copy = other.to_cpu()?;
-                &copy
-            }
-        };
-        Ok(match host {
+        Ok(match &*self.storage.on_host()? {
             CpuStorage::F32(v) => find(v, lo, hi),
             CpuStorage::F64(v) => find(v, lo, hi),
             CpuStorage::U32(v) => find(v, lo, hi),
@@ -265,11 +252,7 @@ impl Tensor {
                 msg: format!("expected one element, got shape {}", self.shape),
             });
         }
-        match &*self.storage {
-            Storage::Cpu(host) => Ok(host.get_f64(0)),
-            #[allow(unreachable_patterns)]
-            _ => Ok(self.to_f64_vec()?[0]),
-        }
+        Ok(self.storage.on_host()?.get_f64(0))
     }
 
     /// The Euclidean norm of all elements (host computation).
@@ -287,7 +270,7 @@ impl Drop for Tensor {
     /// [`pool`] for the next tensor of a fitting size.
     fn drop(&mut self) {
         if Arc::get_mut(&mut self.storage).is_some() {
-            pool::recycle(std::mem::replace(&mut self.storage, NO_STORAGE.clone()));
+            recycle(std::mem::replace(&mut self.storage, NO_STORAGE.clone()));
         }
     }
 }

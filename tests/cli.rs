@@ -1,7 +1,12 @@
-//! The command line, end to end.
+//! The command line, end to end. Tests that need Fashion-MNIST skip with a
+//! note when it is not installed, and fail under `CI=true`.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use advgrad::data::Split;
 
 fn advgrad(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_advgrad"))
@@ -27,15 +32,7 @@ fn temp(name: &str) -> PathBuf {
 }
 
 fn have_data() -> bool {
-    let ok = advgrad::data::Dataset::load(
-        &advgrad::data::default_data_dir(),
-        advgrad::data::Split::Test,
-    )
-    .is_ok();
-    if !ok {
-        eprintln!("skipping: Fashion-MNIST is not installed");
-    }
-    ok
+    support::fashion_mnist(Split::Test).is_some()
 }
 
 #[test]
@@ -169,4 +166,125 @@ fn train_eval_grads_round_trip() {
     assert_eq!(st.tensor("input").unwrap().shape(), [64, 784]);
     assert_eq!(st.tensor("0.weight").unwrap().shape(), [32, 784]);
     assert!(Path::new(&grads).exists());
+}
+
+/// The f32 values of every tensor of a safetensors file, by name.
+fn tensors(path: &Path) -> Vec<(String, Vec<f64>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<f64>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let v = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+                .collect();
+            (name, v)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// `eval`, `grads`, `attack` and `gradcheck` on `--device emu` (the CUDA
+/// backend on the SIMT emulator) give the CPU backend's numbers: equal
+/// accuracies and attack norms, and losses and gradients within f32
+/// tolerance. Gradients are sums of products, so an element that cancels to
+/// near zero keeps the rounding of the tensor's larger terms: its scale is
+/// at least 1e-3 of the tensor's largest element.
+#[test]
+fn the_emulated_device_gives_the_cpu_numbers() {
+    if !have_data() {
+        return;
+    }
+    let model = temp("emu.safetensors");
+    let m = model.to_str().unwrap();
+    let (ok, _, stderr) = advgrad(&[
+        "train",
+        "--arch",
+        "784-32-10",
+        "--epochs",
+        "1",
+        "--limit",
+        "1000",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        m,
+    ]);
+    assert!(ok, "{stderr}");
+    let both = |args: &[&str]| {
+        ["cpu", "emu"].map(|device| {
+            let mut a = args.to_vec();
+            a.extend(["--device", device]);
+            let (ok, stdout, stderr) = advgrad(&a);
+            assert!(ok, "{device}: {stderr}");
+            stdout
+        })
+    };
+    let t = support::Tolerance::composite(advgrad::DType::F32);
+
+    let [cpu, emu] = both(&["eval", "--model", m, "--limit", "200", "--json"]);
+    let (c, e) = (last_json(&cpu), last_json(&emu));
+    assert_eq!(c["accuracy"], e["accuracy"], "eval: {c} vs {e}");
+    let loss = |v: &serde_json::Value| v["loss"].as_f64().unwrap();
+    support::assert_close(
+        "eval loss",
+        &[loss(&e)],
+        &[loss(&c)],
+        support::Scale::Value,
+        t,
+    );
+
+    let outs = [temp("grads-cpu.safetensors"), temp("grads-emu.safetensors")];
+    for (out, device) in outs.iter().zip(["cpu", "emu"]) {
+        let a = [
+            "grads", "--model", m, "--limit", "32", "--device", device, "--out",
+        ];
+        let (ok, _, stderr) = advgrad(&[&a[..], &[out.to_str().unwrap()]].concat());
+        assert!(ok, "{device}: {stderr}");
+    }
+    for ((name, c), (_, e)) in tensors(&outs[0]).into_iter().zip(tensors(&outs[1])) {
+        let largest = c.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let scale: Vec<f64> = c.iter().map(|v| v.abs().max(1e-3 * largest)).collect();
+        let what = format!("grads {name}");
+        support::assert_close(&what, &e, &c, support::Scale::Terms(&scale), t);
+    }
+
+    for attack in ["fgsm", "pgd"] {
+        let [cpu, emu] = both(&[
+            "attack", "--model", m, "--attack", attack, "--eps", "0.05,0.1", "--steps", "3",
+            "--limit", "64", "--json",
+        ]);
+        let (c, e) = (last_json(&cpu), last_json(&emu));
+        assert_eq!(c["clean_accuracy"], e["clean_accuracy"], "{attack}");
+        for (rc, re) in c["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(e["results"].as_array().unwrap())
+        {
+            for key in ["robust_accuracy", "success_rate"] {
+                assert_eq!(rc[key], re[key], "{attack} {key}: {rc} vs {re}");
+            }
+            for key in ["max_linf", "mean_linf", "max_l2", "mean_l2"] {
+                let (x, y) = (rc[key].as_f64().unwrap(), re[key].as_f64().unwrap());
+                let what = format!("{attack} {key}");
+                support::assert_close(&what, &[y], &[x], support::Scale::Value, t);
+            }
+        }
+    }
+
+    // Two of the lighter checks: every finite difference is a few launches,
+    // and the emulator runs a launch's threads as OS threads.
+    for op in ["softmax_cross_entropy", "mean"] {
+        let [cpu, emu] = both(&["gradcheck", "--op", op, "--json"]);
+        let (c, e) = (&last_json(&cpu)[0], &last_json(&emu)[0]);
+        assert_eq!(c["passed"], true, "{c}");
+        assert_eq!(e["passed"], true, "{e}");
+        assert!(e["max_rel_err"].as_f64().unwrap() < 1e-6, "{e}");
+    }
 }

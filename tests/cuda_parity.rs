@@ -1,442 +1,516 @@
-//! The CUDA backend against the CPU backend, on a real GPU.
+//! The CUDA backend against the CPU backend, on every device that runs it.
 //!
-//! Every op of `BackendStorage`, forward and backward, on odd sizes in f32
-//! and f64, run on `Device::Cuda(0)` and on the CPU from the same inputs;
-//! then a whole training step (forward, backward, optimiser update) and a
-//! PGD step, each staying on the device, against the same on the CPU;
-//! and gradcheck (finite differences) of a small network on the GPU in f64.
+//! Every op of `BackendStorage`, forward and backward, on odd and on the MLP's
+//! real sizes (including the shapes that take the matmul's float4 paths) in
+//! f32 and f64, run on the CUDA backend and on the CPU from the same inputs;
+//! then a whole training step (forward, backward, optimiser update) and PGD,
+//! each staying on the device; and gradcheck (finite differences) of a layer
+//! in f64 on the device.
 //!
-//! Without a GPU (or without a driver) every test prints why it skipped and
-//! passes, so `cargo test --features cuda` runs on CPU-only CI; the GPU
-//! bundle (`scripts/gpu-bundle.sh`) runs them where a GPU is.
+//! Devices: always `emu` — the real CUDA backend (`CudaStorage`, its ops, the
+//! launch plans and checks, copy-on-write, label bounds) with the SIMT
+//! emulator as launcher, so every test runs in plain `cargo test` (the
+//! tests enable the `emu` feature themselves). With `--features cuda` and a
+//! GPU, also `cuda:0`. Without a GPU the `cuda:0` part says why it is
+//! skipped; `ADVGRAD_REQUIRE_GPU=1` turns that into a failure, and a GPU
+//! that is present but cannot load the kernels always fails.
 //!
-//! Error measure: |gpu − cpu| ≤ tol · scale with scale = max(|cpu|, 1) per
-//! element, or the sum of |terms| for sums and matrix products; tol = 1e-5
-//! (f32) / 1e-12 (f64) for single ops and 1e-4 / 1e-10 for the composite
-//! training and attack steps (several kernels' roundings add up). NaN must
-//! match NaN.
-#![cfg(feature = "cuda")]
+//! Error measure: `tests/support`'s per-element tolerance
+//! `|dev − cpu| ≤ tol·max(scale, floor)`, with tol 1e-5 (f32) / 1e-12 (f64)
+//! for single ops and 1e-4 / 1e-10 for composite steps, floors 1e-6 /
+//! 1e-12, and the scale |cpu| for elementwise results and the sum of |terms|
+//! for sums, products and differences (each check says which).
+
+mod support;
 
 use advgrad::attack::{Attack, AttackOptions};
 use advgrad::backend::cpu::CpuStorage;
-use advgrad::backend::{cuda, BackendStorage, Binary, MatmulDims, Storage, Unary, UpdateRule};
-use advgrad::nn::{Activation, Mlp};
+use advgrad::backend::cuda::{self, Verdict};
+use advgrad::backend::{Activation, BackendStorage, Binary, MatmulDims, Storage, UpdateRule};
+use advgrad::nn::Mlp;
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
 use advgrad::{DType, Device, Tape, Tensor};
+use support::{assert_close, compare, Rng, Scale, Tolerance};
 
-const GPU: Device = Device::Cuda(0);
-
-/// Whether a GPU is present; prints the reason to skip when not.
-fn gpu_or_skip(test: &str) -> bool {
-    match cuda::ensure_available() {
-        Ok(()) => true,
-        Err(e) => {
-            eprintln!("skipping {test}: no usable GPU ({e})");
-            false
-        }
+/// The devices a test runs on: the emulator, and `cuda:0` where this build
+/// has CUDA and a GPU is present (see the module docs).
+fn devices(test: &str) -> Vec<Device> {
+    let mut v = vec![Device::Emu];
+    match cuda::verdict(0) {
+        Verdict::Run => v.push(Device::Cuda(0)),
+        Verdict::Skip(why) => eprintln!("{test}: cuda:0 skipped: {why}"),
+        Verdict::Fail(why) => panic!("{test}: {why}"),
     }
+    v
 }
 
-/// xorshift64*: a tiny deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * ((self.next() >> 11) as f64 / (1u64 << 53) as f64)
-    }
-    fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
-    }
-    fn labels(&mut self, n: usize, classes: usize) -> Vec<u32> {
-        (0..n)
-            .map(|_| (self.next() % classes as u64) as u32)
-            .collect()
-    }
-}
-
-/// The same values on the CPU and on the GPU.
+/// The same values on the CPU and on a device.
 struct Pair {
     cpu: Storage,
-    gpu: Storage,
+    dev: Storage,
 }
 
-fn pair(values: &[f64], dtype: DType) -> Pair {
+fn pair(values: &[f64], dtype: DType, device: Device) -> Pair {
     let cpu = Storage::Cpu(CpuStorage::from_f64_slice(values, dtype));
-    let gpu = cpu.to_device(GPU).expect("upload");
-    assert_eq!(gpu.device(), GPU);
-    Pair { cpu, gpu }
+    let dev = cpu.to_device(device).expect("upload");
+    assert_eq!(dev.device(), device);
+    Pair { cpu, dev }
 }
 
-fn labels_pair(labels: &[u32]) -> Pair {
+fn labels_pair(labels: &[u32], device: Device) -> Pair {
     let cpu = Storage::Cpu(CpuStorage::U32(labels.to_vec()));
-    let gpu = cpu.to_device(GPU).expect("upload");
-    Pair { cpu, gpu }
+    let dev = cpu.to_device(device).expect("upload");
+    Pair { cpu, dev }
 }
 
-fn tol(dtype: DType, composite: bool) -> f64 {
-    match (dtype, composite) {
-        (DType::F64, false) => 1e-12,
-        (DType::F64, true) => 1e-10,
-        (_, false) => 1e-5,
-        (_, true) => 1e-4,
-    }
+fn host(s: &Storage) -> Vec<f64> {
+    s.to_cpu().expect("download").to_f64_vec()
 }
 
-/// Compares a GPU result (which must still be on the GPU) with the CPU's.
+/// Compares a device result (which must still be on its device) with the
+/// CPU's.
 #[track_caller]
-fn check(what: &str, gpu: &Storage, cpu: &Storage, scale: Option<&[f64]>, composite: bool) {
-    assert_eq!(gpu.device(), GPU, "{what}: result left the GPU");
-    assert_eq!(gpu.dtype(), cpu.dtype(), "{what}: dtype");
-    let g = gpu.to_cpu().expect("download").to_f64_vec();
-    let c = cpu.to_cpu().expect("cpu").to_f64_vec();
-    assert_eq!(g.len(), c.len(), "{what}: length");
-    let t = tol(cpu.dtype(), composite);
-    for (i, (&g, &w)) in g.iter().zip(&c).enumerate() {
-        if w.is_nan() {
-            assert!(g.is_nan(), "{what}[{i}]: got {g}, want NaN");
-            continue;
-        }
-        let s = scale.map_or(w.abs().max(1.0), |s| s[i].max(1e-3));
-        let err = (g - w).abs() / s;
-        assert!(
-            err <= t,
-            "{what}[{i}]: gpu {g}, cpu {w}, rel err {err:e} > {t:e}"
-        );
-    }
+fn check(what: &str, dev: &Storage, cpu: &Storage, scale: Scale<'_>, t: Tolerance) {
+    assert_ne!(dev.device(), Device::Cpu, "{what}: result left the device");
+    assert_eq!(dev.dtype(), cpu.dtype(), "{what}: dtype");
+    let what = format!("{what} on {}", dev.device());
+    assert_close(&what, &host(dev), &host(cpu), scale, t);
 }
 
-fn exact(what: &str, gpu: &Storage, cpu: &Storage) {
-    assert_eq!(gpu.device(), GPU, "{what}: result left the GPU");
-    assert_eq!(gpu.to_cpu().unwrap(), cpu.to_cpu().unwrap(), "{what}");
+/// [`check`] of a single kernel's elementwise result.
+#[track_caller]
+fn check_op(what: &str, dev: &Storage, cpu: &Storage) {
+    check(what, dev, cpu, Scale::Value, Tolerance::kernel(cpu.dtype()));
+}
+
+#[track_caller]
+fn exact(what: &str, dev: &Storage, cpu: &Storage) {
+    assert_ne!(dev.device(), Device::Cpu, "{what}: result left the device");
+    assert_eq!(dev.to_cpu().unwrap(), cpu.to_cpu().unwrap(), "{what}");
 }
 
 const DTYPES: [DType; 2] = [DType::F32, DType::F64];
 
 #[test]
+fn the_tolerance_catches_a_45_percent_error_at_2e_5() {
+    // A softmax-backward output near 2e-5, 45 % wrong: the old measure
+    // (scale max(|cpu|, 1)) let it pass; a per-element relative one fails it.
+    let (want, got) = (2.0e-5, 2.0e-5 * 1.45);
+    let t = Tolerance::kernel(DType::F32);
+    let e = compare("xent backward", &[got], &[want], Scale::Value, t).unwrap_err();
+    assert!(e.contains("xent backward[0]"), "{e}");
+    let terms = [want];
+    assert!(compare("xent backward", &[got], &[want], Scale::Terms(&terms), t).is_err());
+    assert!(
+        (got - want) / want.abs().max(1.0) <= t.tol,
+        "the old measure passed it"
+    );
+    // A few ulps pass, at that size and below the floor.
+    let near = want * (1.0 + 4.0 * f32::EPSILON as f64);
+    assert!(compare("ok", &[near], &[want], Scale::Value, t).is_ok());
+    assert!(compare("tiny", &[1e-12], &[0.0], Scale::Value, t).is_ok());
+    assert!(compare("tiny", &[1e-10], &[0.0], Scale::Value, t).is_err());
+    // NaN matches only NaN.
+    assert!(compare("nan", &[f64::NAN], &[f64::NAN], Scale::Value, t).is_ok());
+    assert!(compare("nan", &[0.0], &[f64::NAN], Scale::Value, t).is_err());
+}
+
+/// Matrix products: every layout on odd sizes, the shapes that take the
+/// float4 loads (B not transposed with N % 4 = 0, A transposed with
+/// M % 4 = 0, K % 4 = 0 for the others) with odd edges, empty ones, and the
+/// MLP's real layer 784 → 256 at batch 128, forward and weight gradient.
+#[test]
 fn matmul_all_layouts() {
-    if !gpu_or_skip("matmul_all_layouts") {
-        return;
-    }
+    const LAYOUTS: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
+    let mut cases: Vec<(usize, usize, usize, bool, bool, DType)> = Vec::new();
     for dtype in DTYPES {
-        for (s, &(m, n, k)) in [
+        for (m, n, k) in [
             (37, 29, 41),
             (1, 1, 1),
             (130, 257, 65),
             (5, 3, 0),
+            (0, 4, 3),
             (33, 1, 100),
-        ]
-        .iter()
-        .enumerate()
-        {
-            for (a_trans, b_trans) in [(false, false), (true, false), (false, true), (true, true)] {
-                let mut rng = Rng::new(10 + s as u64);
-                let (av, bv) = (rng.vec(m * k, -1.0, 1.0), rng.vec(k * n, -1.0, 1.0));
-                let (a, b) = (pair(&av, dtype), pair(&bv, dtype));
-                let d = MatmulDims {
-                    m,
-                    n,
-                    k,
-                    a_trans,
-                    b_trans,
-                };
-                let at = |i: usize, p: usize| {
-                    if a_trans {
-                        av[p * m + i]
-                    } else {
-                        av[i * k + p]
-                    }
-                };
-                let bt = |p: usize, j: usize| {
-                    if b_trans {
-                        bv[j * k + p]
-                    } else {
-                        bv[p * n + j]
-                    }
-                };
-                let scale: Vec<f64> = (0..m * n)
-                    .map(|ij| (0..k).map(|p| (at(ij / n, p) * bt(p, ij % n)).abs()).sum())
-                    .collect();
-                check(
-                    &format!("{dtype} matmul {m}x{n}x{k} ta={a_trans} tb={b_trans}"),
-                    &a.gpu.matmul(&b.gpu, d).unwrap(),
-                    &a.cpu.matmul(&b.cpu, d).unwrap(),
-                    Some(&scale),
-                    false,
-                );
+            (68, 36, 44),
+            (72, 68, 37),
+        ] {
+            for (ta, tb) in LAYOUTS {
+                cases.push((m, n, k, ta, tb, dtype));
             }
+        }
+    }
+    // The MLP's first layer: x·Wᵀ forward, and dW = dZᵀ·x backward.
+    cases.push((128, 256, 784, false, true, DType::F32));
+    cases.push((256, 784, 128, true, false, DType::F32));
+    for device in devices("matmul_all_layouts") {
+        for (s, &(m, n, k, a_trans, b_trans, dtype)) in cases.iter().enumerate() {
+            let mut rng = Rng::new(10 + s as u64);
+            let (av, bv) = (rng.vec(m * k, -1.0, 1.0), rng.vec(k * n, -1.0, 1.0));
+            let (a, b) = (pair(&av, dtype, device), pair(&bv, dtype, device));
+            let d = MatmulDims {
+                m,
+                n,
+                k,
+                a_trans,
+                b_trans,
+            };
+            let at = |i: usize, p: usize| {
+                if a_trans {
+                    av[p * m + i]
+                } else {
+                    av[i * k + p]
+                }
+            };
+            let bt = |p: usize, j: usize| {
+                if b_trans {
+                    bv[j * k + p]
+                } else {
+                    bv[p * n + j]
+                }
+            };
+            let terms: Vec<f64> = (0..m * n)
+                .map(|ij| (0..k).map(|p| (at(ij / n, p) * bt(p, ij % n)).abs()).sum())
+                .collect();
+            check(
+                &format!("{dtype} matmul {m}x{n}x{k} ta={a_trans} tb={b_trans}"),
+                &a.dev.matmul(&b.dev, d).unwrap(),
+                &a.cpu.matmul(&b.cpu, d).unwrap(),
+                Scale::Terms(&terms),
+                Tolerance::kernel(dtype),
+            );
         }
     }
 }
 
 #[test]
 fn elementwise_and_activations() {
-    if !gpu_or_skip("elementwise_and_activations") {
-        return;
-    }
-    for dtype in DTYPES {
-        for (s, &n) in [1usize, 1073, 70_001].iter().enumerate() {
-            let mut rng = Rng::new(20 + s as u64);
-            let mut xv = rng.vec(n, -6.0, 6.0);
-            if n > 3 {
-                xv[1] = f64::NAN;
-                xv[2] = 0.0;
-                xv[3] = -0.0;
-            }
-            let x = pair(&xv, dtype);
-            let y = pair(&rng.vec(n, -3.0, 3.0), dtype);
-            let g = pair(&rng.vec(n, -1.0, 1.0), dtype);
-            for op in [Unary::Relu, Unary::Sigmoid, Unary::Tanh, Unary::Sign] {
-                let (fg, fc) = (x.gpu.unary(op).unwrap(), x.cpu.unary(op).unwrap());
-                check(&format!("{dtype} {op:?} n={n}"), &fg, &fc, None, false);
-                // Backward reads the input (ReLU) or the output (others); both
-                // sides get the CPU's saved value so only the kernel differs.
-                let saved = if op == Unary::Relu { x.cpu.clone() } else { fc };
-                let saved_gpu = saved.to_device(GPU).unwrap();
-                check(
-                    &format!("{dtype} {op:?} backward n={n}"),
-                    &g.gpu.unary_backward(&saved_gpu, op).unwrap(),
-                    &g.cpu.unary_backward(&saved, op).unwrap(),
-                    None,
-                    false,
+    for device in devices("elementwise_and_activations") {
+        for dtype in DTYPES {
+            for (s, &n) in [1usize, 1073, 70_001].iter().enumerate() {
+                let mut rng = Rng::new(20 + s as u64);
+                let mut xv = rng.vec(n, -6.0, 6.0);
+                if n > 3 {
+                    xv[1] = f64::NAN;
+                    xv[2] = 0.0;
+                    xv[3] = -0.0;
+                }
+                let x = pair(&xv, dtype, device);
+                let y = pair(&rng.vec(n, -3.0, 3.0), dtype, device);
+                let g = pair(&rng.vec(n, -1.0, 1.0), dtype, device);
+                for act in Activation::ALL {
+                    let (fd, fc) = (
+                        x.dev.activation(act).unwrap(),
+                        x.cpu.activation(act).unwrap(),
+                    );
+                    check_op(&format!("{dtype} {act} n={n}"), &fd, &fc);
+                    // Backward reads the input (ReLU) or the output (others);
+                    // both sides get the CPU's saved value so only the kernel
+                    // differs.
+                    let saved = if act.saves_input() { x.cpu.clone() } else { fc };
+                    let saved_dev = saved.to_device(device).unwrap();
+                    check_op(
+                        &format!("{dtype} {act} backward n={n}"),
+                        &g.dev.activation_backward(&saved_dev, act).unwrap(),
+                        &g.cpu.activation_backward(&saved, act).unwrap(),
+                    );
+                }
+                check_op(
+                    &format!("{dtype} sign n={n}"),
+                    &x.dev.sign().unwrap(),
+                    &x.cpu.sign().unwrap(),
                 );
-            }
-            for op in [Binary::Add, Binary::Sub, Binary::Mul] {
-                check(
-                    &format!("{dtype} {op:?} n={n}"),
-                    &x.gpu.binary(&y.gpu, op).unwrap(),
-                    &x.cpu.binary(&y.cpu, op).unwrap(),
-                    None,
-                    false,
+                for op in Binary::ALL {
+                    check_op(
+                        &format!("{dtype} {op:?} n={n}"),
+                        &x.dev.binary(&y.dev, op).unwrap(),
+                        &x.cpu.binary(&y.cpu, op).unwrap(),
+                    );
+                }
+                for (mul, add) in [(0.5f64, -2.0f64), (-1.5, 0.0)] {
+                    // A product plus a constant: its terms are both.
+                    let terms: Vec<f64> = host(&y.cpu)
+                        .iter()
+                        .map(|v| (v * mul).abs() + add.abs())
+                        .collect();
+                    check(
+                        &format!("{dtype} affine({mul}, {add}) n={n}"),
+                        &y.dev.affine(mul, add).unwrap(),
+                        &y.cpu.affine(mul, add).unwrap(),
+                        Scale::Terms(&terms),
+                        Tolerance::kernel(dtype),
+                    );
+                }
+                check_op(
+                    &format!("{dtype} clamp n={n}"),
+                    &x.dev.clamp(-1.0, 0.5).unwrap(),
+                    &x.cpu.clamp(-1.0, 0.5).unwrap(),
                 );
-            }
-            for (mul, add) in [(0.5, -2.0), (-1.5, 0.0)] {
+                let c = pair(&rng.vec(n, 0.0, 1.0), dtype, device);
+                for (lo, hi) in [(0.0, 1.0), (0.2, 0.7)] {
+                    check_op(
+                        &format!("{dtype} project_linf [{lo}, {hi}] n={n}"),
+                        &y.dev.project_linf(&c.dev, 0.1, lo, hi).unwrap(),
+                        &y.cpu.project_linf(&c.cpu, 0.1, lo, hi).unwrap(),
+                    );
+                }
+                let (mut ad, mut ac) = (y.dev.clone(), y.cpu.clone());
+                ad.axpy(-0.25, &g.dev).unwrap();
+                ac.axpy(-0.25, &g.cpu).unwrap();
+                let terms: Vec<f64> = host(&y.cpu)
+                    .iter()
+                    .zip(host(&g.cpu))
+                    .map(|(y, g)| y.abs() + (0.25 * g).abs())
+                    .collect();
+                let t = Tolerance::kernel(dtype);
                 check(
-                    &format!("{dtype} affine({mul}, {add}) n={n}"),
-                    &y.gpu.affine(mul, add).unwrap(),
-                    &y.cpu.affine(mul, add).unwrap(),
-                    None,
-                    false,
+                    &format!("{dtype} axpy n={n}"),
+                    &ad,
+                    &ac,
+                    Scale::Terms(&terms),
+                    t,
                 );
+                // In place on a clone: the original is unchanged (copy-on-write).
+                exact(&format!("{dtype} axpy source"), &y.dev, &y.cpu);
             }
-            check(
-                &format!("{dtype} clamp n={n}"),
-                &x.gpu.clamp(-1.0, 0.5).unwrap(),
-                &x.cpu.clamp(-1.0, 0.5).unwrap(),
-                None,
-                false,
-            );
-            let c = pair(&rng.vec(n, 0.0, 1.0), dtype);
-            for (lo, hi) in [(0.0, 1.0), (0.2, 0.7)] {
-                check(
-                    &format!("{dtype} project_linf [{lo}, {hi}] n={n}"),
-                    &y.gpu.project_linf(&c.gpu, 0.1, lo, hi).unwrap(),
-                    &y.cpu.project_linf(&c.cpu, 0.1, lo, hi).unwrap(),
-                    None,
-                    false,
-                );
-            }
-            let (mut ag, mut ac) = (y.gpu.clone(), y.cpu.clone());
-            ag.axpy(-0.25, &g.gpu).unwrap();
-            ac.axpy(-0.25, &g.cpu).unwrap();
-            check(&format!("{dtype} axpy n={n}"), &ag, &ac, None, false);
-            // In place on a clone: the original is unchanged.
-            check(&format!("{dtype} axpy source"), &y.gpu, &y.cpu, None, false);
         }
     }
 }
 
 #[test]
 fn rows_reductions_and_scalars() {
-    if !gpu_or_skip("rows_reductions_and_scalars") {
-        return;
-    }
-    for dtype in DTYPES {
-        for (s, &(r, c)) in [(37, 29), (1, 1), (130, 257), (3, 70)].iter().enumerate() {
-            let mut rng = Rng::new(30 + s as u64);
-            let xv = rng.vec(r * c, -2.0, 2.0);
-            let x = pair(&xv, dtype);
-            let b = pair(&rng.vec(c, -2.0, 2.0), dtype);
-            check(
-                &format!("{dtype} add_row {r}x{c}"),
-                &x.gpu.add_row(&b.gpu, c).unwrap(),
-                &x.cpu.add_row(&b.cpu, c).unwrap(),
-                None,
-                false,
-            );
-            let col_abs: Vec<f64> = (0..c)
-                .map(|j| (0..r).map(|i| xv[i * c + j].abs()).sum())
-                .collect();
-            check(
-                &format!("{dtype} sum_rows {r}x{c}"),
-                &x.gpu.sum_rows(c).unwrap(),
-                &x.cpu.sum_rows(c).unwrap(),
-                Some(&col_abs),
-                false,
-            );
-            let abs: f64 = xv.iter().map(|v| v.abs()).sum();
-            let (sg, sc) = (x.gpu.sum_all().unwrap(), x.cpu.sum_all().unwrap());
-            check(
-                &format!("{dtype} sum {r}x{c}"),
-                &sg,
-                &sc,
-                Some(&[abs]),
-                false,
-            );
-            // The backward of sum/mean: a broadcast of a device scalar.
-            let n = r * c;
-            check(
-                &format!("{dtype} broadcast_scalar {n}"),
-                &sc.to_device(GPU)
-                    .unwrap()
-                    .broadcast_scalar(n, 1.0 / n as f64)
-                    .unwrap(),
-                &sc.broadcast_scalar(n, 1.0 / n as f64).unwrap(),
-                None,
-                false,
-            );
-            // Argmax with ties and NaN.
-            let mut tv: Vec<f64> = (0..r * c).map(|_| (rng.next() % 5) as f64).collect();
-            if r > 2 && c > 3 {
-                tv[c + 3] = f64::NAN;
-                tv[2 * c + 1] = f64::NAN;
+    for device in devices("rows_reductions_and_scalars") {
+        for dtype in DTYPES {
+            for (s, &(r, c)) in [(37, 29), (1, 1), (130, 257), (3, 70), (128, 256)]
+                .iter()
+                .enumerate()
+            {
+                let mut rng = Rng::new(30 + s as u64);
+                let xv = rng.vec(r * c, -2.0, 2.0);
+                let x = pair(&xv, dtype, device);
+                let bv = rng.vec(c, -2.0, 2.0);
+                let b = pair(&bv, dtype, device);
+                let add_terms: Vec<f64> =
+                    (0..r * c).map(|i| xv[i].abs() + bv[i % c].abs()).collect();
+                let t = Tolerance::kernel(dtype);
+                check(
+                    &format!("{dtype} add_row {r}x{c}"),
+                    &x.dev.add_row(&b.dev, c).unwrap(),
+                    &x.cpu.add_row(&b.cpu, c).unwrap(),
+                    Scale::Terms(&add_terms),
+                    t,
+                );
+                for act in Activation::ALL {
+                    // The bias and activation in one pass (the trait's
+                    // composition on the CUDA backend, so far). f has a slope
+                    // of at most 1: its error is the sum's plus its own
+                    // rounding.
+                    let want = x.cpu.bias_act(&b.cpu, c, act).unwrap();
+                    let terms: Vec<f64> = host(&want)
+                        .iter()
+                        .zip(&add_terms)
+                        .map(|(y, s)| y.abs() + s)
+                        .collect();
+                    check(
+                        &format!("{dtype} bias_act {act} {r}x{c}"),
+                        &x.dev.bias_act(&b.dev, c, act).unwrap(),
+                        &want,
+                        Scale::Terms(&terms),
+                        t,
+                    );
+                }
+                let col_abs: Vec<f64> = (0..c)
+                    .map(|j| (0..r).map(|i| xv[i * c + j].abs()).sum())
+                    .collect();
+                check(
+                    &format!("{dtype} sum_rows {r}x{c}"),
+                    &x.dev.sum_rows(c).unwrap(),
+                    &x.cpu.sum_rows(c).unwrap(),
+                    Scale::Terms(&col_abs),
+                    t,
+                );
+                let abs: f64 = xv.iter().map(|v| v.abs()).sum();
+                let (sd, sc) = (x.dev.sum_all().unwrap(), x.cpu.sum_all().unwrap());
+                check(
+                    &format!("{dtype} sum {r}x{c}"),
+                    &sd,
+                    &sc,
+                    Scale::Terms(&[abs]),
+                    t,
+                );
+                // The backward of sum/mean: a broadcast of a device scalar.
+                let n = r * c;
+                check_op(
+                    &format!("{dtype} broadcast_scalar {n}"),
+                    &sc.to_device(device)
+                        .unwrap()
+                        .broadcast_scalar(n, 1.0 / n as f64)
+                        .unwrap(),
+                    &sc.broadcast_scalar(n, 1.0 / n as f64).unwrap(),
+                );
+                // Argmax with ties and NaN.
+                let mut tv: Vec<f64> = (0..r * c).map(|_| rng.below(5) as f64).collect();
+                if r > 2 && c > 3 {
+                    tv[c + 3] = f64::NAN;
+                    tv[2 * c + 1] = f64::NAN;
+                }
+                let tp = pair(&tv, dtype, device);
+                exact(
+                    &format!("{dtype} argmax {r}x{c}"),
+                    &tp.dev.argmax_rows(c).unwrap(),
+                    &tp.cpu.argmax_rows(c).unwrap(),
+                );
             }
-            let t = pair(&tv, dtype);
-            exact(
-                &format!("{dtype} argmax {r}x{c}"),
-                &t.gpu.argmax_rows(c).unwrap(),
-                &t.cpu.argmax_rows(c).unwrap(),
-            );
         }
     }
+}
+
+/// The terms of the softmax cross-entropy backward `p·gs − [c = label]·gs`
+/// per element: `|p·gs|`, plus `|gs|` in each row's label column.
+fn softmax_backward_terms(p: &[f64], labels: &[u32], gs: f64) -> Vec<f64> {
+    let cols = p.len() / labels.len().max(1);
+    p.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let label = labels[i / cols] as usize == i % cols;
+            (v * gs).abs() + if label { gs.abs() } else { 0.0 }
+        })
+        .collect()
 }
 
 #[test]
 fn softmax_cross_entropy_forward_and_backward() {
-    if !gpu_or_skip("softmax_cross_entropy_forward_and_backward") {
-        return;
-    }
-    for dtype in DTYPES {
-        for (s, &(r, c)) in [(37, 29), (1, 1), (130, 257), (9, 10), (3, 70)]
-            .iter()
-            .enumerate()
-        {
-            let mut rng = Rng::new(40 + s as u64);
-            let x = pair(&rng.vec(r * c, -8.0, 8.0), dtype);
-            let y = labels_pair(&rng.labels(r, c));
-            let (lg, pg) = x.gpu.softmax_xent(&y.gpu, c).unwrap();
-            let (lc, pc) = x.cpu.softmax_xent(&y.cpu, c).unwrap();
-            assert_eq!(lg.len(), 1);
-            check(&format!("{dtype} xent loss {r}x{c}"), &lg, &lc, None, false);
-            check(
-                &format!("{dtype} xent probs {r}x{c}"),
-                &pg,
-                &pc,
-                None,
-                false,
-            );
-            // Backward from the CPU's probabilities and a device scalar g.
-            let g = pair(&[0.75], dtype);
-            let pcg = pc.to_device(GPU).unwrap();
-            check(
-                &format!("{dtype} xent backward {r}x{c}"),
-                &pcg.softmax_xent_backward(&y.gpu, &g.gpu, c).unwrap(),
-                &pc.softmax_xent_backward(&y.cpu, &g.cpu, c).unwrap(),
-                None,
-                false,
-            );
+    for device in devices("softmax_cross_entropy_forward_and_backward") {
+        for dtype in DTYPES {
+            for (s, &(r, c)) in [(37, 29), (1, 1), (130, 257), (9, 10), (3, 70), (128, 10)]
+                .iter()
+                .enumerate()
+            {
+                let mut rng = Rng::new(40 + s as u64);
+                let xv = rng.vec(r * c, -8.0, 8.0);
+                let x = pair(&xv, dtype, device);
+                let lv = rng.labels(r, c);
+                let y = labels_pair(&lv, device);
+                let (ld, pd) = x.dev.softmax_xent(&y.dev, c).unwrap();
+                let (lc, pc) = x.cpu.softmax_xent(&y.cpu, c).unwrap();
+                assert_eq!(ld.len(), 1);
+                // The mean loss sums, per row, log-sum-exp − the label's logit.
+                let loss_terms: f64 = (0..r)
+                    .map(|i| {
+                        let row = &xv[i * c..(i + 1) * c];
+                        let mx = row.iter().cloned().fold(f64::MIN, f64::max);
+                        let lse = mx + row.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
+                        lse.abs() + row[lv[i] as usize].abs()
+                    })
+                    .sum::<f64>()
+                    / r as f64;
+                let t = Tolerance::kernel(dtype);
+                check(
+                    &format!("{dtype} xent loss {r}x{c}"),
+                    &ld,
+                    &lc,
+                    Scale::Terms(&[loss_terms]),
+                    t,
+                );
+                check_op(&format!("{dtype} xent probs {r}x{c}"), &pd, &pc);
+                // Backward from the CPU's probabilities and a device scalar g.
+                let g = pair(&[0.75], dtype, device);
+                let pcd = pc.to_device(device).unwrap();
+                let terms = softmax_backward_terms(&host(&pc), &lv, 0.75 / r as f64);
+                check(
+                    &format!("{dtype} xent backward {r}x{c}"),
+                    &pcd.softmax_xent_backward(&y.dev, &g.dev, c).unwrap(),
+                    &pc.softmax_xent_backward(&y.cpu, &g.cpu, c).unwrap(),
+                    Scale::Terms(&terms),
+                    t,
+                );
+            }
         }
+        // An out-of-range label is the CPU's error, on the device too (its
+        // upload-time bound catches it, then the device copy names the row).
+        let x = pair(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], DType::F32, device);
+        let y = labels_pair(&[1, 3], device);
+        let ed = x.dev.softmax_xent(&y.dev, 3).unwrap_err().to_string();
+        let ec = x.cpu.softmax_xent(&y.cpu, 3).unwrap_err().to_string();
+        assert_eq!(ed, ec);
+        // argmax output's bound (cols − 1) lets it be labels with no read.
+        let am = x.dev.argmax_rows(3).unwrap();
+        assert!(x.dev.softmax_xent(&am, 3).is_ok());
     }
-    // An out-of-range label is the CPU's error, on the GPU too.
-    let x = pair(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], DType::F32);
-    let y = labels_pair(&[1, 3]);
-    let eg = x.gpu.softmax_xent(&y.gpu, 3).unwrap_err().to_string();
-    let ec = x.cpu.softmax_xent(&y.cpu, 3).unwrap_err().to_string();
-    assert_eq!(eg, ec);
 }
 
 #[test]
 fn optimiser_updates_in_place() {
-    if !gpu_or_skip("optimiser_updates_in_place") {
-        return;
-    }
-    for dtype in DTYPES {
-        let n = 1073;
-        let mut rng = Rng::new(50);
-        let (w, g) = (rng.vec(n, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
-        let (m, v) = (rng.vec(n, -0.1, 0.1), rng.vec(n, 0.0, 0.01));
-        let rules = [
-            UpdateRule::Sgd {
-                lr: 0.1,
-                momentum: 0.0,
-                nesterov: false,
-                weight_decay: 0.01,
-            },
-            UpdateRule::Sgd {
-                lr: 0.1,
-                momentum: 0.9,
-                nesterov: false,
-                weight_decay: 0.01,
-            },
-            UpdateRule::Sgd {
-                lr: 0.1,
-                momentum: 0.9,
-                nesterov: true,
-                weight_decay: 0.0,
-            },
-            UpdateRule::Adam {
-                lr: 1e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.01,
-                t: 3,
-            },
-        ];
-        for rule in rules {
-            let (s1_len, s2_len) = match rule {
-                UpdateRule::Sgd { momentum: 0.0, .. } => (0, 0),
-                UpdateRule::Sgd { .. } => (n, 0),
-                UpdateRule::Adam { .. } => (n, n),
-            };
-            let (mut wp, gp) = (pair(&w, dtype), pair(&g, dtype));
-            let mut s1 = pair(&m[..s1_len], dtype);
-            let mut s2 = pair(&v[..s2_len], dtype);
-            wp.gpu
-                .update(&gp.gpu, &mut s1.gpu, &mut s2.gpu, rule)
-                .unwrap();
-            wp.cpu
-                .update(&gp.cpu, &mut s1.cpu, &mut s2.cpu, rule)
-                .unwrap();
-            check(
-                &format!("{dtype} {rule:?} w"),
-                &wp.gpu,
-                &wp.cpu,
-                None,
-                false,
-            );
-            check(
-                &format!("{dtype} {rule:?} s1"),
-                &s1.gpu,
-                &s1.cpu,
-                None,
-                false,
-            );
-            check(
-                &format!("{dtype} {rule:?} s2"),
-                &s2.gpu,
-                &s2.cpu,
-                None,
-                false,
-            );
+    for device in devices("optimiser_updates_in_place") {
+        for dtype in DTYPES {
+            let n = 1073;
+            let mut rng = Rng::new(50);
+            let (w, g) = (rng.vec(n, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
+            let (m, v) = (rng.vec(n, -0.1, 0.1), rng.vec(n, 0.0, 0.01));
+            let rules = [
+                UpdateRule::Sgd {
+                    lr: 0.1,
+                    momentum: 0.0,
+                    nesterov: false,
+                    weight_decay: 0.01,
+                },
+                UpdateRule::Sgd {
+                    lr: 0.1,
+                    momentum: 0.9,
+                    nesterov: false,
+                    weight_decay: 0.01,
+                },
+                UpdateRule::Sgd {
+                    lr: 0.1,
+                    momentum: 0.9,
+                    nesterov: true,
+                    weight_decay: 0.0,
+                },
+                UpdateRule::Adam {
+                    lr: 1e-3,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay: 0.01,
+                    t: 3,
+                },
+            ];
+            for rule in rules {
+                let (s1_len, s2_len) = match rule {
+                    UpdateRule::Sgd { momentum: 0.0, .. } => (0, 0),
+                    UpdateRule::Sgd { .. } => (n, 0),
+                    UpdateRule::Adam { .. } => (n, n),
+                };
+                let (mut wp, gp) = (pair(&w, dtype, device), pair(&g, dtype, device));
+                let mut s1 = pair(&m[..s1_len], dtype, device);
+                let mut s2 = pair(&v[..s2_len], dtype, device);
+                wp.dev
+                    .update(&gp.dev, &mut s1.dev, &mut s2.dev, rule)
+                    .unwrap();
+                wp.cpu
+                    .update(&gp.cpu, &mut s1.cpu, &mut s2.cpu, rule)
+                    .unwrap();
+                // Each state is its old value plus a change: those are its
+                // terms.
+                for (name, dev, cpu, before) in [
+                    ("w", &wp.dev, &wp.cpu, &w[..]),
+                    ("s1", &s1.dev, &s1.cpu, &m[..s1_len]),
+                    ("s2", &s2.dev, &s2.cpu, &v[..s2_len]),
+                ] {
+                    let terms: Vec<f64> = host(cpu)
+                        .iter()
+                        .zip(before)
+                        .map(|(a, b)| b.abs() + (a - b).abs())
+                        .collect();
+                    let t = Tolerance::kernel(dtype);
+                    check(
+                        &format!("{dtype} {rule:?} {name}"),
+                        dev,
+                        cpu,
+                        Scale::Terms(&terms),
+                        t,
+                    );
+                }
+            }
         }
     }
 }
@@ -460,8 +534,8 @@ fn model_and_batch(dtype: DType) -> (Mlp, Tensor, Tensor) {
     (model, x, y)
 }
 
-/// One forward/backward/update on `device`; returns the loss tensor (not
-/// read) and the updated model.
+/// One forward/backward/update on the tensors' device; returns the loss
+/// tensor (not read) and the updated model.
 fn train_step(model: &Mlp, x: &Tensor, y: &Tensor, kind: OptimizerKind) -> (Tensor, Mlp) {
     let mut model = model.clone();
     let mut tape = Tape::new();
@@ -485,41 +559,56 @@ fn train_step(model: &Mlp, x: &Tensor, y: &Tensor, kind: OptimizerKind) -> (Tens
 
 #[test]
 fn training_step_stays_on_device() {
-    if !gpu_or_skip("training_step_stays_on_device") {
-        return;
-    }
-    for dtype in DTYPES {
-        for kind in [
-            OptimizerKind::Sgd,
-            OptimizerKind::Momentum,
-            OptimizerKind::Adam,
-        ] {
-            let (model, x, y) = model_and_batch(dtype);
-            let (lc, mc) = train_step(&model, &x, &y, kind);
-            let gm = model.to_device(GPU).unwrap();
-            let (lg, mg) = train_step(
-                &gm,
-                &x.to_device(GPU).unwrap(),
-                &y.to_device(GPU).unwrap(),
-                kind,
-            );
-            assert_eq!(mg.device(), GPU);
-            let what = format!("{dtype} {kind:?} step");
-            check(
-                &format!("{what} loss"),
-                lg.storage(),
-                lc.storage(),
-                None,
-                true,
-            );
-            for ((pg, pc), name) in mg.params().iter().zip(mc.params()).zip(mc.param_names()) {
-                check(
-                    &format!("{what} {name}"),
-                    pg.storage(),
-                    pc.storage(),
-                    None,
-                    true,
+    for device in devices("training_step_stays_on_device") {
+        for dtype in DTYPES {
+            for kind in [
+                OptimizerKind::Sgd,
+                OptimizerKind::Momentum,
+                OptimizerKind::Adam,
+            ] {
+                let (model, x, y) = model_and_batch(dtype);
+                let (lc, mc) = train_step(&model, &x, &y, kind);
+                let dm = model.to_device(device).unwrap();
+                let (ld, md) = train_step(
+                    &dm,
+                    &x.to_device(device).unwrap(),
+                    &y.to_device(device).unwrap(),
+                    kind,
                 );
+                assert_eq!(md.device(), device);
+                let what = format!("{dtype} {kind:?} step");
+                let t = Tolerance::composite(dtype);
+                check(
+                    &format!("{what} loss"),
+                    ld.storage(),
+                    lc.storage(),
+                    Scale::Value,
+                    t,
+                );
+                // Each parameter is its old value plus the update: those are
+                // its terms.
+                let before = model.params();
+                for (((pd, pc), p0), name) in md
+                    .params()
+                    .iter()
+                    .zip(mc.params())
+                    .zip(before)
+                    .zip(mc.param_names())
+                {
+                    let (after, before) = (pc.to_f64_vec().unwrap(), p0.to_f64_vec().unwrap());
+                    let terms: Vec<f64> = after
+                        .iter()
+                        .zip(&before)
+                        .map(|(a, b)| b.abs() + (a - b).abs())
+                        .collect();
+                    check(
+                        &format!("{what} {name}"),
+                        pd.storage(),
+                        pc.storage(),
+                        Scale::Terms(&terms),
+                        t,
+                    );
+                }
             }
         }
     }
@@ -541,79 +630,92 @@ fn pgd_step(model: &Mlp, x0: &Tensor, x: &Tensor, y: &Tensor, eps: f64, alpha: f
 }
 
 #[test]
-fn pgd_step_stays_on_device() {
-    if !gpu_or_skip("pgd_step_stays_on_device") {
-        return;
-    }
-    for dtype in DTYPES {
-        let (model, x, y) = model_and_batch(dtype);
-        let (gm, gx, gy) = (
-            model.to_device(GPU).unwrap(),
-            x.to_device(GPU).unwrap(),
-            y.to_device(GPU).unwrap(),
-        );
-        let (eps, alpha) = (0.1, 0.025);
-        let mut xc = x.clone();
-        let mut xg = gx.clone();
-        for _ in 0..3 {
-            xc = pgd_step(&model, &x, &xc, &y, eps, alpha);
-            xg = pgd_step(&gm, &gx, &xg, &gy, eps, alpha);
-        }
-        check(
-            &format!("{dtype} 3 PGD steps"),
-            xg.storage(),
-            xc.storage(),
-            None,
-            true,
-        );
+fn pgd_stays_on_device() {
+    for device in devices("pgd_stays_on_device") {
+        for dtype in DTYPES {
+            let (model, x, y) = model_and_batch(dtype);
+            let (dm, dx, dy) = (
+                model.to_device(device).unwrap(),
+                x.to_device(device).unwrap(),
+                y.to_device(device).unwrap(),
+            );
+            let (eps, alpha) = (0.1, 0.025);
+            let mut xc = x.clone();
+            let mut xd = dx.clone();
+            for _ in 0..3 {
+                xc = pgd_step(&model, &x, &xc, &y, eps, alpha);
+                xd = pgd_step(&dm, &dx, &xd, &dy, eps, alpha);
+            }
+            let t = Tolerance::composite(dtype);
+            check(
+                &format!("{dtype} 3 PGD steps"),
+                xd.storage(),
+                xc.storage(),
+                Scale::Value,
+                t,
+            );
 
-        // The library's PGD end to end.
-        let attack = Attack::build("pgd", eps, &AttackOptions::default()).unwrap();
-        let ac = attack.run(&model, &x, &y, 1).unwrap();
-        let ag = attack.run(&gm, &gx, &gy, 1).unwrap();
-        check(
-            &format!("{dtype} Attack::Pgd"),
-            ag.storage(),
-            ac.storage(),
-            None,
-            true,
-        );
+            // The library's PGD end to end (its fused sign step, on this
+            // device the trait's composition).
+            let attack = Attack::build("pgd", eps, &AttackOptions::default()).unwrap();
+            let ac = attack.run(&model, &x, &y, 1).unwrap();
+            let ad = attack.run(&dm, &dx, &dy, 1).unwrap();
+            check(
+                &format!("{dtype} Attack::Pgd"),
+                ad.storage(),
+                ac.storage(),
+                Scale::Value,
+                t,
+            );
+        }
     }
 }
 
 #[test]
-fn gradcheck_on_the_gpu_in_f64() {
-    if !gpu_or_skip("gradcheck_on_the_gpu_in_f64") {
-        return;
+fn gradcheck_on_the_device_in_f64() {
+    for device in devices("gradcheck_on_the_device_in_f64") {
+        let mut rng = Rng::new(70);
+        let (n, d, c) = (4, 5, 3);
+        let on = |v: Vec<f64>, shape: &[usize]| {
+            Tensor::from_vec(v, shape)
+                .unwrap()
+                .to_device(device)
+                .unwrap()
+        };
+        let x = on(rng.vec(n * d, -1.0, 1.0), &[n, d]);
+        let w = on(rng.vec(c * d, -1.0, 1.0), &[c, d]);
+        let b = on(rng.vec(c, -0.5, 0.5), &[c]);
+        let y = Tensor::from_vec(rng.labels(n, c), [n])
+            .unwrap()
+            .to_device(device)
+            .unwrap();
+        for act in Activation::ALL {
+            let report = advgrad::gradcheck(
+                |tape, v| {
+                    let h = advgrad::nn::Linear::record(tape, v[0], v[1], v[2])?;
+                    let h = tape.activation(act, h)?;
+                    tape.softmax_cross_entropy(h, &y)
+                },
+                &[x.clone(), w.clone(), b.clone()],
+                &advgrad::GradcheckOptions::default(),
+            )
+            .unwrap();
+            assert!(report.passed(), "{act} on {device}: {report}");
+        }
     }
-    let mut rng = Rng::new(70);
-    let (n, d, c) = (5, 7, 3);
-    let on_gpu = |v: Vec<f64>, shape: [usize; 2]| {
-        Tensor::from_vec(v, shape).unwrap().to_device(GPU).unwrap()
-    };
-    let x = on_gpu(rng.vec(n * d, -1.0, 1.0), [n, d]);
-    let w = on_gpu(rng.vec(c * d, -1.0, 1.0), [c, d]);
-    let b = Tensor::from_vec(rng.vec(c, -0.5, 0.5), [c])
+}
+
+#[test]
+fn operands_on_different_devices_are_an_error() {
+    let on_emu = pair(&[1.0, 2.0], DType::F32, Device::Emu);
+    let e = on_emu.dev.binary(&on_emu.cpu, Binary::Add).unwrap_err();
+    assert!(e.to_string().contains("device mismatch: emu vs cpu"), "{e}");
+    let t = Tensor::from_vec(vec![1.0f32, 2.0], [2])
         .unwrap()
-        .to_device(GPU)
+        .to_device(Device::Emu)
         .unwrap();
-    let y = Tensor::from_vec(rng.labels(n, c), [n])
-        .unwrap()
-        .to_device(GPU)
-        .unwrap();
-    for act in [Activation::Sigmoid, Activation::Tanh, Activation::Relu] {
-        let report = advgrad::gradcheck(
-            |tape, v| {
-                let h = advgrad::nn::Linear::record(tape, v[0], v[1], v[2])?;
-                let h = act.record(tape, h)?;
-                tape.softmax_cross_entropy(h, &y)
-            },
-            &[x.clone(), w.clone(), b.clone()],
-            &advgrad::GradcheckOptions::default(),
-        )
-        .unwrap();
-        assert!(report.passed(), "{act:?} on the GPU: {report}");
-    }
+    assert_eq!(t.device(), Device::Emu);
+    assert_eq!(Device::resolve("emu").unwrap(), Device::Emu);
 }
 
 #[test]
@@ -625,5 +727,5 @@ fn no_gpu_is_a_clear_error() {
     assert!(e.contains("CUDA"), "{e}");
     assert_eq!(Device::resolve("auto").unwrap(), Device::Cpu);
     let t = Tensor::from_vec(vec![1.0f32], [1]).unwrap();
-    assert!(t.to_device(GPU).is_err());
+    assert!(t.to_device(Device::Cuda(0)).is_err());
 }

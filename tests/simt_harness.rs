@@ -1,11 +1,13 @@
 //! Tests of the CPU SIMT emulator itself (`crates/simt`): that it reports
-//! divergent barriers, poisons shared memory, shuffles like a warp, and
-//! checks a plan against the kernel it launches.
+//! divergent barriers, poisons shared memory and fresh buffers, catches
+//! writes past a buffer, shuffles like a warp, holds independent-thread
+//! plans to their word, and checks a plan against the kernel it launches.
 
 use std::time::{Duration, Instant};
 
-use simt::plan::{self, Access, Elem, LaunchPlan, Param, Scalar};
-use simt::Buf;
+use kernels::grid_stride::Extent;
+use kernels::{elementwise, Access, Binary, Cooperation, DType, LaunchPlan, Param, Scalar};
+use simt::{Arg, Buf, DeviceBuffer};
 
 fn plan1(kernel: &str, grid: u32, block: u32, shared: u32, params: Vec<Param>) -> LaunchPlan {
     LaunchPlan {
@@ -13,28 +15,76 @@ fn plan1(kernel: &str, grid: u32, block: u32, shared: u32, params: Vec<Param>) -
         grid: [grid, 1, 1],
         block: [block, 1, 1],
         shared_bytes: shared,
+        cooperation: Cooperation::Block,
         params,
     }
 }
 
-fn out_param(elem: Elem, len: usize) -> Param {
+fn out_param(dtype: DType, len: usize) -> Param {
     Param::Buffer {
         name: "out",
-        elem,
+        dtype,
         len,
         access: Access::Write,
     }
 }
 
 #[test]
-fn every_planned_kernel_is_built_for_f32_and_f64() {
+fn every_listed_kernel_is_built_for_f32_and_f64() {
     let have = simt::kernels();
-    for base in plan::KERNELS {
-        for s in ["f32", "f64"] {
-            let k = format!("{base}_{s}");
-            assert!(have.contains(&k), "{k} missing from the emulator");
-        }
+    for k in kernels::entry_points() {
+        assert!(have.contains(&k), "{k} missing from the emulator");
     }
+}
+
+#[test]
+fn device_buffers_round_trip_and_start_poisoned() {
+    let b = DeviceBuffer::from_slice(&[1.5f32, -2.0, 3.25]);
+    assert_eq!(b.to_vec::<f32>(3), Some(vec![1.5, -2.0, 3.25]));
+    assert_eq!(b.to_vec::<f64>(3), None, "wrong type");
+    assert_eq!(b.to_vec::<f32>(4), None, "past the end");
+    assert_eq!(b.clone().to_vec::<f32>(2), Some(vec![1.5, -2.0]));
+    let p = DeviceBuffer::poisoned(DType::F64, 2);
+    assert!(p.to_vec::<f64>(2).unwrap().iter().all(|v| v.is_nan()));
+}
+
+#[test]
+fn a_write_past_the_end_of_a_buffer_is_caught() {
+    let mut p = plan1(
+        "simt_write_past_end",
+        1,
+        32,
+        0,
+        vec![
+            out_param(DType::F32, 10),
+            Param::Scalar {
+                name: "n",
+                value: Scalar::I32(10),
+            },
+        ],
+    );
+    p.cooperation = Cooperation::Independent;
+    let mut out = DeviceBuffer::poisoned(DType::F32, 10);
+    let e = simt::launch(&p, &mut [Arg::Out(&mut out)]).unwrap_err();
+    assert!(e.0.contains("wrote outside buffer `out`"), "{e}");
+}
+
+#[test]
+fn independent_threads_may_not_cooperate() {
+    let mut p = plan1(
+        "simt_read_shared_poison",
+        1,
+        64,
+        8,
+        vec![out_param(DType::F32, 128)],
+    );
+    p.cooperation = Cooperation::Independent;
+    let mut out = vec![0f32; 128];
+    let e = simt::run(&p, &mut [Buf::F32Mut(&mut out)]).unwrap_err();
+    assert!(
+        e.0.contains("independent threads") && e.0.contains("shared memory"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -44,7 +94,7 @@ fn divergent_syncthreads_is_an_error() {
         2,
         64,
         0,
-        vec![out_param(Elem::F32, 128)],
+        vec![out_param(DType::F32, 128)],
     );
     let mut out = vec![0f32; 128];
     let e = simt::run(&p, &mut [Buf::F32Mut(&mut out)]).unwrap_err();
@@ -58,7 +108,7 @@ fn divergent_shuffle_is_an_error() {
         1,
         64,
         0,
-        vec![out_param(Elem::F32, 64)],
+        vec![out_param(DType::F32, 64)],
     );
     let mut out = vec![0f32; 64];
     let e = simt::run(&p, &mut [Buf::F32Mut(&mut out)]).unwrap_err();
@@ -85,7 +135,7 @@ fn shared_memory_is_poisoned() {
         3,
         64,
         8,
-        vec![out_param(Elem::F32, 128)],
+        vec![out_param(DType::F32, 128)],
     );
     let mut out = vec![0f32; 128];
     simt::run(&p, &mut [Buf::F32Mut(&mut out)]).unwrap();
@@ -101,7 +151,7 @@ fn shuffles_follow_warp_semantics() {
         0,
         vec![Param::Buffer {
             name: "out",
-            elem: Elem::U32,
+            dtype: DType::U32,
             len: 256,
             access: Access::Write,
         }],
@@ -121,7 +171,7 @@ fn shuffles_follow_warp_semantics() {
     );
     // A plan that passes floats where the kernel takes unsigned is refused.
     let mut bad = p.clone();
-    bad.params[0] = out_param(Elem::F32, 256);
+    bad.params[0] = out_param(DType::F32, 256);
     let mut f = vec![0f32; 256];
     let e = simt::run(&bad, &mut [Buf::F32Mut(&mut f)]).unwrap_err();
     assert!(e.0.contains("*mut u32"), "{e}");
@@ -129,7 +179,9 @@ fn shuffles_follow_warp_semantics() {
 
 #[test]
 fn plans_are_checked_against_the_kernel() {
-    let mut p = plan::binary(plan::Binary::Add, Elem::F32, 10).unwrap();
+    let mut p = elementwise::binary(Binary::Add)
+        .plan(DType::F32, Extent::flat(10), &[])
+        .unwrap();
     let (a, b) = (vec![1f32; 10], vec![2f32; 10]);
     let mut y = vec![0f32; 9];
     let e = simt::run(&p, &mut [Buf::F32(&a), Buf::F32(&b), Buf::F32Mut(&mut y)]).unwrap_err();

@@ -3,44 +3,30 @@
 //! f64, compared with advgrad's CPU backend (`CpuStorage` through the
 //! `BackendStorage` trait), the reference implementation.
 //!
-//! Error measure: |got − want| ≤ tol · scale, with tol = 1e-5 (f32) or
-//! 1e-12 (f64), and scale = max(|want|, 1) for elementwise results and the
-//! sum of |terms| for sums and matrix products (the error bound of any
-//! summation order: the CPU and the GPU add in different orders). NaN must
-//! match NaN. A few kernels have no CPU counterpart (`scale_scalar`, AdamW's
-//! decoupled decay, the per-row losses before the mean): those are compared
-//! with a reference computed in f64 the same way.
+//! These run the plans directly, so they also reach what the backend does
+//! not use (a matmul that accumulates into C, `scale_scalar`, AdamW's
+//! decoupled decay, the per-row losses before the mean); those are compared
+//! with a reference computed in f64. `tests/cuda_parity.rs` runs the whole
+//! CUDA backend on the emulator.
+//!
+//! Error measure: the per-element tolerance of `tests/support` (1e-5 in
+//! f32, 1e-12 in f64, relative to |want| for elementwise results and to
+//! the sum of |terms| for sums and products, with an absolute floor of 1e-6
+//! / 1e-12). NaN must match NaN.
+mod support;
+
 use advgrad::backend::cpu::CpuStorage;
-use advgrad::backend::{self as be, BackendStorage, MatmulDims, Unary, UpdateRule};
-use simt::plan::{self, Activation, AdamStep, Binary, Elem};
+use advgrad::backend::{Activation, BackendStorage, Binary, MatmulDims, UpdateRule};
+use advgrad::DType;
+use kernels::grid_stride::Extent;
+use kernels::optim::AdamStep;
+use kernels::{activation, elementwise, matmul, optim, reduce, softmax_xent};
 use simt::Buf;
-
-/// xorshift64*: a tiny deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in [lo, hi).
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
-    }
-    fn below(&mut self, n: u32) -> u32 {
-        (self.next_u64() % u64::from(n)) as u32
-    }
-}
+use support::{assert_close, Rng, Scale, Tolerance};
 
 /// The element types the kernels are instantiated for.
 trait Real: Copy + std::fmt::Debug + 'static {
-    const ELEM: Elem;
-    const TOL: f64;
+    const DTYPE: DType;
     fn from_f64(v: f64) -> Self;
     fn to_f64(self) -> f64;
     fn buf(s: &[Self]) -> Buf<'_>;
@@ -54,8 +40,7 @@ fn cpu_f64(r: advgrad::Result<CpuStorage>) -> Vec<f64> {
 }
 
 impl Real for f32 {
-    const ELEM: Elem = Elem::F32;
-    const TOL: f64 = 1e-5;
+    const DTYPE: DType = DType::F32;
     fn from_f64(v: f64) -> Self {
         v as f32
     }
@@ -74,8 +59,7 @@ impl Real for f32 {
 }
 
 impl Real for f64 {
-    const ELEM: Elem = Elem::F64;
-    const TOL: f64 = 1e-12;
+    const DTYPE: DType = DType::F64;
     fn from_f64(v: f64) -> Self {
         v
     }
@@ -101,30 +85,19 @@ fn f64s<T: Real>(v: &[T]) -> Vec<f64> {
     v.iter().map(|x| x.to_f64()).collect()
 }
 
-/// Checks `got` against `want` with per-element scales (see the module doc).
+/// Checks `got` against `want` with per-element scales: the sums of the
+/// |terms| (see `tests/support`).
 #[track_caller]
-fn check<T: Real>(what: &str, got: &[T], want: &[f64], scale: &[f64]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let g = g.to_f64();
-        if w.is_nan() {
-            assert!(g.is_nan(), "{what}[{i}]: got {g}, want NaN");
-            continue;
-        }
-        assert!(g.is_finite() || g == w, "{what}[{i}]: got {g}, want {w}");
-        let err = (g - w).abs() / scale[i].max(f64::MIN_POSITIVE);
-        assert!(
-            err <= T::TOL,
-            "{what}[{i}]: got {g}, want {w}, rel err {err:e} > {:e}",
-            T::TOL
-        );
-    }
+fn check<T: Real>(what: &str, got: &[T], want: &[f64], terms: &[f64]) {
+    let t = Tolerance::kernel(T::DTYPE);
+    assert_close(what, &f64s(got), want, Scale::Terms(terms), t);
 }
 
+/// Checks an elementwise result against `want`, relative to |want|.
 #[track_caller]
 fn check_ew<T: Real>(what: &str, got: &[T], want: &[f64]) {
-    let scale: Vec<f64> = want.iter().map(|w| w.abs().max(1.0)).collect();
-    check(what, got, want, &scale);
+    let t = Tolerance::kernel(T::DTYPE);
+    assert_close(what, &f64s(got), want, Scale::Value, t);
 }
 
 // ---------------------------------------------------------------- matmul
@@ -164,10 +137,10 @@ fn matmul_case<T: Real>(m: usize, n: usize, k: usize, ta: bool, tb: bool, acc: b
                 want[i * n + j] += c0[i * n + j].to_f64();
                 abs += c0[i * n + j].to_f64().abs();
             }
-            scale[i * n + j] = abs.max(1e-3);
+            scale[i * n + j] = abs;
         }
     }
-    let p = plan::matmul(T::ELEM, m, n, k, ta, tb, acc).unwrap();
+    let p = matmul::matmul(T::DTYPE, dims, acc).unwrap();
     let mut c = c0.clone();
     simt::run(&p, &mut [T::buf(&a), T::buf(&b), T::buf_mut(&mut c)]).unwrap();
     check(
@@ -209,7 +182,8 @@ fn matmul_f64() {
 const EW_SIZES: &[usize] = &[1, 37 * 29, 4097];
 
 fn elementwise_all<T: Real>() {
-    let e = T::ELEM;
+    let e = T::DTYPE;
+    let flat = Extent::flat;
     for (s, &n) in EW_SIZES.iter().enumerate() {
         let mut rng = Rng::new(100 + s as u64);
         let a: Vec<T> = rand_vec(&mut rng, n, -3.0, 3.0);
@@ -217,22 +191,18 @@ fn elementwise_all<T: Real>() {
         let (ca, cb) = (T::cpu(&a), T::cpu(&b));
         let mut y = vec![T::from_f64(0.0); n];
 
-        for (op, cop) in [
-            (Binary::Add, be::Binary::Add),
-            (Binary::Sub, be::Binary::Sub),
-            (Binary::Mul, be::Binary::Mul),
-        ] {
-            let p = plan::binary(op, e, n).unwrap();
+        for op in Binary::ALL {
+            let p = elementwise::binary(op).plan(e, flat(n), &[]).unwrap();
             simt::run(&p, &mut [T::buf(&a), T::buf(&b), T::buf_mut(&mut y)]).unwrap();
-            check_ew(&format!("{op:?} n={n}"), &y, &cpu_f64(ca.binary(&cb, cop)));
+            check_ew(&format!("{op:?} n={n}"), &y, &cpu_f64(ca.binary(&cb, op)));
         }
 
-        let p = plan::affine(e, n, 0.5, -2.0).unwrap();
+        let p = elementwise::AFFINE.plan(e, flat(n), &[0.5, -2.0]).unwrap();
         simt::run(&p, &mut [T::buf(&a), T::buf_mut(&mut y)]).unwrap();
         check_ew("affine", &y, &cpu_f64(ca.affine(0.5, -2.0)));
 
         let mut yy = b.clone();
-        let p = plan::axpy(e, n, -0.25).unwrap();
+        let p = elementwise::AXPY.plan(e, flat(n), &[-0.25]).unwrap();
         simt::run(&p, &mut [T::buf(&a), T::buf_mut(&mut yy)]).unwrap();
         let mut want = cb.clone();
         want.axpy(-0.25, &ca).unwrap();
@@ -242,11 +212,11 @@ fn elementwise_all<T: Real>() {
         a0[0] = T::from_f64(0.0);
         a0[n / 2] = T::from_f64(f64::NAN);
         let ca0 = T::cpu(&a0);
-        let p = plan::sign(e, n).unwrap();
+        let p = elementwise::SIGN.plan(e, flat(n), &[]).unwrap();
         simt::run(&p, &mut [T::buf(&a0), T::buf_mut(&mut y)]).unwrap();
-        check_ew("sign", &y, &cpu_f64(ca0.unary(Unary::Sign)));
+        check_ew("sign", &y, &cpu_f64(ca0.sign()));
 
-        let p = plan::clamp(e, n, -1.0, 0.5).unwrap();
+        let p = elementwise::CLAMP.plan(e, flat(n), &[-1.0, 0.5]).unwrap();
         simt::run(&p, &mut [T::buf(&a0), T::buf_mut(&mut y)]).unwrap();
         check_ew("clamp", &y, &cpu_f64(ca0.clamp(-1.0, 0.5)));
 
@@ -259,7 +229,9 @@ fn elementwise_all<T: Real>() {
             .collect();
         let eps = 0.1;
         for (lo, hi) in [(0.0, 1.0), (0.2, 0.7)] {
-            let p = plan::project_linf(e, n, eps, lo, hi).unwrap();
+            let p = elementwise::PROJECT_LINF
+                .plan(e, flat(n), &[eps, lo, hi])
+                .unwrap();
             simt::run(&p, &mut [T::buf(&xa), T::buf(&x0), T::buf_mut(&mut y)]).unwrap();
             let want = cpu_f64(T::cpu(&xa).project_linf(&T::cpu(&x0), eps, lo, hi));
             check_ew(&format!("project_linf [{lo}, {hi}]"), &y, &want);
@@ -276,18 +248,19 @@ fn elementwise_all<T: Real>() {
             }
         }
 
-        // fill(0) is the backward of sign.
-        let p = plan::fill(e, n, 0.0).unwrap();
+        let p = elementwise::FILL.plan(e, flat(n), &[-0.5]).unwrap();
         simt::run(&p, &mut [T::buf_mut(&mut y)]).unwrap();
-        check_ew("fill", &y, &cpu_f64(cb.unary_backward(&ca, Unary::Sign)));
+        check_ew("fill", &y, &vec![-0.5; n]);
 
         let s = [T::from_f64(1.5)];
-        let p = plan::fill_scalar(e, n, 1.0 / n as f64).unwrap();
+        let p = elementwise::FILL_SCALAR
+            .plan(e, flat(n), &[1.0 / n as f64])
+            .unwrap();
         simt::run(&p, &mut [T::buf(&s), T::buf_mut(&mut y)]).unwrap();
         let want = cpu_f64(T::cpu(&s).broadcast_scalar(n, 1.0 / n as f64));
         check_ew("fill_scalar", &y, &want);
 
-        let p = plan::scale_scalar(e, n, 2.0).unwrap();
+        let p = elementwise::SCALE_SCALAR.plan(e, flat(n), &[2.0]).unwrap();
         simt::run(&p, &mut [T::buf(&a), T::buf(&s), T::buf_mut(&mut y)]).unwrap();
         let want: Vec<f64> = f64s(&a).iter().map(|x| x * 3.0).collect();
         check_ew("scale_scalar", &y, &want);
@@ -314,22 +287,19 @@ fn bias_all<T: Real>() {
         let x: Vec<T> = rand_vec(&mut rng, r * c, -2.0, 2.0);
         let b: Vec<T> = rand_vec(&mut rng, c, -2.0, 2.0);
         let mut y = vec![T::from_f64(0.0); r * c];
-        let p = plan::add_row(T::ELEM, r, c).unwrap();
+        let p = elementwise::ADD_ROW
+            .plan(T::DTYPE, Extent::matrix(r, c), &[])
+            .unwrap();
         simt::run(&p, &mut [T::buf(&x), T::buf(&b), T::buf_mut(&mut y)]).unwrap();
         let want = cpu_f64(T::cpu(&x).add_row(&T::cpu(&b), c));
         check_ew(&format!("add_row {r}x{c}"), &y, &want);
 
         let mut out = vec![T::from_f64(0.0); c];
-        let p = plan::sum_rows(T::ELEM, r, c).unwrap();
+        let p = reduce::sum_rows(T::DTYPE, r, c).unwrap();
         simt::run(&p, &mut [T::buf(&x), T::buf_mut(&mut out)]).unwrap();
         let want = cpu_f64(T::cpu(&x).sum_rows(c));
         let scale: Vec<f64> = (0..c)
-            .map(|j| {
-                (0..r)
-                    .map(|i| x[i * c + j].to_f64().abs())
-                    .sum::<f64>()
-                    .max(1e-3)
-            })
+            .map(|j| (0..r).map(|i| x[i * c + j].to_f64().abs()).sum::<f64>())
             .collect();
         check(&format!("sum_rows {r}x{c}"), &out, &want, &scale);
     }
@@ -357,15 +327,13 @@ fn activations_all<T: Real>() {
         }
         let g: Vec<T> = rand_vec(&mut rng, n, -1.0, 1.0);
         let (cx, cg) = (T::cpu(&x), T::cpu(&g));
-        for (act, u) in [
-            (Activation::Relu, Unary::Relu),
-            (Activation::Sigmoid, Unary::Sigmoid),
-            (Activation::Tanh, Unary::Tanh),
-        ] {
+        for act in Activation::ALL {
             let mut y = vec![T::from_f64(0.0); n];
-            let p = plan::activation_fwd(act, T::ELEM, n).unwrap();
+            let p = activation::forward_kernel(act)
+                .plan(T::DTYPE, Extent::flat(n), &[])
+                .unwrap();
             simt::run(&p, &mut [T::buf(&x), T::buf_mut(&mut y)]).unwrap();
-            let want = cx.unary(u).unwrap();
+            let want = cx.activation(act).unwrap();
             check_ew(&format!("{act:?} fwd n={n}"), &y, &want.to_f64_vec());
             if act == Activation::Relu && n > 2 {
                 // relu(−0) = +0, as on the CPU.
@@ -381,9 +349,11 @@ fn activations_all<T: Real>() {
                 (v.clone(), T::cpu(&v))
             };
             let mut dx = vec![T::from_f64(0.0); n];
-            let p = plan::activation_bwd(act, T::ELEM, n).unwrap();
+            let p = activation::backward_kernel(act)
+                .plan(T::DTYPE, Extent::flat(n), &[])
+                .unwrap();
             simt::run(&p, &mut [T::buf(&saved), T::buf(&g), T::buf_mut(&mut dx)]).unwrap();
-            let want = cpu_f64(cg.unary_backward(&csaved, u));
+            let want = cpu_f64(cg.activation_backward(&csaved, act));
             check_ew(&format!("{act:?} bwd n={n}"), &dx, &want);
         }
     }
@@ -410,7 +380,7 @@ fn softmax_xent_all<T: Real>() {
         let (cpu_loss, cpu_probs) = T::cpu(&x).softmax_xent(&cl, c).unwrap();
         let mut loss = vec![T::from_f64(0.0); r];
         let mut probs = vec![T::from_f64(0.0); r * c];
-        let p = plan::softmax_xent_fwd(T::ELEM, r, c).unwrap();
+        let p = softmax_xent::forward(T::DTYPE, r, c).unwrap();
         simt::run(
             &p,
             &mut [
@@ -442,13 +412,21 @@ fn softmax_xent_all<T: Real>() {
         );
 
         // The mean through the two-pass reduction, against the CPU's loss.
-        let [p1, p2] = plan::sum(T::ELEM, r, true).unwrap();
-        let mut partials = vec![T::from_f64(0.0); plan::reduce_blocks(r) as usize];
+        let [p1, p2] = reduce::sum(T::DTYPE, r, true).unwrap();
+        let mut partials = vec![T::from_f64(0.0); reduce::partials(r) as usize];
         let mut mean = [T::from_f64(0.0)];
         simt::run(&p1, &mut [T::buf(&loss), T::buf_mut(&mut partials)]).unwrap();
         simt::run(&p2, &mut [T::buf(&partials), T::buf_mut(&mut mean)]).unwrap();
-        let abs = want_rows.iter().map(|v| v.abs()).sum::<f64>() / r as f64;
-        check("mean loss", &mean, &cpu_loss.to_f64_vec(), &[abs.max(1.0)]);
+        // Each row's loss is itself a difference (log-sum-exp − the label's
+        // logit): its terms are those two.
+        let terms = (0..r)
+            .map(|i| {
+                let picked = xf[i * c + labels[i] as usize];
+                (want_rows[i] + picked).abs() + picked.abs()
+            })
+            .sum::<f64>()
+            / r as f64;
+        check("mean loss", &mean, &cpu_loss.to_f64_vec(), &[terms]);
 
         // Backward from the CPU's probabilities, so only the kernel differs.
         let pin: Vec<T> = cpu_probs
@@ -458,7 +436,9 @@ fn softmax_xent_all<T: Real>() {
             .collect();
         let g = [T::from_f64(0.75)];
         let mut dl = vec![T::from_f64(0.0); r * c];
-        let p = plan::softmax_xent_bwd(T::ELEM, r, c).unwrap();
+        let p = softmax_xent::BACKWARD
+            .plan(T::DTYPE, Extent::matrix(r, c), &[])
+            .unwrap();
         simt::run(
             &p,
             &mut [
@@ -470,8 +450,26 @@ fn softmax_xent_all<T: Real>() {
         )
         .unwrap();
         let want = cpu_f64(T::cpu(&pin).softmax_xent_backward(&cl, &T::cpu(&g), c));
-        check_ew(&format!("softmax_xent bwd {r}x{c}"), &dl, &want);
+        let terms = softmax_backward_terms(&f64s(&pin), &labels, 0.75 / r as f64);
+        check(&format!("softmax_xent bwd {r}x{c}"), &dl, &want, &terms);
     }
+}
+
+/// The terms of the softmax cross-entropy backward `p·gs − [c = label]·gs`
+/// per element: `|p·gs|`, plus `|gs|` in each row's label column.
+fn softmax_backward_terms(p: &[f64], labels: &[u32], gs: f64) -> Vec<f64> {
+    let cols = p.len() / labels.len().max(1);
+    p.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            (v * gs).abs()
+                + if labels[i / cols] as usize == i % cols {
+                    gs.abs()
+                } else {
+                    0.0
+                }
+        })
+        .collect()
 }
 
 #[test]
@@ -490,7 +488,7 @@ fn softmax_xent_propagates_nan_and_flags_bad_labels() {
     let labels = [0u32, 7];
     let mut loss = [0f32; 2];
     let mut probs = [0f32; 6];
-    let p = plan::softmax_xent_fwd(Elem::F32, 2, 3).unwrap();
+    let p = softmax_xent::forward(DType::F32, 2, 3).unwrap();
     simt::run(
         &p,
         &mut [
@@ -522,8 +520,8 @@ fn reductions_all<T: Real>() {
         let abs: f64 = f64s(&x).iter().map(|v| v.abs()).sum();
         let cpu_sum = cpu_f64(T::cpu(&x).sum_all())[0];
         for mean in [false, true] {
-            let [p1, p2] = plan::sum(T::ELEM, n, mean).unwrap();
-            let mut partials = vec![T::from_f64(0.0); plan::reduce_blocks(n) as usize];
+            let [p1, p2] = reduce::sum(T::DTYPE, n, mean).unwrap();
+            let mut partials = vec![T::from_f64(0.0); reduce::partials(n) as usize];
             let mut out = [T::from_f64(0.0)];
             simt::run(&p1, &mut [T::buf(&x), T::buf_mut(&mut partials)]).unwrap();
             simt::run(&p2, &mut [T::buf(&partials), T::buf_mut(&mut out)]).unwrap();
@@ -566,7 +564,7 @@ fn argmax_all<T: Real>() {
             x[2 * c + 2] = T::from_f64(f64::NAN);
         }
         let mut out = vec![0u32; r];
-        let p = plan::argmax_rows(T::ELEM, r, c).unwrap();
+        let p = reduce::argmax_rows(T::DTYPE, r, c).unwrap();
         simt::run(&p, &mut [T::buf(&x), Buf::U32Mut(&mut out)]).unwrap();
         let want = T::cpu(&x).argmax_rows(c).unwrap();
         assert_eq!(
@@ -607,7 +605,9 @@ fn optim_all<T: Real>() {
         weight_decay: 0.01,
     };
     let mut w = w0.clone();
-    let p = plan::sgd(T::ELEM, n, 0.1, 0.01).unwrap();
+    let p = optim::SGD
+        .plan(T::DTYPE, Extent::flat(n), &[0.1, 0.01])
+        .unwrap();
     simt::run(&p, &mut [T::buf_mut(&mut w), T::buf(&g)]).unwrap();
     let mut cw = T::cpu(&w0);
     cw.update(&T::cpu(&g), &mut empty.clone(), &mut empty.clone(), rule)
@@ -622,7 +622,10 @@ fn optim_all<T: Real>() {
             weight_decay: 0.01,
         };
         let (mut w, mut v) = (w0.clone(), v0.clone());
-        let p = plan::sgd_momentum(T::ELEM, n, 0.1, 0.9, 0.01, nesterov).unwrap();
+        let flag = if nesterov { 1.0 } else { 0.0 };
+        let p = optim::SGD_MOMENTUM
+            .plan(T::DTYPE, Extent::flat(n), &[0.1, 0.9, 0.01, flag])
+            .unwrap();
         simt::run(
             &p,
             &mut [T::buf_mut(&mut w), T::buf(&g), T::buf_mut(&mut v)],
@@ -646,7 +649,7 @@ fn optim_all<T: Real>() {
             step: 3,
         };
         let (mut w, mut m, mut v) = (w0.clone(), m0.clone(), s0.clone());
-        let p = plan::adam(T::ELEM, n, step).unwrap();
+        let p = optim::adam(T::DTYPE, n, step).unwrap();
         simt::run(
             &p,
             &mut [

@@ -1,21 +1,17 @@
 //! Training on Fashion-MNIST: determinism, learning, adversarial training.
 //! Tests that need the data skip with a note when it is not installed
-//! (`sudo apt-get install dataset-fashion-mnist`).
+//! (`sudo apt-get install dataset-fashion-mnist`), and fail under `CI=true`.
 
-use advgrad::data::{default_data_dir, Dataset, Split};
+mod support;
+
+use advgrad::data::{Dataset, Split};
 use advgrad::nn::{Activation, Mlp};
 use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
 use advgrad::rng::Rng;
 use advgrad::train::{evaluate, train, AdvTraining, TrainConfig};
 
 fn data(split: Split, n: usize) -> Option<Dataset> {
-    match Dataset::load(&default_data_dir(), split) {
-        Ok(d) => Some(d.limit(n)),
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            None
-        }
-    }
+    support::fashion_mnist(split).map(|d| d.limit(n))
 }
 
 fn config(epochs: usize, adversarial: Option<AdvTraining>) -> TrainConfig {

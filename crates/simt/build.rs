@@ -1,7 +1,8 @@
-//! Compiles the kernel sources `../../kernels/*.cu` (plus the emulator's
-//! self-test kernels) as C++ against the shim `csrc/simt.h`, together with
-//! the runtime `csrc/runtime.cpp`, into a static library, and generates the
-//! registry of `extern "C"` entry points from the preprocessed source.
+//! Compiles every kernel source the `kernels` crate lists (plus the
+//! emulator's self-test kernels) as C++ against the shim `csrc/simt.h`,
+//! together with the runtime `csrc/runtime.cpp`, into a static library, and
+//! generates the registry of `extern "C"` entry points from the preprocessed
+//! source.
 
 use std::path::{Path, PathBuf};
 use std::{env, fs};
@@ -9,26 +10,18 @@ use std::{env, fs};
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
-    let kernels = manifest.join("../../kernels");
+    let dir = PathBuf::from(kernels::DIR);
     let csrc = manifest.join("csrc");
-    println!("cargo:rerun-if-changed={}", kernels.display());
     println!("cargo:rerun-if-changed={}", csrc.display());
-
-    let mut sources: Vec<PathBuf> = fs::read_dir(&kernels)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", kernels.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("cu" | "cuh")))
-        .collect();
-    sources.sort();
-    for s in &sources {
-        println!("cargo:rerun-if-changed={}", s.display());
-    }
-    let mut cu: Vec<&PathBuf> = sources
+    let mut cu: Vec<PathBuf> = kernels::MODULES
         .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "cu"))
+        .map(|m| dir.join(format!("{}.cu", m.name)))
         .collect();
-    let selftest = csrc.join("selftest.cu");
-    cu.push(&selftest);
+    let headers = kernels::HEADERS.iter().map(|(name, _)| dir.join(name));
+    for f in cu.iter().cloned().chain(headers) {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    cu.push(csrc.join("selftest.cu"));
 
     // One translation unit with every kernel, then the registry.
     let mut tu = String::from(

@@ -1,11 +1,12 @@
-//! Recycled allocations: host buffers and the shared cells tensors hold.
+//! Recycled host buffers.
 //!
 //! A training step or an attack step makes the same tensors, of the same
 //! sizes, over and over. When the last tensor holding a buffer is dropped,
-//! its cell (the `Arc<Storage>`) and its host vector come here instead of
-//! going back to the allocator, and the next tensor of a fitting size takes
-//! them. In steady state a step then makes no heap allocation at all
-//! (`tests/alloc_free.rs` counts them).
+//! its host vector comes here instead of going back to the allocator (and
+//! its cell goes back beside [`Storage`](super::Storage)), and the next
+//! tensor of a fitting size takes them. In steady state a step then makes no
+//! heap allocation at all (`tests/alloc_free.rs` counts them). The CPU
+//! kernels take their outputs and scratch space from here too.
 //!
 //! A request takes the smallest free vector of its element type whose
 //! capacity is at least the length asked for and at most
@@ -15,10 +16,7 @@
 
 use std::any::Any;
 use std::mem;
-use std::sync::{Arc, Mutex, MutexGuard};
-
-use super::cpu::CpuStorage;
-use super::Storage;
+use std::sync::{Mutex, MutexGuard};
 
 /// Free host memory the pool keeps, at most.
 pub const MAX_BYTES: usize = 256 << 20;
@@ -53,7 +51,6 @@ struct Pool {
     f32: Shelf<f32>,
     f64: Shelf<f64>,
     u32: Shelf<u32>,
-    cells: Vec<Arc<Storage>>,
     free_bytes: usize,
 }
 
@@ -61,7 +58,6 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     f32: Shelf::new(),
     f64: Shelf::new(),
     u32: Shelf::new(),
-    cells: Vec::new(),
     free_bytes: 0,
 });
 
@@ -122,55 +118,13 @@ pub(crate) fn filled<T: Copy + 'static>(len: usize, value: T) -> Vec<T> {
     v
 }
 
-/// Returns the host buffer of `storage` to the pool (a device buffer is
-/// simply freed).
-pub(crate) fn give_storage(storage: Storage) {
-    match storage {
-        Storage::Cpu(CpuStorage::F32(v)) => give(v),
-        Storage::Cpu(CpuStorage::F64(v)) => give(v),
-        Storage::Cpu(CpuStorage::U32(v)) => give(v),
-        #[cfg(feature = "cuda")]
-        Storage::Cuda(_) => {}
-    }
-}
-
-/// A cell holding `storage`: a recycled one when free, a new `Arc`
-/// otherwise.
-pub(crate) fn cell(storage: Storage) -> Arc<Storage> {
-    let recycled = pool().cells.pop();
-    match recycled {
-        Some(mut cell) => match Arc::get_mut(&mut cell) {
-            Some(slot) => {
-                *slot = storage;
-                cell
-            }
-            None => Arc::new(storage),
-        },
-        None => Arc::new(storage),
-    }
-}
-
-/// Takes back a cell whose tensor is being dropped: if no other tensor
-/// shares it, its buffer goes to the shelves and the empty cell is kept.
-pub(crate) fn recycle(mut cell: Arc<Storage>) {
-    let Some(slot) = Arc::get_mut(&mut cell) else {
-        return;
-    };
-    give_storage(mem::replace(slot, Storage::empty()));
-    let mut pool = pool();
-    if pool.cells.len() < MAX_BUFFERS {
-        pool.cells.push(cell);
-    }
-}
-
-/// Releases every free buffer and cell to the allocator.
+/// Releases every free buffer to the allocator.
 pub fn release_free() {
     let mut pool = pool();
     let pool = &mut *pool;
     pool.f32.0.clear();
     pool.f64.0.clear();
     pool.u32.0.clear();
-    pool.cells.clear();
     pool.free_bytes = 0;
 }
 

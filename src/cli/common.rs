@@ -13,7 +13,9 @@ pub struct DataArgs {
     /// /usr/share/datasets/fashion-mnist].
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// cpu, cuda, cuda:N, or auto (a GPU when built with CUDA and present).
+    /// cpu, cuda, cuda:N, emu (the CUDA backend on the CPU SIMT emulator:
+    /// feature `emu`, slow), or auto (a GPU when built with CUDA and
+    /// present, else the CPU).
     #[arg(long, default_value = "auto")]
     pub device: String,
 }

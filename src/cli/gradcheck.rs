@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use advgrad::gradcheck::suite::{self, CASE_NAMES};
-use advgrad::{Error, GradcheckOptions, Result};
+use advgrad::{Device, Error, GradcheckOptions, Result};
 
 /// Options of `advgrad gradcheck`.
 #[derive(clap::Args, Debug)]
@@ -24,6 +24,9 @@ pub struct Args {
     /// Relative tolerance.
     #[arg(long, default_value_t = GradcheckOptions::default().rtol)]
     rtol: f64,
+    /// The device the checks run on: cpu, cuda, cuda:N, or emu (all in f64).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -38,6 +41,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             CASE_NAMES.join(", ")
         )));
     };
+    let device = Device::resolve(&args.device)?;
     let options = GradcheckOptions {
         eps: args.eps,
         atol: args.atol,
@@ -45,7 +49,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let mut rows = Vec::new();
     for name in names {
-        let case = suite::case(name)?.expect("names come from CASE_NAMES");
+        let case = suite::case(name)?
+            .expect("names come from CASE_NAMES")
+            .to_device(device)?;
         let report = case.run(&options)?;
         rows.push((name, report));
     }

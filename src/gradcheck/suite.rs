@@ -5,8 +5,12 @@
 //! An op with a non-scalar output is checked through
 //! `f = Σ op(x) ⊙ w` with a fixed random `w`, so every output element gets a
 //! different weight and a wrong index in a backward rule cannot cancel out.
+//!
+//! A case runs on the device of its inputs ([`Case::to_device`]): the
+//! constants it makes (weights, labels) follow them there.
 
-use crate::backend::Unary;
+use crate::backend::Activation;
+use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
@@ -30,6 +34,14 @@ impl Case {
     /// Runs the check with `options`.
     pub fn run(&self, options: &GradcheckOptions) -> Result<GradcheckReport> {
         gradcheck(&self.f, &self.inputs, options)
+    }
+
+    /// The same case with its inputs on `device`.
+    pub fn to_device(mut self, device: Device) -> Result<Case> {
+        for x in &mut self.inputs {
+            *x = x.to_device(device)?;
+        }
+        Ok(self)
     }
 }
 
@@ -65,9 +77,10 @@ fn away_from_zero(dims: &[usize], seed: u64) -> Result<Tensor> {
     Tensor::from_vec(v, dims)
 }
 
-/// `Σ y ⊙ w` for a fixed random `w` shaped like `y`.
+/// `Σ y ⊙ w` for a fixed random `w` shaped like `y`, on its device.
 fn weighted_sum(tape: &mut Tape, y: Var, seed: u64) -> Result<Var> {
-    let w = uniform(tape.value(y)?.dims(), seed);
+    let value = tape.value(y)?;
+    let w = uniform(value.dims(), seed).to_device(value.device())?;
     let w = tape.constant(w);
     let p = tape.mul(y, w)?;
     tape.sum(p)
@@ -157,7 +170,7 @@ pub fn case(name: &str) -> Result<Option<Case>> {
             name: "bias_act",
             inputs: vec![uniform(&[7, 9], 18).scale(2.0)?, uniform(&[9], 19)],
             f: Box::new(|t, v| {
-                let y = t.bias_act(v[0], v[1], Unary::Tanh)?;
+                let y = t.bias_act(v[0], v[1], Activation::Tanh)?;
                 weighted_sum(t, y, 22)
             }),
         },
@@ -169,7 +182,7 @@ pub fn case(name: &str) -> Result<Option<Case>> {
                 uniform(&[5], 25),
             ],
             f: Box::new(|t, v| {
-                let y = t.linear_act(v[0], v[1], v[2], Unary::Sigmoid)?;
+                let y = t.linear_act(v[0], v[1], v[2], Activation::Sigmoid)?;
                 weighted_sum(t, y, 26)
             }),
         },
@@ -178,7 +191,10 @@ pub fn case(name: &str) -> Result<Option<Case>> {
             Case {
                 name: "softmax_cross_entropy",
                 inputs: vec![uniform(&[9, 7], 19).scale(3.0)?],
-                f: Box::new(move |t, v| t.softmax_cross_entropy(v[0], &y)),
+                f: Box::new(move |t, v| {
+                    let y = y.to_device(t.value(v[0])?.device())?;
+                    t.softmax_cross_entropy(v[0], &y)
+                }),
             }
         }
         "sum" => Case {
@@ -223,6 +239,7 @@ fn mlp_case() -> Result<Case> {
                     h = acts[l](t, h)?;
                 }
             }
+            let y = y.to_device(t.value(v[0])?.device())?;
             t.softmax_cross_entropy(h, &y)
         }),
     })

@@ -1,12 +1,9 @@
 //! Multi-layer perceptrons: linear layers with one activation between them,
 //! logits out.
 
-use std::fmt;
-use std::str::FromStr;
-
 use smallvec::SmallVec;
 
-use crate::backend::Unary;
+pub use crate::backend::Activation;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -14,66 +11,6 @@ use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 
 use super::linear::Linear;
-
-/// The activation between layers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// `max(x, 0)`.
-    Relu,
-    /// `1/(1+e^{−x})`.
-    Sigmoid,
-    /// `tanh x`.
-    Tanh,
-}
-
-impl Activation {
-    /// Records the activation of `x`.
-    pub fn record(self, tape: &mut Tape, x: Var) -> Result<Var> {
-        match self {
-            Activation::Relu => tape.relu(x),
-            Activation::Sigmoid => tape.sigmoid(x),
-            Activation::Tanh => tape.tanh(x),
-        }
-    }
-
-    /// The elementwise kernel of the activation.
-    pub fn unary(self) -> Unary {
-        match self {
-            Activation::Relu => Unary::Relu,
-            Activation::Sigmoid => Unary::Sigmoid,
-            Activation::Tanh => Unary::Tanh,
-        }
-    }
-
-    /// The name used in specs and model files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Activation::Relu => "relu",
-            Activation::Sigmoid => "sigmoid",
-            Activation::Tanh => "tanh",
-        }
-    }
-}
-
-impl FromStr for Activation {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "relu" => Ok(Activation::Relu),
-            "sigmoid" => Ok(Activation::Sigmoid),
-            "tanh" => Ok(Activation::Tanh),
-            _ => Err(Error::invalid(format!(
-                "unknown activation `{s}`: expected relu, sigmoid or tanh"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for Activation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// A multi-layer perceptron `784-256-256-10`: `Linear → act → … → Linear`,
 /// logits out. Parameters are named as in a PyTorch `nn.Sequential` of
@@ -243,7 +180,7 @@ impl Mlp {
             };
             params.extend([w, b]);
             h = if i + 1 < self.layers.len() {
-                tape.linear_act(h, w, b, self.activation.unary())?
+                tape.linear_act(h, w, b, self.activation)?
             } else {
                 Linear::record(tape, h, w, b)?
             };
@@ -257,7 +194,7 @@ impl Mlp {
         let mut h = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             h = if i + 1 < self.layers.len() {
-                h.linear_act(&layer.weight, &layer.bias, self.activation.unary())?
+                h.linear_act(&layer.weight, &layer.bias, self.activation)?
             } else {
                 layer.forward(&h)?
             };

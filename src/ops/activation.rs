@@ -10,7 +10,7 @@
 //!   `z̄ = g ⊙ f'` computed from the saved output as above (for ReLU,
 //!   `[y > 0] = [x + b > 0]`), `dx = z̄` and `db[j] = Σᵢ z̄[i, j]`.
 
-use crate::backend::{BackendStorage, Unary};
+use crate::backend::{Activation, BackendStorage};
 use crate::error::{Error, Result};
 use smallvec::smallvec;
 
@@ -19,12 +19,15 @@ use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 
 impl Tensor {
-    pub(crate) fn map_unary(&self, op: Unary) -> Result<Tensor> {
-        let out = self.storage().unary(op)?;
+    /// `f(x)` elementwise for the activation `act`.
+    pub fn activation(&self, act: Activation) -> Result<Tensor> {
+        let out = self.storage().activation(act)?;
         Ok(Tensor::from_storage(out, self.shape().clone()))
     }
 
-    pub(super) fn unary_grad(&self, saved: &Tensor, op: Unary) -> Result<Tensor> {
+    /// With `self` the output gradient `g`: `g ⊙ f'`, from the forward's
+    /// input (ReLU) or output (sigmoid, tanh) `saved`.
+    pub fn activation_backward(&self, saved: &Tensor, act: Activation) -> Result<Tensor> {
         if self.shape() != saved.shape() {
             return Err(Error::ShapeMismatch {
                 op: "activation backward",
@@ -32,28 +35,28 @@ impl Tensor {
                 rhs: saved.shape().clone(),
             });
         }
-        let out = self.storage().unary_backward(saved.storage(), op)?;
+        let out = self.storage().activation_backward(saved.storage(), act)?;
         Ok(Tensor::from_storage(out, self.shape().clone()))
     }
 
     /// `max(x, 0)` elementwise.
     pub fn relu(&self) -> Result<Tensor> {
-        self.map_unary(Unary::Relu)
+        self.activation(Activation::Relu)
     }
 
     /// `1/(1+e^{−x})` elementwise.
     pub fn sigmoid(&self) -> Result<Tensor> {
-        self.map_unary(Unary::Sigmoid)
+        self.activation(Activation::Sigmoid)
     }
 
     /// `tanh x` elementwise.
     pub fn tanh(&self) -> Result<Tensor> {
-        self.map_unary(Unary::Tanh)
+        self.activation(Activation::Tanh)
     }
 
     /// `f(x + b)` for a matrix `x: [m, n]`, a bias row `b: [n]` and the
     /// activation `act`, in one pass.
-    pub fn bias_act(&self, bias: &Tensor, act: Unary) -> Result<Tensor> {
+    pub fn bias_act(&self, bias: &Tensor, act: Activation) -> Result<Tensor> {
         let cols = match (self.shape().as_matrix(), bias.dims()) {
             (Some((_, n)), &[r]) if r == n => n,
             _ => {
@@ -70,19 +73,19 @@ impl Tensor {
 
     /// With `self` the output gradient `g`: `g ⊙ [x > 0]`.
     pub fn relu_backward(&self, x: &Tensor) -> Result<Tensor> {
-        self.unary_grad(x, Unary::Relu)
+        self.activation_backward(x, Activation::Relu)
     }
 
     /// With `self` the output gradient `g` and `y` the sigmoid output:
     /// `g ⊙ y ⊙ (1 − y)`.
     pub fn sigmoid_backward(&self, y: &Tensor) -> Result<Tensor> {
-        self.unary_grad(y, Unary::Sigmoid)
+        self.activation_backward(y, Activation::Sigmoid)
     }
 
     /// With `self` the output gradient `g` and `y` the tanh output:
     /// `g ⊙ (1 − y²)`.
     pub fn tanh_backward(&self, y: &Tensor) -> Result<Tensor> {
-        self.unary_grad(y, Unary::Tanh)
+        self.activation_backward(y, Activation::Tanh)
     }
 }
 
@@ -99,12 +102,18 @@ impl Tape {
         self.record(Op::Sigmoid, &[x], out)
     }
 
+    /// Records `f(x)` for the activation `act`.
+    pub fn activation(&mut self, act: Activation, x: Var) -> Result<Var> {
+        match act {
+            Activation::Relu => self.relu(x),
+            Activation::Sigmoid => self.sigmoid(x),
+            Activation::Tanh => self.tanh(x),
+        }
+    }
+
     /// Records `f(x + b)`: the bias row `b` added to every row of `x`, then
     /// the activation `act` (ReLU, sigmoid or tanh), as one op.
-    pub fn bias_act(&mut self, x: Var, b: Var, act: Unary) -> Result<Var> {
-        if act == Unary::Sign {
-            return Err(Error::invalid("bias_act: sign is not differentiable"));
-        }
+    pub fn bias_act(&mut self, x: Var, b: Var, act: Activation) -> Result<Var> {
         let out = self.value(x)?.bias_act(self.value(b)?, act)?;
         self.record(Op::BiasAct(act), &[x, b], out)
     }
@@ -120,10 +129,10 @@ impl Tape {
 pub(super) fn bias_act_backward(
     y: &Tensor,
     g: &Tensor,
-    act: Unary,
+    act: Activation,
     needs: &[bool],
 ) -> Result<InputGrads> {
-    let pre = g.unary_grad(y, act)?;
+    let pre = g.activation_backward(y, act)?;
     let db = needs[1].then(|| pre.sum_rows()).transpose()?;
     Ok(smallvec![needs[0].then_some(pre), db])
 }

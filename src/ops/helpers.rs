@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use crate::backend::cpu::{CpuElement, CpuStorage};
-use crate::backend::{pool, BackendStorage, Storage, Unary};
+use crate::backend::{pool, BackendStorage};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -11,7 +11,8 @@ use crate::tensor::Tensor;
 impl Tensor {
     /// `sign x` ∈ {−1, 0, 1} elementwise.
     pub fn sign(&self) -> Result<Tensor> {
-        self.map_unary(Unary::Sign)
+        let out = self.storage().sign()?;
+        Ok(Tensor::from_storage(out, self.shape().clone()))
     }
 
     /// `min(max(x, lo), hi)` elementwise.
@@ -50,10 +51,16 @@ impl Tensor {
                 rhs: other.shape().clone(),
             });
         }
-        let count = |a: &[u32], b: &[u32]| a.iter().zip(b).filter(|(x, y)| x == y).count();
-        match (self.storage(), other.storage()) {
-            (Storage::Cpu(CpuStorage::U32(a)), Storage::Cpu(CpuStorage::U32(b))) => Ok(count(a, b)),
-            _ => Ok(count(&self.to_vec::<u32>()?, &other.to_vec::<u32>()?)),
+        let (a, b) = (self.storage().on_host()?, other.storage().on_host()?);
+        match (&*a, &*b) {
+            (CpuStorage::U32(a), CpuStorage::U32(b)) => {
+                Ok(a.iter().zip(b).filter(|(x, y)| x == y).count())
+            }
+            _ => Err(Error::DTypeMismatch {
+                op: "count_equal",
+                lhs: self.dtype(),
+                rhs: other.dtype(),
+            }),
         }
     }
 
@@ -70,16 +77,12 @@ impl Tensor {
         let mut dims = self.dims().to_vec();
         dims[0] = range.len();
         let (lo, hi) = (range.start * row, range.end * row);
-        let piece = |host: &CpuStorage| match host {
-            CpuStorage::F32(v) => Tensor::from_slice(&v[lo..hi], dims.clone()),
-            CpuStorage::F64(v) => Tensor::from_slice(&v[lo..hi], dims.clone()),
-            CpuStorage::U32(v) => Tensor::from_slice(&v[lo..hi], dims.clone()),
-        };
-        match self.storage() {
-            Storage::Cpu(host) => piece(host),
-            #[allow(unreachable_patterns)]
-            other => piece(&other.to_cpu()?)?.to_device(self.device()),
-        }
+        let piece = match &*self.storage().on_host()? {
+            CpuStorage::F32(v) => Tensor::from_slice(&v[lo..hi], dims),
+            CpuStorage::F64(v) => Tensor::from_slice(&v[lo..hi], dims),
+            CpuStorage::U32(v) => Tensor::from_slice(&v[lo..hi], dims),
+        }?;
+        piece.to_device(self.device())
     }
 
     /// The tensors stacked along the first axis: `[n₁, …] ⊕ [n₂, …] → [n₁ + n₂, …]`;
@@ -104,11 +107,7 @@ impl Tensor {
         fn join<T: CpuElement>(parts: &[Tensor], total: usize, dims: Vec<usize>) -> Result<Tensor> {
             let mut out = pool::take(total);
             for p in parts {
-                match p.storage() {
-                    Storage::Cpu(host) => out.extend_from_slice(T::slice(host).unwrap_or(&[])),
-                    #[allow(unreachable_patterns)]
-                    other => out.extend_from_slice(T::slice(&other.to_cpu()?).unwrap_or(&[])),
-                }
+                out.extend_from_slice(T::slice(&*p.storage().on_host()?).unwrap_or(&[]));
             }
             Tensor::from_vec(out, dims)
         }

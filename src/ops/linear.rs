@@ -10,7 +10,7 @@
 //! `bias_act` (for ReLU, `[y > 0]`): `dx = z̄·W`, `dW = z̄ᵀ·x`,
 //! `db[j] = Σᵢ z̄[i, j]`.
 
-use crate::backend::{BackendStorage, Unary};
+use crate::backend::{Activation, BackendStorage};
 use crate::error::{Error, Result};
 use crate::ops::{matmul, InputGrads, Op};
 use crate::tape::{Tape, Var};
@@ -19,7 +19,7 @@ use crate::tensor::Tensor;
 impl Tensor {
     /// `f(x·Wᵀ + b)` for `x: [m, in]`, `W: [out, in]`, `b: [out]` and the
     /// activation `act`, in one pass over the output.
-    pub fn linear_act(&self, weight: &Tensor, bias: &Tensor, act: Unary) -> Result<Tensor> {
+    pub fn linear_act(&self, weight: &Tensor, bias: &Tensor, act: Activation) -> Result<Tensor> {
         let dims = self.matmul_dims(weight, false, true)?;
         if bias.dims() != [dims.n] {
             return Err(Error::ShapeMismatch {
@@ -38,10 +38,7 @@ impl Tensor {
 impl Tape {
     /// Records `f(x·Wᵀ + b)` as one op (see the module docs): a hidden layer
     /// of an MLP.
-    pub fn linear_act(&mut self, x: Var, weight: Var, bias: Var, act: Unary) -> Result<Var> {
-        if act == Unary::Sign {
-            return Err(Error::invalid("linear_act: sign is not differentiable"));
-        }
+    pub fn linear_act(&mut self, x: Var, weight: Var, bias: Var, act: Activation) -> Result<Var> {
         let out = self
             .value(x)?
             .linear_act(self.value(weight)?, self.value(bias)?, act)?;
@@ -55,10 +52,10 @@ pub(super) fn backward(
     inputs: &[&Tensor],
     y: &Tensor,
     g: &Tensor,
-    act: Unary,
+    act: Activation,
     needs: &[bool],
 ) -> Result<InputGrads> {
-    let z_bar = g.unary_grad(y, act)?;
+    let z_bar = g.activation_backward(y, act)?;
     let db = needs[2].then(|| z_bar.sum_rows()).transpose()?;
     let mut grads = matmul::backward(inputs[0], inputs[1], &z_bar, (false, true), &needs[..2])?;
     grads.push(db);

@@ -91,10 +91,10 @@ pub enum Op {
     Tanh,
     /// `f(x + b)` with a bias row `b` and the activation `f` (ReLU, sigmoid
     /// or tanh), fused.
-    BiasAct(crate::backend::Unary),
+    BiasAct(crate::backend::Activation),
     /// `f(x·Wᵀ + b)`: a linear layer (weight `[out, in]`) and its
     /// activation, fused.
-    LinearAct(crate::backend::Unary),
+    LinearAct(crate::backend::Activation),
     /// Mean softmax cross-entropy of logits against integer labels.
     SoftmaxCrossEntropy {
         /// The labels (u32, one per row).

@@ -1,10 +1,23 @@
 // runtime.cpp — runs a kernel launch on CPU threads (see simt.h).
 //
-// A launch creates one std::thread per CUDA thread of a block; those threads
-// run every block of the grid in turn. Between blocks they meet at an
-// end-of-block barrier whose last arrival re-poisons the shared memory.
+// A launch whose threads cooperate (barriers, shuffles, shared memory) runs
+// with one OS thread per CUDA thread of a block; those threads run every
+// block of the grid in turn and meet between blocks at an end-of-block
+// barrier whose last arrival re-poisons the shared memory. The threads come
+// from a pool that grows to the largest block seen and lives as long as the
+// process, so a launch costs a wake-up per thread, not a thread creation.
+//
+// A launch whose plan declares independent threads runs each block's
+// threads one after another on the launching thread; a barrier, shuffle or
+// shared-memory access in such a kernel fails the launch.
+//
 // Launches are serialised by a global mutex (the emulated "device").
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -31,6 +44,7 @@ namespace {
 constexpr int kExit = -1;     // barrier site: the thread left the kernel
 constexpr int kShuffle = -2;  // barrier site: a warp shuffle
 constexpr size_t kStaticShared = 48 * 1024;
+constexpr int kPollMs = 20;  // how often a waiting thread checks for failure
 
 struct Abort {};  // unwinds a thread once the launch has failed
 
@@ -41,17 +55,34 @@ std::string describe(int site) {
     return "__syncwarp";
 }
 
+// Waits while *word == expected, for at most `ms` milliseconds (or until a
+// wake-up). The caller re-checks the word: wake-ups may be spurious.
+void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, int ms) {
+    static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "futex word");
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, &ts,
+            nullptr, 0);
+}
+
+void futex_wake_all(std::atomic<uint32_t>* word) {
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+            nullptr, 0);
+}
+
 struct Launch;
 
 // A reusable barrier for `expected` threads that checks they all arrive at
-// the same site, and gives up after the watchdog time.
+// the same site, and gives up after the watchdog time. Arrivals are counted
+// under a mutex; the waiters sleep on the generation word (a futex), which
+// the last arrival bumps with release order, so everything written before
+// the barrier happens-before everything read after it (ThreadSanitizer sees
+// the mutex and the atomics).
 struct Barrier {
     std::mutex m;
-    std::condition_variable cv;
     unsigned expected = 0;
-    unsigned count = 0;
-    uint64_t gen = 0;
-    int site = 0;
+    unsigned count = 0;  // guarded by m
+    int site = 0;        // guarded by m
+    std::atomic<uint32_t> gen{0};
 
     template <typename F>
     void arrive(Launch& L, int at, const char* scope, F on_complete);
@@ -60,9 +91,14 @@ struct Barrier {
     }
 };
 
+// A warp's barrier and its shuffle slots. Shuffles alternate between two
+// sets of slots, so one barrier per shuffle suffices: a lane writes set
+// (k+1)%2 only after the barrier of shuffle k, which every lane reaches only
+// after it has read its value of shuffle k−1 from that set.
 struct Warp {
     Barrier bar;
-    alignas(8) unsigned char slot[32][8];
+    alignas(8) unsigned char slot[2][32][8];
+    int next[32] = {};  // per lane: the set its next shuffle uses
 };
 
 struct Launch {
@@ -70,6 +106,7 @@ struct Launch {
     dim3 grid{}, block{};
     unsigned nthreads = 0;
     void** args = nullptr;
+    bool independent = false;
     std::chrono::milliseconds watchdog{20000};
 
     alignas(256) unsigned char arena[kStaticShared];
@@ -102,34 +139,45 @@ struct Launch {
     ~Launch() { free(dyn); }
 };
 
+std::string where() {
+    return "block (" + std::to_string(blockIdx.x) + "," + std::to_string(blockIdx.y) + "," +
+           std::to_string(blockIdx.z) + "), thread " + std::to_string(threadIdx.x) + "," +
+           std::to_string(threadIdx.y) + "," + std::to_string(threadIdx.z);
+}
+
 template <typename F>
 void Barrier::arrive(Launch& L, int at, const char* scope, F on_complete) {
-    std::unique_lock<std::mutex> lk(m);
-    if (L.failed.load()) throw Abort{};
-    if (count == 0) {
-        site = at;
-    } else if (site != at) {
-        L.fail(std::string("divergent barrier in block (") + std::to_string(blockIdx.x) + "," +
-               std::to_string(blockIdx.y) + "," + std::to_string(blockIdx.z) + "): thread " +
-               std::to_string(threadIdx.x) + "," + std::to_string(threadIdx.y) + "," +
-               std::to_string(threadIdx.z) + " reached " + describe(at) + " while other threads of its " +
-               scope + " wait at " + describe(site));
-        cv.notify_all();
-        throw Abort{};
+    uint32_t g;
+    bool last;
+    {
+        std::lock_guard<std::mutex> lk(m);
+        if (L.failed.load()) throw Abort{};
+        if (count == 0) {
+            site = at;
+        } else if (site != at) {
+            L.fail("divergent barrier in " + where() + " reached " + describe(at) +
+                   " while other threads of its " + scope + " wait at " + describe(site));
+            throw Abort{};
+        }
+        g = gen.load(std::memory_order_relaxed);
+        last = ++count == expected;
+        if (last) {
+            count = 0;
+            on_complete();
+            gen.store(g + 1, std::memory_order_release);
+        }
     }
-    if (++count == expected) {
-        count = 0;
-        ++gen;
-        on_complete();
-        cv.notify_all();
+    if (last) {
+        futex_wake_all(&gen);
         return;
     }
-    const uint64_t g = gen;
     const auto deadline = std::chrono::steady_clock::now() + L.watchdog;
-    while (gen == g) {
+    while (gen.load(std::memory_order_acquire) == g) {
         if (L.failed.load()) throw Abort{};
-        cv.wait_for(lk, std::chrono::milliseconds(20));
-        if (gen == g && std::chrono::steady_clock::now() > deadline) {
+        futex_wait(&gen, g, kPollMs);
+        if (gen.load(std::memory_order_acquire) == g &&
+            std::chrono::steady_clock::now() > deadline) {
+            std::lock_guard<std::mutex> lk(m);
             L.fail("watchdog: " + std::to_string(count) + " of " + std::to_string(expected) +
                    " threads of a " + scope + " waited at " + describe(site) + " for " +
                    std::to_string(L.watchdog.count()) + " ms; the others never arrived");
@@ -150,41 +198,156 @@ Launch& current() {
     return *tl_launch;
 }
 
-void run_thread(Launch* L, unsigned tid) {
+// The launch of the calling thread, which must be one of cooperating
+// threads: `what` names the primitive for the error otherwise.
+Launch& cooperating(const char* what) {
+    Launch& L = current();
+    if (L.independent) {
+        L.fail(std::string("the plan declares independent threads (Cooperation::Independent), but ") +
+               where() + " uses " + what);
+        throw Abort{};
+    }
+    return L;
+}
+
+void set_thread(Launch* L, unsigned tid) {
     tl_launch = L;
     threadIdx = {tid % L->block.x, (tid / L->block.x) % L->block.y, tid / (L->block.x * L->block.y)};
     blockDim = L->block;
     gridDim = L->grid;
     tl_lane = static_cast<int>(tid % 32);
     tl_warp = static_cast<int>(tid / 32);
+}
+
+// Runs the kernel body for the calling thread in the current block; false
+// once the launch has failed.
+bool call_kernel(Launch* L) {
+    try {
+        L->kernel->call(L->args);
+        return true;
+    } catch (const Abort&) {
+    } catch (const std::exception& e) {
+        L->fail(std::string("exception in kernel: ") + e.what());
+    } catch (...) {
+        L->fail("unknown exception in kernel");
+    }
+    return false;
+}
+
+template <typename F>
+void for_each_block(const Launch* L, F f) {
     for (unsigned bz = 0; bz < L->grid.z; ++bz)
         for (unsigned by = 0; by < L->grid.y; ++by)
             for (unsigned bx = 0; bx < L->grid.x; ++bx) {
                 blockIdx = {bx, by, bz};
-                try {
-                    L->kernel->call(L->args);
-                    L->warps[tl_warp]->bar.arrive(*L, kExit, "warp");
-                    L->block_bar.arrive(*L, kExit, "block", [L] { L->poison_shared(); });
-                } catch (const Abort&) {
-                    return;
-                } catch (const std::exception& e) {
-                    L->fail(std::string("exception in kernel: ") + e.what());
-                    return;
-                } catch (...) {
-                    L->fail("unknown exception in kernel");
-                    return;
-                }
+                if (!f()) return;
             }
+}
+
+// One cooperating CUDA thread: every block in turn, meeting the others at
+// the end of each.
+void run_cooperating(Launch* L, unsigned tid) {
+    set_thread(L, tid);
+    for_each_block(L, [L] {
+        if (!call_kernel(L)) return false;
+        try {
+            L->warps[tl_warp]->bar.arrive(*L, kExit, "warp");
+            L->block_bar.arrive(*L, kExit, "block", [L] { L->poison_shared(); });
+        } catch (const Abort&) {
+            return false;
+        }
+        return true;
+    });
+    tl_launch = nullptr;
+}
+
+// Every thread of every block, one after another, on the calling thread.
+void run_independent(Launch* L) {
+    for_each_block(L, [L] {
+        for (unsigned t = 0; t < L->nthreads; ++t) {
+            set_thread(L, t);
+            if (!call_kernel(L)) return false;
+        }
+        return true;
+    });
+    tl_launch = nullptr;
+}
+
+// Parked OS threads that run the cooperating threads of a launch. Only one
+// launch uses the pool at a time (the device mutex), and the pool is never
+// destroyed: its threads are detached and park between launches.
+class Pool {
+  public:
+    // Runs run_cooperating(L, t) for t in [0, n) on n pool threads and
+    // returns when all have finished.
+    void run(Launch* L, unsigned n) {
+        while (workers_.size() < n) workers_.push_back(start_worker());
+        {
+            std::lock_guard<std::mutex> g(done_m_);
+            remaining_ = n;
+        }
+        for (unsigned t = 0; t < n; ++t) {
+            Worker& w = *workers_[t];
+            std::lock_guard<std::mutex> g(w.m);
+            w.job = L;
+            w.tid = t;
+            w.cv.notify_one();
+        }
+        std::unique_lock<std::mutex> g(done_m_);
+        done_cv_.wait(g, [this] { return remaining_ == 0; });
+    }
+
+  private:
+    struct Worker {
+        std::mutex m;
+        std::condition_variable cv;
+        Launch* job = nullptr;  // guarded by m
+        unsigned tid = 0;       // guarded by m
+    };
+
+    Worker* start_worker() {
+        auto* w = new Worker();
+        std::thread([this, w] {
+            for (;;) {
+                Launch* L;
+                unsigned tid;
+                {
+                    std::unique_lock<std::mutex> g(w->m);
+                    w->cv.wait(g, [w] { return w->job != nullptr; });
+                    L = w->job;
+                    tid = w->tid;
+                    w->job = nullptr;
+                }
+                run_cooperating(L, tid);
+                std::lock_guard<std::mutex> g(done_m_);
+                if (--remaining_ == 0) done_cv_.notify_one();
+            }
+        }).detach();
+        return w;
+    }
+
+    std::vector<Worker*> workers_;
+    std::mutex done_m_;
+    std::condition_variable done_cv_;
+    unsigned remaining_ = 0;  // guarded by done_m_
+};
+
+Pool& pool() {
+    static Pool* p = new Pool();  // never destroyed: its threads outlive main
+    return *p;
 }
 
 std::mutex g_device;  // one launch at a time
 
 }  // namespace
 
-void syncthreads(int site) { current().block_bar.arrive(current(), site, "block"); }
+void syncthreads(int site) {
+    Launch& L = cooperating("__syncthreads");
+    L.block_bar.arrive(L, site, "block");
+}
 
 void syncwarp(unsigned mask, int kind) {
-    Launch& L = current();
+    Launch& L = cooperating("__syncwarp");
     if (mask != 0xffffffffu) {
         L.fail("only full-warp masks are emulated");
         throw Abort{};
@@ -193,20 +356,21 @@ void syncwarp(unsigned mask, int kind) {
 }
 
 void warp_exchange(unsigned mask, const void* in, void* out, size_t size, int src) {
-    Launch& L = current();
+    Launch& L = cooperating("a warp shuffle");
     if (mask != 0xffffffffu) {
         L.fail("only full-warp masks are emulated");
         throw Abort{};
     }
     Warp& w = *L.warps[tl_warp];
-    memcpy(w.slot[tl_lane], in, size);
+    const int set = w.next[tl_lane];
+    w.next[tl_lane] = 1 - set;
+    memcpy(w.slot[set][tl_lane], in, size);
     w.bar.arrive(L, kShuffle, "warp");
-    memcpy(out, w.slot[src], size);
-    w.bar.arrive(L, kShuffle, "warp");
+    memcpy(out, w.slot[set][src], size);
 }
 
 void* shared_slot(const void* key, size_t size, size_t align) {
-    Launch& L = current();
+    Launch& L = cooperating("shared memory");
     std::lock_guard<std::mutex> g(L.slot_m);
     for (auto& s : L.slots)
         if (s.first == key) return L.arena + s.second;
@@ -224,7 +388,7 @@ void* shared_slot(const void* key, size_t size, size_t align) {
 }
 
 void* dynamic_shared() {
-    Launch& L = current();
+    Launch& L = cooperating("dynamic shared memory");
     return L.dyn;
 }
 
@@ -254,8 +418,8 @@ const char* simt_kernel_name(size_t i) {
 }
 
 static int launch_impl(const char* name, const unsigned grid[3], const unsigned block[3],
-                       size_t dyn_bytes, void** args, size_t nargs, unsigned watchdog_ms, char* err,
-                       size_t errlen) {
+                       size_t dyn_bytes, int independent, void** args, size_t nargs,
+                       unsigned watchdog_ms, char* err, size_t errlen) {
     auto report = [&](const std::string& msg) {
         if (errlen) {
             const size_t n = msg.size() < errlen - 1 ? msg.size() : errlen - 1;
@@ -284,6 +448,7 @@ static int launch_impl(const char* name, const unsigned grid[3], const unsigned 
     L->block = {block[0], block[1], block[2]};
     L->nthreads = static_cast<unsigned>(threads);
     L->args = args;
+    L->independent = independent != 0;
     if (watchdog_ms) L->watchdog = std::chrono::milliseconds(watchdog_ms);
     L->dyn_bytes = dyn_bytes;
     if (dyn_bytes) {
@@ -291,29 +456,33 @@ static int launch_impl(const char* name, const unsigned grid[3], const unsigned 
         if (!L->dyn) return report("out of memory for dynamic shared memory");
     }
     L->poison_shared();
-    L->block_bar.expected = L->nthreads;
-    for (unsigned w = 0; w < L->nthreads / 32; ++w) {
-        L->warps.emplace_back(new simt::Warp());
-        L->warps.back()->bar.expected = 32;
+    if (L->independent) {
+        simt::run_independent(L.get());
+    } else {
+        L->block_bar.expected = L->nthreads;
+        for (unsigned w = 0; w < L->nthreads / 32; ++w) {
+            L->warps.emplace_back(new simt::Warp());
+            L->warps.back()->bar.expected = 32;
+        }
+        try {
+            simt::pool().run(L.get(), L->nthreads);
+        } catch (const std::exception& ex) {
+            return report(std::string(name) + ": could not start the threads: " + ex.what());
+        }
     }
-    std::vector<std::thread> threads_v;
-    try {
-        threads_v.reserve(L->nthreads);
-        for (unsigned t = 0; t < L->nthreads; ++t) threads_v.emplace_back(simt::run_thread, L.get(), t);
-    } catch (const std::exception& ex) {
-        L->fail(std::string("could not start the threads: ") + ex.what());
-    }
-    for (auto& t : threads_v) t.join();
     if (L->failed.load()) return report(std::string(name) + ": " + L->err);
     return 0;
 }
 
-// Runs kernel `name` over the grid. Returns 0, or -1 with a message in err.
-// No C++ exception crosses this boundary.
+// Runs kernel `name` over the grid, its blocks' threads independent (one
+// after another) or cooperating (one OS thread each). Returns 0, or -1 with
+// a message in err. No C++ exception crosses this boundary.
 int simt_launch(const char* name, const unsigned grid[3], const unsigned block[3], size_t dyn_bytes,
-                void** args, size_t nargs, unsigned watchdog_ms, char* err, size_t errlen) {
+                int independent, void** args, size_t nargs, unsigned watchdog_ms, char* err,
+                size_t errlen) {
     try {
-        return launch_impl(name, grid, block, dyn_bytes, args, nargs, watchdog_ms, err, errlen);
+        return launch_impl(name, grid, block, dyn_bytes, independent, args, nargs, watchdog_ms,
+                           err, errlen);
     } catch (...) {
         if (errlen) snprintf(err, errlen, "%s: the emulator failed (out of memory?)", name);
         return -1;

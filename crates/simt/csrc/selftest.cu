@@ -41,3 +41,11 @@ extern "C" __global__ void simt_deadlock() {
     else
         __syncwarp();
 }
+
+// Each thread below n writes its element, and thread 0 one more: past the
+// end of a buffer of n elements.
+extern "C" __global__ void simt_write_past_end(float* out, int n) {
+    const int i = threadIdx.x;
+    if (i < n) out[i] = 1.0f;
+    if (i == 0) out[n] = 2.0f;
+}

@@ -1,5 +1,5 @@
 // simt.h — the shim that lets kernels/*.cu compile as ordinary C++ and run
-// on CPU threads (one OS thread per CUDA thread).
+// on CPU threads (one OS thread per CUDA thread of a cooperating block).
 //
 // What it provides, and how it maps to the CPU:
 // - threadIdx / blockIdx / blockDim / gridDim: thread-local per CUDA thread;
@@ -19,9 +19,12 @@
 //   kernels needs float atomics: sums are deterministic trees);
 // - __global__, __device__, __forceinline__, __launch_bounds__, __align__,
 //   float4 / double2, and the math functions through <math.h>.
-// Blocks of a launch run one after another on the same set of threads;
-// all the synchronisation is std::mutex / std::condition_variable, which
-// ThreadSanitizer understands, so a missing barrier shows up as a race.
+// Blocks of a launch run one after another on the same set of threads. The
+// synchronisation is std::mutex, std::condition_variable and atomics (the
+// barrier waiters sleep on a futex), all of which ThreadSanitizer
+// understands, so a missing barrier shows up as a race. A launch whose plan
+// declares independent threads runs them one after another instead, and
+// any barrier, shuffle or shared memory in it is an error.
 #pragma once
 #define ADVGRAD_SIMT 1
 

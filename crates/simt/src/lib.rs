@@ -1,41 +1,45 @@
-//! CPU SIMT emulation of advgrad's CUDA kernels, for tests on machines
-//! without a GPU.
+//! CPU SIMT emulation of advgrad's CUDA kernels: the launcher behind
+//! advgrad's `--device emu`, and the kernel tests on machines without a GPU.
 //!
 //! The build script compiles the very same `kernels/*.cu` sources that
-//! `build.rs` of advgrad turns into PTX, but as C++, against a shim header
-//! (`csrc/simt.h`) that gives every CUDA thread its own OS thread with its
-//! own `threadIdx`, turns `__syncthreads` into a block barrier and the warp
-//! shuffles into exchanges through a warp barrier, and gives each block its
-//! own shared memory. [`run`] executes one [`plan::LaunchPlan`] — the plan
-//! the CUDA backend launches on the GPU — on those threads.
+//! advgrad's `build.rs` turns into PTX, but as C++, against a shim header
+//! (`csrc/simt.h`) that gives every CUDA thread of a cooperating block its
+//! own OS thread with its own `threadIdx`, turns `__syncthreads` into a block
+//! barrier and the warp shuffles into exchanges through a warp barrier, and
+//! gives each block its own shared memory. [`launch`] executes one
+//! [`LaunchPlan`] — the plan the CUDA backend launches on a GPU — with
+//! emulated device buffers ([`DeviceBuffer`]); [`run`] does the same with
+//! host slices.
 //!
-//! What [`run`] checks and does, so that kernel bugs show up as test
-//! failures:
+//! What a launch checks and does, so that kernel bugs show up as errors:
 //! - the plan's parameter list matches the kernel's C++ signature, type by
-//!   type, and every buffer is at least as long as the plan says;
+//!   type, and every buffer holds the plan's element type and is at least as
+//!   long as the plan says; written buffers are passed mutably;
 //! - block sizes are whole warps (at most 1024 threads);
-//! - output buffers ([`plan::Access::Write`]) and all shared memory are
-//!   filled with 0xFF bytes (NaN) before the kernel runs;
-//! - every buffer is copied into an allocation with 0xFF guard zones on both
-//!   sides; a kernel that writes into a guard zone gets an error;
+//! - output buffers ([`Access::Write`]) and all shared memory are filled
+//!   with 0xFF bytes (NaN) before the kernel runs; fresh device buffers are
+//!   too;
+//! - every device buffer lies between 0xFF guard zones; a kernel that writes
+//!   into one gets an error;
 //! - threads that wait at different barriers (a `__syncthreads` inside a
 //!   branch, a shuffle some lanes skip) are reported at once, and a barrier
 //!   that does not complete within the watchdog time is an error instead of
-//!   a hang.
+//!   a hang;
+//! - a plan that declares independent threads
+//!   ([`Cooperation::Independent`]) runs them one after another, and a
+//!   barrier, shuffle or shared memory in its kernel is an error.
 //!
 //! Launches run one at a time (a global lock), one block after another.
 //! Safety rests on the kernel touching only the elements the plan declares
 //! (plus the guard zones): that is the contract every plan states.
 
-#[path = "../../../src/backend/cuda/plan.rs"]
-pub mod plan;
-
 use std::alloc::{self, Layout};
 use std::ffi::{c_char, c_int, c_long, c_uint, c_void, CStr, CString};
 use std::fmt;
+use std::ptr::NonNull;
 use std::time::Duration;
 
-use plan::{Access, Elem, LaunchPlan, Param, Scalar};
+use kernels::{Access, Cooperation, DType, LaunchPlan, Param, Scalar};
 
 mod ffi {
     use super::*;
@@ -48,6 +52,7 @@ mod ffi {
             grid: *const c_uint,
             block: *const c_uint,
             dyn_bytes: usize,
+            independent: c_int,
             args: *mut *mut c_void,
             nargs: usize,
             watchdog_ms: c_uint,
@@ -73,83 +78,20 @@ fn err<T>(msg: impl Into<String>) -> Result<T, SimtError> {
     Err(SimtError(msg.into()))
 }
 
-/// A buffer passed to a kernel: read-only or writable, by element type.
-#[derive(Debug)]
-pub enum Buf<'a> {
-    /// `const float*`.
-    F32(&'a [f32]),
-    /// `float*`.
-    F32Mut(&'a mut [f32]),
-    /// `const double*`.
-    F64(&'a [f64]),
-    /// `double*`.
-    F64Mut(&'a mut [f64]),
-    /// `const unsigned*`.
-    U32(&'a [u32]),
-    /// `unsigned*`.
-    U32Mut(&'a mut [u32]),
+/// The element types of kernel buffers.
+pub trait Element: Copy + Send + Sync + 'static {
+    /// The runtime tag.
+    const DTYPE: DType;
 }
 
-impl Buf<'_> {
-    fn elem(&self) -> Elem {
-        match self {
-            Buf::F32(_) | Buf::F32Mut(_) => Elem::F32,
-            Buf::F64(_) | Buf::F64Mut(_) => Elem::F64,
-            Buf::U32(_) | Buf::U32Mut(_) => Elem::U32,
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Buf::F32(s) => s.len(),
-            Buf::F32Mut(s) => s.len(),
-            Buf::F64(s) => s.len(),
-            Buf::F64Mut(s) => s.len(),
-            Buf::U32(s) => s.len(),
-            Buf::U32Mut(s) => s.len(),
-        }
-    }
-
-    fn is_mut(&self) -> bool {
-        matches!(self, Buf::F32Mut(_) | Buf::F64Mut(_) | Buf::U32Mut(_))
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: f32, f64 and u32 have no padding and every byte pattern of
-        // them is a valid u8; the byte slice covers exactly the same memory.
-        unsafe {
-            match self {
-                Buf::F32(s) => std::slice::from_raw_parts(s.as_ptr().cast(), s.len() * 4),
-                Buf::F32Mut(s) => std::slice::from_raw_parts(s.as_ptr().cast(), s.len() * 4),
-                Buf::F64(s) => std::slice::from_raw_parts(s.as_ptr().cast(), s.len() * 8),
-                Buf::F64Mut(s) => std::slice::from_raw_parts(s.as_ptr().cast(), s.len() * 8),
-                Buf::U32(s) => std::slice::from_raw_parts(s.as_ptr().cast(), s.len() * 4),
-                Buf::U32Mut(s) => std::slice::from_raw_parts(s.as_ptr().cast(), s.len() * 4),
-            }
-        }
-    }
-
-    fn bytes_mut(&mut self) -> Option<&mut [u8]> {
-        // SAFETY: as in `bytes`; any byte pattern written back is a valid
-        // f32, f64 or u32, and the slice is uniquely borrowed.
-        unsafe {
-            match self {
-                Buf::F32Mut(s) => Some(std::slice::from_raw_parts_mut(
-                    s.as_mut_ptr().cast(),
-                    s.len() * 4,
-                )),
-                Buf::F64Mut(s) => Some(std::slice::from_raw_parts_mut(
-                    s.as_mut_ptr().cast(),
-                    s.len() * 8,
-                )),
-                Buf::U32Mut(s) => Some(std::slice::from_raw_parts_mut(
-                    s.as_mut_ptr().cast(),
-                    s.len() * 4,
-                )),
-                _ => None,
-            }
-        }
-    }
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+}
+impl Element for f64 {
+    const DTYPE: DType = DType::F64;
+}
+impl Element for u32 {
+    const DTYPE: DType = DType::U32;
 }
 
 /// Bytes of 0xFF before and after every buffer.
@@ -157,77 +99,185 @@ const GUARD: usize = 4096;
 /// Alignment of every emulated device buffer (as cudaMalloc gives).
 const ALIGN: usize = 256;
 
-/// A copy of a buffer between two poisoned guard zones.
-struct Guarded {
-    ptr: *mut u8,
+/// A buffer in the emulated device's memory: `len` elements of one type in
+/// a host allocation, 256-byte aligned, between two guard zones of 0xFF
+/// bytes that a launch checks afterwards.
+pub struct DeviceBuffer {
+    ptr: NonNull<u8>,
     layout: Layout,
+    dtype: DType,
     len: usize,
 }
 
-impl Guarded {
-    fn new(data: &[u8], poison: bool) -> Guarded {
-        let layout =
-            Layout::from_size_align(GUARD + data.len().next_multiple_of(ALIGN) + GUARD, ALIGN)
-                .expect("buffer too large to emulate");
+// SAFETY: a DeviceBuffer owns its allocation like a Vec<u8>; shared
+// references only read it, and the emulator writes to it only through
+// `&mut DeviceBuffer` (an `Arg::Out`).
+unsafe impl Send for DeviceBuffer {}
+// SAFETY: as above: no interior mutability behind `&DeviceBuffer`.
+unsafe impl Sync for DeviceBuffer {}
+
+impl DeviceBuffer {
+    /// `len` elements of `dtype` whose every byte is 0xFF (NaN for floats),
+    /// as uninitialised device memory reads on the emulator.
+    pub fn poisoned(dtype: DType, len: usize) -> DeviceBuffer {
+        let bytes = len
+            .checked_mul(dtype.size())
+            .expect("buffer too large to emulate");
+        let layout = Layout::from_size_align(GUARD + bytes.next_multiple_of(ALIGN) + GUARD, ALIGN)
+            .expect("buffer too large to emulate");
         // SAFETY: the layout has a non-zero size (two guard zones).
-        let ptr = unsafe { alloc::alloc(layout) };
-        if ptr.is_null() {
-            alloc::handle_alloc_error(layout);
-        }
-        // SAFETY: ptr is valid for layout.size() bytes; the copy stays within
-        // [GUARD, GUARD + data.len()) and does not overlap `data`.
-        unsafe {
-            std::ptr::write_bytes(ptr, 0xFF, layout.size());
-            if !poison {
-                std::ptr::copy_nonoverlapping(data.as_ptr(), ptr.add(GUARD), data.len());
-            }
-        }
-        Guarded {
+        let raw = unsafe { alloc::alloc(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            alloc::handle_alloc_error(layout)
+        };
+        // SAFETY: ptr is valid for layout.size() bytes.
+        unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0xFF, layout.size()) };
+        DeviceBuffer {
             ptr,
             layout,
-            len: data.len(),
+            dtype,
+            len,
         }
+    }
+
+    /// A buffer holding a copy of `data`.
+    pub fn from_slice<T: Element>(data: &[T]) -> DeviceBuffer {
+        let mut b = DeviceBuffer::poisoned(T::DTYPE, data.len());
+        b.bytes_mut().copy_from_slice(as_bytes(data));
+        b
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first `n` elements, or `None` when `T` is not the buffer's type
+    /// or `n` exceeds its length.
+    pub fn to_vec<T: Element>(&self, n: usize) -> Option<Vec<T>> {
+        if T::DTYPE != self.dtype || n > self.len {
+            return None;
+        }
+        let mut out = Vec::with_capacity(n);
+        // SAFETY: the data region holds `len ≥ n` elements of `T` (checked
+        // above), aligned to 256 bytes; `out` has room for `n` of them and
+        // does not overlap the buffer; every bit pattern is a valid T.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.data_ptr().cast::<T>(), out.as_mut_ptr(), n);
+            out.set_len(n);
+        }
+        Some(out)
+    }
+
+    /// Copies the elements into `out` (of the buffer's type and length).
+    fn copy_to<T: Element>(&self, out: &mut [T]) {
+        as_bytes_mut(out).copy_from_slice(self.bytes());
     }
 
     fn data_ptr(&self) -> *mut u8 {
         // SAFETY: GUARD is within the allocation.
-        unsafe { self.ptr.add(GUARD) }
+        unsafe { self.ptr.as_ptr().add(GUARD) }
     }
 
     fn all(&self) -> &[u8] {
-        // SAFETY: ptr is valid and initialised for layout.size() bytes; no
-        // thread of the (finished) launch writes to it any more.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.layout.size()) }
+        // SAFETY: ptr is valid and initialised for layout.size() bytes, and
+        // no launch writes to it while `self` is borrowed.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
     }
 
-    /// Whether the kernel left both guard zones (and the tail padding) alone.
+    fn bytes(&self) -> &[u8] {
+        let n = self.len * self.dtype.size();
+        &self.all()[GUARD..GUARD + n]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        let n = self.len * self.dtype.size();
+        // SAFETY: the data region lies within the allocation and `self` is
+        // borrowed uniquely.
+        unsafe { std::slice::from_raw_parts_mut(self.data_ptr(), n) }
+    }
+
+    /// Whether both guard zones (and the tail padding) are untouched.
     fn guards_intact(&self) -> bool {
         let all = self.all();
-        all[..GUARD].iter().all(|&b| b == 0xFF)
-            && all[GUARD + self.len..].iter().all(|&b| b == 0xFF)
+        let end = GUARD + self.len * self.dtype.size();
+        all[..GUARD].iter().all(|&b| b == 0xFF) && all[end..].iter().all(|&b| b == 0xFF)
     }
 
-    fn data(&self) -> &[u8] {
-        &self.all()[GUARD..GUARD + self.len]
+    /// Fills the elements with 0xFF bytes.
+    fn poison(&mut self) {
+        self.bytes_mut().fill(0xFF);
     }
 }
 
-impl Drop for Guarded {
+impl Clone for DeviceBuffer {
+    fn clone(&self) -> DeviceBuffer {
+        let mut b = DeviceBuffer::poisoned(self.dtype, self.len);
+        b.bytes_mut().copy_from_slice(self.bytes());
+        b
+    }
+}
+
+impl Drop for DeviceBuffer {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout, freed once.
-        unsafe { alloc::dealloc(self.ptr, self.layout) }
+        // SAFETY: allocated in `poisoned` with this layout, freed once.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
     }
 }
 
-fn type_name(elem: Elem, access: Access) -> String {
-    let t = match elem {
-        Elem::F32 => "f32",
-        Elem::F64 => "f64",
-        Elem::U32 => "u32",
-    };
+impl fmt::Debug for DeviceBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceBuffer")
+            .field("dtype", &self.dtype)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+fn as_bytes<T: Element>(v: &[T]) -> &[u8] {
+    // SAFETY: f32, f64 and u32 have no padding; the byte slice covers
+    // exactly the same memory.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
+fn as_bytes_mut<T: Element>(v: &mut [T]) -> &mut [u8] {
+    // SAFETY: as in `as_bytes`; every byte pattern written back is a valid
+    // f32, f64 or u32, and the slice is uniquely borrowed.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
+/// A device buffer argument of a launch.
+#[derive(Debug)]
+pub enum Arg<'a> {
+    /// Only read by the kernel.
+    In(&'a DeviceBuffer),
+    /// Written (or read and written) by the kernel.
+    Out(&'a mut DeviceBuffer),
+}
+
+impl Arg<'_> {
+    fn buffer(&self) -> &DeviceBuffer {
+        match self {
+            Arg::In(b) => b,
+            Arg::Out(b) => b,
+        }
+    }
+}
+
+fn type_name(dtype: DType, access: Access) -> String {
     match access {
-        Access::Read => format!("*const {t}"),
-        Access::Write | Access::ReadWrite => format!("*mut {t}"),
+        Access::Read => format!("*const {dtype}"),
+        Access::Write | Access::ReadWrite => format!("*mut {dtype}"),
     }
 }
 
@@ -302,16 +352,16 @@ fn default_watchdog() -> Duration {
         .unwrap_or(Duration::from_secs(20))
 }
 
-/// Runs `plan` with `bufs` — one per [`Param::Buffer`] of the plan, in order
-/// — and copies the writable buffers back.
-pub fn run(plan: &LaunchPlan, bufs: &mut [Buf<'_>]) -> Result<(), SimtError> {
-    run_with_watchdog(plan, bufs, default_watchdog())
+/// Runs `plan` with `args`, one per buffer parameter of the plan, in order.
+/// Synchronous: the kernel has finished when this returns.
+pub fn launch(plan: &LaunchPlan, args: &mut [Arg<'_>]) -> Result<(), SimtError> {
+    launch_with_watchdog(plan, args, default_watchdog())
 }
 
-/// [`run`] with an explicit watchdog time.
-pub fn run_with_watchdog(
+/// [`launch`] with an explicit watchdog time.
+pub fn launch_with_watchdog(
     plan: &LaunchPlan,
-    bufs: &mut [Buf<'_>],
+    args: &mut [Arg<'_>],
     watchdog: Duration,
 ) -> Result<(), SimtError> {
     let k = &plan.kernel;
@@ -326,36 +376,39 @@ pub fn run_with_watchdog(
         ));
     }
     let nbufs = plan.buffers().count();
-    if bufs.len() != nbufs {
+    if args.len() != nbufs {
         return err(format!(
             "{k}: the plan takes {nbufs} buffers, got {}",
-            bufs.len()
+            args.len()
         ));
     }
 
-    // Check every parameter, copy buffers into guarded memory, fill slots.
-    let mut guarded: Vec<(usize, Guarded, &'static str)> = Vec::new();
+    // Check every parameter against the signature and its buffer, poison
+    // the outputs, and fill the argument slots.
     let mut slots: Vec<u64> = Vec::with_capacity(plan.params.len());
-    let mut next_buf = 0;
+    let mut next = args.iter_mut();
     for (i, (p, want)) in plan.params.iter().zip(&sig).enumerate() {
         match *p {
             Param::Buffer {
                 name,
-                elem,
+                dtype,
                 len,
                 access,
             } => {
-                let have = type_name(elem, access);
+                let have = type_name(dtype, access);
                 if &have != want {
                     return err(format!(
                         "{k}: parameter {i} `{name}` is {want}, the plan passes {have}"
                     ));
                 }
-                let b = &bufs[next_buf];
-                if b.elem() != elem {
+                let Some(arg) = next.next() else {
+                    return err(format!("{k}: missing buffer `{name}`"));
+                };
+                let b = arg.buffer();
+                if b.dtype() != dtype {
                     return err(format!(
-                        "{k}: buffer `{name}` must hold {elem:?}, got {:?}",
-                        b.elem()
+                        "{k}: buffer `{name}` must hold {dtype}, got {}",
+                        b.dtype()
                     ));
                 }
                 if b.len() < len {
@@ -364,13 +417,14 @@ pub fn run_with_watchdog(
                         b.len()
                     ));
                 }
-                if access != Access::Read && !b.is_mut() {
-                    return err(format!("{k}: buffer `{name}` is written, pass it mutably"));
+                match arg {
+                    Arg::Out(b) if access == Access::Write => b.poison(),
+                    Arg::In(_) if access != Access::Read => {
+                        return err(format!("{k}: buffer `{name}` is written, pass it as Out"))
+                    }
+                    _ => {}
                 }
-                let g = Guarded::new(b.bytes(), access == Access::Write);
-                slots.push(g.data_ptr() as usize as u64);
-                guarded.push((next_buf, g, name));
-                next_buf += 1;
+                slots.push(arg.buffer().data_ptr() as usize as u64);
             }
             Param::Scalar { name, value } => {
                 let (slot, t) = scalar_slot(value);
@@ -384,26 +438,30 @@ pub fn run_with_watchdog(
         }
     }
 
-    let mut args: Vec<*mut c_void> = slots.iter_mut().map(|s| (s as *mut u64).cast()).collect();
+    let mut ptrs: Vec<*mut c_void> = slots.iter_mut().map(|s| (s as *mut u64).cast()).collect();
     let name = CString::new(k.as_str()).map_err(|_| SimtError(format!("bad kernel name {k:?}")))?;
     let mut msg = vec![0u8; 2048];
     let wd = c_uint::try_from(watchdog.as_millis())
         .unwrap_or(c_uint::MAX)
         .max(1);
-    // SAFETY: `args` holds one pointer per kernel parameter (count and types
+    let independent = c_int::from(plan.cooperation == Cooperation::Independent);
+    // SAFETY: `ptrs` holds one pointer per kernel parameter (count and types
     // checked against the kernel's signature above), each to an 8-byte slot
-    // holding the value; buffer slots point into live guarded allocations at
-    // least as long as the plan declares, and the plan's contract is that the
-    // kernel touches no more. grid/block point to 3 values each; `msg` is
-    // writable for its length. The call returns after every thread joined.
+    // holding the value; buffer slots point to the data of live device
+    // buffers at least as long as the plan declares, borrowed mutably where
+    // the kernel writes, and the plan's contract is that the kernel touches
+    // no more (the guard zones catch a kernel that does). grid/block point
+    // to 3 values each; `msg` is writable for its length. The call returns
+    // after every thread of the launch has finished.
     let rc = unsafe {
         ffi::simt_launch(
             name.as_ptr(),
             plan.grid.as_ptr(),
             plan.block.as_ptr(),
             plan.shared_bytes as usize,
-            args.as_mut_ptr(),
-            args.len(),
+            independent,
+            ptrs.as_mut_ptr(),
+            ptrs.len(),
             wd,
             msg.as_mut_ptr().cast(),
             msg.len(),
@@ -415,13 +473,78 @@ pub fn run_with_watchdog(
             .unwrap_or_else(|_| "launch failed".into());
         return err(m);
     }
-    for (idx, g, name) in &guarded {
-        if !g.guards_intact() {
-            return err(format!("{k}: the kernel wrote outside buffer `{name}`"));
+    for (arg, p) in args.iter().zip(plan.buffers()) {
+        if !arg.buffer().guards_intact() {
+            return err(format!("{k}: the kernel wrote outside buffer `{}`", p.name));
         }
-        if let Some(out) = bufs[*idx].bytes_mut() {
-            out[..g.len].copy_from_slice(g.data());
+    }
+    Ok(())
+}
+
+/// A host slice passed to [`run`]: read-only or writable, by element type.
+#[derive(Debug)]
+pub enum Buf<'a> {
+    /// `const float*`.
+    F32(&'a [f32]),
+    /// `float*`.
+    F32Mut(&'a mut [f32]),
+    /// `const double*`.
+    F64(&'a [f64]),
+    /// `double*`.
+    F64Mut(&'a mut [f64]),
+    /// `const unsigned*`.
+    U32(&'a [u32]),
+    /// `unsigned*`.
+    U32Mut(&'a mut [u32]),
+}
+
+impl Buf<'_> {
+    fn upload(&self) -> DeviceBuffer {
+        match self {
+            Buf::F32(s) => DeviceBuffer::from_slice(s),
+            Buf::F32Mut(s) => DeviceBuffer::from_slice(s),
+            Buf::F64(s) => DeviceBuffer::from_slice(s),
+            Buf::F64Mut(s) => DeviceBuffer::from_slice(s),
+            Buf::U32(s) => DeviceBuffer::from_slice(s),
+            Buf::U32Mut(s) => DeviceBuffer::from_slice(s),
         }
+    }
+
+    fn is_mut(&self) -> bool {
+        matches!(self, Buf::F32Mut(_) | Buf::F64Mut(_) | Buf::U32Mut(_))
+    }
+
+    fn download(&mut self, from: &DeviceBuffer) {
+        match self {
+            Buf::F32Mut(s) => from.copy_to(s),
+            Buf::F64Mut(s) => from.copy_to(s),
+            Buf::U32Mut(s) => from.copy_to(s),
+            _ => {}
+        }
+    }
+}
+
+/// Runs `plan` with host slices — one per buffer parameter of the plan, in
+/// order — copied into device buffers, and copies the writable ones back.
+pub fn run(plan: &LaunchPlan, bufs: &mut [Buf<'_>]) -> Result<(), SimtError> {
+    run_with_watchdog(plan, bufs, default_watchdog())
+}
+
+/// [`run`] with an explicit watchdog time.
+pub fn run_with_watchdog(
+    plan: &LaunchPlan,
+    bufs: &mut [Buf<'_>],
+    watchdog: Duration,
+) -> Result<(), SimtError> {
+    let mut device: Vec<DeviceBuffer> = bufs.iter().map(Buf::upload).collect();
+    let mut args: Vec<Arg<'_>> = device
+        .iter_mut()
+        .zip(bufs.iter())
+        .map(|(d, b)| if b.is_mut() { Arg::Out(d) } else { Arg::In(d) })
+        .collect();
+    launch_with_watchdog(plan, &mut args, watchdog)?;
+    for (b, d) in bufs.iter_mut().zip(&device) {
+        b.download(d);
     }
     Ok(())
 }

@@ -28,14 +28,15 @@ const simt_entry* simt_kernel_at(size_t i) {
     return i < sizeof(REGISTRY) / sizeof(REGISTRY[0]) ? &REGISTRY[i] : nullptr;
 }
 
-extern "C" int simt_launch(const char*, const unsigned*, const unsigned*, size_t, void**, size_t,
-                           unsigned, char*, size_t);
+extern "C" int simt_launch(const char*, const unsigned*, const unsigned*, size_t, int, void**,
+                           size_t, unsigned, char*, size_t);
 
 static int launch(const char* k, unsigned gx, unsigned gy, unsigned block, size_t smem,
                   std::vector<void*> args) {
     const unsigned grid[3] = {gx, gy, 1}, blk[3] = {block, 1, 1};
     char err[1024] = {0};
-    if (simt_launch(k, grid, blk, smem, args.data(), args.size(), 60000, err, sizeof err)) {
+    // 0: cooperating threads, one OS thread each (what TSan watches).
+    if (simt_launch(k, grid, blk, smem, 0, args.data(), args.size(), 60000, err, sizeof err)) {
         fprintf(stderr, "launch failed: %s\n", err);
         return 1;
     }

@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::backend::{pool, Binary, Unary, UpdateRule};
+use crate::backend::{pool, Activation, Binary, UpdateRule};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 
@@ -63,6 +63,28 @@ fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
     })
 }
 
+/// Evaluates `$body` with `$f` bound to the function of `act` (each arm
+/// compiles its own loop): ReLU as `x ≤ 0 ? 0 : x` (NaN stays NaN, −0
+/// becomes +0), sigmoid, tanh.
+macro_rules! with_activation {
+    ($act:expr, $t:ty, $f:ident => $body:expr) => {
+        match $act {
+            Activation::Relu => {
+                let $f = |v: $t| if v <= <$t>::ZERO { <$t>::ZERO } else { v };
+                $body
+            }
+            Activation::Sigmoid => {
+                let $f = sigmoid::<$t>;
+                $body
+            }
+            Activation::Tanh => {
+                let $f = |v: $t| v.tanh();
+                $body
+            }
+        }
+    };
+}
+
 /// The logistic function `1 / (1 + e^-x)`, stable for large |x|.
 #[inline]
 pub fn sigmoid<T: Float>(x: T) -> T {
@@ -86,23 +108,22 @@ pub fn sign<T: Float>(x: T) -> T {
     }
 }
 
-/// `y = f(x)` for the activation `op`.
-pub fn unary<T: Float>(x: &[T], op: Unary) -> Vec<T> {
-    match op {
-        Unary::Relu => map(x, |v| if v <= T::ZERO { T::ZERO } else { v }),
-        Unary::Sigmoid => map(x, sigmoid),
-        Unary::Tanh => map(x, |v| v.tanh()),
-        Unary::Sign => map(x, sign),
-    }
+/// `y = f(x)` for the activation `act`.
+pub fn activation<T: Float>(x: &[T], act: Activation) -> Vec<T> {
+    with_activation!(act, T, f => map(x, f))
+}
+
+/// `y = sign x`.
+pub fn signs<T: Float>(x: &[T]) -> Vec<T> {
+    map(x, sign)
 }
 
 /// `dx = g ⊙ f'`, with `saved` the forward input (ReLU) or output (others).
-pub fn unary_backward<T: Float>(g: &[T], saved: &[T], op: Unary) -> Vec<T> {
-    match op {
-        Unary::Relu => zip_map(g, saved, |g, x| if x > T::ZERO { g } else { T::ZERO }),
-        Unary::Sigmoid => zip_map(g, saved, |g, y| g * y * (T::ONE - y)),
-        Unary::Tanh => zip_map(g, saved, |g, y| g * (T::ONE - y * y)),
-        Unary::Sign => pool::filled(g.len(), T::ZERO),
+pub fn activation_backward<T: Float>(g: &[T], saved: &[T], act: Activation) -> Vec<T> {
+    match act {
+        Activation::Relu => zip_map(g, saved, |g, x| if x > T::ZERO { g } else { T::ZERO }),
+        Activation::Sigmoid => zip_map(g, saved, |g, y| g * y * (T::ONE - y)),
+        Activation::Tanh => zip_map(g, saved, |g, y| g * (T::ONE - y * y)),
     }
 }
 
@@ -168,38 +189,13 @@ pub fn add_row<T: Float>(x: &[T], row: &[T], cols: usize) -> Vec<T> {
     map_rows(x, row, cols, |v| v)
 }
 
-/// Evaluates `$body` with `$f` bound to the function of `act` (each arm
-/// compiles its own loop).
-macro_rules! with_activation {
-    ($act:expr, $t:ty, $f:ident => $body:expr) => {
-        match $act {
-            Unary::Relu => {
-                let $f = |v: $t| if v <= <$t>::ZERO { <$t>::ZERO } else { v };
-                $body
-            }
-            Unary::Sigmoid => {
-                let $f = sigmoid::<$t>;
-                $body
-            }
-            Unary::Tanh => {
-                let $f = |v: $t| v.tanh();
-                $body
-            }
-            Unary::Sign => {
-                let $f = sign::<$t>;
-                $body
-            }
-        }
-    };
-}
-
 /// `y[i, j] = f(x[i, j] + row[j])` in one pass.
-pub fn bias_act<T: Float>(x: &[T], row: &[T], cols: usize, act: Unary) -> Vec<T> {
+pub fn bias_act<T: Float>(x: &[T], row: &[T], cols: usize, act: Activation) -> Vec<T> {
     with_activation!(act, T, f => map_rows(x, row, cols, f))
 }
 
 /// In place: `c[j] ← f(c[j] + bias[j])`, for one stretch of a row.
-pub fn bias_act_in_place<T: Float>(c: &mut [T], bias: &[T], act: Unary) {
+pub fn bias_act_in_place<T: Float>(c: &mut [T], bias: &[T], act: Activation) {
     with_activation!(act, T, f => {
         for (v, &b) in c.iter_mut().zip(bias) {
             *v = f(*v + b);

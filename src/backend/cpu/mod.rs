@@ -8,7 +8,7 @@
 pub mod gemm;
 mod kernels;
 
-use crate::backend::{pool, BackendStorage, Binary, MatmulDims, Unary, UpdateRule};
+use crate::backend::{pool, Activation, BackendStorage, Binary, MatmulDims, UpdateRule};
 use crate::dtype::{DType, Float};
 use crate::error::{Error, Result};
 
@@ -192,16 +192,22 @@ impl BackendStorage for CpuStorage {
         })
     }
 
-    fn unary(&self, op: Unary) -> Result<Self> {
-        with_float!("unary", self, |x: T| Ok(CpuElement::into_storage(
-            kernels::unary(x, op)
+    fn activation(&self, act: Activation) -> Result<Self> {
+        with_float!(act.name(), self, |x: T| Ok(CpuElement::into_storage(
+            kernels::activation(x, act)
         )))
     }
 
-    fn unary_backward(&self, saved: &Self, op: Unary) -> Result<Self> {
-        with_floats!("unary_backward", (self, saved), |g, s| Ok(
-            CpuElement::into_storage(kernels::unary_backward(g, s, op))
+    fn activation_backward(&self, saved: &Self, act: Activation) -> Result<Self> {
+        with_floats!("activation_backward", (self, saved), |g, s| Ok(
+            CpuElement::into_storage(kernels::activation_backward(g, s, act))
         ))
+    }
+
+    fn sign(&self) -> Result<Self> {
+        with_float!("sign", self, |x: T| Ok(CpuElement::into_storage(
+            kernels::signs(x)
+        )))
     }
 
     fn binary(&self, rhs: &Self, op: Binary) -> Result<Self> {
@@ -222,13 +228,19 @@ impl BackendStorage for CpuStorage {
         )))
     }
 
-    fn bias_act(&self, row: &Self, cols: usize, act: Unary) -> Result<Self> {
+    fn bias_act(&self, row: &Self, cols: usize, act: Activation) -> Result<Self> {
         with_floats!("bias_act", (self, row), |x, r| Ok(
             CpuElement::into_storage(kernels::bias_act(x, r, cols, act))
         ))
     }
 
-    fn matmul_bias_act(&self, rhs: &Self, d: MatmulDims, row: &Self, act: Unary) -> Result<Self> {
+    fn matmul_bias_act(
+        &self,
+        rhs: &Self,
+        d: MatmulDims,
+        row: &Self,
+        act: Activation,
+    ) -> Result<Self> {
         if row.len() != d.n {
             return Err(Error::invalid(format!(
                 "linear_act: a bias of {} values for {} columns",

@@ -1,29 +1,42 @@
-//! Runs a [`LaunchPlan`] on the GPU: the same plan the CPU SIMT emulator
-//! runs in tests.
+//! The seam between the CUDA backend and what runs its kernels.
 //!
-//! [`launch`] checks every buffer against the plan (element type, length,
-//! and that written buffers are passed mutably) before the one `unsafe`
-//! driver call, so a wrong plan or a short buffer is an error, never an
-//! out-of-bounds access on the device.
+//! A [`Launcher`] allocates device buffers, copies between host and device
+//! and runs a [`LaunchPlan`]; the GPU driver and the SIMT emulator are the
+//! two implementations. [`launch`] checks every buffer against the plan
+//! (element type, length, and that written buffers are passed mutably)
+//! before the launcher runs it, so a wrong plan or a short buffer is an
+//! error, never an out-of-bounds access on the device.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use std::fmt;
 
-use super::context::{driver_err, Gpu};
-use super::plan::{Access, LaunchPlan, Param, PlanError, Scalar};
-use super::storage::Buffer;
+use kernels::{Access, LaunchPlan, PlanError};
+
+use crate::backend::cpu::CpuStorage;
+use crate::device::Device;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
+
+/// An allocation of device memory holding elements of one type.
+pub trait DeviceBuffer: Send + Sync + fmt::Debug + 'static {
+    /// The element type.
+    fn dtype(&self) -> DType;
+    /// Allocated elements (at least the length of the storage using it, at
+    /// least 1).
+    fn capacity(&self) -> usize;
+}
 
 /// A buffer argument of a launch.
 #[derive(Debug)]
-pub enum Arg<'a> {
+pub enum Arg<'a, B> {
     /// Read by the kernel.
-    In(&'a Buffer),
+    In(&'a B),
     /// Written (or read and written) by the kernel.
-    Out(&'a mut Buffer),
+    Out(&'a mut B),
 }
 
-impl Arg<'_> {
-    fn buffer(&self) -> &Buffer {
+impl<B> Arg<'_, B> {
+    /// The buffer.
+    pub fn buffer(&self) -> &B {
         match self {
             Arg::In(b) => b,
             Arg::Out(b) => b,
@@ -31,118 +44,80 @@ impl Arg<'_> {
     }
 }
 
+/// What runs the CUDA backend's kernels: a GPU through the driver, or the
+/// SIMT emulator. Every method works on buffers of this launcher only.
+pub trait Launcher: Send + Sync + Sized + 'static {
+    /// A device allocation.
+    type Buffer: DeviceBuffer;
+
+    /// The device this launcher runs on.
+    fn device(&self) -> Device;
+
+    /// An allocation of `len` (at least 1) elements of `dtype` whose
+    /// contents are unspecified: only for buffers a kernel overwrites before
+    /// anything reads them (plan outputs with `Access::Write`, reduction
+    /// partials).
+    fn alloc(&self, dtype: DType, len: usize) -> Result<Self::Buffer>;
+
+    /// A device copy of a host buffer (at least one element allocated).
+    fn upload(&self, host: &CpuStorage) -> Result<Self::Buffer>;
+
+    /// The first `len` elements of `buf`, in host memory, once every earlier
+    /// launch has finished.
+    fn download(&self, buf: &Self::Buffer, len: usize) -> Result<CpuStorage>;
+
+    /// A device copy of `buf`, ordered after every earlier launch.
+    fn duplicate(&self, buf: &Self::Buffer) -> Result<Self::Buffer>;
+
+    /// Runs `plan` with `args`, one per buffer parameter in order. Called
+    /// only through [`launch`], after its checks.
+    fn run(&self, plan: &LaunchPlan, args: &mut [Arg<'_, Self::Buffer>]) -> Result<()>;
+}
+
 /// A plan error as an advgrad error.
 pub(crate) fn plan_err(e: PlanError) -> Error {
     Error::invalid(e.0)
 }
 
-/// Launches `plan` on `gpu`'s stream with `bufs`, one per
-/// [`Param::Buffer`] of the plan, in order. Asynchronous: the kernel runs in
-/// stream order after every earlier launch and copy of this GPU.
-pub fn launch(gpu: &Gpu, plan: &LaunchPlan, bufs: &mut [Arg<'_>]) -> Result<()> {
+/// Launches `plan` on `launcher` with `args`, one per buffer parameter of
+/// the plan, in order, after checking each against the plan.
+pub fn launch<L: Launcher>(
+    launcher: &L,
+    plan: &LaunchPlan,
+    args: &mut [Arg<'_, L::Buffer>],
+) -> Result<()> {
     let k = &plan.kernel;
-    let func = gpu.function(k)?;
     let wanted = plan.buffers().count();
-    if wanted != bufs.len() {
+    if wanted != args.len() {
         return Err(Error::Cuda(format!(
             "{k}: the plan takes {wanted} buffers, got {}",
-            bufs.len()
+            args.len()
         )));
     }
-    for ((name, elem, len, access), arg) in plan.buffers().zip(bufs.iter()) {
+    for (p, arg) in plan.buffers().zip(args.iter()) {
         let b = arg.buffer();
-        if b.elem() != elem {
+        if b.dtype() != p.dtype {
             return Err(Error::Cuda(format!(
-                "{k}: buffer `{name}` must hold {elem:?}, got {:?}",
-                b.elem()
+                "{k}: buffer `{}` must hold {}, got {}",
+                p.name,
+                p.dtype,
+                b.dtype()
             )));
         }
-        if b.capacity() < len {
+        if b.capacity() < p.len {
             return Err(Error::invalid(format!(
-                "{k}: buffer `{name}` has {} elements, the kernel needs {len}",
-                b.capacity()
+                "{k}: buffer `{}` has {} elements, the kernel needs {}",
+                p.name,
+                b.capacity(),
+                p.len
             )));
         }
-        if access != Access::Read && matches!(arg, Arg::In(_)) {
+        if p.access != Access::Read && matches!(arg, Arg::In(_)) {
             return Err(Error::Cuda(format!(
-                "{k}: buffer `{name}` is written, pass it as Out"
+                "{k}: buffer `{}` is written, pass it as Out",
+                p.name
             )));
         }
     }
-
-    // Scalars live in typed vectors that outlive the builder holding
-    // references to them.
-    let mut i32s = Vec::new();
-    let mut u32s = Vec::new();
-    let mut u64s = Vec::new();
-    let mut f32s = Vec::new();
-    let mut f64s = Vec::new();
-    for p in &plan.params {
-        if let Param::Scalar { value, .. } = p {
-            match *value {
-                Scalar::I32(v) => i32s.push(v),
-                Scalar::U32(v) => u32s.push(v),
-                Scalar::U64(v) => u64s.push(v),
-                Scalar::F32(v) => f32s.push(v),
-                Scalar::F64(v) => f64s.push(v),
-            }
-        }
-    }
-    let (mut ii, mut iu, mut il, mut ifl, mut id) = (0, 0, 0, 0, 0);
-    let mut builder = gpu.stream().launch_builder(func);
-    let mut next = bufs.iter_mut();
-    for p in &plan.params {
-        match p {
-            Param::Buffer { .. } => match next.next() {
-                Some(Arg::In(b)) => match &**b {
-                    Buffer::F32(s) => builder.arg(s),
-                    Buffer::F64(s) => builder.arg(s),
-                    Buffer::U32(s) => builder.arg(s),
-                },
-                Some(Arg::Out(b)) => match &mut **b {
-                    Buffer::F32(s) => builder.arg(s),
-                    Buffer::F64(s) => builder.arg(s),
-                    Buffer::U32(s) => builder.arg(s),
-                },
-                None => unreachable!("buffer count checked above"),
-            },
-            Param::Scalar { value, .. } => match value {
-                Scalar::I32(_) => {
-                    ii += 1;
-                    builder.arg(&i32s[ii - 1])
-                }
-                Scalar::U32(_) => {
-                    iu += 1;
-                    builder.arg(&u32s[iu - 1])
-                }
-                Scalar::U64(_) => {
-                    il += 1;
-                    builder.arg(&u64s[il - 1])
-                }
-                Scalar::F32(_) => {
-                    ifl += 1;
-                    builder.arg(&f32s[ifl - 1])
-                }
-                Scalar::F64(_) => {
-                    id += 1;
-                    builder.arg(&f64s[id - 1])
-                }
-            },
-        };
-    }
-    let cfg = LaunchConfig {
-        grid_dim: (plan.grid[0], plan.grid[1], plan.grid[2]),
-        block_dim: (plan.block[0], plan.block[1], plan.block[2]),
-        shared_mem_bytes: plan.shared_bytes,
-    };
-    // SAFETY: the arguments follow the plan's parameter list, which matches
-    // the kernel's signature type by type (checked for every kernel by the
-    // SIMT emulator tests, which compile the same source); every buffer was
-    // checked above to hold the plan's element type and at least the number
-    // of elements the plan says the kernel touches; written buffers are
-    // borrowed mutably, so no other Rust reference sees them change; and all
-    // buffers were allocated on this GPU's one stream, which orders this
-    // launch after every earlier use of them.
-    unsafe { builder.launch(cfg) }.map_err(driver_err(k))?;
-    Ok(())
+    launcher.run(plan, args)
 }

@@ -1,36 +1,77 @@
-//! The CUDA backend: hand-written kernels (`kernels/*.cu`) compiled to PTX
-//! by `build.rs` through NVRTC and launched through `cudarc`.
+//! The CUDA backend: one code path, two launchers.
 //!
-//! [`plan`] (grid, block, shared memory and argument order of every launch)
-//! is pure Rust and compiled with or without the `cuda` feature; the CPU
-//! SIMT emulator in `crates/simt` runs the same plans in tests, and
-//! [`CudaStorage`] launches them on the GPU.
+//! The kernels are `kernels/*.cu`; their launch plans (grid, block, shared
+//! memory and argument order of every launch) live beside them in the
+//! `kernels` crate. [`CudaStorage`] is a buffer of device memory, and its
+//! [`BackendStorage`](crate::backend::BackendStorage) kernels check their
+//! operands, plan the launch, allocate the outputs and launch — the same
+//! Rust for both launchers behind the [`Launcher`] trait:
+//!
+//! | launcher | feature | device | memory | launches |
+//! |---|---|---|---|---|
+//! | [`Gpu`] | `cuda` | `cuda:N` | the GPU's, through cudarc | the embedded PTX, asynchronous on one stream |
+//! | [`Emulator`] | `emu` | `emu` | host allocations between guard zones | the same `.cu` compiled as C++ by `crates/simt`, on CPU threads |
+//!
+//! So the copy-on-write of shared buffers, the launch-time buffer checks
+//! and the label bounds run, on every change, in CI (on the emulator), and a
+//! GPU run adds the driver and the GPU's arithmetic, not a first execution
+//! of the glue.
 //!
 //! Modules:
-//! - [`context`]: one lazily created context, stream and set of loaded PTX
-//!   modules per GPU ordinal, and the driver check that turns a missing
-//!   `libcuda` into an error instead of a panic;
-//! - [`storage`]: the device buffer ([`CudaStorage`]) and host transfers;
-//! - [`launch`]: runs a [`plan::LaunchPlan`] with device buffers, checking
-//!   every buffer against the plan first;
-//! - `ops`: the [`crate::backend::BackendStorage`] kernels.
+//! - `launch`: the [`Launcher`] trait and [`launch`], which checks every
+//!   buffer against the plan before the launcher runs it;
+//! - `storage`: [`CudaStorage`] and its host transfers;
+//! - `ops`: the `BackendStorage` kernels;
+//! - `driver` (feature `cuda`): [`Gpu`], one context, stream and set of
+//!   loaded modules per GPU ordinal;
+//! - `emulator` (feature `emu`): [`Emulator`], the one emulated device;
+//! - `availability`: whether `cuda:N` and `emu` can be used, and why not.
 //!
 //! Everything stays on the device: a loss is a one-element device buffer,
 //! the gradient fed to the softmax-cross-entropy backward is one too, and
 //! optimiser updates run in place. Host round trips happen only in
-//! [`CudaStorage::to_cpu`] and on the error path of a label check (see
+//! [`CudaStorage::to_host`] and on the error path of a label check (see
 //! [`CudaStorage`]).
 
-pub mod context;
-pub mod launch;
+mod availability;
+#[cfg(feature = "cuda")]
+mod driver;
+#[cfg(feature = "emu")]
+mod emulator;
+#[cfg(any(feature = "cuda", feature = "emu"))]
+mod launch;
+#[cfg(any(feature = "cuda", feature = "emu"))]
 mod ops;
-pub mod plan;
-pub mod storage;
+#[cfg(any(feature = "cuda", feature = "emu"))]
+mod storage;
 
-pub use context::{ensure_available, is_available};
+#[cfg(not(feature = "emu"))]
+pub(crate) use availability::emulator_unavailable;
+#[cfg(not(feature = "cuda"))]
+pub(crate) use availability::gpu_unavailable;
+pub use availability::{
+    ensure_available, ensure_emulator, gpu_required, is_available, probe, verdict, Unavailable,
+    Verdict, REQUIRE_GPU_VAR,
+};
+#[cfg(feature = "cuda")]
+pub use driver::{gpu, Gpu, GpuBuffer};
+#[cfg(feature = "emu")]
+pub use emulator::{emulator, Emulator};
+#[cfg(any(feature = "cuda", feature = "emu"))]
+pub use launch::{launch, Arg, DeviceBuffer, Launcher};
+#[cfg(any(feature = "cuda", feature = "emu"))]
 pub use storage::CudaStorage;
 
+/// A buffer on a GPU, launched through the driver.
+#[cfg(feature = "cuda")]
+pub type GpuStorage = CudaStorage<Gpu>;
+
+/// A buffer on the emulated device.
+#[cfg(feature = "emu")]
+pub type EmuStorage = CudaStorage<Emulator>;
+
 /// The PTX embedded at build time (only with the `cuda` feature).
+#[cfg(feature = "cuda")]
 pub mod ptx {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }

@@ -1,32 +1,38 @@
-//! The [`BackendStorage`] kernels of the CUDA backend: each op checks its
-//! operands, asks [`plan`] for the launch, allocates the outputs on the
-//! operands' GPU and launches. No op reads device memory back to the host
-//! (the one exception is the error path of a label check, see
-//! [`CudaStorage`]).
+//! The [`BackendStorage`] kernels of the CUDA backend, for either launcher:
+//! each op checks its operands, plans the launch (the `kernels` crate),
+//! allocates the outputs on the operands' device and launches. No op reads
+//! device memory back to the host (the one exception is the error path of
+//! a label check, see [`CudaStorage`]).
 //!
 //! Semantics follow the CPU backend (`src/backend/cpu/kernels.rs`), the
-//! reference; `tests/simt_kernels.rs` (emulated) and `tests/cuda_parity.rs`
-//! (on a GPU) compare the two.
+//! reference; `tests/cuda_parity.rs` compares the two on the emulator and,
+//! where one is present, on a GPU.
 
-use super::launch::{launch, plan_err, Arg};
-use super::plan::{self, Activation, AdamStep, Elem, LaunchPlan};
-use super::storage::{Buffer, CudaStorage};
+use kernels::grid_stride::Extent;
+use kernels::optim::AdamStep;
+use kernels::{activation, elementwise, matmul, optim, reduce, softmax_xent, LaunchPlan};
+
+use super::launch::{launch, plan_err, Arg, Launcher};
+use super::storage::CudaStorage;
 use crate::backend::cpu::CpuStorage;
-use crate::backend::{BackendStorage, Binary, MatmulDims, Unary, UpdateRule};
+use crate::backend::{Activation, BackendStorage, Binary, MatmulDims, UpdateRule};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
-/// The kernel element type of a float buffer.
-fn float_elem(op: &'static str, s: &CudaStorage) -> Result<Elem> {
+/// The element type of a float buffer.
+fn float_type<L: Launcher>(op: &'static str, s: &CudaStorage<L>) -> Result<DType> {
     match s.dtype_of() {
-        DType::F32 => Ok(Elem::F32),
-        DType::F64 => Ok(Elem::F64),
+        dtype if dtype.is_float() => Ok(dtype),
         dtype => Err(Error::UnsupportedDType { op, dtype }),
     }
 }
 
-/// The common float type of `a` and the `others`, all on `a`'s GPU.
-fn floats(op: &'static str, a: &CudaStorage, others: &[&CudaStorage]) -> Result<Elem> {
+/// The common float type of `a` and the `others`, all on `a`'s device.
+fn floats<L: Launcher>(
+    op: &'static str,
+    a: &CudaStorage<L>,
+    others: &[&CudaStorage<L>],
+) -> Result<DType> {
     for b in others {
         if b.dtype_of() != a.dtype_of() {
             return Err(Error::DTypeMismatch {
@@ -35,13 +41,17 @@ fn floats(op: &'static str, a: &CudaStorage, others: &[&CudaStorage]) -> Result<
                 rhs: b.dtype_of(),
             });
         }
-        same_gpu(op, a, b)?;
+        same_device(op, a, b)?;
     }
-    float_elem(op, a)
+    float_type(op, a)
 }
 
-fn same_gpu(op: &'static str, a: &CudaStorage, b: &CudaStorage) -> Result<()> {
-    if a.gpu.ordinal() == b.gpu.ordinal() {
+fn same_device<L: Launcher>(
+    op: &'static str,
+    a: &CudaStorage<L>,
+    b: &CudaStorage<L>,
+) -> Result<()> {
+    if a.device() == b.device() {
         Ok(())
     } else {
         Err(Error::DeviceMismatch {
@@ -72,7 +82,10 @@ fn rows_of(op: &'static str, len: usize, cols: usize) -> Result<usize> {
     Ok(len / cols)
 }
 
-fn labels_buf<'a>(op: &'static str, labels: &'a CudaStorage) -> Result<&'a CudaStorage> {
+fn labels_buf<'a, L: Launcher>(
+    op: &'static str,
+    labels: &'a CudaStorage<L>,
+) -> Result<&'a CudaStorage<L>> {
     match labels.dtype_of() {
         DType::U32 => Ok(labels),
         other => Err(Error::invalid(format!(
@@ -81,34 +94,48 @@ fn labels_buf<'a>(op: &'static str, labels: &'a CudaStorage) -> Result<&'a CudaS
     }
 }
 
-impl CudaStorage {
+impl<L: Launcher> CudaStorage<L> {
     /// Launches a plan whose buffers are `inputs` then one new output of
-    /// `out_len` elements of `elem`, and returns the output.
+    /// `out_len` elements of `dtype`, and returns the output.
     fn run(
         &self,
         plan: &LaunchPlan,
-        inputs: &[&Buffer],
-        elem: Elem,
+        inputs: &[&L::Buffer],
+        dtype: DType,
         out_len: usize,
-    ) -> Result<CudaStorage> {
-        let mut out = self.output(elem, out_len)?;
-        let mut args: Vec<Arg<'_>> = inputs.iter().map(|b| Arg::In(b)).collect();
+    ) -> Result<CudaStorage<L>> {
+        let mut out = self.output(dtype, out_len)?;
+        let mut args: Vec<Arg<'_, L::Buffer>> = inputs.iter().map(|b| Arg::In(*b)).collect();
         args.push(Arg::Out(&mut out));
-        launch(&self.gpu, plan, &mut args)?;
+        launch(&*self.launcher, plan, &mut args)?;
         Ok(self.wrap(out, out_len))
     }
 
     /// Sum of all elements (`scale = 1`) or their mean (`scale = 1/n`) as a
     /// one-element buffer: two deterministic passes.
-    fn reduce(&self, elem: Elem, mean: bool) -> Result<CudaStorage> {
-        let [p1, p2] = plan::sum(elem, self.len, mean).map_err(plan_err)?;
-        let mut partials = self.output(elem, plan::reduce_blocks(self.len) as usize)?;
+    fn reduce(&self, dtype: DType, mean: bool) -> Result<CudaStorage<L>> {
+        let [p1, p2] = reduce::sum(dtype, self.len, mean).map_err(plan_err)?;
+        let mut partials = self.output(dtype, reduce::partials(self.len) as usize)?;
         launch(
-            &self.gpu,
+            &*self.launcher,
             &p1,
-            &mut [Arg::In(&self.buf), Arg::Out(&mut partials)],
+            &mut [Arg::In(&*self.buf), Arg::Out(&mut partials)],
         )?;
-        self.run(&p2, &[&partials], elem, 1)
+        self.run(&p2, &[&partials], dtype, 1)
+    }
+
+    /// A grid-stride kernel over `extent` with `inputs` then one new output
+    /// of the same float type and `extent`'s element count.
+    fn map(
+        &self,
+        kernel: &kernels::GridStride,
+        extent: Extent,
+        values: &[f64],
+        inputs: &[&L::Buffer],
+        dtype: DType,
+    ) -> Result<CudaStorage<L>> {
+        let p = kernel.plan(dtype, extent, values).map_err(plan_err)?;
+        self.run(&p, inputs, dtype, extent.rows * extent.cols)
     }
 
     /// Fails with the CPU backend's error when a label is `>= classes`.
@@ -135,7 +162,7 @@ impl CudaStorage {
     }
 }
 
-impl BackendStorage for CudaStorage {
+impl<L: Launcher> BackendStorage for CudaStorage<L> {
     fn dtype(&self) -> DType {
         self.dtype_of()
     }
@@ -150,132 +177,123 @@ impl BackendStorage for CudaStorage {
 
     fn matmul(&self, rhs: &Self, d: MatmulDims) -> Result<Self> {
         let op = "matmul";
-        let e = floats(op, self, &[rhs])?;
-        let p = plan::matmul(e, d.m, d.n, d.k, d.a_trans, d.b_trans, false).map_err(plan_err)?;
+        let t = floats(op, self, &[rhs])?;
+        let p = matmul::matmul(t, d, false).map_err(plan_err)?;
         check_len(op, "A", self.len, d.m * d.k)?;
         check_len(op, "B", rhs.len, d.k * d.n)?;
-        self.run(&p, &[&self.buf, &rhs.buf], e, d.m * d.n)
+        self.run(&p, &[&self.buf, &rhs.buf], t, d.m * d.n)
     }
 
-    fn unary(&self, op: Unary) -> Result<Self> {
-        let e = float_elem("unary", self)?;
-        let n = self.len;
-        let p = match op {
-            Unary::Relu => plan::activation_fwd(Activation::Relu, e, n),
-            Unary::Sigmoid => plan::activation_fwd(Activation::Sigmoid, e, n),
-            Unary::Tanh => plan::activation_fwd(Activation::Tanh, e, n),
-            Unary::Sign => plan::sign(e, n),
-        }
-        .map_err(plan_err)?;
-        self.run(&p, &[&self.buf], e, n)
+    fn activation(&self, act: Activation) -> Result<Self> {
+        let t = float_type(act.name(), self)?;
+        let kernel = activation::forward_kernel(act);
+        self.map(kernel, Extent::flat(self.len), &[], &[&self.buf], t)
     }
 
-    fn unary_backward(&self, saved: &Self, op: Unary) -> Result<Self> {
-        let name = "unary_backward";
-        let e = floats(name, self, &[saved])?;
-        let n = self.len;
-        check_len(name, "the saved tensor", saved.len, n)?;
-        let act = match op {
-            Unary::Relu => Activation::Relu,
-            Unary::Sigmoid => Activation::Sigmoid,
-            Unary::Tanh => Activation::Tanh,
-            Unary::Sign => {
-                let p = plan::fill(e, n, 0.0).map_err(plan_err)?;
-                return self.run(&p, &[], e, n);
-            }
-        };
-        let p = plan::activation_bwd(act, e, n).map_err(plan_err)?;
-        self.run(&p, &[&saved.buf, &self.buf], e, n)
+    fn activation_backward(&self, saved: &Self, act: Activation) -> Result<Self> {
+        let op = "activation_backward";
+        let t = floats(op, self, &[saved])?;
+        check_len(op, "the saved tensor", saved.len, self.len)?;
+        let kernel = activation::backward_kernel(act);
+        let extent = Extent::flat(self.len);
+        self.map(kernel, extent, &[], &[&saved.buf, &self.buf], t)
+    }
+
+    fn sign(&self) -> Result<Self> {
+        let t = float_type("sign", self)?;
+        let extent = Extent::flat(self.len);
+        self.map(&elementwise::SIGN, extent, &[], &[&self.buf], t)
     }
 
     fn binary(&self, rhs: &Self, op: Binary) -> Result<Self> {
-        let name = "binary";
-        let e = floats(name, self, &[rhs])?;
-        check_len(name, "rhs", rhs.len, self.len)?;
-        let op = match op {
-            Binary::Add => plan::Binary::Add,
-            Binary::Sub => plan::Binary::Sub,
-            Binary::Mul => plan::Binary::Mul,
-        };
-        let p = plan::binary(op, e, self.len).map_err(plan_err)?;
-        self.run(&p, &[&self.buf, &rhs.buf], e, self.len)
+        let t = floats(op.name(), self, &[rhs])?;
+        check_len(op.name(), "rhs", rhs.len, self.len)?;
+        let kernel = elementwise::binary(op);
+        let extent = Extent::flat(self.len);
+        self.map(kernel, extent, &[], &[&self.buf, &rhs.buf], t)
     }
 
     fn affine(&self, mul: f64, add: f64) -> Result<Self> {
-        let e = float_elem("affine", self)?;
-        let p = plan::affine(e, self.len, mul, add).map_err(plan_err)?;
-        self.run(&p, &[&self.buf], e, self.len)
+        let t = float_type("affine", self)?;
+        let extent = Extent::flat(self.len);
+        self.map(&elementwise::AFFINE, extent, &[mul, add], &[&self.buf], t)
     }
 
     fn add_row(&self, row: &Self, cols: usize) -> Result<Self> {
         let op = "add_row";
-        let e = floats(op, self, &[row])?;
+        let t = floats(op, self, &[row])?;
         if self.len == 0 {
-            return self.run(&plan::fill(e, 0, 0.0).map_err(plan_err)?, &[], e, 0);
+            return self.map(&elementwise::FILL, Extent::flat(0), &[0.0], &[], t);
         }
         let rows = rows_of(op, self.len, cols)?;
         check_len(op, "the row", row.len, cols)?;
-        let p = plan::add_row(e, rows, cols).map_err(plan_err)?;
-        self.run(&p, &[&self.buf, &row.buf], e, self.len)
+        let extent = Extent::matrix(rows, cols);
+        self.map(
+            &elementwise::ADD_ROW,
+            extent,
+            &[],
+            &[&self.buf, &row.buf],
+            t,
+        )
     }
 
     fn sum_rows(&self, cols: usize) -> Result<Self> {
         let op = "sum_rows";
-        let e = float_elem(op, self)?;
+        let t = float_type(op, self)?;
         let rows = if self.len == 0 {
             0
         } else {
             rows_of(op, self.len, cols)?
         };
-        let p = plan::sum_rows(e, rows, cols).map_err(plan_err)?;
-        self.run(&p, &[&self.buf], e, cols)
+        let p = reduce::sum_rows(t, rows, cols).map_err(plan_err)?;
+        self.run(&p, &[&self.buf], t, cols)
     }
 
     fn sum_all(&self) -> Result<Self> {
-        let e = float_elem("sum", self)?;
-        self.reduce(e, false)
+        let t = float_type("sum", self)?;
+        self.reduce(t, false)
     }
 
     fn broadcast_scalar(&self, len: usize, scale: f64) -> Result<Self> {
         let op = "broadcast_scalar";
-        let e = float_elem(op, self)?;
+        let t = float_type(op, self)?;
         if self.len == 0 {
             return Err(Error::invalid("broadcast_scalar: empty scalar buffer"));
         }
-        let p = plan::fill_scalar(e, len, scale).map_err(plan_err)?;
-        self.run(&p, &[&self.buf], e, len)
+        let extent = Extent::flat(len);
+        self.map(&elementwise::FILL_SCALAR, extent, &[scale], &[&self.buf], t)
     }
 
     fn softmax_xent(&self, labels: &Self, classes: usize) -> Result<(Self, Self)> {
         let op = "softmax_cross_entropy";
         let labels = labels_buf(op, labels)?;
-        same_gpu(op, self, labels)?;
-        let e = float_elem(op, self)?;
+        same_device(op, self, labels)?;
+        let t = float_type(op, self)?;
         let rows = labels.len;
         check_len(op, "the logits", self.len, rows.saturating_mul(classes))?;
         labels.check_labels(op, classes)?;
-        let p = plan::softmax_xent_fwd(e, rows, classes).map_err(plan_err)?;
-        let mut losses = self.output(e, rows)?;
-        let mut probs = self.output(e, self.len)?;
+        let p = softmax_xent::forward(t, rows, classes).map_err(plan_err)?;
+        let mut losses = self.output(t, rows)?;
+        let mut probs = self.output(t, self.len)?;
         launch(
-            &self.gpu,
+            &*self.launcher,
             &p,
             &mut [
-                Arg::In(&self.buf),
-                Arg::In(&labels.buf),
+                Arg::In(&*self.buf),
+                Arg::In(&*labels.buf),
                 Arg::Out(&mut losses),
                 Arg::Out(&mut probs),
             ],
         )?;
         let losses = self.wrap(losses, rows);
-        Ok((losses.reduce(e, true)?, self.wrap(probs, self.len)))
+        Ok((losses.reduce(t, true)?, self.wrap(probs, self.len)))
     }
 
     fn softmax_xent_backward(&self, labels: &Self, grad: &Self, classes: usize) -> Result<Self> {
         let op = "softmax_cross_entropy_backward";
         let labels = labels_buf(op, labels)?;
-        same_gpu(op, self, labels)?;
-        let e = floats(op, self, &[grad])?;
+        same_device(op, self, labels)?;
+        let t = floats(op, self, &[grad])?;
         if grad.len == 0 {
             return Err(Error::invalid(format!("{op}: empty upstream gradient")));
         }
@@ -287,50 +305,60 @@ impl BackendStorage for CudaStorage {
             rows.saturating_mul(classes),
         )?;
         labels.check_labels(op, classes)?;
-        let p = plan::softmax_xent_bwd(e, rows, classes).map_err(plan_err)?;
-        self.run(&p, &[&self.buf, &labels.buf, &grad.buf], e, self.len)
+        let extent = Extent::matrix(rows, classes);
+        let inputs = [&*self.buf, &*labels.buf, &*grad.buf];
+        self.map(&softmax_xent::BACKWARD, extent, &[], &inputs, t)
     }
 
     fn clamp(&self, lo: f64, hi: f64) -> Result<Self> {
-        let e = float_elem("clamp", self)?;
-        let p = plan::clamp(e, self.len, lo, hi).map_err(plan_err)?;
-        self.run(&p, &[&self.buf], e, self.len)
+        let t = float_type("clamp", self)?;
+        let extent = Extent::flat(self.len);
+        self.map(&elementwise::CLAMP, extent, &[lo, hi], &[&self.buf], t)
     }
 
     fn project_linf(&self, center: &Self, eps: f64, lo: f64, hi: f64) -> Result<Self> {
         let op = "project_linf";
-        let e = floats(op, self, &[center])?;
+        let t = floats(op, self, &[center])?;
         check_len(op, "the center", center.len, self.len)?;
-        let p = plan::project_linf(e, self.len, eps, lo, hi).map_err(plan_err)?;
-        self.run(&p, &[&self.buf, &center.buf], e, self.len)
+        let extent = Extent::flat(self.len);
+        let inputs = [&*self.buf, &*center.buf];
+        self.map(
+            &elementwise::PROJECT_LINF,
+            extent,
+            &[eps, lo, hi],
+            &inputs,
+            t,
+        )
     }
 
     fn argmax_rows(&self, cols: usize) -> Result<Self> {
         let op = "argmax";
-        let e = float_elem(op, self)?;
+        let t = float_type(op, self)?;
         if cols == 0 {
-            let p = plan::argmax_rows(e, 0, 1).map_err(plan_err)?;
-            return self.run(&p, &[&self.buf], Elem::U32, 0);
+            let p = reduce::argmax_rows(t, 0, 1).map_err(plan_err)?;
+            return self.run(&p, &[&self.buf], DType::U32, 0);
         }
         let rows = if self.len == 0 {
             0
         } else {
             rows_of(op, self.len, cols)?
         };
-        let p = plan::argmax_rows(e, rows, cols).map_err(plan_err)?;
-        let mut out = self.run(&p, &[&self.buf], Elem::U32, rows)?;
+        let p = reduce::argmax_rows(t, rows, cols).map_err(plan_err)?;
+        let mut out = self.run(&p, &[&self.buf], DType::U32, rows)?;
         out.label_bound = (rows > 0).then(|| u32::try_from(cols - 1).unwrap_or(u32::MAX));
         Ok(out)
     }
 
     fn axpy(&mut self, alpha: f64, x: &Self) -> Result<()> {
         let op = "axpy";
-        let e = floats(op, self, &[x])?;
+        let t = floats(op, self, &[x])?;
         check_len(op, "x", x.len, self.len)?;
-        let p = plan::axpy(e, self.len, alpha).map_err(plan_err)?;
-        let gpu = self.gpu.clone();
+        let p = elementwise::AXPY
+            .plan(t, Extent::flat(self.len), &[alpha])
+            .map_err(plan_err)?;
+        let launcher = self.launcher.clone();
         let y = self.buf_mut()?;
-        launch(&gpu, &p, &mut [Arg::In(&x.buf), Arg::Out(y)])
+        launch(&*launcher, &p, &mut [Arg::In(&*x.buf), Arg::Out(y)])
     }
 
     fn update(
@@ -341,10 +369,11 @@ impl BackendStorage for CudaStorage {
         rule: UpdateRule,
     ) -> Result<()> {
         let op = "update";
-        let e = floats(op, self, &[grad, s1, s2])?;
+        let dtype = floats(op, self, &[grad, s1, s2])?;
         let n = self.len;
         check_len(op, "the gradient", grad.len, n)?;
-        let gpu = self.gpu.clone();
+        let launcher = self.launcher.clone();
+        let extent = Extent::flat(n);
         match rule {
             UpdateRule::Sgd {
                 lr,
@@ -354,19 +383,23 @@ impl BackendStorage for CudaStorage {
             } => {
                 if momentum == 0.0 {
                     // Plain SGD: the velocity buffer is not touched.
-                    let p = plan::sgd(e, n, lr, weight_decay).map_err(plan_err)?;
+                    let p = optim::SGD
+                        .plan(dtype, extent, &[lr, weight_decay])
+                        .map_err(plan_err)?;
                     let w = self.buf_mut()?;
-                    return launch(&gpu, &p, &mut [Arg::Out(w), Arg::In(&grad.buf)]);
+                    return launch(&*launcher, &p, &mut [Arg::Out(w), Arg::In(&*grad.buf)]);
                 }
                 check_len(op, "the velocity", s1.len, n)?;
-                let p = plan::sgd_momentum(e, n, lr, momentum, weight_decay, nesterov)
+                let values = [lr, momentum, weight_decay, f64::from(u8::from(nesterov))];
+                let p = optim::SGD_MOMENTUM
+                    .plan(dtype, extent, &values)
                     .map_err(plan_err)?;
                 let w = self.buf_mut()?;
                 let v = s1.buf_mut()?;
                 launch(
-                    &gpu,
+                    &*launcher,
                     &p,
-                    &mut [Arg::Out(w), Arg::In(&grad.buf), Arg::Out(v)],
+                    &mut [Arg::Out(w), Arg::In(&*grad.buf), Arg::Out(v)],
                 )
             }
             UpdateRule::Adam {
@@ -388,14 +421,14 @@ impl BackendStorage for CudaStorage {
                     decoupled: false,
                     step: t,
                 };
-                let p = plan::adam(e, n, step).map_err(plan_err)?;
+                let p = optim::adam(dtype, n, step).map_err(plan_err)?;
                 let w = self.buf_mut()?;
                 let m = s1.buf_mut()?;
                 let v = s2.buf_mut()?;
                 launch(
-                    &gpu,
+                    &*launcher,
                     &p,
-                    &mut [Arg::Out(w), Arg::In(&grad.buf), Arg::Out(m), Arg::Out(v)],
+                    &mut [Arg::Out(w), Arg::In(&*grad.buf), Arg::Out(m), Arg::Out(v)],
                 )
             }
         }

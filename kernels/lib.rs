@@ -1,0 +1,148 @@
+//! advgrad's CUDA kernels and their launch plans.
+//!
+//! This folder holds the CUDA C++ sources (`*.cu`, `common.cuh`) and, beside
+//! each `.cu`, the Rust module that plans its launches: the grid, block,
+//! shared memory and argument list of every entry point. The plans are pure
+//! Rust (std only), so one description of each kernel serves everyone:
+//!
+//! | user | what it takes from here |
+//! |---|---|
+//! | advgrad's `build.rs` | [`MODULES`] and [`HEADERS`]: every source, compiled to PTX with NVRTC, and the entry points each must define |
+//! | advgrad's CUDA backend | the plans, launched on a GPU (cudarc) or on the emulator |
+//! | `crates/simt` (the SIMT emulator) | the sources (compiled as C++) and the plans it runs |
+//!
+//! and the vocabulary all of them share: [`DType`], [`Activation`],
+//! [`Binary`] and [`MatmulDims`].
+//!
+//! Most kernels are grid-stride loops described as data
+//! ([`grid_stride::GridStride`]); the others (matmul, the reductions, the
+//! softmax cross-entropy forward) have a planning function each.
+
+pub mod activation;
+pub mod elementwise;
+pub mod grid_stride;
+pub mod matmul;
+pub mod optim;
+pub mod plan;
+pub mod reduce;
+pub mod softmax_xent;
+mod types;
+
+pub use grid_stride::{Extent, GridStride};
+pub use matmul::MatmulDims;
+pub use plan::{
+    Access, BufferParam, Cooperation, LaunchPlan, Param, PlanError, PlanResult, Scalar,
+};
+pub use types::{Activation, Binary, DType, ParseError};
+
+/// One `.cu` translation unit and the entry points it defines.
+#[derive(Clone, Copy, Debug)]
+pub struct Module {
+    /// The file's stem (`matmul` for `matmul.cu`).
+    pub name: &'static str,
+    /// The CUDA C++ source.
+    pub source: &'static str,
+    /// The base names of its kernels; each is instantiated as `{base}_f32`
+    /// and `{base}_f64`.
+    pub kernels: &'static [&'static str],
+}
+
+impl Module {
+    /// Its `extern "C"` entry points: `{base}_f32` and `{base}_f64` for each
+    /// kernel.
+    pub fn entry_points(&self) -> impl Iterator<Item = String> + 'static {
+        let kernels = self.kernels;
+        kernels
+            .iter()
+            .flat_map(|base| FLOAT_TYPES.iter().map(move |t| format!("{base}_{t}")))
+    }
+}
+
+/// Every kernel source, with the kernels it defines: the one list of
+/// kernels the PTX build, the GPU module loader and the emulator's tests
+/// go by.
+pub const MODULES: &[Module] = &[
+    Module {
+        name: "activation",
+        source: include_str!("activation.cu"),
+        kernels: activation::KERNELS,
+    },
+    Module {
+        name: "elementwise",
+        source: include_str!("elementwise.cu"),
+        kernels: elementwise::KERNELS,
+    },
+    Module {
+        name: "matmul",
+        source: include_str!("matmul.cu"),
+        kernels: matmul::KERNELS,
+    },
+    Module {
+        name: "optim",
+        source: include_str!("optim.cu"),
+        kernels: optim::KERNELS,
+    },
+    Module {
+        name: "reduce",
+        source: include_str!("reduce.cu"),
+        kernels: reduce::KERNELS,
+    },
+    Module {
+        name: "softmax_xent",
+        source: include_str!("softmax_xent.cu"),
+        kernels: softmax_xent::KERNELS,
+    },
+];
+
+/// The headers the sources include, as `(file name, text)`.
+pub const HEADERS: &[(&str, &str)] = &[("common.cuh", include_str!("common.cuh"))];
+
+/// The folder holding the sources (for compilers that read files).
+pub const DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The float types every kernel is instantiated for.
+pub const FLOAT_TYPES: [DType; 2] = [DType::F32, DType::F64];
+
+/// Every `extern "C"` entry point of every module: `{base}_f32` and
+/// `{base}_f64` for each kernel of [`MODULES`].
+pub fn entry_points() -> impl Iterator<Item = String> {
+    MODULES.iter().flat_map(Module::entry_points)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::fs;
+
+    #[test]
+    fn every_source_in_the_folder_is_listed_once() {
+        let mut cu = Vec::new();
+        let mut cuh = Vec::new();
+        for entry in fs::read_dir(DIR).unwrap() {
+            let path = entry.unwrap().path();
+            let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("cu") => cu.push(stem),
+                Some("cuh") => cuh.push(path.file_name().unwrap().to_str().unwrap().to_string()),
+                _ => {}
+            }
+        }
+        cu.sort();
+        let listed: Vec<_> = MODULES.iter().map(|m| m.name.to_string()).collect();
+        assert_eq!(cu, listed, "kernels/*.cu and MODULES differ");
+        let headers: Vec<_> = HEADERS.iter().map(|h| h.0.to_string()).collect();
+        assert_eq!(cuh, headers, "kernels/*.cuh and HEADERS differ");
+    }
+
+    #[test]
+    fn every_kernel_is_named_once() {
+        let mut seen = HashSet::new();
+        for m in MODULES {
+            for base in m.kernels {
+                assert!(seen.insert(*base), "{base} is listed twice");
+            }
+        }
+        assert_eq!(entry_points().count(), 2 * seen.len());
+    }
+}

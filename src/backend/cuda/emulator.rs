@@ -1,0 +1,97 @@
+//! [`Emulator`]: the [`Launcher`] of the emulated device, `--device emu`.
+//!
+//! Buffers are host allocations owned by the emulated device
+//! ([`simt::DeviceBuffer`]: 256-byte aligned, between guard zones, poisoned
+//! with 0xFF bytes when fresh), and a launch runs the plan on the SIMT
+//! emulator of `crates/simt`, which compiled the same `kernels/*.cu` as C++:
+//! it checks the plan against the kernel's signature, poisons the outputs,
+//! checks the guard zones afterwards and reports divergent or hung barriers.
+//! Launches are synchronous and run one at a time.
+
+use std::sync::{Arc, OnceLock};
+
+use kernels::LaunchPlan;
+use simt::{DeviceBuffer as SimtBuffer, Element};
+
+use super::launch::{Arg, DeviceBuffer, Launcher};
+use crate::backend::cpu::CpuStorage;
+use crate::device::Device;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// The emulated device (there is one).
+#[derive(Debug)]
+pub struct Emulator {
+    _private: (),
+}
+
+/// The emulated device.
+pub fn emulator() -> Arc<Emulator> {
+    static EMU: OnceLock<Arc<Emulator>> = OnceLock::new();
+    EMU.get_or_init(|| Arc::new(Emulator { _private: () }))
+        .clone()
+}
+
+impl DeviceBuffer for SimtBuffer {
+    fn dtype(&self) -> DType {
+        SimtBuffer::dtype(self)
+    }
+
+    fn capacity(&self) -> usize {
+        self.len()
+    }
+}
+
+fn read<T: Element>(buf: &SimtBuffer, len: usize) -> Result<Vec<T>> {
+    buf.to_vec(len).ok_or_else(|| {
+        Error::Cuda(format!(
+            "emu: reading {len} {} elements from a buffer of {} {}",
+            T::DTYPE,
+            buf.len(),
+            buf.dtype()
+        ))
+    })
+}
+
+impl Launcher for Emulator {
+    type Buffer = SimtBuffer;
+
+    fn device(&self) -> Device {
+        Device::Emu
+    }
+
+    fn alloc(&self, dtype: DType, len: usize) -> Result<SimtBuffer> {
+        Ok(SimtBuffer::poisoned(dtype, len.max(1)))
+    }
+
+    fn upload(&self, host: &CpuStorage) -> Result<SimtBuffer> {
+        Ok(match host {
+            CpuStorage::F32(v) => SimtBuffer::from_slice(v),
+            CpuStorage::F64(v) => SimtBuffer::from_slice(v),
+            CpuStorage::U32(v) => SimtBuffer::from_slice(v),
+        })
+    }
+
+    fn download(&self, buf: &SimtBuffer, len: usize) -> Result<CpuStorage> {
+        Ok(match buf.dtype() {
+            DType::F32 => CpuStorage::F32(read(buf, len)?),
+            DType::F64 => CpuStorage::F64(read(buf, len)?),
+            DType::U32 => CpuStorage::U32(read(buf, len)?),
+        })
+    }
+
+    fn duplicate(&self, buf: &SimtBuffer) -> Result<SimtBuffer> {
+        Ok(buf.clone())
+    }
+
+    fn run(&self, plan: &LaunchPlan, args: &mut [Arg<'_, SimtBuffer>]) -> Result<()> {
+        let mut args: Vec<simt::Arg<'_>> = args
+            .iter_mut()
+            .map(|a| match a {
+                Arg::In(b) => simt::Arg::In(b),
+                Arg::Out(b) => simt::Arg::Out(b),
+            })
+            .collect();
+        simt::launch(plan, &mut args).map_err(|e| Error::Cuda(format!("emu: {e}")))
+    }
+}

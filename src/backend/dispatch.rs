@@ -1,0 +1,151 @@
+//! `impl BackendStorage for Storage`: each kernel forwarded to the backend
+//! of the operands' device, after checking that they share one device.
+
+use super::cpu::CpuStorage;
+use super::{Activation, BackendStorage, Binary, MatmulDims, Storage, UpdateRule};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// Forwards a method with no buffer arguments to the backend of `self`.
+macro_rules! on_device {
+    ($self:expr, $s:ident => $body:expr, $wrap:ident) => {
+        match $self {
+            Storage::Cpu($s) => $wrap!(Cpu, $body),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda($s) => $wrap!(Cuda, $body),
+            #[cfg(feature = "emu")]
+            Storage::Emu($s) => $wrap!(Emu, $body),
+        }
+    };
+}
+
+/// Forwards a method with buffer arguments, all on the same device.
+macro_rules! on_same_device {
+    ($op:expr, ($($arg:ident = $val:expr),+) => $body:expr, $wrap:ident) => {{
+        let devices = [$($val.device()),+];
+        if let Some(other) = devices.iter().find(|d| **d != devices[0]) {
+            return Err(Error::DeviceMismatch {
+                op: $op,
+                lhs: devices[0].to_string(),
+                rhs: other.to_string(),
+            });
+        }
+        #[allow(unreachable_patterns)]
+        match ($($val),+) {
+            ($(Storage::Cpu($arg)),+) => $wrap!(Cpu, $body),
+            #[cfg(feature = "cuda")]
+            ($(Storage::Cuda($arg)),+) => $wrap!(Cuda, $body),
+            #[cfg(feature = "emu")]
+            ($(Storage::Emu($arg)),+) => $wrap!(Emu, $body),
+            _ => unreachable!("operands were checked to share one device"),
+        }
+    }};
+}
+
+macro_rules! wrap_storage {
+    ($variant:ident, $e:expr) => {
+        $e.map(Storage::$variant)
+    };
+}
+macro_rules! wrap_plain {
+    ($variant:ident, $e:expr) => {
+        $e
+    };
+}
+macro_rules! wrap_pair {
+    ($variant:ident, $e:expr) => {
+        $e.map(|(a, b)| (Storage::$variant(a), Storage::$variant(b)))
+    };
+}
+
+impl BackendStorage for Storage {
+    fn dtype(&self) -> DType {
+        on_device!(self, s => s.dtype(), wrap_plain)
+    }
+    fn len(&self) -> usize {
+        on_device!(self, s => s.len(), wrap_plain)
+    }
+    fn to_cpu(&self) -> Result<CpuStorage> {
+        on_device!(self, s => s.to_cpu(), wrap_plain)
+    }
+    fn matmul(&self, rhs: &Self, dims: MatmulDims) -> Result<Self> {
+        on_same_device!("matmul", (a = self, rhs = rhs) => a.matmul(rhs, dims), wrap_storage)
+    }
+    fn activation(&self, act: Activation) -> Result<Self> {
+        on_device!(self, s => s.activation(act), wrap_storage)
+    }
+    fn activation_backward(&self, saved: &Self, act: Activation) -> Result<Self> {
+        on_same_device!("activation_backward", (a = self, saved = saved) => a.activation_backward(saved, act), wrap_storage)
+    }
+    fn sign(&self) -> Result<Self> {
+        on_device!(self, s => s.sign(), wrap_storage)
+    }
+    fn binary(&self, rhs: &Self, op: Binary) -> Result<Self> {
+        on_same_device!("binary", (a = self, rhs = rhs) => a.binary(rhs, op), wrap_storage)
+    }
+    fn affine(&self, mul: f64, add: f64) -> Result<Self> {
+        on_device!(self, s => s.affine(mul, add), wrap_storage)
+    }
+    fn add_row(&self, row: &Self, cols: usize) -> Result<Self> {
+        on_same_device!("add_row", (a = self, row = row) => a.add_row(row, cols), wrap_storage)
+    }
+    fn bias_act(&self, row: &Self, cols: usize, act: Activation) -> Result<Self> {
+        on_same_device!("bias_act", (a = self, row = row) => a.bias_act(row, cols, act), wrap_storage)
+    }
+    fn matmul_bias_act(
+        &self,
+        rhs: &Self,
+        dims: MatmulDims,
+        row: &Self,
+        act: Activation,
+    ) -> Result<Self> {
+        on_same_device!("linear_act", (a = self, rhs = rhs, row = row) => a.matmul_bias_act(rhs, dims, row, act), wrap_storage)
+    }
+    fn sum_rows(&self, cols: usize) -> Result<Self> {
+        on_device!(self, s => s.sum_rows(cols), wrap_storage)
+    }
+    fn sum_all(&self) -> Result<Self> {
+        on_device!(self, s => s.sum_all(), wrap_storage)
+    }
+    fn broadcast_scalar(&self, len: usize, scale: f64) -> Result<Self> {
+        on_device!(self, s => s.broadcast_scalar(len, scale), wrap_storage)
+    }
+    fn softmax_xent(&self, labels: &Self, classes: usize) -> Result<(Self, Self)> {
+        on_same_device!("softmax_cross_entropy", (a = self, labels = labels) => a.softmax_xent(labels, classes), wrap_pair)
+    }
+    fn softmax_xent_backward(&self, labels: &Self, grad: &Self, classes: usize) -> Result<Self> {
+        on_same_device!("softmax_cross_entropy_backward", (a = self, labels = labels, grad = grad) => a.softmax_xent_backward(labels, grad, classes), wrap_storage)
+    }
+    fn clamp(&self, lo: f64, hi: f64) -> Result<Self> {
+        on_device!(self, s => s.clamp(lo, hi), wrap_storage)
+    }
+    fn project_linf(&self, center: &Self, eps: f64, lo: f64, hi: f64) -> Result<Self> {
+        on_same_device!("project_linf", (a = self, center = center) => a.project_linf(center, eps, lo, hi), wrap_storage)
+    }
+    fn sign_step(
+        &self,
+        grad: &Self,
+        center: &Self,
+        alpha: f64,
+        eps: f64,
+        lo: f64,
+        hi: f64,
+    ) -> Result<Self> {
+        on_same_device!("sign_step", (a = self, grad = grad, center = center) => a.sign_step(grad, center, alpha, eps, lo, hi), wrap_storage)
+    }
+    fn argmax_rows(&self, cols: usize) -> Result<Self> {
+        on_device!(self, s => s.argmax_rows(cols), wrap_storage)
+    }
+    fn axpy(&mut self, alpha: f64, x: &Self) -> Result<()> {
+        on_same_device!("axpy", (a = self, x = x) => a.axpy(alpha, x), wrap_plain)
+    }
+    fn update(
+        &mut self,
+        grad: &Self,
+        s1: &mut Self,
+        s2: &mut Self,
+        rule: UpdateRule,
+    ) -> Result<()> {
+        on_same_device!("update", (a = self, grad = grad, s1 = s1, s2 = s2) => a.update(grad, s1, s2, rule), wrap_plain)
+    }
+}
