@@ -101,7 +101,7 @@ __device__ __forceinline__ void matmul_tile(const T* __restrict__ A, const T* __
         for (int k = 0; k < MM_BK; ++k) {
             T a[MM_TM], b[MM_TN];
 #pragma unroll
-            for (int i = 0; i < MM_TM; ++i) a[i] = As[k][tx * MM_TM + i];
+            for (int i = 0; i < MM_TM; ++i) a[i] = As[k][ty * MM_TM + i];
 #pragma unroll
             for (int j = 0; j < MM_TN; ++j) b[j] = Bs[k][tx * MM_TN + j];
 #pragma unroll
