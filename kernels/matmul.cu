@@ -109,6 +109,7 @@ __device__ __forceinline__ void matmul_tile(const T* __restrict__ A, const T* __
 #pragma unroll
                 for (int j = 0; j < MM_TN; ++j) acc[i][j] += a[i] * b[j];
         }
+        __syncthreads();
     }
 
 #pragma unroll
