@@ -75,6 +75,9 @@ cat >"$out/run.sh" <<'RUN'
 # folders and in Python environments' nvidia/cublas/lib.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+# This machine is expected to have a GPU: a missing one fails the parity
+# tests (with the reason) instead of skipping them.
+export ADVGRAD_REQUIRE_GPU=1
 
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
          /usr/lib/x86_64-linux-gnu /opt/conda/lib \
