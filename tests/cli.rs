@@ -31,6 +31,25 @@ fn temp(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// `advgrad train` of a 784-32-10 MLP for one epoch on the first `limit`
+/// training examples, on the CPU, saved to `out`; JSON on stdout.
+fn train_small_model(out: &str, limit: &str) -> (bool, String, String) {
+    advgrad(&[
+        "train",
+        "--arch",
+        "784-32-10",
+        "--epochs",
+        "1",
+        "--limit",
+        limit,
+        "--device",
+        "cpu",
+        "--json",
+        "--out",
+        out,
+    ])
+}
+
 fn have_data() -> bool {
     support::fashion_mnist(Split::Test).is_some()
 }
@@ -110,20 +129,7 @@ fn train_eval_grads_round_trip() {
     }
     let model = temp("m.safetensors");
     let m = model.to_str().unwrap();
-    let (ok, stdout, stderr) = advgrad(&[
-        "train",
-        "--arch",
-        "784-32-10",
-        "--epochs",
-        "1",
-        "--limit",
-        "2000",
-        "--device",
-        "cpu",
-        "--json",
-        "--out",
-        m,
-    ]);
+    let (ok, stdout, stderr) = train_small_model(m, "2000");
     assert!(ok, "{stderr}");
     let v = last_json(&stdout);
     for key in [
@@ -201,20 +207,7 @@ fn the_emulated_device_gives_the_cpu_numbers() {
     }
     let model = temp("emu.safetensors");
     let m = model.to_str().unwrap();
-    let (ok, _, stderr) = advgrad(&[
-        "train",
-        "--arch",
-        "784-32-10",
-        "--epochs",
-        "1",
-        "--limit",
-        "1000",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--out",
-        m,
-    ]);
+    let (ok, _, stderr) = train_small_model(m, "1000");
     assert!(ok, "{stderr}");
     let both = |args: &[&str]| {
         ["cpu", "emu"].map(|device| {
