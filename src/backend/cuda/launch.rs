@@ -121,3 +121,45 @@ pub fn launch<L: Launcher>(
     }
     launcher.run(plan, args)
 }
+
+#[cfg(all(test, feature = "emu"))]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::emulator;
+    use kernels::elementwise;
+    use kernels::grid_stride::Extent;
+
+    #[test]
+    fn buffers_are_checked_against_the_plan_before_a_launch() {
+        let emu = emulator();
+        let plan = elementwise::SIGN
+            .plan(DType::F32, Extent::flat(10), &[])
+            .unwrap();
+        let x = emu.upload(&CpuStorage::F32(vec![1.0; 10])).unwrap();
+        let short = emu.alloc(DType::F32, 9).unwrap();
+        let mut y = emu.alloc(DType::F32, 10).unwrap();
+        let mut wide = emu.alloc(DType::F64, 10).unwrap();
+
+        let e = launch(&*emu, &plan, &mut [Arg::In(&short), Arg::Out(&mut y)]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("has 9 elements, the kernel needs 10"),
+            "{e}"
+        );
+        let e = launch(&*emu, &plan, &mut [Arg::In(&x), Arg::In(&y)]).unwrap_err();
+        assert!(
+            e.to_string().contains("`y` is written, pass it as Out"),
+            "{e}"
+        );
+        let e = launch(&*emu, &plan, &mut [Arg::In(&x), Arg::Out(&mut wide)]).unwrap_err();
+        assert!(e.to_string().contains("must hold f32, got f64"), "{e}");
+        let e = launch(&*emu, &plan, &mut [Arg::In(&x)]).unwrap_err();
+        assert!(e.to_string().contains("takes 2 buffers, got 1"), "{e}");
+
+        launch(&*emu, &plan, &mut [Arg::In(&x), Arg::Out(&mut y)]).unwrap();
+        assert_eq!(
+            emu.download(&y, 10).unwrap(),
+            CpuStorage::F32(vec![1.0; 10])
+        );
+    }
+}
