@@ -80,8 +80,9 @@ struct Launch;
 struct Barrier {
     std::mutex m;
     unsigned expected = 0;
-    unsigned count = 0;  // guarded by m
-    int site = 0;        // guarded by m
+    unsigned count = 0;   // guarded by m
+    int site = 0;         // guarded by m
+    unsigned exited = 0;  // guarded by m: threads that left the kernel in this block
     std::atomic<uint32_t> gen{0};
 
     template <typename F>
@@ -89,6 +90,9 @@ struct Barrier {
     void arrive(Launch& L, int at, const char* scope) {
         arrive(L, at, scope, [] {});
     }
+    // The calling thread leaves the kernel: an error if others of the scope
+    // wait here, and any later arrival of this block is one too.
+    void leave(Launch& L, const char* scope);
 };
 
 // A warp's barrier and its shuffle slots. Shuffles alternate between two
@@ -152,6 +156,11 @@ void Barrier::arrive(Launch& L, int at, const char* scope, F on_complete) {
     {
         std::lock_guard<std::mutex> lk(m);
         if (L.failed.load()) throw Abort{};
+        if (exited > 0) {
+            L.fail("divergent barrier in " + where() + " reached " + describe(at) + " after " +
+                   std::to_string(exited) + " thread(s) of its " + scope + " left the kernel");
+            throw Abort{};
+        }
         if (count == 0) {
             site = at;
         } else if (site != at) {
@@ -184,6 +193,18 @@ void Barrier::arrive(Launch& L, int at, const char* scope, F on_complete) {
             throw Abort{};
         }
     }
+}
+
+void Barrier::leave(Launch& L, const char* scope) {
+    std::lock_guard<std::mutex> lk(m);
+    if (L.failed.load()) throw Abort{};
+    if (count > 0) {
+        L.fail("divergent barrier in " + where() + " left the kernel while " +
+               std::to_string(count) + " other thread(s) of its " + scope + " wait at " +
+               describe(site));
+        throw Abort{};
+    }
+    ++exited;
 }
 
 thread_local Launch* tl_launch = nullptr;
@@ -245,14 +266,22 @@ void for_each_block(const Launch* L, F f) {
 }
 
 // One cooperating CUDA thread: every block in turn, meeting the others at
-// the end of each.
+// the end of each. Leaving is checked against the thread's warp (no lane
+// may wait in a shuffle it left), and the last thread to finish a block
+// re-poisons the shared memory for the next.
 void run_cooperating(Launch* L, unsigned tid) {
     set_thread(L, tid);
     for_each_block(L, [L] {
         if (!call_kernel(L)) return false;
         try {
-            L->warps[tl_warp]->bar.arrive(*L, kExit, "warp");
-            L->block_bar.arrive(*L, kExit, "block", [L] { L->poison_shared(); });
+            L->warps[tl_warp]->bar.leave(*L, "warp");
+            L->block_bar.arrive(*L, kExit, "block", [L] {
+                L->poison_shared();
+                for (auto& w : L->warps) {
+                    std::lock_guard<std::mutex> g(w->bar.m);
+                    w->bar.exited = 0;
+                }
+            });
         } catch (const Abort&) {
             return false;
         }
