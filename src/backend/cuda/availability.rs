@@ -45,7 +45,8 @@ impl fmt::Display for Unavailable {
             Unavailable::NotBuilt => f.write_str(
                 "advgrad was built without the `cuda` feature; rebuild with \
                  `eval \"$(scripts/cuda-env.sh)\" && cargo build --release --features cuda`, \
-                 or use --device cpu (or --device emu, the CUDA backend on the CPU emulator)",
+                 or use --device cpu (or --device emu, the CUDA backend on the CPU emulator, \
+                 in a build with `--features emu`)",
             ),
             Unavailable::NoDriver(m) | Unavailable::NoDevice(m) | Unavailable::Broken(m) => {
                 f.write_str(m)
