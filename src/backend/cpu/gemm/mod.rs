@@ -27,6 +27,7 @@
 //! many threads run, nor on which tile an element falls in. (They may differ
 //! between CPUs that pick different kernels: FMA rounds once.)
 
+mod buffers;
 mod driver;
 mod kernel;
 mod pack;
@@ -37,8 +38,6 @@ mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_pack;
 
-use std::cell::RefCell;
-
 use crate::backend::pool;
 use crate::dtype::Float;
 
@@ -47,8 +46,8 @@ use driver::Problem;
 
 /// Element types the CPU matmul is instantiated for (f32 and f64).
 ///
-/// The trait is sealed: its hidden methods pick the micro-kernel for the
-/// running CPU and hold the per-thread packing buffers.
+/// The trait is sealed: its hidden method picks the micro-kernel for the
+/// running CPU.
 pub trait GemmElem: Float + sealed::Sealed {}
 impl GemmElem for f32 {}
 impl GemmElem for f64 {}
@@ -56,50 +55,19 @@ impl GemmElem for f64 {}
 mod sealed {
     use super::driver::Problem;
 
-    /// Per-type hooks: the kernel dispatch and the thread-local buffers.
+    /// The per-type kernel dispatch.
     pub trait Sealed: Sized {
-        /// Runs the problem with the best kernel this CPU supports.
         /// Runs the problem with the best kernel this CPU has.
         ///
         /// # Safety
         ///
         /// As [`super::driver::run_raw`].
         unsafe fn dispatch(p: &Problem<'_, Self>, c: *mut Self);
-        /// Calls `f` with this thread's packing buffers (`B` block, `A` panel).
-        fn with_buffers<R>(f: impl FnOnce(&mut Vec<Self>, &mut Vec<Self>) -> R) -> R;
-    }
-}
-
-/// Packing buffers kept per thread, so that a steady state allocates nothing.
-struct Buffers<T> {
-    b: RefCell<Vec<T>>,
-    a: RefCell<Vec<T>>,
-}
-
-impl<T> Buffers<T> {
-    const fn new() -> Self {
-        Buffers {
-            b: RefCell::new(Vec::new()),
-            a: RefCell::new(Vec::new()),
-        }
-    }
-
-    /// Lends both buffers to `f`; if they are already lent on this thread
-    /// (a nested call while a task waits), `f` gets fresh ones instead.
-    fn with<R>(&self, f: impl FnOnce(&mut Vec<T>, &mut Vec<T>) -> R) -> R {
-        match (self.b.try_borrow_mut(), self.a.try_borrow_mut()) {
-            (Ok(mut b), Ok(mut a)) => f(&mut b, &mut a),
-            _ => f(&mut Vec::new(), &mut Vec::new()),
-        }
     }
 }
 
 macro_rules! impl_sealed {
-    ($t:ty, $tls:ident) => {
-        thread_local! {
-            static $tls: Buffers<$t> = const { Buffers::new() };
-        }
-
+    ($t:ty) => {
         impl sealed::Sealed for $t {
             unsafe fn dispatch(p: &Problem<'_, $t>, c: *mut $t) {
                 // SAFETY (all three calls): the caller's contract is
@@ -115,16 +83,12 @@ macro_rules! impl_sealed {
                 }
                 unsafe { driver::run_raw(kernel::Portable, p, c) }
             }
-
-            fn with_buffers<R>(f: impl FnOnce(&mut Vec<$t>, &mut Vec<$t>) -> R) -> R {
-                $tls.with(|bufs| bufs.with(f))
-            }
         }
     };
 }
 
-impl_sealed!(f32, BUFFERS_F32);
-impl_sealed!(f64, BUFFERS_F64);
+impl_sealed!(f32);
+impl_sealed!(f64);
 
 /// `C = op(A)·op(B)` (or `C += op(A)·op(B)` when `accumulate`), all row-major.
 ///
@@ -234,16 +198,16 @@ fn new_product<T: GemmElem>(p: Problem<'_, T>) -> Vec<T> {
 ///
 /// If `a` or `b` does not hold exactly its shape's elements.
 #[allow(clippy::too_many_arguments)]
-fn problem<'a, T>(
+fn problem<'a, SA, SB, C>(
     m: usize,
     n: usize,
     k: usize,
-    a: &'a [T],
+    a: &'a [SA],
     a_trans: bool,
-    b: &'a [T],
+    b: &'a [SB],
     b_trans: bool,
     accumulate: bool,
-) -> Problem<'a, T> {
+) -> Problem<'a, SA, SB, C> {
     assert_eq!(
         a.len(),
         m * k,

@@ -91,7 +91,9 @@ fn check_all<T: GemmElem>(tol: f64, f: &dyn Fn(&Problem<'_, T>, &mut [T])) {
     }
 }
 
-fn with_kernel<T: GemmElem, K: MicroKernel<T>>(kern: K) -> impl Fn(&Problem<'_, T>, &mut [T]) {
+fn with_kernel<T: GemmElem, K: MicroKernel<T, Out = T>>(
+    kern: K,
+) -> impl Fn(&Problem<'_, T>, &mut [T]) {
     move |p, c| driver::run(kern, p, c)
 }
 
