@@ -60,7 +60,7 @@ const DIRECT_B_MAX_MATRIX: usize = 512 * 512;
 ///
 /// It depends on `k` alone, which is what makes the result independent of
 /// the thread count.
-fn k_block(k: usize, kc_max: usize) -> usize {
+pub(super) fn k_block(k: usize, kc_max: usize) -> usize {
     k.div_ceil(k.div_ceil(kc_max))
 }
 

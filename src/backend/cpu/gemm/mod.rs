@@ -29,8 +29,10 @@
 
 mod buffers;
 mod driver;
+mod half;
 mod kernel;
 mod pack;
+mod select;
 #[cfg(test)]
 mod tests;
 #[cfg(target_arch = "x86_64")]
@@ -43,6 +45,8 @@ use crate::dtype::Float;
 
 pub use driver::Epilogue;
 use driver::Problem;
+pub use half::{gemm_half, gemm_half_new, gemm_half_new_then, HalfFloat, HalfOperand};
+pub use select::{Bf16Kernel, F32Kernel, KernelChoice};
 
 /// Element types the CPU matmul is instantiated for (f32 and f64).
 ///
@@ -71,17 +75,20 @@ macro_rules! impl_sealed {
         impl sealed::Sealed for $t {
             unsafe fn dispatch(p: &Problem<'_, $t>, c: *mut $t) {
                 // SAFETY (all three calls): the caller's contract is
-                // `run_raw`'s.
-                #[cfg(target_arch = "x86_64")]
-                {
-                    if let Some(k) = x86::Avx512::detect() {
-                        return unsafe { driver::run_raw(k, p, c) };
+                // `run_raw`'s; the selected kernel is available.
+                match select::selected_or_panic(F32Kernel::selected()) {
+                    #[cfg(target_arch = "x86_64")]
+                    F32Kernel::Avx512 => {
+                        let k = x86::Avx512::detect().expect("AVX-512F was detected");
+                        unsafe { driver::run_raw(k, p, c) }
                     }
-                    if let Some(k) = x86::Avx2Fma::detect() {
-                        return unsafe { driver::run_raw(k, p, c) };
+                    #[cfg(target_arch = "x86_64")]
+                    F32Kernel::Avx2Fma => {
+                        let k = x86::Avx2Fma::detect().expect("AVX2 and FMA were detected");
+                        unsafe { driver::run_raw(k, p, c) }
                     }
+                    _ => unsafe { driver::run_raw(kernel::Portable, p, c) },
                 }
-                unsafe { driver::run_raw(kernel::Portable, p, c) }
             }
         }
     };
@@ -118,17 +125,33 @@ pub fn gemm<T: GemmElem>(
         m * n,
         "gemm: C has the wrong length for [{m}, {n}]"
     );
+    compute_into(m, n, k, accumulate, c, |c| {
+        // SAFETY: `compute_into` hands over `m·n` exclusive values of C.
+        unsafe { T::dispatch(&p, c) }
+    });
+}
+
+/// `C (+)= op(A)·op(B)` into `c` (`m·n` values, checked by the caller):
+/// `compute` runs the driver on `c` when `m`, `n` and `k` are non-zero;
+/// with `k == 0` the product is zero.
+fn compute_into<C: Copy + Default>(
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    c: &mut [C],
+    compute: impl FnOnce(*mut C),
+) {
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            c.fill(T::ZERO);
+            c.fill(C::default());
         }
         return;
     }
-    // SAFETY: `c` is a live, exclusive slice of `m·n` elements (checked above).
-    unsafe { T::dispatch(&p, c.as_mut_ptr()) };
+    compute(c.as_mut_ptr());
 }
 
 /// `op(A)·op(B)` into a new row-major `[m, n]` vector, written once (no
@@ -143,7 +166,11 @@ pub fn gemm_new<T: GemmElem>(
     b: &[T],
     b_trans: bool,
 ) -> Vec<T> {
-    new_product(problem(m, n, k, a, a_trans, b, b_trans, false))
+    let p = problem(m, n, k, a, a_trans, b, b_trans, false);
+    new_product(m, n, k, None, |c| {
+        // SAFETY: `new_product` hands over room for `m·n` values.
+        unsafe { T::dispatch(&p, c) }
+    })
 }
 
 /// [`gemm_new`] followed by `epilogue` on every stretch of every row of the
@@ -163,16 +190,25 @@ pub fn gemm_new_then<T: GemmElem>(
 ) -> Vec<T> {
     let mut p = problem(m, n, k, a, a_trans, b, b_trans, false);
     p.epilogue = Some(epilogue);
-    new_product(p)
+    new_product(m, n, k, Some(epilogue), |c| {
+        // SAFETY: `new_product` hands over room for `m·n` values.
+        unsafe { T::dispatch(&p, c) }
+    })
 }
 
-/// The product of `p` (which does not accumulate) in a new vector, with its
-/// epilogue applied, if any.
-fn new_product<T: GemmElem>(p: Problem<'_, T>) -> Vec<T> {
-    let (m, n) = (p.m, p.n);
-    if m == 0 || n == 0 || p.k == 0 {
-        let mut c = pool::filled(m * n, T::ZERO);
-        if let Some(epilogue) = p.epilogue {
+/// A product (which does not accumulate) in a new `[m, n]` vector, with
+/// its epilogue applied, if any: `compute` runs the driver, which writes
+/// every value, when `m`, `n` and `k` are non-zero.
+fn new_product<C: Copy + Default + 'static>(
+    m: usize,
+    n: usize,
+    k: usize,
+    epilogue: Option<&Epilogue<'_, C>>,
+    compute: impl FnOnce(*mut C),
+) -> Vec<C> {
+    if m == 0 || n == 0 || k == 0 {
+        let mut c = pool::filled(m * n, C::default());
+        if let Some(epilogue) = epilogue {
             for (i, row) in c.chunks_mut(n.max(1)).enumerate() {
                 epilogue(i, 0, row);
             }
@@ -180,13 +216,11 @@ fn new_product<T: GemmElem>(p: Problem<'_, T>) -> Vec<T> {
         return c;
     }
     let mut c = pool::take(m * n);
-    // SAFETY: the capacity holds `m·n` elements; without `accumulate` the
+    compute(c.as_mut_ptr());
+    // SAFETY: the capacity holds `m·n` values; without `accumulate` the
     // driver writes every one of them and reads none before writing it (the
-    // epilogue only sees elements already written).
-    unsafe {
-        T::dispatch(&p, c.as_mut_ptr());
-        c.set_len(m * n);
-    }
+    // epilogue only sees values already written).
+    unsafe { c.set_len(m * n) };
     c
 }
 
