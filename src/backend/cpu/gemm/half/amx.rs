@@ -344,32 +344,23 @@ impl<T: Tiles, SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> f
             rs: b.cs,
             cs: b.rs,
         };
-        #[target_feature(enable = "avx2")]
-        fn simd<S: HalfSource<bf16>>(
-            bt: View<'_, S>,
-            jb: usize,
-            w: usize,
-            p0: usize,
-            kc: usize,
-            d: &mut [Pair],
-        ) {
-            pairs::x86::pack_pairs::<S, NR>(bt, jb, w, p0, kc, d);
-        }
-        for (jp, d) in dst[..nc.div_ceil(NR) * qk * NR]
-            .chunks_exact_mut(qk * NR)
-            .enumerate()
-        {
-            let jb = j0 + jp * NR;
-            let w = NR.min(j0 + nc - jb);
-            let packed = kc.div_ceil(2) * NR;
-            if T::AVX2 {
-                // SAFETY: as in `pack_a`.
-                unsafe { simd(bt, jb, w, p0, kc, d) };
-            } else {
-                pairs::pack_pairs::<SB, NR>(bt, jb, w, p0, kc, d);
+        if T::AVX2 {
+            #[target_feature(enable = "avx2")]
+            fn packer<S: HalfSource<bf16>>(
+                bt: View<'_, S>,
+                j0: usize,
+                nc: usize,
+                p0: usize,
+                kc: usize,
+                panel: usize,
+                dst: &mut [Pair],
+            ) {
+                pairs::x86::pack_pair_panels::<S, NR>(bt, j0, nc, p0, kc, panel, dst);
             }
-            // Whole tile steps: zero pairs up to qk.
-            d[packed..].fill(0);
+            // SAFETY: as in `pack_a`.
+            unsafe { packer(bt, j0, nc, p0, kc, qk * NR, dst) }
+        } else {
+            pairs::pack_pair_panels::<SB, NR>(bt, j0, nc, p0, kc, qk * NR, dst);
         }
     }
 

@@ -175,14 +175,7 @@ impl<SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> for Avx512B
                 rs: b.cs,
                 cs: b.rs,
             };
-            let panel = kc.div_ceil(2) * NR;
-            for (jp, d) in dst[..nc.div_ceil(NR) * panel]
-                .chunks_exact_mut(panel)
-                .enumerate()
-            {
-                let jb = j0 + jp * NR;
-                pairs::pack_pairs::<S, NR>(bt, jb, NR.min(j0 + nc - jb), p0, kc, d);
-            }
+            pairs::pack_pair_panels::<S, NR>(bt, j0, nc, p0, kc, kc.div_ceil(2) * NR, dst);
         }
         // SAFETY: the token proves AVX2.
         unsafe { packer(b, p0, kc, j0, nc, dst) }

@@ -58,6 +58,28 @@ pub(super) fn pack_pairs<S: HalfSource<bf16>, const W: usize>(
     }
 }
 
+/// Packs `x[r0..r0+w, p0..p0+kc]` as `w.div_ceil(W)` panels by `k`, each
+/// [`pack_pairs`] of `W` rows padded with zero pairs to `panel` values.
+pub(super) fn pack_pair_panels<S: HalfSource<bf16>, const W: usize>(
+    x: View<'_, S>,
+    r0: usize,
+    w: usize,
+    p0: usize,
+    kc: usize,
+    panel: usize,
+    dst: &mut [Pair],
+) {
+    let packed = kc.div_ceil(2) * W;
+    for (jp, d) in dst[..w.div_ceil(W) * panel]
+        .chunks_exact_mut(panel)
+        .enumerate()
+    {
+        let rb = r0 + jp * W;
+        pack_pairs::<S, W>(x, rb, W.min(r0 + w - rb), p0, kc, d);
+        d[packed..].fill(0);
+    }
+}
+
 /// Packs `x[r0..r0+w, p0..p0+kc]` by row: `dst[r·qk + q]` for `r < R` and
 /// `q < qk` (`qk ≥ kc.div_ceil(2)`), zero past `w` and `kc`.
 pub(super) fn pack_pair_rows<S: HalfSource<bf16>, const R: usize>(
@@ -204,6 +226,76 @@ pub(super) mod x86 {
             }
         } else {
             portable_pairs::<S, W>(x, r0, w, p0, kc, dst);
+        }
+    }
+
+    /// [`super::pack_pair_panels`] in AVX2: the same bits.
+    ///
+    /// Where `x` runs along `r` (a row-major `B`), the full panels are
+    /// packed a few steps at a time across all of them, so that the reads
+    /// go along the rows of `B` instead of down its columns.
+    ///
+    /// Must run on a CPU with AVX2 (see [`pack_pairs`]).
+    #[inline(always)]
+    pub(in crate::backend::cpu::gemm::half) fn pack_pair_panels<
+        S: HalfSource<bf16>,
+        const W: usize,
+    >(
+        x: View<'_, S>,
+        r0: usize,
+        w: usize,
+        p0: usize,
+        kc: usize,
+        panel: usize,
+        dst: &mut [Pair],
+    ) {
+        /// Steps of two per strip: 8 rows of `B` at a time.
+        const STRIP: usize = 4;
+        let (qn, full) = (kc.div_ceil(2), w / W);
+        let dst = &mut dst[..w.div_ceil(W) * panel];
+        if x.rs != 1 || x.cs == 1 || !W.is_multiple_of(8) || full == 0 {
+            for (jp, d) in dst.chunks_exact_mut(panel).enumerate() {
+                let rb = r0 + jp * W;
+                pack_pairs::<S, W>(x, rb, W.min(r0 + w - rb), p0, kc, d);
+                d[qn * W..].fill(0);
+            }
+            return;
+        }
+        let pairs_full = kc / 2;
+        assert!(
+            pairs_full == 0 || (p0 + 2 * pairs_full - 1) * x.cs + r0 + full * W <= x.data.len()
+        );
+        assert!(full * panel <= dst.len() && qn * W <= panel);
+        let (src, d) = (x.data.as_ptr(), dst.as_mut_ptr());
+        for q0 in (0..pairs_full).step_by(STRIP) {
+            for jp in 0..full {
+                for q in q0..(q0 + STRIP).min(pairs_full) {
+                    for rg in (0..W).step_by(8) {
+                        let r = r0 + jp * W + rg;
+                        // SAFETY: reads x[r ..][..8] at steps p0 + 2q and
+                        // p0 + 2q + 1 < p0 + kc, with r + 8 ≤ r0 + full·W: in
+                        // bounds (asserted); writes dst[jp·panel + q·W + rg
+                        // ..][..8], inside panel jp (asserted).
+                        unsafe {
+                            let lo = S::load8_bits(src.add((p0 + 2 * q) * x.cs + r));
+                            let hi = S::load8_bits(src.add((p0 + 2 * q + 1) * x.cs + r));
+                            let v = _mm256_or_si256(lo, _mm256_slli_epi32::<16>(hi));
+                            _mm256_storeu_si256(d.add(jp * panel + q * W + rg).cast(), v);
+                        }
+                    }
+                }
+            }
+        }
+        for (jp, d) in dst.chunks_exact_mut(panel).enumerate() {
+            let rb = r0 + jp * W;
+            if jp == full {
+                super::pack_pairs::<S, W>(x, rb, r0 + w - rb, p0, kc, d);
+            } else if kc % 2 == 1 {
+                for (r, out) in d[pairs_full * W..qn * W].iter_mut().enumerate() {
+                    *out = super::pair_at(x, rb + r, p0, kc, pairs_full);
+                }
+            }
+            d[qn * W..].fill(0);
         }
     }
 

@@ -783,39 +783,54 @@ fn the_avx2_packers_give_the_portable_bits() {
         eprintln!("skipping the_avx2_packers_give_the_portable_bits: no AVX2");
         return;
     }
+    /// The three layouts of `x[r0..r0+w, p0..p0+kc]`: by k (one panel),
+    /// by row (a strip of 32 rows), and as panels (all of `x`'s rows from
+    /// r0, padded to whole tile steps).
+    type Packed = (Vec<u32>, Vec<u32>, Vec<u32>);
+    fn sizes(x_rows: usize, r0: usize, kc: usize) -> (usize, usize, usize) {
+        let qk = kc.div_ceil(32) * 16;
+        (
+            kc.div_ceil(2) * 16,
+            32 * qk,
+            (x_rows - r0).div_ceil(16) * qk * 16,
+        )
+    }
     #[target_feature(enable = "avx2")]
     fn simd<S: HalfSource<bf16>>(
         x: View<'_, S>,
-        r0: usize,
-        w: usize,
-        p0: usize,
-        kc: usize,
-        out: &mut [u32; 2],
-    ) -> (Vec<u32>, Vec<u32>) {
-        let qk = kc.div_ceil(32) * 16;
-        let (mut by_k, mut by_row) = (vec![out[0]; kc.div_ceil(2) * 16], vec![out[1]; 32 * qk]);
+        rows: usize,
+        at: (usize, usize, usize, usize),
+        fill: u32,
+    ) -> Packed {
+        let (r0, w, p0, kc) = at;
+        let (n_k, n_row, n_panels) = sizes(rows, r0, kc);
+        let qk = n_row / 32;
+        let (mut by_k, mut by_row, mut panels) =
+            (vec![fill; n_k], vec![fill; n_row], vec![fill; n_panels]);
         pairs::x86::pack_pairs::<S, 16>(x, r0, w, p0, kc, &mut by_k);
         pairs::x86::pack_pair_rows::<S, 32>(x, r0, w.min(32), p0, kc, qk, &mut by_row);
-        (by_k, by_row)
+        pairs::x86::pack_pair_panels::<S, 16>(x, r0, rows - r0, p0, kc, qk * 16, &mut panels);
+        (by_k, by_row, panels)
     }
     fn portable<S: HalfSource<bf16>>(
         x: View<'_, S>,
-        r0: usize,
-        w: usize,
-        p0: usize,
-        kc: usize,
-    ) -> (Vec<u32>, Vec<u32>) {
-        let qk = kc.div_ceil(32) * 16;
-        let (mut by_k, mut by_row) = (vec![7; kc.div_ceil(2) * 16], vec![9; 32 * qk]);
+        rows: usize,
+        at: (usize, usize, usize, usize),
+    ) -> Packed {
+        let (r0, w, p0, kc) = at;
+        let (n_k, n_row, n_panels) = sizes(rows, r0, kc);
+        let qk = n_row / 32;
+        let (mut by_k, mut by_row, mut panels) = (vec![7; n_k], vec![9; n_row], vec![11; n_panels]);
         pairs::pack_pairs::<S, 16>(x, r0, w, p0, kc, &mut by_k);
         pairs::pack_pair_rows::<S, 32>(x, r0, w.min(32), p0, kc, qk, &mut by_row);
-        (by_k, by_row)
+        pairs::pack_pair_panels::<S, 16>(x, r0, rows - r0, p0, kc, qk * 16, &mut panels);
+        (by_k, by_row, panels)
     }
     let (rows, cols) = (45, 77);
     let f: Vec<f32> = delicate(rows * cols, 9);
     let h: Vec<bf16> = f.iter().map(|&v| bf16::from_f32(v)).collect();
     for (rs, cs) in [(cols, 1), (1, rows)] {
-        for &(r0, w, p0, kc) in &[
+        for &at in &[
             (0, 16, 0, 77),
             (3, 16, 5, 33),
             (29, 16, 1, 16),
@@ -836,22 +851,9 @@ fn the_avx2_packers_give_the_portable_bits() {
                 },
             );
             // SAFETY: AVX2 was detected above.
-            let (sf, sh) = unsafe {
-                (
-                    simd(vf, r0, w, p0, kc, &mut [1, 2]),
-                    simd(vh, r0, w, p0, kc, &mut [3, 4]),
-                )
-            };
-            assert_eq!(
-                sf,
-                portable(vf, r0, w, p0, kc),
-                "f32 rs={rs} {r0} {w} {p0} {kc}"
-            );
-            assert_eq!(
-                sh,
-                portable(vh, r0, w, p0, kc),
-                "bf16 rs={rs} {r0} {w} {p0} {kc}"
-            );
+            let (sf, sh) = unsafe { (simd(vf, rows, at, 1), simd(vh, rows, at, 3)) };
+            assert_eq!(sf, portable(vf, rows, at), "f32 rs={rs} {at:?}");
+            assert_eq!(sh, portable(vh, rows, at), "bf16 rs={rs} {at:?}");
             assert_eq!(sf, sh);
         }
     }
