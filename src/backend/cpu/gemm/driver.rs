@@ -36,9 +36,10 @@ pub type Epilogue<'e, T> = dyn Fn(usize, usize, &mut [T]) + Sync + 'e;
 /// Below this many multiply-adds a call stays on the calling thread.
 const PAR_MIN_WORK: usize = 96 * 96 * 96;
 
-/// From this many multiply-adds on, `C` is cut into about four tiles per
-/// thread instead of one, so that a thread slowed by other work hands tiles
-/// to the others; below it, the extra packing would cost more.
+/// From this many multiply-adds on, `C` is cut into a few tiles per thread
+/// (the kernel's `TILES_PER_THREAD`) instead of one, so that a thread slowed
+/// by other work hands tiles to the others; below it, the extra packing
+/// would cost more.
 const FINE_WORK: usize = 512 * 512 * 512;
 
 /// A tile of at most this many `MR`-row strips reads full panels of a
@@ -109,7 +110,7 @@ pub(super) unsafe fn run_raw<SA: Sync, SB: Sync, K: MicroKernel<SA, SB>>(
     let tasks = match (parallel, work >= FINE_WORK) {
         (false, _) => 1,
         (true, false) => threads,
-        (true, true) => 4 * threads,
+        (true, true) => K::TILES_PER_THREAD * threads,
     };
     let max = (K::MC / K::MR, K::NC / K::NR);
     let (gm, gn) = grid((mt, nt), (K::MR, K::NR), max, tasks, threads);

@@ -59,6 +59,10 @@ pub(super) trait MicroKernel<SA, SB = SA>: Copy + Send + Sync {
     const NC: usize;
     /// Most rows per tile.
     const MC: usize;
+    /// Tiles per thread for a large product: more even out threads slowed
+    /// by other work; fewer pack each operand fewer times (each tile packs
+    /// the blocks it reads).
+    const TILES_PER_THREAD: usize = 4;
 
     /// How many packed rows (of `MR` or `NR` elements) hold `kc` steps of
     /// `k`: `kc`, unless a packed element holds several steps.

@@ -307,6 +307,9 @@ impl<T: Tiles, SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> f
     const KC: usize = 256;
     const NC: usize = 2048;
     const MC: usize = 4096;
+    /// Both operands are packed (and converted): fewer tiles convert each
+    /// fewer times.
+    const TILES_PER_THREAD: usize = 2;
 
     /// Pairs along `k`, padded to whole tile steps.
     fn packed_rows(kc: usize) -> usize {

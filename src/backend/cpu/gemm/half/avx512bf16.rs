@@ -138,6 +138,9 @@ impl<SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> for Avx512B
     const KC: usize = 256;
     const NC: usize = 2048;
     const MC: usize = 4096;
+    /// Both operands are packed (and converted): fewer tiles convert each
+    /// fewer times.
+    const TILES_PER_THREAD: usize = 2;
 
     fn packed_rows(kc: usize) -> usize {
         kc.div_ceil(2)

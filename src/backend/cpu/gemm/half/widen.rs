@@ -78,6 +78,9 @@ where
     const KC: usize = K::KC;
     const NC: usize = K::NC;
     const MC: usize = K::MC;
+    /// Both operands are packed (and converted): fewer tiles convert each
+    /// fewer times.
+    const TILES_PER_THREAD: usize = 2;
 
     fn pack_a(a: View<'_, SA>, i0: usize, mr: usize, p0: usize, kc: usize, dst: &mut [f32]) {
         let w = K::MR;
