@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use advgrad::backend::cpu::gemm::{
-    gemm as advgrad_gemm, gemm_half, Bf16Kernel, F32Kernel, HalfOperand,
-};
+use advgrad::backend::cpu::gemm::{describe, gemm as advgrad_gemm, gemm_half, HalfOperand};
 use half::bf16;
 
 /// Deterministic inputs in [-1, 1).
@@ -155,24 +153,7 @@ fn bf16gemm(cr: &mut Criterion) {
 
 /// Prints the CPU model and the gemm kernels this run uses.
 fn machine(_: &mut Criterion) {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        cpuinfo
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split(':').nth(1))
-            .map_or("?".to_string(), |v| v.trim().to_string())
-    };
-    let kernel = |k: Result<String, advgrad::Error>| k.unwrap_or_else(|e| format!("error: {e}"));
-    eprintln!(
-        "CPU: {} (family {}, model {}), {} threads; f32 kernel {}, bf16 kernel {}",
-        field("model name"),
-        field("cpu family"),
-        field("model\t"),
-        rayon::current_num_threads(),
-        kernel(F32Kernel::selected().map(|k| k.to_string())),
-        kernel(Bf16Kernel::selected().map(|k| k.to_string())),
-    );
+    eprintln!("{}, {} threads", describe(), rayon::current_num_threads());
 }
 
 criterion_group!(benches, machine, sgemm, dgemm, bf16gemm);

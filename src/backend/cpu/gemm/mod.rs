@@ -10,7 +10,8 @@
 //! `B` panel in the micro-kernel, which keeps an `MR × NR` block of `C` in
 //! registers. A row-major `A` is read in place; a transposed one is packed.
 //! A row-major `B` is read in place when it fits in L2 or the tile has few
-//! strips; otherwise, and when transposed, it is packed.
+//! strips; otherwise, and when transposed, it is packed. (The half-precision
+//! paths pack, and convert, both operands.)
 //! Packing buffers live in thread-local storage, so a steady state of calls
 //! allocates nothing.
 //!
@@ -18,18 +19,27 @@
 //! |---|---|
 //! | `driver.rs` | the tiling, the `k` blocks, the rayon tasks |
 //! | `pack.rs` | copying `A` and `B` (transposed or not) into panels |
+//! | `buffers.rs` | the per-thread packing buffers |
 //! | `kernel.rs` | the micro-kernel contract and the portable kernel |
 //! | `x86.rs` | the AVX-512 and AVX2+FMA kernels |
 //! | `x86_pack.rs` | their transposing packing, in SIMD registers |
+//! | `select.rs` | which kernels run; `ADVGRAD_GEMM`, `ADVGRAD_GEMM_BF16` |
+//! | `half/` | [`gemm_half`]: bf16 and f16 operands, f32 accumulation (AMX, AVX512-BF16, or widened to f32) |
 //!
 //! **Determinism.** The `k` blocks depend on `k` alone, and each element of
 //! `C` sums its block products in order, so the bits do not depend on how
 //! many threads run, nor on which tile an element falls in. (They may differ
 //! between CPUs that pick different kernels: FMA rounds once.)
+//!
+//! **Kernel switches.** The kernels are picked at run time from what the CPU
+//! has; `ADVGRAD_GEMM=avx512|avx2|portable` forces the f32/f64 kernel and
+//! `ADVGRAD_GEMM_BF16=amx|avx512bf16|portable` the bf16 one ([`F32Kernel`],
+//! [`Bf16Kernel`]), so every path can be run, and compared, on any machine
+//! that has its instructions.
 
 mod buffers;
 mod driver;
-mod half;
+pub mod half;
 mod kernel;
 mod pack;
 mod select;
@@ -46,7 +56,7 @@ use crate::dtype::Float;
 pub use driver::Epilogue;
 use driver::Problem;
 pub use half::{gemm_half, gemm_half_new, gemm_half_new_then, HalfFloat, HalfOperand};
-pub use select::{Bf16Kernel, F32Kernel, KernelChoice};
+pub use select::{describe, Bf16Kernel, F32Kernel, KernelChoice};
 
 /// Element types the CPU matmul is instantiated for (f32 and f64).
 ///

@@ -219,3 +219,26 @@ impl Bf16Kernel {
 pub(super) fn selected_or_panic<K: KernelChoice>(selected: Result<K>) -> K {
     selected.unwrap_or_else(|e| panic!("gemm: {e}"))
 }
+
+/// One line naming the CPU (model, family and model number, from
+/// `/proc/cpuinfo` where there is one) and the gemm kernels this process
+/// uses, for benchmark records.
+pub fn describe() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split(':').nth(1))
+            .map_or_else(|| "?".to_string(), |v| v.trim().to_string())
+    };
+    let kernel = |k: Result<String>| k.unwrap_or_else(|e| format!("({e})"));
+    format!(
+        "CPU: {} (family {}, model {}); f32 kernel {}, bf16 kernel {}",
+        field("model name"),
+        field("cpu family"),
+        field("model"),
+        kernel(F32Kernel::selected().map(|k| k.to_string())),
+        kernel(Bf16Kernel::selected().map(|k| k.to_string())),
+    )
+}

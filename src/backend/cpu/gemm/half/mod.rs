@@ -105,7 +105,7 @@ impl HalfFloat for f16 {}
 
 /// The kernels a call runs on: the selected ones, or (in tests) forced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Paths {
+pub(super) struct Paths {
     pub bf16: Bf16Kernel,
     pub f32: F32Kernel,
 }
@@ -121,17 +121,19 @@ impl Paths {
 }
 
 mod sealed {
-    use super::{HalfBits, HalfSource, Paths, Problem};
+    use super::{Bf16Kernel, F32Kernel, HalfBits, HalfSource, Problem};
 
     /// The per-type conversions and kernel dispatch.
     pub trait Sealed: HalfBits {
-        /// Runs the problem on `paths`.
+        /// Runs the problem on the bf16 path `bf16` (for bf16) or widened
+        /// to f32 on the kernel `f32`.
         ///
         /// # Safety
         ///
-        /// As [`super::driver::run_raw`]; the paths must be available.
+        /// As [`super::driver::run_raw`]; the kernels must be available.
         unsafe fn dispatch<SA: HalfSource<Self>, SB: HalfSource<Self>>(
-            paths: Paths,
+            bf16: Bf16Kernel,
+            f32: F32Kernel,
             p: &Problem<'_, SA, SB, f32>,
             c: *mut f32,
         );
@@ -167,13 +169,14 @@ unsafe fn widened<H: 'static, SA: HalfSource<H>, SB: HalfSource<H>>(
 
 impl sealed::Sealed for bf16 {
     unsafe fn dispatch<SA: HalfSource<bf16>, SB: HalfSource<bf16>>(
-        paths: Paths,
+        path: Bf16Kernel,
+        f32_kernel: F32Kernel,
         p: &Problem<'_, SA, SB, f32>,
         c: *mut f32,
     ) {
         // SAFETY (all three calls): the caller's contract is `run_raw`'s,
-        // and the paths are available.
-        match paths.bf16 {
+        // and the kernels are available.
+        match path {
             #[cfg(target_arch = "x86_64")]
             Bf16Kernel::Amx => {
                 let k = amx::Amx::detect().expect("AMX was detected");
@@ -184,19 +187,21 @@ impl sealed::Sealed for bf16 {
                 let k = avx512bf16::Avx512Bf16::detect().expect("AVX512-BF16 was detected");
                 unsafe { driver::run_raw(k, p, c) }
             }
-            _ => unsafe { widened::<bf16, SA, SB>(paths.f32, p, c) },
+            _ => unsafe { widened::<bf16, SA, SB>(f32_kernel, p, c) },
         }
     }
 }
 
 impl sealed::Sealed for f16 {
     unsafe fn dispatch<SA: HalfSource<f16>, SB: HalfSource<f16>>(
-        paths: Paths,
+        _: Bf16Kernel,
+        f32_kernel: F32Kernel,
         p: &Problem<'_, SA, SB, f32>,
         c: *mut f32,
     ) {
-        // SAFETY: the caller's contract is `run_raw`'s; the path is available.
-        unsafe { widened::<f16, SA, SB>(paths.f32, p, c) }
+        // SAFETY: the caller's contract is `run_raw`'s; the kernel is
+        // available.
+        unsafe { widened::<f16, SA, SB>(f32_kernel, p, c) }
     }
 }
 
@@ -246,7 +251,7 @@ impl<H: HalfFloat> HalfCall<'_, H> {
             );
             p.epilogue = call.epilogue;
             // SAFETY: the caller's contract.
-            unsafe { H::dispatch(paths, &p, c) }
+            unsafe { H::dispatch(paths.bf16, paths.f32, &p, c) }
         }
         // SAFETY (all four calls): the caller's contract.
         unsafe {
