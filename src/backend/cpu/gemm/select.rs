@@ -147,10 +147,11 @@ impl KernelChoice for Bf16Kernel {
     fn needs(self) -> &'static str {
         match self {
             Bf16Kernel::Amx => {
-                "AMX-BF16 (CPUID), tile state enabled by the OS (XCR0) and Linux's \
-                 permission for tile data (arch_prctl ARCH_REQ_XCOMP_PERM)"
+                "AMX-BF16 (CPUID; with AVX-512F, BW, VL and AVX2), tile state enabled \
+                 by the OS (XCR0) and Linux's permission for tile data (arch_prctl \
+                 ARCH_REQ_XCOMP_PERM)"
             }
-            Bf16Kernel::Avx512Bf16 => "AVX512-BF16 (with AVX-512F and AVX2)",
+            Bf16Kernel::Avx512Bf16 => "AVX512-BF16 (with AVX-512F, BW, VL and AVX2)",
             Bf16Kernel::Portable => "nothing",
         }
     }

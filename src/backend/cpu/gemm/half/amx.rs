@@ -64,8 +64,8 @@ pub(in crate::backend::cpu::gemm) struct TileProgram<'a> {
 pub(in crate::backend::cpu::gemm) trait Tiles:
     Copy + Send + Sync
 {
-    /// Packs with AVX2 (true for the hardware, which has it).
-    const AVX2: bool;
+    /// Packs with AVX-512 (true for the hardware, which has it).
+    const SIMD_PACK: bool;
     /// Loads the tile configuration on this thread.
     fn begin(self);
     /// Releases the tiles on this thread.
@@ -88,14 +88,16 @@ pub(in crate::backend::cpu::gemm) struct Model;
 pub(in crate::backend::cpu::gemm) struct Amx<T = Hardware>(T);
 
 impl Amx {
-    /// The token, if this CPU has AMX-BF16 with AVX-512F and AVX2, the OS
-    /// saves tile state, and Linux grants this process the tile data
+    /// The token, if this CPU has AMX-BF16 with AVX-512F, BW, VL and AVX2,
+    /// the OS saves tile state, and Linux grants this process the tile data
     /// (asked once).
     pub(in crate::backend::cpu::gemm) fn detect() -> Option<Self> {
         static USABLE: OnceLock<bool> = OnceLock::new();
         let usable = *USABLE.get_or_init(|| {
             cpu_has_amx_bf16()
                 && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
                 && is_x86_feature_detected!("avx2")
                 && os_saves_tiles()
                 && linux_grants_tile_data()
@@ -116,7 +118,8 @@ impl Amx<Model> {
 /// palette 1 of at least 8 tiles of 16 rows × 64 bytes (leaf 0x1D).
 fn cpu_has_amx_bf16() -> bool {
     use std::arch::x86_64::{__cpuid, __cpuid_count};
-    if __cpuid(0).eax < 0x1D {
+    // Miri runs no CPUID; like `is_x86_feature_detected!`, it sees no AMX.
+    if cfg!(miri) || __cpuid(0).eax < 0x1D {
         return false;
     }
     let edx = __cpuid_count(7, 0).edx;
@@ -189,7 +192,7 @@ static CONFIG: TileConfig = TileConfig {
 };
 
 impl Tiles for Hardware {
-    const AVX2: bool = true;
+    const SIMD_PACK: bool = true;
 
     fn begin(self) {
         // SAFETY: the token proves AMX and the permission; CONFIG is a valid
@@ -258,7 +261,7 @@ impl Tiles for Hardware {
 
 #[cfg(test)]
 impl Tiles for Model {
-    const AVX2: bool = false;
+    const SIMD_PACK: bool = false;
 
     fn begin(self) {}
 
@@ -318,8 +321,8 @@ impl<T: Tiles, SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> f
 
     fn pack_a(a: View<'_, SA>, i0: usize, mr: usize, p0: usize, kc: usize, dst: &mut [Pair]) {
         let qk = <Self as MicroKernel<SA, SB>>::packed_rows(kc);
-        if T::AVX2 {
-            #[target_feature(enable = "avx2")]
+        if T::SIMD_PACK {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
             fn packer<S: HalfSource<bf16>>(
                 a: View<'_, S>,
                 i0: usize,
@@ -331,8 +334,8 @@ impl<T: Tiles, SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> f
             ) {
                 pairs::x86::pack_pair_rows::<S, MR>(a, i0, mr, p0, kc, qk, dst);
             }
-            // SAFETY: a kernel whose tiles pack with AVX2 runs only where the
-            // hardware token proved AVX2.
+            // SAFETY: a kernel whose tiles pack with SIMD runs only where the
+            // hardware token proved the features.
             unsafe { packer(a, i0, mr, p0, kc, qk, dst) }
         } else {
             pairs::pack_pair_rows::<SA, MR>(a, i0, mr, p0, kc, qk, dst);
@@ -347,8 +350,8 @@ impl<T: Tiles, SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> f
             rs: b.cs,
             cs: b.rs,
         };
-        if T::AVX2 {
-            #[target_feature(enable = "avx2")]
+        if T::SIMD_PACK {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
             fn packer<S: HalfSource<bf16>>(
                 bt: View<'_, S>,
                 j0: usize,

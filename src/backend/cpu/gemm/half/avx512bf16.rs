@@ -22,8 +22,8 @@ use super::source::HalfSource;
 use crate::backend::cpu::gemm::kernel::{APanel, MicroKernel};
 use crate::backend::cpu::gemm::pack::View;
 
-/// Proof that the CPU has AVX512-BF16 (with AVX-512F, and AVX2 for the
-/// packing).
+/// Proof that the CPU has AVX512-BF16 (with AVX-512F, and AVX-512BW, VL
+/// and AVX2 for the packing).
 #[derive(Clone, Copy, Debug)]
 pub(in crate::backend::cpu::gemm) struct Avx512Bf16(());
 
@@ -32,6 +32,8 @@ impl Avx512Bf16 {
     pub(in crate::backend::cpu::gemm) fn detect() -> Option<Self> {
         (is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bf16")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx2"))
         .then_some(Avx512Bf16(()))
     }
@@ -147,7 +149,7 @@ impl<SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> for Avx512B
     }
 
     fn pack_a(a: View<'_, SA>, i0: usize, mr: usize, p0: usize, kc: usize, dst: &mut [Pair]) {
-        #[target_feature(enable = "avx2")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
         fn packer<S: HalfSource<bf16>>(
             a: View<'_, S>,
             i0: usize,
@@ -158,12 +160,12 @@ impl<SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> for Avx512B
         ) {
             pairs::pack_pairs::<S, MR>(a, i0, mr, p0, kc, dst);
         }
-        // SAFETY: the token proves AVX2.
+        // SAFETY: the token proves the features.
         unsafe { packer(a, i0, mr, p0, kc, dst) }
     }
 
     fn pack_b(b: View<'_, SB>, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [Pair]) {
-        #[target_feature(enable = "avx2")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
         fn packer<S: HalfSource<bf16>>(
             b: View<'_, S>,
             p0: usize,
@@ -180,7 +182,7 @@ impl<SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> for Avx512B
             };
             pairs::pack_pair_panels::<S, NR>(bt, j0, nc, p0, kc, kc.div_ceil(2) * NR, dst);
         }
-        // SAFETY: the token proves AVX2.
+        // SAFETY: the token proves the features.
         unsafe { packer(b, p0, kc, j0, nc, dst) }
     }
 

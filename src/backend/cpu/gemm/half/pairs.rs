@@ -13,7 +13,7 @@
 //!
 //! Past the operand's edge (`r ≥ w`, or `p ≥ kc`, including the second half
 //! of the last pair when `kc` is odd) the packed values are zero. Each
-//! packer has a portable form and an AVX2 form that gives the same bits.
+//! packer has a portable form and an AVX-512 form that gives the same bits.
 
 use half::bf16;
 
@@ -106,33 +106,44 @@ pub(super) fn pack_pair_rows<S: HalfSource<bf16>, const R: usize>(
     }
 }
 
-/// The AVX2 forms of the packers, for the kernels that prove AVX2.
+/// The AVX-512 forms of the packers, for the kernels that prove AVX-512F,
+/// BW and VL (and AVX2).
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     use half::bf16;
 
-    use super::{pack_pair_rows as portable_rows, pack_pairs as portable_pairs, Pair};
+    use super::{pack_pair_rows as portable_rows, pack_pairs as portable_pairs, pair_at, Pair};
     use crate::backend::cpu::gemm::half::source::HalfSource;
     use crate::backend::cpu::gemm::pack::View;
     use crate::backend::cpu::gemm::x86_pack::transpose_8x8;
 
-    /// Eight pairs from 16 consecutive values along `k` at `src`.
+    /// The lanes `0..n` of 16.
+    #[inline(always)]
+    fn lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            (1u16 << n) - 1
+        }
+    }
+
+    /// Sixteen pairs from 32 consecutive values along `k` at `src`, as two
+    /// vectors of eight.
     ///
     /// # Safety
     ///
-    /// `src` must be valid for reads of 16 values; AVX2 must be present
-    /// (inlined into callers compiled with it).
+    /// `src` must be valid for reads of 32 values; the CPU must have
+    /// AVX-512F, BW and VL (inlined into callers compiled with them).
     #[inline(always)]
-    unsafe fn pairs_of_run<S: HalfSource<bf16>>(src: *const S) -> __m256i {
-        // SAFETY: 16 readable values; AVX2 is present.
+    unsafe fn pairs_of_run<S: HalfSource<bf16>>(src: *const S) -> [__m256i; 2] {
+        // SAFETY: 32 readable values; the features are present.
         unsafe {
-            let lo = S::load8_bits(src);
-            let hi = S::load8_bits(src.add(8));
-            // Narrow to 16 bits (in-lane: lo0-3 hi0-3 | lo4-7 hi4-7), then
-            // put the 64-bit quarters back in order.
-            _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(lo, hi))
+            [
+                _mm512_cvtepi32_epi16(S::load16_bits(src, 0xFFFF)),
+                _mm512_cvtepi32_epi16(S::load16_bits(src.add(16), 0xFFFF)),
+            ]
         }
     }
 
@@ -147,10 +158,11 @@ pub(super) mod x86 {
         }
     }
 
-    /// [`super::pack_pairs`] in AVX2: the same bits.
+    /// [`super::pack_pairs`] with AVX-512: the same bits.
     ///
-    /// Must run on a CPU with AVX2 (every caller holds a kernel token that
-    /// proves it and is compiled with it, so this inlines into it).
+    /// Must run on a CPU with AVX-512F, BW and VL (every caller holds a
+    /// kernel token that proves them and is compiled with them, so this
+    /// inlines into it).
     #[inline(always)]
     pub(in crate::backend::cpu::gemm::half) fn pack_pairs<S: HalfSource<bf16>, const W: usize>(
         x: View<'_, S>,
@@ -161,67 +173,62 @@ pub(super) mod x86 {
         dst: &mut [Pair],
     ) {
         let qn = kc.div_ceil(2);
-        if w < W || !W.is_multiple_of(8) || kc < 2 {
-            return portable_pairs::<S, W>(x, r0, w, p0, kc, dst);
-        }
         let dst = &mut dst[..qn * W];
-        let d = dst.as_mut_ptr();
-        if x.cs == 1 {
-            // Runs along k: eight rows at a time, eight pairs (16 steps) of
-            // each, transposed into eight packed steps.
-            let whole = kc / 16;
-            assert!(whole == 0 || (r0 + W - 1) * x.rs + p0 + 16 * whole <= x.data.len());
-            let src = x.data.as_ptr();
+        if x.cs == 1 && w == W && W.is_multiple_of(8) && kc >= 32 {
+            // Runs along k: eight rows at a time, sixteen pairs (32 steps) of
+            // each, transposed into sixteen packed steps.
+            let whole = kc / 32;
+            assert!((r0 + W - 1) * x.rs + p0 + 32 * whole <= x.data.len());
+            let (src, d) = (x.data.as_ptr(), dst.as_mut_ptr());
             for g in 0..whole {
                 for rg in (0..W).step_by(8) {
-                    // SAFETY: reads x[r0 + rg + t, p0 + 16g ..][..16] with
-                    // rg + t < W, 16(g + 1) ≤ kc: in bounds (asserted); writes
-                    // dst[(8g + t)·W + rg ..][..8] with 8g + t < qn: in `dst`.
+                    // SAFETY: reads x[r0 + rg + t, p0 + 32g ..][..32] with
+                    // rg + t < W, 32(g + 1) ≤ kc: in bounds (asserted); writes
+                    // dst[(16g + h·8 + t)·W + rg ..][..8] with 16g + 16 ≤ qn.
                     unsafe {
-                        let run =
-                            |t: usize| pairs_of_run(src.add((r0 + rg + t) * x.rs + p0 + 16 * g));
-                        let out = transpose8([
-                            run(0),
-                            run(1),
-                            run(2),
-                            run(3),
-                            run(4),
-                            run(5),
-                            run(6),
-                            run(7),
-                        ]);
-                        for (t, v) in out.into_iter().enumerate() {
-                            _mm256_storeu_si256(d.add((8 * g + t) * W + rg).cast(), v);
+                        let runs: [[__m256i; 2]; 8] = std::array::from_fn(|t| {
+                            pairs_of_run(src.add((r0 + rg + t) * x.rs + p0 + 32 * g))
+                        });
+                        for h in 0..2 {
+                            let out = transpose8(runs.map(|r| r[h]));
+                            for (t, v) in out.into_iter().enumerate() {
+                                _mm256_storeu_si256(d.add((16 * g + 8 * h + t) * W + rg).cast(), v);
+                            }
                         }
                     }
                 }
             }
-            for (q, row) in dst.chunks_exact_mut(W).enumerate().skip(8 * whole) {
+            for (q, row) in dst.chunks_exact_mut(W).enumerate().skip(16 * whole) {
                 for (r, out) in row.iter_mut().enumerate() {
-                    *out = super::pair_at(x, r0 + r, p0, kc, q);
+                    *out = pair_at(x, r0 + r, p0, kc, q);
                 }
             }
-        } else if x.rs == 1 {
-            // Runs along r: each pair of steps gives W pairs, eight at a time.
-            let full = kc / 2;
-            assert!(full == 0 || (p0 + 2 * full - 1) * x.cs + r0 + W <= x.data.len());
-            let src = x.data.as_ptr();
-            for q in 0..full {
-                for rg in (0..W).step_by(8) {
-                    // SAFETY: reads x[r0 + rg ..][..8] at steps p0 + 2q and
-                    // p0 + 2q + 1 < p0 + kc: in bounds (asserted); writes
-                    // dst[q·W + rg ..][..8], in `dst`.
+        } else if x.rs == 1 && x.cs != 1 && w > 0 {
+            // Runs along r: each pair of steps gives w pairs, sixteen at a
+            // time (masked at the edge).
+            if w < W {
+                dst.fill(0);
+            }
+            assert!((p0 + kc - 1) * x.cs + r0 + w <= x.data.len());
+            let (src, d) = (x.data.as_ptr(), dst.as_mut_ptr());
+            for q in 0..qn {
+                let (p_lo, p_hi) = (p0 + 2 * q, p0 + 2 * q + 1);
+                for rg in (0..w).step_by(16) {
+                    let mask = lanes(w - rg);
+                    // SAFETY: reads x[r0 + rg ..][..lanes] at steps p_lo and
+                    // (when inside the block) p_hi < p0 + kc: in bounds
+                    // (asserted); writes dst[q·W + rg ..][..lanes] with
+                    // rg + lanes ≤ w ≤ W.
                     unsafe {
-                        let lo = S::load8_bits(src.add((p0 + 2 * q) * x.cs + r0 + rg));
-                        let hi = S::load8_bits(src.add((p0 + 2 * q + 1) * x.cs + r0 + rg));
-                        let v = _mm256_or_si256(lo, _mm256_slli_epi32::<16>(hi));
-                        _mm256_storeu_si256(d.add(q * W + rg).cast(), v);
+                        let lo = S::load16_bits(src.add(p_lo * x.cs + r0 + rg), mask);
+                        let pair = if 2 * q + 1 < kc {
+                            let hi = S::load16_bits(src.add(p_hi * x.cs + r0 + rg), mask);
+                            _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi))
+                        } else {
+                            lo
+                        };
+                        _mm512_mask_storeu_epi32(d.add(q * W + rg).cast(), mask, pair);
                     }
-                }
-            }
-            if kc % 2 == 1 {
-                for (r, out) in dst[full * W..].iter_mut().enumerate() {
-                    *out = super::pair_at(x, r0 + r, p0, kc, full);
                 }
             }
         } else {
@@ -229,13 +236,13 @@ pub(super) mod x86 {
         }
     }
 
-    /// [`super::pack_pair_panels`] in AVX2: the same bits.
+    /// [`super::pack_pair_panels`] with AVX-512: the same bits.
     ///
     /// Where `x` runs along `r` (a row-major `B`), the full panels are
     /// packed a few steps at a time across all of them, so that the reads
     /// go along the rows of `B` instead of down its columns.
     ///
-    /// Must run on a CPU with AVX2 (see [`pack_pairs`]).
+    /// Must run on a CPU with AVX-512F, BW and VL (see [`pack_pairs`]).
     #[inline(always)]
     pub(in crate::backend::cpu::gemm::half) fn pack_pair_panels<
         S: HalfSource<bf16>,
@@ -253,34 +260,30 @@ pub(super) mod x86 {
         const STRIP: usize = 4;
         let (qn, full) = (kc.div_ceil(2), w / W);
         let dst = &mut dst[..w.div_ceil(W) * panel];
-        if x.rs != 1 || x.cs == 1 || !W.is_multiple_of(8) || full == 0 {
-            for (jp, d) in dst.chunks_exact_mut(panel).enumerate() {
-                let rb = r0 + jp * W;
-                pack_pairs::<S, W>(x, rb, W.min(r0 + w - rb), p0, kc, d);
-                d[qn * W..].fill(0);
-            }
-            return;
-        }
-        let pairs_full = kc / 2;
-        assert!(
-            pairs_full == 0 || (p0 + 2 * pairs_full - 1) * x.cs + r0 + full * W <= x.data.len()
-        );
-        assert!(full * panel <= dst.len() && qn * W <= panel);
-        let (src, d) = (x.data.as_ptr(), dst.as_mut_ptr());
-        for q0 in (0..pairs_full).step_by(STRIP) {
-            for jp in 0..full {
-                for q in q0..(q0 + STRIP).min(pairs_full) {
-                    for rg in (0..W).step_by(8) {
-                        let r = r0 + jp * W + rg;
-                        // SAFETY: reads x[r ..][..8] at steps p0 + 2q and
-                        // p0 + 2q + 1 < p0 + kc, with r + 8 ≤ r0 + full·W: in
-                        // bounds (asserted); writes dst[jp·panel + q·W + rg
-                        // ..][..8], inside panel jp (asserted).
-                        unsafe {
-                            let lo = S::load8_bits(src.add((p0 + 2 * q) * x.cs + r));
-                            let hi = S::load8_bits(src.add((p0 + 2 * q + 1) * x.cs + r));
-                            let v = _mm256_or_si256(lo, _mm256_slli_epi32::<16>(hi));
-                            _mm256_storeu_si256(d.add(jp * panel + q * W + rg).cast(), v);
+        assert!(qn * W <= panel);
+        let striped = x.rs == 1 && x.cs != 1 && W.is_multiple_of(16);
+        if striped && full > 0 {
+            let pairs_full = kc / 2;
+            assert!(
+                pairs_full == 0 || (p0 + 2 * pairs_full - 1) * x.cs + r0 + full * W <= x.data.len()
+            );
+            let (src, d) = (x.data.as_ptr(), dst.as_mut_ptr());
+            for q0 in (0..pairs_full).step_by(STRIP) {
+                for jp in 0..full {
+                    for q in q0..(q0 + STRIP).min(pairs_full) {
+                        for rg in (0..W).step_by(16) {
+                            let r = r0 + jp * W + rg;
+                            // SAFETY: reads x[r ..][..16] at steps p0 + 2q and
+                            // p0 + 2q + 1 < p0 + kc, with r + 16 ≤ r0 + full·W:
+                            // in bounds (asserted); writes dst[jp·panel + q·W
+                            // + rg ..][..16], inside panel jp (asserted).
+                            unsafe {
+                                let lo = S::load16_bits(src.add((p0 + 2 * q) * x.cs + r), 0xFFFF);
+                                let hi =
+                                    S::load16_bits(src.add((p0 + 2 * q + 1) * x.cs + r), 0xFFFF);
+                                let v = _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi));
+                                _mm512_storeu_si512(d.add(jp * panel + q * W + rg).cast(), v);
+                            }
                         }
                     }
                 }
@@ -288,21 +291,21 @@ pub(super) mod x86 {
         }
         for (jp, d) in dst.chunks_exact_mut(panel).enumerate() {
             let rb = r0 + jp * W;
-            if jp == full {
-                super::pack_pairs::<S, W>(x, rb, r0 + w - rb, p0, kc, d);
+            if !striped || jp == full {
+                pack_pairs::<S, W>(x, rb, W.min(r0 + w - rb), p0, kc, d);
             } else if kc % 2 == 1 {
-                for (r, out) in d[pairs_full * W..qn * W].iter_mut().enumerate() {
-                    *out = super::pair_at(x, rb + r, p0, kc, pairs_full);
+                for (r, out) in d[(kc / 2) * W..qn * W].iter_mut().enumerate() {
+                    *out = pair_at(x, rb + r, p0, kc, kc / 2);
                 }
             }
             d[qn * W..].fill(0);
         }
     }
 
-    /// [`super::pack_pair_rows`] in AVX2 where `x` runs along `k`: the same
-    /// bits.
+    /// [`super::pack_pair_rows`] with AVX-512 where `x` runs along `k`: the
+    /// same bits.
     ///
-    /// Must run on a CPU with AVX2 (see [`pack_pairs`]).
+    /// Must run on a CPU with AVX-512F, BW and VL (see [`pack_pairs`]).
     #[inline(always)]
     pub(in crate::backend::cpu::gemm::half) fn pack_pair_rows<
         S: HalfSource<bf16>,
@@ -322,8 +325,8 @@ pub(super) mod x86 {
         let qn = kc.div_ceil(2);
         assert!(qn <= qk && w <= R);
         let dst = &mut dst[..R * qk];
-        let whole = kc / 16;
-        assert!(w == 0 || whole == 0 || (r0 + w - 1) * x.rs + p0 + 16 * whole <= x.data.len());
+        let whole = kc / 32;
+        assert!(w == 0 || whole == 0 || (r0 + w - 1) * x.rs + p0 + 32 * whole <= x.data.len());
         let src = x.data.as_ptr();
         for (r, row) in dst.chunks_exact_mut(qk).enumerate() {
             if r >= w {
@@ -331,15 +334,16 @@ pub(super) mod x86 {
                 continue;
             }
             for g in 0..whole {
-                // SAFETY: reads x[r0 + r, p0 + 16g ..][..16], in bounds
-                // (asserted); writes row[8g..][..8] with 8(g + 1) ≤ qn ≤ qk.
+                // SAFETY: reads x[r0 + r, p0 + 32g ..][..32], in bounds
+                // (asserted); writes row[16g..][..16] with 16(g + 1) ≤ qn ≤ qk.
                 unsafe {
-                    let v = pairs_of_run(src.add((r0 + r) * x.rs + p0 + 16 * g));
-                    _mm256_storeu_si256(row.as_mut_ptr().add(8 * g).cast(), v);
+                    let [lo, hi] = pairs_of_run(src.add((r0 + r) * x.rs + p0 + 32 * g));
+                    _mm256_storeu_si256(row.as_mut_ptr().add(16 * g).cast(), lo);
+                    _mm256_storeu_si256(row.as_mut_ptr().add(16 * g + 8).cast(), hi);
                 }
             }
-            for (q, out) in row[..qn].iter_mut().enumerate().skip(8 * whole) {
-                *out = super::pair_at(x, r0 + r, p0, kc, q);
+            for (q, out) in row[..qn].iter_mut().enumerate().skip(16 * whole) {
+                *out = pair_at(x, r0 + r, p0, kc, q);
             }
             row[qn..].fill(0);
         }

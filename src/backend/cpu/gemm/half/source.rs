@@ -18,16 +18,16 @@ pub trait HalfSource<H>: Copy + Send + Sync + 'static {
     /// `dst[i] = src[i]` as `H`, widened to f32 (exactly).
     fn widen_run(src: &[Self], dst: &mut [f32]);
 
-    /// Eight values from `src` as `H` bits, each in the low half of a
-    /// 32-bit lane (the high half zero).
+    /// The values of `src` at the lanes of `mask` (of 16) as `H` bits, each
+    /// in the low half of a 32-bit lane (the rest zero).
     ///
     /// # Safety
     ///
-    /// `src` must be valid for reads of 8 values; the CPU must have AVX2
-    /// (and F16C for `f32` to `f16`). It is inlined into callers compiled
-    /// with those features.
+    /// `src` must be valid for reads at the lanes of `mask`; the CPU must
+    /// have AVX-512F, BW and VL. It is inlined into callers compiled with
+    /// those features.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn load8_bits(src: *const Self) -> __m256i;
+    unsafe fn load16_bits(src: *const Self, mask: __mmask16) -> __m512i;
 }
 
 /// The bf16 bits of `x` rounded to nearest, ties to even, quieting a NaN:
@@ -41,23 +41,19 @@ fn bf16_bits_of(x: f32) -> u16 {
     (bits >> 16) as u16
 }
 
-/// [`bf16_bits_of`] on eight lanes: the bf16 bits in the low half of each.
-///
-/// # Safety
-///
-/// The CPU must have AVX2 (inlined into callers compiled with it).
+/// [`bf16_bits_of`] on 16 lanes: the bf16 bits in the low half of each.
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn bf16_bits_of8(x: __m256i) -> __m256i {
-    // SAFETY: AVX2 is present (the caller's contract).
-    unsafe {
-        let abs = _mm256_and_si256(x, _mm256_set1_epi32(0x7FFF_FFFF));
-        let is_nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7F80_0000));
-        let odd = _mm256_and_si256(_mm256_srli_epi32::<16>(x), _mm256_set1_epi32(1));
-        let bias = _mm256_add_epi32(odd, _mm256_set1_epi32(0x7FFF));
-        let rounded = _mm256_add_epi32(x, bias);
-        let quiet = _mm256_or_si256(x, _mm256_set1_epi32(0x0040_0000));
-        _mm256_srli_epi32::<16>(_mm256_blendv_epi8(rounded, quiet, is_nan))
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn bf16_bits_of16(x: __m512i) -> __m512i {
+    {
+        let abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7FFF_FFFF));
+        let is_nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7F80_0000));
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(1));
+        let bias = _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF));
+        let rounded = _mm512_add_epi32(x, bias);
+        let quiet = _mm512_or_si512(x, _mm512_set1_epi32(0x0040_0000));
+        _mm512_srli_epi32::<16>(_mm512_mask_blend_epi32(is_nan, rounded, quiet))
     }
 }
 
@@ -72,20 +68,20 @@ pub trait HalfBits: Copy + Send + Sync + 'static {
     fn widen(src: &[Self], dst: &mut [f32]);
     /// `dst[i] = src[i]` rounded to this type, widened back to f32.
     fn widen_rounded(src: &[f32], dst: &mut [f32]);
-    /// [`HalfSource::load8_bits`] for values of this type.
+    /// [`HalfSource::load16_bits`] for values of this type.
     ///
     /// # Safety
     ///
-    /// As [`HalfSource::load8_bits`].
+    /// As [`HalfSource::load16_bits`].
     #[cfg(target_arch = "x86_64")]
-    unsafe fn load8(src: *const Self) -> __m256i;
-    /// [`HalfSource::load8_bits`] for f32 values.
+    unsafe fn load16(src: *const Self, mask: __mmask16) -> __m512i;
+    /// [`HalfSource::load16_bits`] for f32 values.
     ///
     /// # Safety
     ///
-    /// As [`HalfSource::load8_bits`].
+    /// As [`HalfSource::load16_bits`].
     #[cfg(target_arch = "x86_64")]
-    unsafe fn load8_rounded(src: *const f32) -> __m256i;
+    unsafe fn load16_rounded(src: *const f32, mask: __mmask16) -> __m512i;
 }
 
 impl<H: HalfBits> HalfSource<H> for H {
@@ -100,9 +96,9 @@ impl<H: HalfBits> HalfSource<H> for H {
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn load8_bits(src: *const H) -> __m256i {
+    unsafe fn load16_bits(src: *const H, mask: __mmask16) -> __m512i {
         // SAFETY: the caller's contract.
-        unsafe { H::load8(src) }
+        unsafe { H::load16(src, mask) }
     }
 }
 
@@ -118,9 +114,9 @@ impl<H: HalfBits> HalfSource<H> for f32 {
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn load8_bits(src: *const f32) -> __m256i {
+    unsafe fn load16_bits(src: *const f32, mask: __mmask16) -> __m512i {
         // SAFETY: the caller's contract.
-        unsafe { H::load8_rounded(src) }
+        unsafe { H::load16_rounded(src, mask) }
     }
 }
 
@@ -149,16 +145,16 @@ impl HalfBits for bf16 {
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn load8(src: *const bf16) -> __m256i {
-        // SAFETY: 8 values (16 bytes) are readable; AVX2 is present.
-        unsafe { _mm256_cvtepu16_epi32(_mm_loadu_si128(src.cast())) }
+    unsafe fn load16(src: *const bf16, mask: __mmask16) -> __m512i {
+        // SAFETY: the masked lanes are readable; the features are present.
+        unsafe { _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, src.cast())) }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn load8_rounded(src: *const f32) -> __m256i {
-        // SAFETY: 8 values (32 bytes) are readable; AVX2 is present.
-        unsafe { bf16_bits_of8(_mm256_loadu_si256(src.cast())) }
+    unsafe fn load16_rounded(src: *const f32, mask: __mmask16) -> __m512i {
+        // SAFETY: the masked lanes are readable; the features are present.
+        unsafe { bf16_bits_of16(_mm512_castps_si512(_mm512_maskz_loadu_ps(mask, src))) }
     }
 }
 
@@ -189,19 +185,19 @@ impl HalfBits for f16 {
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn load8(src: *const f16) -> __m256i {
-        // SAFETY: 8 values (16 bytes) are readable; AVX2 is present.
-        unsafe { _mm256_cvtepu16_epi32(_mm_loadu_si128(src.cast())) }
+    unsafe fn load16(src: *const f16, mask: __mmask16) -> __m512i {
+        // SAFETY: the masked lanes are readable; the features are present.
+        unsafe { _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, src.cast())) }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn load8_rounded(src: *const f32) -> __m256i {
-        // SAFETY: 8 values (32 bytes) are readable; AVX2 and F16C are
-        // present.
+    unsafe fn load16_rounded(src: *const f32, mask: __mmask16) -> __m512i {
+        // SAFETY: the masked lanes are readable; the features are present.
         unsafe {
-            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(src));
-            _mm256_cvtepu16_epi32(h)
+            let x = _mm512_maskz_loadu_ps(mask, src);
+            let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+            _mm512_cvtepu16_epi32(h)
         }
     }
 }
@@ -280,39 +276,53 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     #[cfg_attr(miri, ignore)]
-    fn eight_lane_loads_match_the_scalar_rounding() {
-        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c")) {
-            eprintln!("skipping eight_lane_loads_match_the_scalar_rounding: no AVX2 and F16C");
+    fn sixteen_lane_loads_match_the_scalar_rounding() {
+        let features = ["avx512f", "avx512bw", "avx512vl"];
+        if !(is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl"))
+        {
+            eprintln!("skipping sixteen_lane_loads_match_the_scalar_rounding: no {features:?}");
             return;
         }
-        #[target_feature(enable = "avx2,f16c")]
-        fn lanes<H, S: HalfSource<H>>(src: &[S; 8]) -> [u32; 8] {
-            let mut out = [0u32; 8];
-            // SAFETY: 8 readable values, 8 writable lanes; the features are
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        fn lanes<H, S: HalfSource<H>>(src: &[S; 16], mask: __mmask16) -> [u32; 16] {
+            let mut out = [0u32; 16];
+            // SAFETY: 16 readable values, 16 writable lanes; the features are
             // enabled on this function, which only runs behind the check above.
             unsafe {
-                let v = S::load8_bits(src.as_ptr());
-                _mm256_storeu_si256(out.as_mut_ptr().cast(), v);
+                let v = S::load16_bits(src.as_ptr(), mask);
+                _mm512_storeu_si512(out.as_mut_ptr().cast(), v);
             }
             out
         }
         let mut vals = delicate();
         vals.push(f32::NAN);
         vals.push(f32::from_bits(0xFFC0_1234));
-        for chunk in vals.chunks_exact(8) {
-            let src: [f32; 8] = chunk.try_into().expect("8 values");
-            // SAFETY: AVX2 and F16C were detected above.
-            let (b, h) = unsafe { (lanes::<bf16, f32>(&src), lanes::<f16, f32>(&src)) };
+        for (c, chunk) in vals.chunks_exact(16).enumerate() {
+            let src: [f32; 16] = chunk.try_into().expect("16 values");
+            let mask = if c % 3 == 0 { 0x3FFF } else { 0xFFFF };
+            let on = |i: usize| mask & (1 << i) != 0;
+            // SAFETY: the features were detected above.
+            let (b, h) = unsafe {
+                (
+                    lanes::<bf16, f32>(&src, mask),
+                    lanes::<f16, f32>(&src, mask),
+                )
+            };
             for (i, &x) in src.iter().enumerate() {
-                assert_eq!(b[i], u32::from(HalfSource::<bf16>::half_bits(x)), "{x:e}");
+                let want = |bits: u16| if on(i) { u32::from(bits) } else { 0 };
+                assert_eq!(b[i], want(HalfSource::<bf16>::half_bits(x)), "{x:e}");
                 if !x.is_nan() {
-                    assert_eq!(h[i], u32::from(HalfSource::<f16>::half_bits(x)), "{x:e}");
+                    assert_eq!(h[i], want(HalfSource::<f16>::half_bits(x)), "{x:e}");
                 }
             }
-            let stored: [bf16; 8] = src.map(bf16::from_f32);
+            let stored: [bf16; 16] = src.map(bf16::from_f32);
             // SAFETY: as above.
-            let s = unsafe { lanes::<bf16, bf16>(&stored) };
-            assert_eq!(s, stored.map(|v| u32::from(v.to_bits())));
+            let s = unsafe { lanes::<bf16, bf16>(&stored, mask) };
+            for (i, v) in stored.iter().enumerate() {
+                assert_eq!(s[i], if on(i) { u32::from(v.to_bits()) } else { 0 });
+            }
         }
     }
 }

@@ -776,11 +776,15 @@ fn the_kernel_switches_parse_and_refuse_what_the_cpu_lacks() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 #[cfg_attr(miri, ignore)]
-fn the_avx2_packers_give_the_portable_bits() {
+fn the_simd_packers_give_the_portable_bits() {
     use super::pairs;
     use crate::backend::cpu::gemm::pack::View;
-    if !is_x86_feature_detected!("avx2") {
-        eprintln!("skipping the_avx2_packers_give_the_portable_bits: no AVX2");
+    let present = is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx2");
+    if !present {
+        eprintln!("skipping the_simd_packers_give_the_portable_bits: no AVX-512F, BW, VL and AVX2");
         return;
     }
     /// The three layouts of `x[r0..r0+w, p0..p0+kc]`: by k (one panel),
@@ -795,7 +799,7 @@ fn the_avx2_packers_give_the_portable_bits() {
             (x_rows - r0).div_ceil(16) * qk * 16,
         )
     }
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
     fn simd<S: HalfSource<bf16>>(
         x: View<'_, S>,
         rows: usize,
@@ -850,7 +854,7 @@ fn the_avx2_packers_give_the_portable_bits() {
                     cs,
                 },
             );
-            // SAFETY: AVX2 was detected above.
+            // SAFETY: the features were detected above.
             let (sf, sh) = unsafe { (simd(vf, rows, at, 1), simd(vh, rows, at, 3)) };
             assert_eq!(sf, portable(vf, rows, at), "f32 rs={rs} {at:?}");
             assert_eq!(sh, portable(vh, rows, at), "bf16 rs={rs} {at:?}");
