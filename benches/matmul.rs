@@ -12,7 +12,10 @@
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 
 use advgrad::backend::cpu::gemm::{describe, gemm as advgrad_gemm, gemm_half, HalfOperand};
 use half::bf16;
@@ -30,6 +33,20 @@ fn fill(len: usize, seed: u32) -> Vec<f64> {
         .collect()
 }
 
+/// Throughput in FLOP of an `n`-cube product, and fewer, longer samples
+/// for the large sizes.
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>, n: usize) {
+    group.throughput(Throughput::Elements(2 * (n * n * n) as u64));
+    if n >= 1024 {
+        group.sample_size(10);
+        group.measurement_time(Duration::from_secs(3));
+    } else {
+        group.sample_size(30);
+        group.measurement_time(Duration::from_secs(2));
+    }
+    group.warm_up_time(Duration::from_millis(500));
+}
+
 macro_rules! bench_type {
     ($fn_name:ident, $t:ty, $group:literal, $mm:ident, $sizes:expr) => {
         fn $fn_name(cr: &mut Criterion) {
@@ -38,15 +55,7 @@ macro_rules! bench_type {
                 let a: Vec<$t> = fill(n * n, 1).into_iter().map(|v| v as $t).collect();
                 let b: Vec<$t> = fill(n * n, 2).into_iter().map(|v| v as $t).collect();
                 let mut c: Vec<$t> = vec![0.0; n * n];
-                group.throughput(Throughput::Elements(2 * (n * n * n) as u64));
-                if n >= 1024 {
-                    group.sample_size(10);
-                    group.measurement_time(Duration::from_secs(3));
-                } else {
-                    group.sample_size(30);
-                    group.measurement_time(Duration::from_secs(2));
-                }
-                group.warm_up_time(Duration::from_millis(500));
+                configure(&mut group, n);
                 group.bench_with_input(BenchmarkId::new("advgrad", n), &n, |bch, &n| {
                     bch.iter(|| advgrad_gemm(n, n, n, &a, false, &b, false, &mut c, false))
                 });
@@ -127,15 +136,7 @@ fn bf16gemm(cr: &mut Criterion) {
         let a16: Vec<bf16> = a.iter().map(|&v| bf16::from_f32(v)).collect();
         let b16: Vec<bf16> = b.iter().map(|&v| bf16::from_f32(v)).collect();
         let mut c = vec![0.0f32; n * n];
-        group.throughput(Throughput::Elements(2 * (n * n * n) as u64));
-        if n >= 1024 {
-            group.sample_size(10);
-            group.measurement_time(Duration::from_secs(3));
-        } else {
-            group.sample_size(30);
-            group.measurement_time(Duration::from_secs(2));
-        }
-        group.warm_up_time(Duration::from_millis(500));
+        configure(&mut group, n);
         group.bench_with_input(BenchmarkId::new("f32", n), &n, |bch, &n| {
             bch.iter(|| advgrad_gemm(n, n, n, &a, false, &b, false, &mut c, false))
         });

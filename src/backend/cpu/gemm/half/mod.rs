@@ -219,7 +219,31 @@ pub(super) struct HalfCall<'a, H> {
     pub epilogue: Option<&'a Epilogue<'a, f32>>,
 }
 
-impl<H: HalfFloat> HalfCall<'_, H> {
+impl<'a, H: HalfFloat> HalfCall<'a, H> {
+    /// `op(A)·op(B)`, not accumulating, no epilogue.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: HalfOperand<'a, H>,
+        a_trans: bool,
+        b: HalfOperand<'a, H>,
+        b_trans: bool,
+    ) -> Self {
+        HalfCall {
+            m,
+            n,
+            k,
+            a,
+            a_trans,
+            b,
+            b_trans,
+            accumulate: false,
+            epilogue: None,
+        }
+    }
+
     /// Computes the call into `c` on `paths`.
     ///
     /// # Safety
@@ -351,15 +375,8 @@ pub fn gemm_half<H: HalfFloat>(
     accumulate: bool,
 ) {
     let call = HalfCall {
-        m,
-        n,
-        k,
-        a,
-        a_trans,
-        b,
-        b_trans,
         accumulate,
-        epilogue: None,
+        ..HalfCall::new(m, n, k, a, a_trans, b, b_trans)
     };
     call.into_slice(Paths::selected(), c);
 }
@@ -376,18 +393,7 @@ pub fn gemm_half_new<H: HalfFloat>(
     b: HalfOperand<'_, H>,
     b_trans: bool,
 ) -> Vec<f32> {
-    let call = HalfCall {
-        m,
-        n,
-        k,
-        a,
-        a_trans,
-        b,
-        b_trans,
-        accumulate: false,
-        epilogue: None,
-    };
-    call.into_new(Paths::selected())
+    HalfCall::new(m, n, k, a, a_trans, b, b_trans).into_new(Paths::selected())
 }
 
 /// [`gemm_half_new`] followed by `epilogue` on every stretch of every row
@@ -404,15 +410,8 @@ pub fn gemm_half_new_then<H: HalfFloat>(
     epilogue: &Epilogue<'_, f32>,
 ) -> Vec<f32> {
     let call = HalfCall {
-        m,
-        n,
-        k,
-        a,
-        a_trans,
-        b,
-        b_trans,
-        accumulate: false,
         epilogue: Some(epilogue),
+        ..HalfCall::new(m, n, k, a, a_trans, b, b_trans)
     };
     call.into_new(Paths::selected())
 }

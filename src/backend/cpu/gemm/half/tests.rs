@@ -606,15 +606,8 @@ fn f16_is_within_the_bound_and_rounds_while_packing_as_first() {
             let run = |a: HalfOperand<'_, f16>, b: HalfOperand<'_, f16>| {
                 let mut c = case.start();
                 let call = HalfCall {
-                    m,
-                    n,
-                    k,
-                    a,
-                    a_trans: at,
-                    b,
-                    b_trans: bt,
                     accumulate: acc,
-                    epilogue: None,
+                    ..HalfCall::new(m, n, k, a, at, b, bt)
                 };
                 call.into_slice(
                     Paths {
