@@ -353,7 +353,7 @@ impl<'a, H: HalfFloat> HalfCall<'a, H> {
 /// let x: Vec<bf16> = [1.0f32, 0.5, 0.25].iter().map(|&v| bf16::from_f32(v)).collect(); // [1, 3]
 /// let mut y = [0.0f32; 2]; // y = x·wᵀ, [1, 2]
 /// gemm_half(1, 2, 3, HalfOperand::Half(&x), false, HalfOperand::F32(&w), true, &mut y, false);
-/// assert_eq!(y, [2.75, 7.25]);
+/// assert_eq!(y, [2.75, 8.0]);
 /// ```
 ///
 /// # Panics

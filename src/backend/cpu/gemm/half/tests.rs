@@ -12,10 +12,8 @@
 use half::{bf16, f16};
 
 use super::source::{HalfBits, HalfSource};
-use super::widen::Widen;
 use super::{gemm_half, gemm_half_new, gemm_half_new_then, HalfCall, HalfOperand, Paths};
 use crate::backend::cpu::gemm::driver::{k_block, Problem};
-use crate::backend::cpu::gemm::kernel::Portable;
 use crate::backend::cpu::gemm::select::{Bf16Kernel, F32Kernel, KernelChoice};
 use crate::backend::cpu::gemm::tests::{data, SIZES};
 
@@ -97,19 +95,10 @@ fn widened<H: HalfBits, SA: HalfSource<H>, SB: HalfSource<H>>(
     p: &Problem<'_, SA, SB, f32>,
     c: &mut [f32],
 ) {
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        F32Kernel::Avx512 => {
-            let k = crate::backend::cpu::gemm::x86::Avx512::detect().expect("listed as available");
-            super::run_with(Widen::<_, H>::new(k), p, c);
-        }
-        #[cfg(target_arch = "x86_64")]
-        F32Kernel::Avx2Fma => {
-            let k = crate::backend::cpu::gemm::x86::Avx2Fma::detect().expect("listed as available");
-            super::run_with(Widen::<_, H>::new(k), p, c);
-        }
-        _ => super::run_with(Widen::<_, H>::new(Portable), p, c),
-    }
+    assert!(kernel.available() && c.len() == p.m * p.n);
+    // SAFETY: `c` is an exclusive slice of `m·n` values; the kernel is
+    // available (asserted).
+    unsafe { super::widened(kernel, p, c.as_mut_ptr()) }
 }
 
 /// The bf16 paths this CPU runs; the others are reported skipped (or fail
@@ -386,8 +375,9 @@ const FORMS: [(Form, Form); 4] = [
     (Form::F32, Form::F32),
 ];
 
-/// Sizes small enough for Miri.
-const SMALL: &[(usize, usize, usize)] = &[(1, 1, 1), (3, 5, 7), (9, 33, 2), (33, 17, 35)];
+/// Sizes small enough for Miri (still two `A` strips, an edge panel, odd
+/// `k` and a partial AMX tile step).
+const SMALL: &[(usize, usize, usize)] = &[(3, 5, 7), (9, 33, 35)];
 
 fn sizes() -> &'static [(usize, usize, usize)] {
     if cfg!(miri) {
@@ -403,7 +393,9 @@ fn every_bf16_path_is_within_the_bound_of_the_f64_reference() {
         for &(m, n, k) in sizes() {
             for (at, bt, acc) in flags() {
                 let case = Case::new(m, n, k, at, bt, acc);
-                for forms in FORMS {
+                // Under Miri, one form per operand (the others pack alike).
+                let forms = if cfg!(miri) { &FORMS[1..3] } else { &FORMS[..] };
+                for &forms in forms {
                     case.check(&case.on(path, forms), &format!("{} {forms:?}", path.name()));
                 }
             }
@@ -421,7 +413,7 @@ fn every_bf16_path_sums_in_its_documented_order() {
     // k spans odd lengths, several blocks, and blocks of odd length (k = 301:
     // two blocks of 151).
     let shapes: &[(usize, usize, usize)] = if cfg!(miri) {
-        &[(3, 5, 7), (9, 33, 40)]
+        &[(3, 5, 7)]
     } else {
         &[
             (1, 1, 1),
