@@ -5,26 +5,28 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::buffers::PackedElem;
 use super::kernel::{APanel, MicroKernel};
 use super::pack::View;
-use super::GemmElem;
 
-/// One multiply, with `op(A)` and `op(B)` as strided views.
-pub struct Problem<'a, T> {
+/// One multiply, with `op(A)` and `op(B)` as strided views: operands stored
+/// as `SA` and `SB`, `C` as `C` (all one type for the plain gemm; half
+/// operands and an f32 `C` for the half-precision one).
+pub struct Problem<'a, SA, SB = SA, C = SA> {
     pub m: usize,
     pub n: usize,
     pub k: usize,
     /// `op(A)[i, p] = a[i * a_rs + p * a_cs]`.
-    pub a: &'a [T],
+    pub a: &'a [SA],
     pub a_rs: usize,
     pub a_cs: usize,
     /// `op(B)[p, j] = b[p * b_rs + j * b_cs]`.
-    pub b: &'a [T],
+    pub b: &'a [SB],
     pub b_rs: usize,
     pub b_cs: usize,
     pub accumulate: bool,
     /// Applied to each finished stretch of a row of `C`, while in cache.
-    pub epilogue: Option<&'a Epilogue<'a, T>>,
+    pub epilogue: Option<&'a Epilogue<'a, C>>,
 }
 
 /// `epilogue(i, j, c)` receives `c = C[i, j..j + c.len()]` once its sum is
@@ -34,9 +36,10 @@ pub type Epilogue<'e, T> = dyn Fn(usize, usize, &mut [T]) + Sync + 'e;
 /// Below this many multiply-adds a call stays on the calling thread.
 const PAR_MIN_WORK: usize = 96 * 96 * 96;
 
-/// From this many multiply-adds on, `C` is cut into about four tiles per
-/// thread instead of one, so that a thread slowed by other work hands tiles
-/// to the others; below it, the extra packing would cost more.
+/// From this many multiply-adds on, `C` is cut into a few tiles per thread
+/// (the kernel's `TILES_PER_THREAD`) instead of one, so that a thread slowed
+/// by other work hands tiles to the others; below it, the extra packing
+/// would cost more.
 const FINE_WORK: usize = 512 * 512 * 512;
 
 /// A tile of at most this many `MR`-row strips reads full panels of a
@@ -58,7 +61,7 @@ const DIRECT_B_MAX_MATRIX: usize = 512 * 512;
 ///
 /// It depends on `k` alone, which is what makes the result independent of
 /// the thread count.
-fn k_block(k: usize, kc_max: usize) -> usize {
+pub(super) fn k_block(k: usize, kc_max: usize) -> usize {
     k.div_ceil(k.div_ceil(kc_max))
 }
 
@@ -73,7 +76,14 @@ unsafe impl<T: Send> Sync for CPtr<T> {}
 
 /// Computes the problem with kernel `kern` into `c` (`m × n`, row-major).
 #[cfg(test)]
-pub(super) fn run<T: GemmElem, K: MicroKernel<T>>(kern: K, p: &Problem<'_, T>, c: &mut [T]) {
+pub(super) fn run<SA, SB, K: MicroKernel<SA, SB>>(
+    kern: K,
+    p: &Problem<'_, SA, SB, K::Out>,
+    c: &mut [K::Out],
+) where
+    SA: Sync,
+    SB: Sync,
+{
     assert_eq!(c.len(), p.m * p.n);
     // SAFETY: `c` is a live, exclusive slice of exactly `m·n` elements.
     unsafe { run_raw(kern, p, c.as_mut_ptr()) }
@@ -88,10 +98,10 @@ pub(super) fn run<T: GemmElem, K: MicroKernel<T>>(kern: K, p: &Problem<'_, T>, c
 /// `c` must be valid for writes (and, with `p.accumulate`, reads of
 /// initialised values) of `m·n` elements, and nothing else may access them
 /// during the call.
-pub(super) unsafe fn run_raw<T: GemmElem, K: MicroKernel<T>>(
+pub(super) unsafe fn run_raw<SA: Sync, SB: Sync, K: MicroKernel<SA, SB>>(
     kern: K,
-    p: &Problem<'_, T>,
-    c: *mut T,
+    p: &Problem<'_, SA, SB, K::Out>,
+    c: *mut K::Out,
 ) {
     let threads = rayon::current_num_threads();
     let parallel = threads > 1 && p.m * p.n * p.k >= PAR_MIN_WORK;
@@ -100,7 +110,7 @@ pub(super) unsafe fn run_raw<T: GemmElem, K: MicroKernel<T>>(
     let tasks = match (parallel, work >= FINE_WORK) {
         (false, _) => 1,
         (true, false) => threads,
-        (true, true) => 4 * threads,
+        (true, true) => K::TILES_PER_THREAD * threads,
     };
     let max = (K::MC / K::MR, K::NC / K::NR);
     let (gm, gn) = grid((mt, nt), (K::MR, K::NR), max, tasks, threads);
@@ -153,10 +163,10 @@ fn grid(
 }
 
 /// Computes the tile `C[rows, cols]`, the whole `k` range.
-fn run_tile<T: GemmElem, K: MicroKernel<T>>(
+fn run_tile<SA, SB, K: MicroKernel<SA, SB>>(
     kern: K,
-    p: &Problem<'_, T>,
-    c: CPtr<T>,
+    p: &Problem<'_, SA, SB, K::Out>,
+    c: CPtr<K::Out>,
     rows: Range<usize>,
     cols: Range<usize>,
 ) {
@@ -172,51 +182,66 @@ fn run_tile<T: GemmElem, K: MicroKernel<T>>(
     };
     let kb = k_block(p.k, K::KC);
     let panels = cols.len().div_ceil(K::NR);
-    T::with_buffers(|bbuf, abuf| {
+    K::Packed::with_buffers(|bbuf, abuf| {
         // Grow to the most any call can need (kb ≤ KC, panels · NR ≤ NC), so
         // that each thread allocates once, whatever tiles it gets later.
-        if bbuf.len() < kb * panels * K::NR {
-            bbuf.resize(K::KC * K::NC, T::ZERO);
+        let (rows_kb, rows_max) = (K::packed_rows(kb), K::packed_rows(K::KC));
+        if bbuf.len() < rows_kb * panels * K::NR {
+            bbuf.resize(rows_max * K::NC, K::Packed::default());
         }
-        if abuf.len() < kb * K::MR {
-            abuf.resize(K::KC * K::MR, T::ZERO);
+        if abuf.len() < rows_kb * K::MR {
+            abuf.resize(rows_max * K::MR, K::Packed::default());
         }
-        // Full panels of a row-major B read in place; the edge panel, if
-        // any, is still packed (zero-padded).
-        let direct = p.b_cs == 1
-            && (rows.len() <= DIRECT_B_MAX_STRIPS * K::MR
-                || kb * cols.len() <= DIRECT_B_MAX_BLOCK
-                || p.k * p.n <= DIRECT_B_MAX_MATRIX);
-        let full = if direct { cols.len() / K::NR } else { 0 };
-        // A row-major A is read in place: its strip of `MR` rows stays in
-        // L1 across the tile's panels as a packed copy would, and the copy
-        // is saved.
-        let direct_a = p.a_cs == 1;
+        // Full panels of a row-major B read in place, where the kernel can;
+        // the edge panel, if any, is still packed (zero-padded).
+        let small = rows.len() <= DIRECT_B_MAX_STRIPS * K::MR
+            || kb * cols.len() <= DIRECT_B_MAX_BLOCK
+            || p.k * p.n <= DIRECT_B_MAX_MATRIX;
+        let b_rows = if p.b_cs == 1 && small {
+            K::b_in_place(p.b)
+        } else {
+            None
+        };
+        let full = if b_rows.is_some() {
+            cols.len() / K::NR
+        } else {
+            0
+        };
+        // A row-major A is read in place where the kernel can: its strip of
+        // `MR` rows stays in L1 across the tile's panels as a packed copy
+        // would, and the copy is saved.
+        let a_rows = if p.a_cs == 1 {
+            K::a_in_place(p.a)
+        } else {
+            None
+        };
+        kern.begin();
         for p0 in (0..p.k).step_by(kb) {
             let kc = kb.min(p.k - p0);
+            let krows = K::packed_rows(kc);
             let add = p.accumulate || p0 > 0;
             let packed_from = cols.start + full * K::NR;
-            let bblock = &mut bbuf[..kc * (panels - full) * K::NR];
+            let bblock = &mut bbuf[..krows * (panels - full) * K::NR];
             K::pack_b(b, p0, kc, packed_from, cols.end - packed_from, bblock);
-            let apanel = &mut abuf[..kc * K::MR];
+            let apanel = &mut abuf[..krows * K::MR];
             for i0 in rows.clone().step_by(K::MR) {
                 let mr = K::MR.min(rows.end - i0);
-                let a_strip = if direct_a {
-                    APanel::Rows {
-                        data: &p.a[i0 * p.a_rs + p0..],
+                let a_strip = match a_rows {
+                    Some(data) => APanel::Rows {
+                        data: &data[i0 * p.a_rs + p0..],
                         rs: p.a_rs,
+                    },
+                    None => {
+                        K::pack_a(a, i0, mr, p0, kc, apanel);
+                        APanel::Packed(apanel)
                     }
-                } else {
-                    K::pack_a(a, i0, mr, p0, kc, apanel);
-                    APanel::Packed(apanel)
                 };
                 for jp in 0..panels {
                     let j0 = cols.start + jp * K::NR;
                     let nr = K::NR.min(cols.end - j0);
-                    let (bpanel, b_step) = if jp < full {
-                        (&p.b[p0 * p.b_rs + j0..], p.b_rs)
-                    } else {
-                        (&bblock[(jp - full) * kc * K::NR..], K::NR)
+                    let (bpanel, b_step) = match b_rows {
+                        Some(data) if jp < full => (&data[p0 * p.b_rs + j0..], p.b_rs),
+                        _ => (&bblock[(jp - full) * krows * K::NR..], K::NR),
                     };
                     // SAFETY: rows i0..i0+mr and columns j0..j0+nr lie in this
                     // task's tile of the m × n matrix C, which no other task
@@ -240,9 +265,13 @@ fn run_tile<T: GemmElem, K: MicroKernel<T>>(
                         };
                         epilogue(i, cols.start, row);
                     }
+                    // The epilogue is the caller's code, which may have used
+                    // the kernel's state (AMX tiles) for work of its own.
+                    kern.begin();
                 }
             }
         }
+        kern.end();
     });
 }
 

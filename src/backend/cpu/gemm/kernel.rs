@@ -1,5 +1,6 @@
 //! The micro-kernel contract, and the portable kernel every CPU can run.
 
+use super::buffers::PackedElem;
 use super::pack::{self, View};
 use crate::dtype::Float;
 
@@ -30,16 +31,24 @@ impl<T: Copy> APanel<'_, T> {
     }
 }
 
-/// A register-tiled kernel: `C[0..mr, 0..nr] (+)= Apanel · Bpanel` over `kc`.
+/// A register-tiled kernel: `C[0..mr, 0..nr] (+)= Apanel · Bpanel` over `kc`,
+/// from operands stored as `SA` and `SB`.
 ///
 /// `A` comes packed as `kc` columns of `MR` values (`a[p * MR + i]`) or as
 /// rows read in place (see [`APanel`]), `B` as `kc` rows of `NR` values
-/// (`b[p * NR + j]`), zero-padded past the matrix edge. The kernel sums `p` in order `0..kc`, one product at a time,
-/// into a zeroed accumulator, then stores it into `C` or adds it to `C`.
+/// (`b[p * NR + j]`), zero-padded past the matrix edge. The kernel sums `p`
+/// in order `0..kc`, one product at a time, into a zeroed accumulator, then
+/// stores it into `C` or adds it to `C`. (Kernels whose packed element holds
+/// several steps of `k` say how they lay them out and sum them.)
 ///
 /// The blocking sizes live beside the kernel because they are tuned for it.
 /// A value of a kernel type is a proof that the CPU supports it.
-pub(super) trait MicroKernel<T>: Copy + Send + Sync {
+pub(super) trait MicroKernel<SA, SB = SA>: Copy + Send + Sync {
+    /// The element of the packed panels.
+    type Packed: PackedElem;
+    /// The element of `C`, and of the accumulators.
+    type Out: Copy + Send;
+
     /// Rows of `C` per kernel call.
     const MR: usize;
     /// Columns of `C` per kernel call.
@@ -50,12 +59,56 @@ pub(super) trait MicroKernel<T>: Copy + Send + Sync {
     const NC: usize;
     /// Most rows per tile.
     const MC: usize;
+    /// Tiles per thread for a large product: more even out threads slowed
+    /// by other work; fewer pack each operand fewer times (each tile packs
+    /// the blocks it reads).
+    const TILES_PER_THREAD: usize = 4;
+
+    /// How many packed rows (of `MR` or `NR` elements) hold `kc` steps of
+    /// `k`: `kc`, unless a packed element holds several steps.
+    fn packed_rows(kc: usize) -> usize {
+        kc
+    }
+
+    /// A row-major `A`, viewed as packed elements to be read in place
+    /// ([`APanel::Rows`]), where the kernel can; `None` makes it packed.
+    fn a_in_place(_a: &[SA]) -> Option<&[Self::Packed]> {
+        None
+    }
+
+    /// A row-major `B`, viewed as packed elements whose full panels are read
+    /// in place, where the kernel can; `None` makes it packed.
+    fn b_in_place(_b: &[SB]) -> Option<&[Self::Packed]> {
+        None
+    }
 
     /// Packs `op(A)[i0..i0+mr, p0..p0+kc]` as an `MR`-wide panel.
-    fn pack_a(a: View<'_, T>, i0: usize, mr: usize, p0: usize, kc: usize, dst: &mut [T]);
+    fn pack_a(
+        a: View<'_, SA>,
+        i0: usize,
+        mr: usize,
+        p0: usize,
+        kc: usize,
+        dst: &mut [Self::Packed],
+    );
 
     /// Packs `op(B)[p0..p0+kc, j0..j0+nc]` as `NR`-wide panels.
-    fn pack_b(b: View<'_, T>, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [T]);
+    fn pack_b(
+        b: View<'_, SB>,
+        p0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        dst: &mut [Self::Packed],
+    );
+
+    /// Prepares this thread for a run of kernel calls (AMX loads its tile
+    /// configuration here); the driver calls it again after running the
+    /// caller's epilogue.
+    fn begin(self) {}
+
+    /// Ends a run of kernel calls begun by [`MicroKernel::begin`].
+    fn end(self) {}
 
     /// Multiplies one `A` panel by one `B` panel into `C`.
     ///
@@ -73,10 +126,10 @@ pub(super) trait MicroKernel<T>: Copy + Send + Sync {
     unsafe fn run(
         self,
         kc: usize,
-        a: APanel<'_, T>,
-        b: &[T],
+        a: APanel<'_, Self::Packed>,
+        b: &[Self::Packed],
         b_step: usize,
-        c: *mut T,
+        c: *mut Self::Out,
         ldc: usize,
         mr: usize,
         nr: usize,
@@ -91,12 +144,23 @@ pub(super) struct Portable;
 const PMR: usize = 4;
 const PNR: usize = 8;
 
-impl<T: Float> MicroKernel<T> for Portable {
+impl<T: Float + PackedElem> MicroKernel<T> for Portable {
+    type Packed = T;
+    type Out = T;
+
     const MR: usize = PMR;
     const NR: usize = PNR;
     const KC: usize = 256;
     const NC: usize = 512;
     const MC: usize = 4096;
+
+    fn a_in_place(a: &[T]) -> Option<&[T]> {
+        Some(a)
+    }
+
+    fn b_in_place(b: &[T]) -> Option<&[T]> {
+        Some(b)
+    }
 
     fn pack_a(a: View<'_, T>, i0: usize, mr: usize, p0: usize, kc: usize, dst: &mut [T]) {
         pack::pack_a::<T, PMR>(a, i0, mr, p0, kc, dst, pack::pack_a_rows::<T, PMR>);

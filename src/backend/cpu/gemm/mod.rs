@@ -10,7 +10,8 @@
 //! `B` panel in the micro-kernel, which keeps an `MR × NR` block of `C` in
 //! registers. A row-major `A` is read in place; a transposed one is packed.
 //! A row-major `B` is read in place when it fits in L2 or the tile has few
-//! strips; otherwise, and when transposed, it is packed.
+//! strips; otherwise, and when transposed, it is packed. (The half-precision
+//! paths pack, and convert, both operands.)
 //! Packing buffers live in thread-local storage, so a steady state of calls
 //! allocates nothing.
 //!
@@ -18,18 +19,30 @@
 //! |---|---|
 //! | `driver.rs` | the tiling, the `k` blocks, the rayon tasks |
 //! | `pack.rs` | copying `A` and `B` (transposed or not) into panels |
+//! | `buffers.rs` | the per-thread packing buffers |
 //! | `kernel.rs` | the micro-kernel contract and the portable kernel |
 //! | `x86.rs` | the AVX-512 and AVX2+FMA kernels |
 //! | `x86_pack.rs` | their transposing packing, in SIMD registers |
+//! | `select.rs` | which kernels run; `ADVGRAD_GEMM`, `ADVGRAD_GEMM_BF16` |
+//! | `half/` | [`gemm_half`]: bf16 and f16 operands, f32 accumulation (AMX, AVX512-BF16, or widened to f32) |
 //!
 //! **Determinism.** The `k` blocks depend on `k` alone, and each element of
 //! `C` sums its block products in order, so the bits do not depend on how
 //! many threads run, nor on which tile an element falls in. (They may differ
 //! between CPUs that pick different kernels: FMA rounds once.)
+//!
+//! **Kernel switches.** The kernels are picked at run time from what the CPU
+//! has; `ADVGRAD_GEMM=avx512|avx2|portable` forces the f32/f64 kernel and
+//! `ADVGRAD_GEMM_BF16=amx|avx512bf16|portable` the bf16 one ([`F32Kernel`],
+//! [`Bf16Kernel`]), so every path can be run, and compared, on any machine
+//! that has its instructions.
 
+mod buffers;
 mod driver;
+pub mod half;
 mod kernel;
 mod pack;
+mod select;
 #[cfg(test)]
 mod tests;
 #[cfg(target_arch = "x86_64")]
@@ -37,18 +50,18 @@ mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_pack;
 
-use std::cell::RefCell;
-
 use crate::backend::pool;
 use crate::dtype::Float;
 
 pub use driver::Epilogue;
 use driver::Problem;
+pub use half::{gemm_half, gemm_half_new, gemm_half_new_then, HalfFloat, HalfOperand};
+pub use select::{describe, Bf16Kernel, F32Kernel, KernelChoice};
 
 /// Element types the CPU matmul is instantiated for (f32 and f64).
 ///
-/// The trait is sealed: its hidden methods pick the micro-kernel for the
-/// running CPU and hold the per-thread packing buffers.
+/// The trait is sealed: its hidden method picks the micro-kernel for the
+/// running CPU.
 pub trait GemmElem: Float + sealed::Sealed {}
 impl GemmElem for f32 {}
 impl GemmElem for f64 {}
@@ -56,75 +69,43 @@ impl GemmElem for f64 {}
 mod sealed {
     use super::driver::Problem;
 
-    /// Per-type hooks: the kernel dispatch and the thread-local buffers.
+    /// The per-type kernel dispatch.
     pub trait Sealed: Sized {
-        /// Runs the problem with the best kernel this CPU supports.
         /// Runs the problem with the best kernel this CPU has.
         ///
         /// # Safety
         ///
         /// As [`super::driver::run_raw`].
         unsafe fn dispatch(p: &Problem<'_, Self>, c: *mut Self);
-        /// Calls `f` with this thread's packing buffers (`B` block, `A` panel).
-        fn with_buffers<R>(f: impl FnOnce(&mut Vec<Self>, &mut Vec<Self>) -> R) -> R;
-    }
-}
-
-/// Packing buffers kept per thread, so that a steady state allocates nothing.
-struct Buffers<T> {
-    b: RefCell<Vec<T>>,
-    a: RefCell<Vec<T>>,
-}
-
-impl<T> Buffers<T> {
-    const fn new() -> Self {
-        Buffers {
-            b: RefCell::new(Vec::new()),
-            a: RefCell::new(Vec::new()),
-        }
-    }
-
-    /// Lends both buffers to `f`; if they are already lent on this thread
-    /// (a nested call while a task waits), `f` gets fresh ones instead.
-    fn with<R>(&self, f: impl FnOnce(&mut Vec<T>, &mut Vec<T>) -> R) -> R {
-        match (self.b.try_borrow_mut(), self.a.try_borrow_mut()) {
-            (Ok(mut b), Ok(mut a)) => f(&mut b, &mut a),
-            _ => f(&mut Vec::new(), &mut Vec::new()),
-        }
     }
 }
 
 macro_rules! impl_sealed {
-    ($t:ty, $tls:ident) => {
-        thread_local! {
-            static $tls: Buffers<$t> = const { Buffers::new() };
-        }
-
+    ($t:ty) => {
         impl sealed::Sealed for $t {
             unsafe fn dispatch(p: &Problem<'_, $t>, c: *mut $t) {
                 // SAFETY (all three calls): the caller's contract is
-                // `run_raw`'s.
-                #[cfg(target_arch = "x86_64")]
-                {
-                    if let Some(k) = x86::Avx512::detect() {
-                        return unsafe { driver::run_raw(k, p, c) };
+                // `run_raw`'s; the selected kernel is available.
+                match select::selected_or_panic(F32Kernel::selected()) {
+                    #[cfg(target_arch = "x86_64")]
+                    F32Kernel::Avx512 => {
+                        let k = x86::Avx512::detect().expect("AVX-512F was detected");
+                        unsafe { driver::run_raw(k, p, c) }
                     }
-                    if let Some(k) = x86::Avx2Fma::detect() {
-                        return unsafe { driver::run_raw(k, p, c) };
+                    #[cfg(target_arch = "x86_64")]
+                    F32Kernel::Avx2Fma => {
+                        let k = x86::Avx2Fma::detect().expect("AVX2 and FMA were detected");
+                        unsafe { driver::run_raw(k, p, c) }
                     }
+                    _ => unsafe { driver::run_raw(kernel::Portable, p, c) },
                 }
-                unsafe { driver::run_raw(kernel::Portable, p, c) }
-            }
-
-            fn with_buffers<R>(f: impl FnOnce(&mut Vec<$t>, &mut Vec<$t>) -> R) -> R {
-                $tls.with(|bufs| bufs.with(f))
             }
         }
     };
 }
 
-impl_sealed!(f32, BUFFERS_F32);
-impl_sealed!(f64, BUFFERS_F64);
+impl_sealed!(f32);
+impl_sealed!(f64);
 
 /// `C = op(A)·op(B)` (or `C += op(A)·op(B)` when `accumulate`), all row-major.
 ///
@@ -154,17 +135,33 @@ pub fn gemm<T: GemmElem>(
         m * n,
         "gemm: C has the wrong length for [{m}, {n}]"
     );
+    compute_into(m, n, k, accumulate, c, |c| {
+        // SAFETY: `compute_into` hands over `m·n` exclusive values of C.
+        unsafe { T::dispatch(&p, c) }
+    });
+}
+
+/// `C (+)= op(A)·op(B)` into `c` (`m·n` values, checked by the caller):
+/// `compute` runs the driver on `c` when `m`, `n` and `k` are non-zero;
+/// with `k == 0` the product is zero.
+fn compute_into<C: Copy + Default>(
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    c: &mut [C],
+    compute: impl FnOnce(*mut C),
+) {
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            c.fill(T::ZERO);
+            c.fill(C::default());
         }
         return;
     }
-    // SAFETY: `c` is a live, exclusive slice of `m·n` elements (checked above).
-    unsafe { T::dispatch(&p, c.as_mut_ptr()) };
+    compute(c.as_mut_ptr());
 }
 
 /// `op(A)·op(B)` into a new row-major `[m, n]` vector, written once (no
@@ -179,7 +176,11 @@ pub fn gemm_new<T: GemmElem>(
     b: &[T],
     b_trans: bool,
 ) -> Vec<T> {
-    new_product(problem(m, n, k, a, a_trans, b, b_trans, false))
+    let p = problem(m, n, k, a, a_trans, b, b_trans, false);
+    new_product(m, n, k, None, |c| {
+        // SAFETY: `new_product` hands over room for `m·n` values.
+        unsafe { T::dispatch(&p, c) }
+    })
 }
 
 /// [`gemm_new`] followed by `epilogue` on every stretch of every row of the
@@ -199,16 +200,25 @@ pub fn gemm_new_then<T: GemmElem>(
 ) -> Vec<T> {
     let mut p = problem(m, n, k, a, a_trans, b, b_trans, false);
     p.epilogue = Some(epilogue);
-    new_product(p)
+    new_product(m, n, k, Some(epilogue), |c| {
+        // SAFETY: `new_product` hands over room for `m·n` values.
+        unsafe { T::dispatch(&p, c) }
+    })
 }
 
-/// The product of `p` (which does not accumulate) in a new vector, with its
-/// epilogue applied, if any.
-fn new_product<T: GemmElem>(p: Problem<'_, T>) -> Vec<T> {
-    let (m, n) = (p.m, p.n);
-    if m == 0 || n == 0 || p.k == 0 {
-        let mut c = pool::filled(m * n, T::ZERO);
-        if let Some(epilogue) = p.epilogue {
+/// A product (which does not accumulate) in a new `[m, n]` vector, with
+/// its epilogue applied, if any: `compute` runs the driver, which writes
+/// every value, when `m`, `n` and `k` are non-zero.
+fn new_product<C: Copy + Default + 'static>(
+    m: usize,
+    n: usize,
+    k: usize,
+    epilogue: Option<&Epilogue<'_, C>>,
+    compute: impl FnOnce(*mut C),
+) -> Vec<C> {
+    if m == 0 || n == 0 || k == 0 {
+        let mut c = pool::filled(m * n, C::default());
+        if let Some(epilogue) = epilogue {
             for (i, row) in c.chunks_mut(n.max(1)).enumerate() {
                 epilogue(i, 0, row);
             }
@@ -216,13 +226,11 @@ fn new_product<T: GemmElem>(p: Problem<'_, T>) -> Vec<T> {
         return c;
     }
     let mut c = pool::take(m * n);
-    // SAFETY: the capacity holds `m·n` elements; without `accumulate` the
+    compute(c.as_mut_ptr());
+    // SAFETY: the capacity holds `m·n` values; without `accumulate` the
     // driver writes every one of them and reads none before writing it (the
-    // epilogue only sees elements already written).
-    unsafe {
-        T::dispatch(&p, c.as_mut_ptr());
-        c.set_len(m * n);
-    }
+    // epilogue only sees values already written).
+    unsafe { c.set_len(m * n) };
     c
 }
 
@@ -234,16 +242,16 @@ fn new_product<T: GemmElem>(p: Problem<'_, T>) -> Vec<T> {
 ///
 /// If `a` or `b` does not hold exactly its shape's elements.
 #[allow(clippy::too_many_arguments)]
-fn problem<'a, T>(
+fn problem<'a, SA, SB, C>(
     m: usize,
     n: usize,
     k: usize,
-    a: &'a [T],
+    a: &'a [SA],
     a_trans: bool,
-    b: &'a [T],
+    b: &'a [SB],
     b_trans: bool,
     accumulate: bool,
-) -> Problem<'a, T> {
+) -> Problem<'a, SA, SB, C> {
     assert_eq!(
         a.len(),
         m * k,

@@ -8,12 +8,21 @@
 use crate::dtype::Float;
 
 /// A matrix view: element `(r, c)` is `data[r * rs + c * cs]`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub(super) struct View<'a, T> {
     pub data: &'a [T],
     pub rs: usize,
     pub cs: usize,
 }
+
+// A view is a borrowed slice and two strides: copyable whatever `T` is.
+impl<T> Clone for View<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for View<'_, T> {}
 
 /// Packs `op(A)[i0..i0+mr, p0..p0+kc]` into `dst` as `kc` columns of `MR`
 /// values (`dst[p * MR + i]`), zero past `mr`.

@@ -7,7 +7,7 @@ use super::{gemm, GemmElem};
 use crate::dtype::Float;
 
 /// Deterministic values in [-1, 1).
-fn data<T: Float>(len: usize, seed: u64) -> Vec<T> {
+pub(super) fn data<T: Float>(len: usize, seed: u64) -> Vec<T> {
     let mut s = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
@@ -65,7 +65,7 @@ fn check<T: GemmElem>(
     }
 }
 
-const SIZES: &[(usize, usize, usize)] = &[
+pub(super) const SIZES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
     (1, 7, 3),
     (5, 1, 9),
@@ -91,7 +91,9 @@ fn check_all<T: GemmElem>(tol: f64, f: &dyn Fn(&Problem<'_, T>, &mut [T])) {
     }
 }
 
-fn with_kernel<T: GemmElem, K: MicroKernel<T>>(kern: K) -> impl Fn(&Problem<'_, T>, &mut [T]) {
+fn with_kernel<T: GemmElem, K: MicroKernel<T, Out = T>>(
+    kern: K,
+) -> impl Fn(&Problem<'_, T>, &mut [T]) {
     move |p, c| driver::run(kern, p, c)
 }
 

@@ -185,11 +185,22 @@ macro_rules! impl_kernel {
     ($token:ty, $feat:literal, $t:ty, $f:ident, $tr:ident, $ra:ident, mr = $mr:literal, nv = $nv:literal, lanes = $lanes:literal,
      kc = $kc:literal, nc = $nc:literal, mc = $mc:literal, rows = [$($rows:literal)*]) => {
         impl MicroKernel<$t> for $token {
+            type Packed = $t;
+            type Out = $t;
+
             const MR: usize = $mr;
             const NR: usize = $nv * $lanes;
             const KC: usize = $kc;
             const NC: usize = $nc;
             const MC: usize = $mc;
+
+            fn a_in_place(a: &[$t]) -> Option<&[$t]> {
+                Some(a)
+            }
+
+            fn b_in_place(b: &[$t]) -> Option<&[$t]> {
+                Some(b)
+            }
 
             fn pack_a(a: View<'_, $t>, i0: usize, mr: usize, p0: usize, kc: usize, dst: &mut [$t]) {
                 #[target_feature(enable = $feat)]

@@ -1,0 +1,351 @@
+//! Packing bf16 in pairs along `k`, the layout of `vdpbf16ps` and of AMX's
+//! `tdpbf16ps`: one 32-bit element holds `x[r, 2q]` in its low half and
+//! `x[r, 2q + 1]` in its high half.
+//!
+//! A packer sees its operand as `x[r, p]`, `r` along the panel's width and
+//! `p` along `k`: `op(A)` as it is, `op(B)` transposed. Two layouts:
+//!
+//! - by `k` ([`pack_pairs`]): `dst[q·W + r]`, `W` pairs per step of two —
+//!   the `A` and `B` panels of the AVX512-BF16 kernel, the `B` panels of
+//!   the AMX kernel;
+//! - by row ([`pack_pair_rows`]): `dst[r·qk + q]`, a row-major strip — the
+//!   `A` strips of the AMX kernel, whose tiles load 16 rows of 16 pairs.
+//!
+//! Past the operand's edge (`r ≥ w`, or `p ≥ kc`, including the second half
+//! of the last pair when `kc` is odd) the packed values are zero. Each
+//! packer has a portable form and an AVX-512 form that gives the same bits.
+
+use half::bf16;
+
+use super::source::HalfSource;
+use crate::backend::cpu::gemm::pack::View;
+
+/// Two bf16 along `k`, the lower `k` in the low 16 bits.
+pub(in crate::backend::cpu::gemm) type Pair = u32;
+
+/// `x[r0 + r, p0 + 2q]` and the next step as a [`Pair`] (zero past `kc`).
+#[inline(always)]
+fn pair_at<S: HalfSource<bf16>>(x: View<'_, S>, r: usize, p0: usize, kc: usize, q: usize) -> Pair {
+    let at = |p: usize| {
+        if p < kc {
+            u32::from(x.data[r * x.rs + (p0 + p) * x.cs].half_bits())
+        } else {
+            0
+        }
+    };
+    at(2 * q) | at(2 * q + 1) << 16
+}
+
+/// Packs `x[r0..r0+w, p0..p0+kc]` by `k`: `dst[q·W + r]` for the
+/// `kc.div_ceil(2)` steps `q`, zero past `w` and `kc`.
+pub(super) fn pack_pairs<S: HalfSource<bf16>, const W: usize>(
+    x: View<'_, S>,
+    r0: usize,
+    w: usize,
+    p0: usize,
+    kc: usize,
+    dst: &mut [Pair],
+) {
+    let qn = kc.div_ceil(2);
+    let dst = &mut dst[..qn * W];
+    if w < W {
+        dst.fill(0);
+    }
+    for (q, row) in dst.chunks_exact_mut(W).enumerate() {
+        for (r, d) in row[..w].iter_mut().enumerate() {
+            *d = pair_at(x, r0 + r, p0, kc, q);
+        }
+    }
+}
+
+/// Packs `x[r0..r0+w, p0..p0+kc]` as `w.div_ceil(W)` panels by `k`, each
+/// [`pack_pairs`] of `W` rows padded with zero pairs to `panel` values.
+pub(super) fn pack_pair_panels<S: HalfSource<bf16>, const W: usize>(
+    x: View<'_, S>,
+    r0: usize,
+    w: usize,
+    p0: usize,
+    kc: usize,
+    panel: usize,
+    dst: &mut [Pair],
+) {
+    let packed = kc.div_ceil(2) * W;
+    for (jp, d) in dst[..w.div_ceil(W) * panel]
+        .chunks_exact_mut(panel)
+        .enumerate()
+    {
+        let rb = r0 + jp * W;
+        pack_pairs::<S, W>(x, rb, W.min(r0 + w - rb), p0, kc, d);
+        d[packed..].fill(0);
+    }
+}
+
+/// Packs `x[r0..r0+w, p0..p0+kc]` by row: `dst[r·qk + q]` for `r < R` and
+/// `q < qk` (`qk ≥ kc.div_ceil(2)`), zero past `w` and `kc`.
+pub(super) fn pack_pair_rows<S: HalfSource<bf16>, const R: usize>(
+    x: View<'_, S>,
+    r0: usize,
+    w: usize,
+    p0: usize,
+    kc: usize,
+    qk: usize,
+    dst: &mut [Pair],
+) {
+    let qn = kc.div_ceil(2);
+    assert!(qn <= qk && w <= R);
+    let dst = &mut dst[..R * qk];
+    for (r, row) in dst.chunks_exact_mut(qk).enumerate() {
+        if r < w {
+            for (q, d) in row[..qn].iter_mut().enumerate() {
+                *d = pair_at(x, r0 + r, p0, kc, q);
+            }
+            row[qn..].fill(0);
+        } else {
+            row.fill(0);
+        }
+    }
+}
+
+/// The AVX-512 forms of the packers, for the kernels that prove AVX-512F,
+/// BW and VL (and AVX2).
+#[cfg(target_arch = "x86_64")]
+pub(super) mod x86 {
+    use std::arch::x86_64::*;
+
+    use half::bf16;
+
+    use super::{pack_pair_rows as portable_rows, pack_pairs as portable_pairs, pair_at, Pair};
+    use crate::backend::cpu::gemm::half::source::HalfSource;
+    use crate::backend::cpu::gemm::pack::View;
+    use crate::backend::cpu::gemm::x86_pack::transpose_8x8;
+
+    /// The lanes `0..n` of 16.
+    #[inline(always)]
+    fn lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            (1u16 << n) - 1
+        }
+    }
+
+    /// Sixteen pairs from 32 consecutive values along `k` at `src`, as two
+    /// vectors of eight.
+    ///
+    /// # Safety
+    ///
+    /// `src` must be valid for reads of 32 values; the CPU must have
+    /// AVX-512F, BW and VL (inlined into callers compiled with them).
+    #[inline(always)]
+    unsafe fn pairs_of_run<S: HalfSource<bf16>>(src: *const S) -> [__m256i; 2] {
+        // SAFETY: 32 readable values; the features are present.
+        unsafe {
+            [
+                _mm512_cvtepi32_epi16(S::load16_bits(src, 0xFFFF)),
+                _mm512_cvtepi32_epi16(S::load16_bits(src.add(16), 0xFFFF)),
+            ]
+        }
+    }
+
+    /// Transposes 8 × 8 32-bit lanes: `out[t][r] = rows[r][t]`.
+    ///
+    /// Must run on a CPU with AVX (inlined into callers compiled with it).
+    #[inline(always)]
+    fn transpose8(rows: [__m256i; 8]) -> [__m256i; 8] {
+        // SAFETY: AVX is present (see the doc comment); the casts move no bits.
+        unsafe {
+            transpose_8x8(rows.map(|v| _mm256_castsi256_ps(v))).map(|v| _mm256_castps_si256(v))
+        }
+    }
+
+    /// [`super::pack_pairs`] with AVX-512: the same bits.
+    ///
+    /// Must run on a CPU with AVX-512F, BW and VL (every caller holds a
+    /// kernel token that proves them and is compiled with them, so this
+    /// inlines into it).
+    #[inline(always)]
+    pub(in crate::backend::cpu::gemm::half) fn pack_pairs<S: HalfSource<bf16>, const W: usize>(
+        x: View<'_, S>,
+        r0: usize,
+        w: usize,
+        p0: usize,
+        kc: usize,
+        dst: &mut [Pair],
+    ) {
+        let qn = kc.div_ceil(2);
+        let dst = &mut dst[..qn * W];
+        if x.cs == 1 && w == W && W.is_multiple_of(8) && kc >= 32 {
+            // Runs along k: eight rows at a time, sixteen pairs (32 steps) of
+            // each, transposed into sixteen packed steps.
+            let whole = kc / 32;
+            assert!((r0 + W - 1) * x.rs + p0 + 32 * whole <= x.data.len());
+            let (src, d) = (x.data.as_ptr(), dst.as_mut_ptr());
+            for g in 0..whole {
+                for rg in (0..W).step_by(8) {
+                    // SAFETY: reads x[r0 + rg + t, p0 + 32g ..][..32] with
+                    // rg + t < W, 32(g + 1) ≤ kc: in bounds (asserted); writes
+                    // dst[(16g + h·8 + t)·W + rg ..][..8] with 16g + 16 ≤ qn.
+                    unsafe {
+                        let runs: [[__m256i; 2]; 8] = std::array::from_fn(|t| {
+                            pairs_of_run(src.add((r0 + rg + t) * x.rs + p0 + 32 * g))
+                        });
+                        for h in 0..2 {
+                            let out = transpose8(runs.map(|r| r[h]));
+                            for (t, v) in out.into_iter().enumerate() {
+                                _mm256_storeu_si256(d.add((16 * g + 8 * h + t) * W + rg).cast(), v);
+                            }
+                        }
+                    }
+                }
+            }
+            for (q, row) in dst.chunks_exact_mut(W).enumerate().skip(16 * whole) {
+                for (r, out) in row.iter_mut().enumerate() {
+                    *out = pair_at(x, r0 + r, p0, kc, q);
+                }
+            }
+        } else if x.rs == 1 && x.cs != 1 && w > 0 {
+            // Runs along r: each pair of steps gives w pairs, sixteen at a
+            // time (masked at the edge).
+            if w < W {
+                dst.fill(0);
+            }
+            assert!((p0 + kc - 1) * x.cs + r0 + w <= x.data.len());
+            let (src, d) = (x.data.as_ptr(), dst.as_mut_ptr());
+            for q in 0..qn {
+                let (p_lo, p_hi) = (p0 + 2 * q, p0 + 2 * q + 1);
+                for rg in (0..w).step_by(16) {
+                    let mask = lanes(w - rg);
+                    // SAFETY: reads x[r0 + rg ..][..lanes] at steps p_lo and
+                    // (when inside the block) p_hi < p0 + kc: in bounds
+                    // (asserted); writes dst[q·W + rg ..][..lanes] with
+                    // rg + lanes ≤ w ≤ W.
+                    unsafe {
+                        let lo = S::load16_bits(src.add(p_lo * x.cs + r0 + rg), mask);
+                        let pair = if 2 * q + 1 < kc {
+                            let hi = S::load16_bits(src.add(p_hi * x.cs + r0 + rg), mask);
+                            _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi))
+                        } else {
+                            lo
+                        };
+                        _mm512_mask_storeu_epi32(d.add(q * W + rg).cast(), mask, pair);
+                    }
+                }
+            }
+        } else {
+            portable_pairs::<S, W>(x, r0, w, p0, kc, dst);
+        }
+    }
+
+    /// [`super::pack_pair_panels`] with AVX-512: the same bits.
+    ///
+    /// Where `x` runs along `r` (a row-major `B`), the full panels are
+    /// packed a few steps at a time across all of them, so that the reads
+    /// go along the rows of `B` instead of down its columns.
+    ///
+    /// Must run on a CPU with AVX-512F, BW and VL (see [`pack_pairs`]).
+    #[inline(always)]
+    pub(in crate::backend::cpu::gemm::half) fn pack_pair_panels<
+        S: HalfSource<bf16>,
+        const W: usize,
+    >(
+        x: View<'_, S>,
+        r0: usize,
+        w: usize,
+        p0: usize,
+        kc: usize,
+        panel: usize,
+        dst: &mut [Pair],
+    ) {
+        /// Steps of two per strip: 8 rows of `B` at a time.
+        const STRIP: usize = 4;
+        let (qn, full) = (kc.div_ceil(2), w / W);
+        let dst = &mut dst[..w.div_ceil(W) * panel];
+        assert!(qn * W <= panel);
+        let striped = x.rs == 1 && x.cs != 1 && W.is_multiple_of(16);
+        if striped && full > 0 {
+            let pairs_full = kc / 2;
+            assert!(
+                pairs_full == 0 || (p0 + 2 * pairs_full - 1) * x.cs + r0 + full * W <= x.data.len()
+            );
+            let (src, d) = (x.data.as_ptr(), dst.as_mut_ptr());
+            for q0 in (0..pairs_full).step_by(STRIP) {
+                for jp in 0..full {
+                    for q in q0..(q0 + STRIP).min(pairs_full) {
+                        for rg in (0..W).step_by(16) {
+                            let r = r0 + jp * W + rg;
+                            // SAFETY: reads x[r ..][..16] at steps p0 + 2q and
+                            // p0 + 2q + 1 < p0 + kc, with r + 16 ≤ r0 + full·W:
+                            // in bounds (asserted); writes dst[jp·panel + q·W
+                            // + rg ..][..16], inside panel jp (asserted).
+                            unsafe {
+                                let lo = S::load16_bits(src.add((p0 + 2 * q) * x.cs + r), 0xFFFF);
+                                let hi =
+                                    S::load16_bits(src.add((p0 + 2 * q + 1) * x.cs + r), 0xFFFF);
+                                let v = _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi));
+                                _mm512_storeu_si512(d.add(jp * panel + q * W + rg).cast(), v);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (jp, d) in dst.chunks_exact_mut(panel).enumerate() {
+            let rb = r0 + jp * W;
+            if !striped || jp == full {
+                pack_pairs::<S, W>(x, rb, W.min(r0 + w - rb), p0, kc, d);
+            } else if kc % 2 == 1 {
+                for (r, out) in d[(kc / 2) * W..qn * W].iter_mut().enumerate() {
+                    *out = pair_at(x, rb + r, p0, kc, kc / 2);
+                }
+            }
+            d[qn * W..].fill(0);
+        }
+    }
+
+    /// [`super::pack_pair_rows`] with AVX-512 where `x` runs along `k`: the
+    /// same bits.
+    ///
+    /// Must run on a CPU with AVX-512F, BW and VL (see [`pack_pairs`]).
+    #[inline(always)]
+    pub(in crate::backend::cpu::gemm::half) fn pack_pair_rows<
+        S: HalfSource<bf16>,
+        const R: usize,
+    >(
+        x: View<'_, S>,
+        r0: usize,
+        w: usize,
+        p0: usize,
+        kc: usize,
+        qk: usize,
+        dst: &mut [Pair],
+    ) {
+        if x.cs != 1 {
+            return portable_rows::<S, R>(x, r0, w, p0, kc, qk, dst);
+        }
+        let qn = kc.div_ceil(2);
+        assert!(qn <= qk && w <= R);
+        let dst = &mut dst[..R * qk];
+        let whole = kc / 32;
+        assert!(w == 0 || whole == 0 || (r0 + w - 1) * x.rs + p0 + 32 * whole <= x.data.len());
+        let src = x.data.as_ptr();
+        for (r, row) in dst.chunks_exact_mut(qk).enumerate() {
+            if r >= w {
+                row.fill(0);
+                continue;
+            }
+            for g in 0..whole {
+                // SAFETY: reads x[r0 + r, p0 + 32g ..][..32], in bounds
+                // (asserted); writes row[16g..][..16] with 16(g + 1) ≤ qn ≤ qk.
+                unsafe {
+                    let [lo, hi] = pairs_of_run(src.add((r0 + r) * x.rs + p0 + 32 * g));
+                    _mm256_storeu_si256(row.as_mut_ptr().add(16 * g).cast(), lo);
+                    _mm256_storeu_si256(row.as_mut_ptr().add(16 * g + 8).cast(), hi);
+                }
+            }
+            for (q, out) in row[..qn].iter_mut().enumerate().skip(16 * whole) {
+                *out = pair_at(x, r0 + r, p0, kc, q);
+            }
+            row[qn..].fill(0);
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Which micro-kernels run: the best this CPU has, or the one an
+//! environment variable forces.
+//!
+//! | variable | values | kernels |
+//! |---|---|---|
+//! | `ADVGRAD_GEMM` | `auto`, `avx512`, `avx2`, `portable` | f32 and f64 (and f16, and bf16's `portable` path, which widen to f32) |
+//! | `ADVGRAD_GEMM_BF16` | `auto`, `amx`, `avx512bf16`, `portable` | bf16 |
+//!
+//! Unset, empty or `auto` means the best kernel the CPU has. A forced kernel
+//! the CPU lacks is an error, never a silent fall-back: a test or benchmark
+//! run with the variable set measures what it names or stops. The variables
+//! are read once per process.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+
+/// The micro-kernels of the f32 and f64 gemm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum F32Kernel {
+    /// AVX-512F: 8 × 32 (f32) or 8 × 16 (f64) fused multiply-adds.
+    Avx512,
+    /// AVX2 and FMA: 6 × 16 (f32) or 6 × 8 (f64).
+    Avx2Fma,
+    /// Plain Rust, 4 × 8, for any CPU.
+    Portable,
+}
+
+/// The micro-kernels of the bf16 gemm (f32 accumulation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// AMX tiles, `tdpbf16ps`, 32 × 32 per call.
+    Amx,
+    /// AVX512-BF16, `vdpbf16ps`, 8 × 32 per call.
+    Avx512Bf16,
+    /// bf16 widened to f32 while packing, then the f32 kernel that
+    /// [`F32Kernel::selected`] picks.
+    Portable,
+}
+
+/// A family of kernels one environment variable chooses among.
+pub trait KernelChoice: Copy + fmt::Display + 'static {
+    /// The environment variable that forces a kernel.
+    const ENV: &'static str;
+    /// Every kernel, best first.
+    const ALL: &'static [Self];
+    /// The value of [`Self::ENV`] that names this kernel.
+    fn name(self) -> &'static str;
+    /// What the CPU (and OS) must have for this kernel.
+    fn needs(self) -> &'static str;
+    /// Whether this CPU (and OS) can run it.
+    fn available(self) -> bool;
+
+    /// The best kernel this CPU can run.
+    fn best() -> Self {
+        *Self::ALL
+            .iter()
+            .find(|k| k.available())
+            .expect("the portable kernel runs everywhere")
+    }
+
+    /// The kernel a value of [`Self::ENV`] asks for: the best one when the
+    /// value is unset, empty or `auto`.
+    ///
+    /// # Errors
+    ///
+    /// If the value names no kernel, or one this CPU lacks.
+    fn from_setting(value: Option<&str>) -> Result<Self> {
+        parse(value).map_err(Error::invalid)
+    }
+}
+
+/// [`KernelChoice::from_setting`], with the error as its message.
+fn parse<K: KernelChoice>(value: Option<&str>) -> std::result::Result<K, String> {
+    let value = value.map(str::trim).unwrap_or("");
+    if value.is_empty() || value == "auto" {
+        return Ok(K::best());
+    }
+    let Some(&kernel) = K::ALL.iter().find(|k| k.name() == value) else {
+        let names: Vec<&str> = K::ALL.iter().map(|k| k.name()).collect();
+        return Err(format!(
+            "{}={value}: expected auto or one of {}",
+            K::ENV,
+            names.join(", ")
+        ));
+    };
+    if !kernel.available() {
+        return Err(format!(
+            "{}={value}: this machine lacks {}",
+            K::ENV,
+            kernel.needs()
+        ));
+    }
+    Ok(kernel)
+}
+
+impl KernelChoice for F32Kernel {
+    const ENV: &'static str = "ADVGRAD_GEMM";
+    const ALL: &'static [Self] = &[F32Kernel::Avx512, F32Kernel::Avx2Fma, F32Kernel::Portable];
+
+    fn name(self) -> &'static str {
+        match self {
+            F32Kernel::Avx512 => "avx512",
+            F32Kernel::Avx2Fma => "avx2",
+            F32Kernel::Portable => "portable",
+        }
+    }
+
+    fn needs(self) -> &'static str {
+        match self {
+            F32Kernel::Avx512 => "AVX-512F",
+            F32Kernel::Avx2Fma => "AVX2 and FMA",
+            F32Kernel::Portable => "nothing",
+        }
+    }
+
+    fn available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx512 => super::x86::Avx512::detect().is_some(),
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx2Fma => super::x86::Avx2Fma::detect().is_some(),
+            F32Kernel::Portable => true,
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+impl KernelChoice for Bf16Kernel {
+    const ENV: &'static str = "ADVGRAD_GEMM_BF16";
+    const ALL: &'static [Self] = &[
+        Bf16Kernel::Amx,
+        Bf16Kernel::Avx512Bf16,
+        Bf16Kernel::Portable,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Bf16Kernel::Amx => "amx",
+            Bf16Kernel::Avx512Bf16 => "avx512bf16",
+            Bf16Kernel::Portable => "portable",
+        }
+    }
+
+    fn needs(self) -> &'static str {
+        match self {
+            Bf16Kernel::Amx => {
+                "AMX-BF16 (CPUID; with AVX-512F, BW, VL and AVX2), tile state enabled \
+                 by the OS (XCR0) and Linux's permission for tile data (arch_prctl \
+                 ARCH_REQ_XCOMP_PERM)"
+            }
+            Bf16Kernel::Avx512Bf16 => "AVX512-BF16 (with AVX-512F, BW, VL and AVX2)",
+            Bf16Kernel::Portable => "nothing",
+        }
+    }
+
+    fn available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Bf16Kernel::Amx => super::half::amx::Amx::detect().is_some(),
+            #[cfg(target_arch = "x86_64")]
+            Bf16Kernel::Avx512Bf16 => super::half::avx512bf16::Avx512Bf16::detect().is_some(),
+            Bf16Kernel::Portable => true,
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for F32Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Display for Bf16Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Reads `K::ENV` once per process and remembers the answer (an error as
+/// its message, since [`Error`] is not `Clone`).
+fn selected<K: KernelChoice>(cell: &'static OnceLock<std::result::Result<K, String>>) -> Result<K> {
+    cell.get_or_init(|| parse(std::env::var(K::ENV).ok().as_deref()))
+        .clone()
+        .map_err(Error::invalid)
+}
+
+impl F32Kernel {
+    /// The f32/f64 kernel this process uses: `ADVGRAD_GEMM`'s, else the
+    /// best the CPU has.
+    ///
+    /// # Errors
+    ///
+    /// If `ADVGRAD_GEMM` names no kernel, or one this CPU lacks.
+    pub fn selected() -> Result<Self> {
+        static CELL: OnceLock<std::result::Result<F32Kernel, String>> = OnceLock::new();
+        selected(&CELL)
+    }
+}
+
+impl Bf16Kernel {
+    /// The bf16 kernel this process uses: `ADVGRAD_GEMM_BF16`'s, else the
+    /// best the CPU has.
+    ///
+    /// # Errors
+    ///
+    /// If `ADVGRAD_GEMM_BF16` names no kernel, or one this CPU lacks.
+    pub fn selected() -> Result<Self> {
+        static CELL: OnceLock<std::result::Result<Bf16Kernel, String>> = OnceLock::new();
+        selected(&CELL)
+    }
+}
+
+/// The kernel `K::selected()` returned, or a panic with its message: for
+/// the gemm entry points, which have no error channel.
+pub(super) fn selected_or_panic<K: KernelChoice>(selected: Result<K>) -> K {
+    selected.unwrap_or_else(|e| panic!("gemm: {e}"))
+}
+
+/// One line naming the CPU (model, family and model number, from
+/// `/proc/cpuinfo` where there is one) and the gemm kernels this process
+/// uses, for benchmark records.
+pub fn describe() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split(':').nth(1))
+            .map_or_else(|| "?".to_string(), |v| v.trim().to_string())
+    };
+    let kernel = |k: Result<String>| k.unwrap_or_else(|e| format!("({e})"));
+    format!(
+        "CPU: {} (family {}, model {}); f32 kernel {}, bf16 kernel {}",
+        field("model name"),
+        field("cpu family"),
+        field("model"),
+        kernel(F32Kernel::selected().map(|k| k.to_string())),
+        kernel(Bf16Kernel::selected().map(|k| k.to_string())),
+    )
+}
