@@ -99,6 +99,27 @@ pub enum UpdateRule {
     },
 }
 
+/// The norm of a per-row vector kernel ([`BackendStorage::apgd_step`],
+/// [`BackendStorage::fab_step`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Norm {
+    /// `‖v‖∞ = maxⱼ |vⱼ|`.
+    Linf,
+    /// `‖v‖₂ = √(Σⱼ vⱼ²)`.
+    L2,
+}
+
+/// The error of a kernel that a backend does not have yet.
+fn not_on_this_device<S>(op: &str) -> Error {
+    let backend = std::any::type_name::<S>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("this");
+    Error::invalid(format!(
+        "{op} is not implemented on this device ({backend}) yet; run it with --device cpu"
+    ))
+}
+
 /// The kernels a device provides. Every method computes on buffers of one
 /// device and returns a new buffer there (or updates one in place).
 ///
@@ -197,6 +218,151 @@ pub trait BackendStorage: Sized {
     /// with state buffers `s1` (velocity, or Adam's m) and `s2` (Adam's v).
     fn update(&mut self, grad: &Self, s1: &mut Self, s2: &mut Self, rule: UpdateRule)
         -> Result<()>;
+
+    // The kernels of robustness evaluation and training (APGD, FAB, TRADES,
+    // MART): the CPU backend has them; the others return an error naming
+    // the op until they do. Rows have `classes` (or `cols`) values; `[N]` is
+    // one value per row.
+
+    /// Row-wise log-softmax: `yᵢⱼ = xᵢⱼ − mᵢ − ln Σₖ e^{xᵢₖ − mᵢ}`, `mᵢ = maxⱼ xᵢⱼ`.
+    // CUDA kernel: next milestone
+    fn log_softmax(&self, classes: usize) -> Result<Self> {
+        let _ = classes;
+        Err(not_on_this_device::<Self>("log_softmax"))
+    }
+    /// With `self = g` and `y` the log-softmax output:
+    /// `dxᵢⱼ = gᵢⱼ − e^{yᵢⱼ}·Σₖ gᵢₖ`.
+    // CUDA kernel: next milestone
+    fn log_softmax_backward(&self, y: &Self, classes: usize) -> Result<Self> {
+        let _ = (y, classes);
+        Err(not_on_this_device::<Self>("log_softmax_backward"))
+    }
+    /// `y = eˣ` elementwise.
+    // CUDA kernel: next milestone
+    fn exp(&self) -> Result<Self> {
+        Err(not_on_this_device::<Self>("exp"))
+    }
+    /// `y = ln x` elementwise.
+    // CUDA kernel: next milestone
+    fn ln(&self) -> Result<Self> {
+        Err(not_on_this_device::<Self>("ln"))
+    }
+    /// One entry per row, `[N, classes] → [N]`: `yᵢ = xᵢ,ₖᵢ` with the u32
+    /// column indices `k` (`[N]`).
+    // CUDA kernel: next milestone
+    fn pick_rows(&self, index: &Self, classes: usize) -> Result<Self> {
+        let _ = (index, classes);
+        Err(not_on_this_device::<Self>("pick"))
+    }
+    /// With `self = g` (`[N]`): `dxᵢⱼ = gᵢ·[j = kᵢ]` (`[N, classes]`).
+    // CUDA kernel: next milestone
+    fn pick_rows_backward(&self, index: &Self, classes: usize) -> Result<Self> {
+        let _ = (index, classes);
+        Err(not_on_this_device::<Self>("pick_backward"))
+    }
+    /// Per row, the KL divergence between the softmax distributions of two
+    /// logit rows, `self = a` and `b`: with `p = softmax(aᵢ)`,
+    /// `q = softmax(bᵢ)`, `KLᵢ = Σⱼ pⱼ (ln pⱼ − ln qⱼ)` (`[N]`).
+    // CUDA kernel: next milestone
+    fn kl_div_rows(&self, b: &Self, classes: usize) -> Result<Self> {
+        let _ = (b, classes);
+        Err(not_on_this_device::<Self>("kl_div"))
+    }
+    /// The gradients of `Σᵢ gᵢ·KLᵢ` (`grad = g`, `[N]`), with `self = a`:
+    /// `daᵢⱼ = gᵢ·pᵢⱼ·(ln pᵢⱼ − ln qᵢⱼ − KLᵢ)` and `dbᵢⱼ = gᵢ·(qᵢⱼ − pᵢⱼ)`.
+    // CUDA kernel: next milestone
+    fn kl_div_rows_backward(&self, b: &Self, grad: &Self, classes: usize) -> Result<(Self, Self)> {
+        let _ = (b, grad, classes);
+        Err(not_on_this_device::<Self>("kl_div_backward"))
+    }
+    /// Per row, the difference-of-logits-ratio loss of Croce & Hein (2020)
+    /// with u32 `labels` y and `targets` t (`[N]` each), `π` the classes
+    /// sorted by decreasing logit (lower index first on ties):
+    /// untargeted `DLRᵢ = −(z_y − max_{j≠y} z_j) / (z_π1 − z_π3 + 1e−12)`;
+    /// with `targeted`, `−(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2 + 1e−12)`
+    /// (`targets` is then read; untargeted it is ignored).
+    // CUDA kernel: next milestone
+    fn dlr_rows(
+        &self,
+        labels: &Self,
+        targets: &Self,
+        targeted: bool,
+        classes: usize,
+    ) -> Result<Self> {
+        let _ = (labels, targets, targeted, classes);
+        Err(not_on_this_device::<Self>("dlr"))
+    }
+    /// The gradient of `Σᵢ gᵢ·DLRᵢ` (`grad = g`, `[N]`) with `self` the
+    /// logits: with `D` the denominator and `n` the numerator of row i,
+    /// `dz = −g·(e_y − e_m)/D + g·n/D²·∂D`, where `m = argmax_{j≠y}` (the
+    /// target t when targeted) and `∂D = e_π1 − e_π3`
+    /// (targeted: `e_π1 − (e_π3 + e_π4)/2`); `e_k` is the k-th unit row.
+    // CUDA kernel: next milestone
+    fn dlr_rows_backward(
+        &self,
+        labels: &Self,
+        targets: &Self,
+        targeted: bool,
+        grad: &Self,
+        classes: usize,
+    ) -> Result<Self> {
+        let _ = (labels, targets, targeted, grad, classes);
+        Err(not_on_this_device::<Self>("dlr_backward"))
+    }
+    /// One APGD step (Croce & Hein 2020) per row of `cols` values, with
+    /// `self = x⁽ᵏ⁾`, the previous iterate `x⁽ᵏ⁻¹⁾`, the gradient `g`, the
+    /// clean input `c`, the per-row step sizes `η` (`[N]`) and momentum
+    /// `α`: `z = P(x⁽ᵏ⁾ + η·s(g))` and
+    /// `x⁽ᵏ⁺¹⁾ = P(x⁽ᵏ⁾ + α(z − x⁽ᵏ⁾) + (1 − α)(x⁽ᵏ⁾ − x⁽ᵏ⁻¹⁾))`, where
+    /// L∞: `s(g) = sign g`, `P(v) = min(max(v, c − eps, 0), c + eps, 1)`;
+    /// L2: `s(g) = g/(‖g‖₂ + 1e−12)`,
+    /// `P(v) = clip₀¹(c + δ·min(eps, ‖δ‖₂)/(‖δ‖₂ + 1e−12))`, `δ = v − c`.
+    // CUDA kernel: next milestone
+    #[allow(clippy::too_many_arguments)]
+    fn apgd_step(
+        &self,
+        previous: &Self,
+        grad: &Self,
+        center: &Self,
+        step: &Self,
+        momentum: f64,
+        eps: f64,
+        norm: Norm,
+        cols: usize,
+    ) -> Result<Self> {
+        let _ = (previous, grad, center, step, momentum, eps, norm, cols);
+        Err(not_on_this_device::<Self>("apgd_step"))
+    }
+    /// One FAB step (Croce & Hein 2019) per row of `cols` values, with
+    /// `self = x⁽ᵏ⁾`, the clean input `x₀`, and the linearised boundary
+    /// `{z : w·z = b}` (`w` `[N, cols]`, `b` `[N]`): with `d₁`, `d₂` the
+    /// smallest-norm steps that put `x⁽ᵏ⁾` and `x₀` on the hyperplane inside
+    /// `[0, 1]` (or as close as the box allows), `a = ‖d₁‖/(‖d₁‖ + ‖d₂‖)`
+    /// clipped to `[0, α_max]`:
+    /// `x⁽ᵏ⁺¹⁾ = clip₀¹((1 − a)(x⁽ᵏ⁾ + η·d₁) + a(x₀ + η·d₂))`. Returns
+    /// `x⁽ᵏ⁺¹⁾` and `‖x⁽ᵏ⁺¹⁾ − x₀‖` per row (`[N]`), in `norm`.
+    // CUDA kernel: next milestone
+    #[allow(clippy::too_many_arguments)]
+    fn fab_step(
+        &self,
+        x0: &Self,
+        w: &Self,
+        b: &Self,
+        eta: f64,
+        alpha_max: f64,
+        norm: Norm,
+        cols: usize,
+    ) -> Result<(Self, Self)> {
+        let _ = (x0, w, b, eta, alpha_max, norm, cols);
+        Err(not_on_this_device::<Self>("fab_step"))
+    }
+    /// In place, for each u32 row index `i` in `rows`:
+    /// `selfᵢ ← srcᵢ + t·(selfᵢ − srcᵢ)` (`t = 0` copies the rows of `src`).
+    // CUDA kernel: next milestone
+    fn lerp_rows(&mut self, src: &Self, rows: &Self, t: f64, cols: usize) -> Result<()> {
+        let _ = (src, rows, t, cols);
+        Err(not_on_this_device::<Self>("lerp_rows"))
+    }
 }
 
 /// A buffer on some device: what a tensor holds.
@@ -375,5 +541,76 @@ impl BackendStorage for Storage {
         rule: UpdateRule,
     ) -> Result<()> {
         on_same_device!("update", (a = self, grad = grad, s1 = s1, s2 = s2) => a.update(grad, s1, s2, rule), wrap_plain)
+    }
+    fn log_softmax(&self, classes: usize) -> Result<Self> {
+        on_device!(self, s => s.log_softmax(classes), wrap_storage)
+    }
+    fn log_softmax_backward(&self, y: &Self, classes: usize) -> Result<Self> {
+        on_same_device!("log_softmax_backward", (g = self, y = y) => g.log_softmax_backward(y, classes), wrap_storage)
+    }
+    fn exp(&self) -> Result<Self> {
+        on_device!(self, s => s.exp(), wrap_storage)
+    }
+    fn ln(&self) -> Result<Self> {
+        on_device!(self, s => s.ln(), wrap_storage)
+    }
+    fn pick_rows(&self, index: &Self, classes: usize) -> Result<Self> {
+        on_same_device!("pick", (x = self, index = index) => x.pick_rows(index, classes), wrap_storage)
+    }
+    fn pick_rows_backward(&self, index: &Self, classes: usize) -> Result<Self> {
+        on_same_device!("pick_backward", (g = self, index = index) => g.pick_rows_backward(index, classes), wrap_storage)
+    }
+    fn kl_div_rows(&self, b: &Self, classes: usize) -> Result<Self> {
+        on_same_device!("kl_div", (a = self, b = b) => a.kl_div_rows(b, classes), wrap_storage)
+    }
+    fn kl_div_rows_backward(&self, b: &Self, grad: &Self, classes: usize) -> Result<(Self, Self)> {
+        on_same_device!("kl_div_backward", (a = self, b = b, grad = grad) => a.kl_div_rows_backward(b, grad, classes), wrap_pair)
+    }
+    fn dlr_rows(
+        &self,
+        labels: &Self,
+        targets: &Self,
+        targeted: bool,
+        classes: usize,
+    ) -> Result<Self> {
+        on_same_device!("dlr", (z = self, labels = labels, targets = targets) => z.dlr_rows(labels, targets, targeted, classes), wrap_storage)
+    }
+    fn dlr_rows_backward(
+        &self,
+        labels: &Self,
+        targets: &Self,
+        targeted: bool,
+        grad: &Self,
+        classes: usize,
+    ) -> Result<Self> {
+        on_same_device!("dlr_backward", (z = self, labels = labels, targets = targets, grad = grad) => z.dlr_rows_backward(labels, targets, targeted, grad, classes), wrap_storage)
+    }
+    fn apgd_step(
+        &self,
+        previous: &Self,
+        grad: &Self,
+        center: &Self,
+        step: &Self,
+        momentum: f64,
+        eps: f64,
+        norm: Norm,
+        cols: usize,
+    ) -> Result<Self> {
+        on_same_device!("apgd_step", (x = self, previous = previous, grad = grad, center = center, step = step) => x.apgd_step(previous, grad, center, step, momentum, eps, norm, cols), wrap_storage)
+    }
+    fn fab_step(
+        &self,
+        x0: &Self,
+        w: &Self,
+        b: &Self,
+        eta: f64,
+        alpha_max: f64,
+        norm: Norm,
+        cols: usize,
+    ) -> Result<(Self, Self)> {
+        on_same_device!("fab_step", (x = self, x0 = x0, w = w, b = b) => x.fab_step(x0, w, b, eta, alpha_max, norm, cols), wrap_pair)
+    }
+    fn lerp_rows(&mut self, src: &Self, rows: &Self, t: f64, cols: usize) -> Result<()> {
+        on_same_device!("lerp_rows", (x = self, src = src, rows = rows) => x.lerp_rows(src, rows, t, cols), wrap_plain)
     }
 }
