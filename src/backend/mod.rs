@@ -334,11 +334,13 @@ pub trait BackendStorage: Sized {
         Err(not_on_this_device::<Self>("apgd_step"))
     }
     /// One FAB step (Croce & Hein 2019) per row of `cols` values, with
-    /// `self = x⁽ᵏ⁾`, the clean input `x₀`, and the linearised boundary
-    /// `{z : w·z = b}` (`w` `[N, cols]`, `b` `[N]`): with `d₁`, `d₂` the
-    /// smallest-norm steps that put `x⁽ᵏ⁾` and `x₀` on the hyperplane inside
-    /// `[0, 1]` (or as close as the box allows), `a = ‖d₁‖/(‖d₁‖ + ‖d₂‖)`
-    /// clipped to `[0, α_max]`:
+    /// `self = x⁽ᵏ⁾`, the clean input `x₀`, and the decision boundary
+    /// linearised at `x⁽ᵏ⁾`, `{z : f + w·(z − x⁽ᵏ⁾) = 0}` (`w` `[N, cols]`
+    /// the gradient and `f` `[N]` the value there of the logit difference):
+    /// with `d₁`, `d₂` the smallest-norm steps that put `x⁽ᵏ⁾` and `x₀` on
+    /// that hyperplane inside `[0, 1]` (the box corner nearest to it when
+    /// the box cannot reach it), `a = ‖d₁‖/(‖d₁‖ + ‖d₂‖)` clipped to
+    /// `[0, α_max]` (norms at least 1e−8):
     /// `x⁽ᵏ⁺¹⁾ = clip₀¹((1 − a)(x⁽ᵏ⁾ + η·d₁) + a(x₀ + η·d₂))`. Returns
     /// `x⁽ᵏ⁺¹⁾` and `‖x⁽ᵏ⁺¹⁾ − x₀‖` per row (`[N]`), in `norm`.
     // CUDA kernel: next milestone
@@ -347,13 +349,13 @@ pub trait BackendStorage: Sized {
         &self,
         x0: &Self,
         w: &Self,
-        b: &Self,
+        f: &Self,
         eta: f64,
         alpha_max: f64,
         norm: Norm,
         cols: usize,
     ) -> Result<(Self, Self)> {
-        let _ = (x0, w, b, eta, alpha_max, norm, cols);
+        let _ = (x0, w, f, eta, alpha_max, norm, cols);
         Err(not_on_this_device::<Self>("fab_step"))
     }
     /// In place, for each u32 row index `i` in `rows`:
@@ -602,13 +604,13 @@ impl BackendStorage for Storage {
         &self,
         x0: &Self,
         w: &Self,
-        b: &Self,
+        f: &Self,
         eta: f64,
         alpha_max: f64,
         norm: Norm,
         cols: usize,
     ) -> Result<(Self, Self)> {
-        on_same_device!("fab_step", (x = self, x0 = x0, w = w, b = b) => x.fab_step(x0, w, b, eta, alpha_max, norm, cols), wrap_pair)
+        on_same_device!("fab_step", (x = self, x0 = x0, w = w, f = f) => x.fab_step(x0, w, f, eta, alpha_max, norm, cols), wrap_pair)
     }
     fn lerp_rows(&mut self, src: &Self, rows: &Self, t: f64, cols: usize) -> Result<()> {
         on_same_device!("lerp_rows", (x = self, src = src, rows = rows) => x.lerp_rows(src, rows, t, cols), wrap_plain)

@@ -428,13 +428,13 @@ impl BackendStorage for CpuStorage {
         &self,
         x0: &Self,
         w: &Self,
-        b: &Self,
+        f: &Self,
         eta: f64,
         alpha_max: f64,
         norm: Norm,
         cols: usize,
     ) -> Result<(Self, Self)> {
-        robust::fab_step(self, x0, w, b, eta, alpha_max, norm, cols)
+        robust::fab_step(self, x0, w, f, eta, alpha_max, norm, cols)
     }
     fn lerp_rows(&mut self, src: &Self, rows: &Self, t: f64, cols: usize) -> Result<()> {
         robust::lerp_rows(self, src, rows, t, cols)

@@ -73,6 +73,17 @@ fn map_rows<U: Copy + Send + Sync + 'static>(
     zero: U,
     f: impl Fn(usize, &mut [U]) + Sync,
 ) -> Vec<U> {
+    map_rows_with(rows, cols, zero, || (), |_, i, row| f(i, row))
+}
+
+/// [`map_rows`] with a scratch value made once per parallel task.
+fn map_rows_with<U: Copy + Send + Sync + 'static, S>(
+    rows: usize,
+    cols: usize,
+    zero: U,
+    scratch: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize, &mut [U]) + Sync,
+) -> Vec<U> {
     let mut out = pool::filled(rows * cols, zero);
     if cols == 0 {
         return out;
@@ -81,8 +92,9 @@ fn map_rows<U: Copy + Send + Sync + 'static>(
     out.par_chunks_mut(per * cols)
         .enumerate()
         .for_each(|(c, chunk)| {
+            let mut s = scratch();
             for (r, row) in chunk.chunks_mut(cols).enumerate() {
-                f(c * per + r, row);
+                f(&mut s, c * per + r, row);
             }
         });
     out
@@ -599,29 +611,39 @@ pub(super) fn fab_step(
     x: &CpuStorage,
     x0: &CpuStorage,
     w: &CpuStorage,
-    b: &CpuStorage,
+    f: &CpuStorage,
     eta: f64,
     alpha_max: f64,
     norm: Norm,
     cols: usize,
 ) -> Result<(CpuStorage, CpuStorage)> {
-    floats!("fab_step", (x, x0, w, b), |x, x0, w, b| {
+    floats!("fab_step", (x, x0, w, f), |x, x0, w, f| {
         let n = rows_of("fab_step", x.len(), cols)?;
-        if x0.len() != x.len() || w.len() != x.len() || b.len() != n {
+        if x0.len() != x.len() || w.len() != x.len() || f.len() != n {
             return Err(Error::invalid("fab_step: buffer lengths disagree"));
         }
-        let points = map_rows(n, cols, zero_of(x), |i, out| {
+        let scratch = || FabScratch {
+            x: vec![0.0; cols],
+            x0: vec![0.0; cols],
+            w: vec![0.0; cols],
+            d1: vec![0.0; cols],
+            d2: vec![0.0; cols],
+            pieces: Vec::with_capacity(cols),
+        };
+        let points = map_rows_with(n, cols, zero_of(x), scratch, |s, i, out| {
             let r = i * cols..(i + 1) * cols;
-            let f64s = |s: &[_]| s.iter().map(|v| Float::to_f64(*v)).collect::<Vec<f64>>();
-            let (xi, x0i, wi) = (f64s(&x[r.clone()]), f64s(&x0[r.clone()]), f64s(&w[r]));
-            let bi = b[i].to_f64();
-            let mut scratch = Vec::with_capacity(cols);
-            let (mut d1, mut d2) = (vec![0.0; cols], vec![0.0; cols]);
-            let a1 = project_onto_hyperplane(&xi, &wi, bi, norm, &mut d1, &mut scratch).max(1e-8);
-            let a2 = project_onto_hyperplane(&x0i, &wi, bi, norm, &mut d2, &mut scratch).max(1e-8);
+            for (((sx, sx0), sw), j) in s.x.iter_mut().zip(&mut s.x0).zip(&mut s.w).zip(r) {
+                (*sx, *sx0, *sw) = (x[j].to_f64(), x0[j].to_f64(), w[j].to_f64());
+            }
+            // The hyperplane f + w·(z − x⁽ᵏ⁾) = 0 as w·z = b.
+            let b = s.x.iter().zip(&s.w).map(|(x, w)| x * w).sum::<f64>() - f[i].to_f64();
+            let a1 = project_onto_hyperplane(&s.x, &s.w, b, norm, &mut s.d1, &mut s.pieces);
+            let a2 = project_onto_hyperplane(&s.x0, &s.w, b, norm, &mut s.d2, &mut s.pieces);
+            let (a1, a2) = (a1.max(1e-8), a2.max(1e-8));
             let alpha = (a1 / (a1 + a2)).clamp(0.0, alpha_max);
             for j in 0..cols {
-                let v = (1.0 - alpha) * (xi[j] + eta * d1[j]) + alpha * (x0i[j] + eta * d2[j]);
+                let v =
+                    (1.0 - alpha) * (s.x[j] + eta * s.d1[j]) + alpha * (s.x0[j] + eta * s.d2[j]);
                 out[j] = Float::from_f64(v.clamp(0.0, 1.0));
             }
         });
@@ -642,6 +664,16 @@ pub(super) fn fab_step(
             CpuElement::into_storage(dist),
         ))
     })
+}
+
+/// The per-task buffers of [`fab_step`].
+struct FabScratch {
+    x: Vec<f64>,
+    x0: Vec<f64>,
+    w: Vec<f64>,
+    d1: Vec<f64>,
+    d2: Vec<f64>,
+    pieces: Vec<(f64, f64, f64)>,
 }
 
 pub(super) fn lerp_rows(
