@@ -43,6 +43,7 @@
 //! ```
 
 mod apgd;
+mod audit;
 mod autoattack;
 mod common;
 mod cw;
@@ -67,6 +68,7 @@ use crate::rng::{splitmix64, Rng};
 use crate::tensor::Tensor;
 
 pub use apgd::{Apgd, ApgdLoss};
+pub use audit::{audit, AuditOptions, AuditReport, Check};
 pub use autoattack::{AutoAttack, EnsembleDetails, Point, Stage, Version};
 pub use cw::CarliniWagner;
 pub use deepfool::DeepFool;
