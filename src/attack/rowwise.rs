@@ -55,7 +55,7 @@ pub(crate) fn index_tensor(idx: &[usize], like: &Tensor) -> Result<Tensor> {
 }
 
 /// The rows `idx` of `t: [N, …]`, in that order.
-pub(crate) fn take_rows(t: &Tensor, idx: &[usize]) -> Result<Tensor> {
+pub fn take_rows(t: &Tensor, idx: &[usize]) -> Result<Tensor> {
     let n = t.dims().first().copied().unwrap_or(0);
     let row = t.numel() / n.max(1);
     let mut dims = t.dims().to_vec();
