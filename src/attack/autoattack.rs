@@ -87,6 +87,9 @@ pub struct AutoAttack {
     pub steps: Option<usize>,
     /// Square's queries; `None`: 5000.
     pub queries: Option<usize>,
+    /// Scale Square's `p` schedule to its queries (torchattacks' default;
+    /// the reference AutoAttack does not).
+    pub rescale_schedule: bool,
 }
 
 impl AutoAttack {
@@ -97,6 +100,7 @@ impl AutoAttack {
             version,
             steps: None,
             queries: None,
+            rescale_schedule: false,
         }
     }
 
@@ -126,6 +130,7 @@ impl AutoAttack {
             let d = Square::new(self.threat);
             Attack::Square(Square {
                 queries: self.queries.unwrap_or(d.queries),
+                rescale_schedule: self.rescale_schedule,
                 ..d
             })
         };

@@ -249,6 +249,8 @@ pub struct AttackOptions {
     pub queries: Option<usize>,
     /// Target classes of APGD-T and FAB-T (`None`: 9, at most classes − 1).
     pub targets: Option<usize>,
+    /// Scale Square's `p` schedule to its query budget (square, autoattack).
+    pub rescale_schedule: bool,
 }
 
 /// One configured attack. Each variant's struct documents its update rule
@@ -336,7 +338,8 @@ impl Attack {
             && (options.norm.is_some()
                 || options.version.is_some()
                 || options.queries.is_some()
-                || options.targets.is_some())
+                || options.targets.is_some()
+                || options.rescale_schedule)
         {
             return Err(Error::invalid(format!(
                 "attack: {name} takes no norm, version, queries or targets \
@@ -688,6 +691,11 @@ fn evaluation_attack(name: &str, threat: Threat, options: &AttackOptions) -> Res
         "--targets",
         "apgd-t and fab-t",
     )?;
+    only(
+        options.rescale_schedule && !matches!(name, "square" | "autoattack"),
+        "--rescale-schedule",
+        "square and autoattack",
+    )?;
     let steps = |d: usize| options.steps.unwrap_or(d);
     let restarts = |d: usize| options.restarts.unwrap_or(d);
     Ok(match name {
@@ -724,6 +732,7 @@ fn evaluation_attack(name: &str, threat: Threat, options: &AttackOptions) -> Res
             Attack::Square(Square {
                 queries: options.queries.unwrap_or(d.queries),
                 restarts: restarts(d.restarts),
+                rescale_schedule: options.rescale_schedule,
                 ..d
             })
         }
@@ -736,6 +745,7 @@ fn evaluation_attack(name: &str, threat: Threat, options: &AttackOptions) -> Res
             Attack::AutoAttack(AutoAttack {
                 steps: options.steps,
                 queries: options.queries,
+                rescale_schedule: options.rescale_schedule,
                 ..AutoAttack::new(threat, options.version.unwrap_or_default())
             })
         }

@@ -44,6 +44,10 @@ pub struct Args {
     /// Target classes of apgd-t and fab-t [default: 9].
     #[arg(long)]
     targets: Option<usize>,
+    /// Scale Square's schedule of window sizes to --queries, as
+    /// torchattacks does (square, autoattack).
+    #[arg(long)]
+    rescale_schedule: bool,
     /// Iterations (bim, pgd, mifgsm, deepfool, apgd-*, fab, and the
     /// gradient members of autoattack) or Adam steps per search step (cw)
     /// [default: 20 for bim/pgd, 10 mifgsm, 50 deepfool, 100 cw, apgd, fab].
@@ -129,6 +133,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         version: args.version.as_deref().map(str::parse).transpose()?,
         queries: args.queries,
         targets: args.targets,
+        rescale_schedule: args.rescale_schedule,
     };
     let first_eps = args.eps.first().copied().unwrap_or(0.0);
     let attack = Attack::build(&args.attack, first_eps, &options)?;
