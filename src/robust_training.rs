@@ -11,9 +11,9 @@
 //! - **MART** (Wang et al., "Improving adversarial robustness requires
 //!   revisiting misclassified examples", ICLR 2020): the inner maximisation
 //!   is PGD on the cross-entropy from `x + 0.001·N(0, I)`; the outer loss is
-//!   `L = CE(f(x'), y) − (1/B) Σᵢ ln(1.0001 − p(x'ᵢ)_{ŷᵢ})
-//!   + β·(1/B) Σᵢ KL(p(xᵢ) ‖ p(x'ᵢ))·(1.0000001 − p(xᵢ)_{yᵢ})`,
-//!   `ŷᵢ = argmax_{k≠yᵢ} p(x'ᵢ)_k`: a boosted cross-entropy on the
+//!   `L = CE(f(x'), y) − (1/B) Σᵢ ln(1.0001 − p(x'ᵢ)_{ŷᵢ}) +
+//!   β·(1/B) Σᵢ KL(p(xᵢ) ‖ p(x'ᵢ))·(1.0000001 − p(xᵢ)_{yᵢ})`,
+//!   with `ŷᵢ = argmax_{k≠yᵢ} p(x'ᵢ)_k`: a boosted cross-entropy on the
 //!   adversarial example, and a KL term weighted towards the examples the
 //!   model gets wrong.
 //!

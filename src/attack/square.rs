@@ -97,7 +97,7 @@ impl Square {
             (s * s == v).then_some(s)
         };
         Ok(
-            match (side(d), (d % 3 == 0).then(|| side(d / 3)).flatten()) {
+            match (side(d), d.is_multiple_of(3).then(|| side(d / 3)).flatten()) {
                 (Some(s), _) => [1, s, s],
                 (None, Some(s)) => [3, s, s],
                 _ => [1, 1, d],
@@ -413,7 +413,7 @@ fn l2_start(clean: &[f64], [c, h, w]: [usize; 3], eps: f64, rngs: &mut [Rng]) ->
 fn l2_step(cand: &mut [f64], clean: &[f64], shape: [usize; 3], eps: f64, p: f64, rng: &mut Rng) {
     let [c, h, w] = shape;
     let mut s = side(p, shape, 3);
-    if s % 2 == 0 {
+    if s.is_multiple_of(2) {
         s = (s + 1).min(h.min(w));
     }
     let at = |ch: usize, r: usize, q: usize| ch * h * w + r * w + q;

@@ -60,7 +60,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             )))
         }
     };
-    if !(args.eps > 0.0) || args.steps == 0 || args.queries == 0 || !(args.tolerance >= 0.0) {
+    let bad_eps = args.eps.is_nan() || args.eps <= 0.0;
+    let bad_tolerance = args.tolerance.is_nan() || args.tolerance < 0.0;
+    if bad_eps || bad_tolerance || args.steps == 0 || args.queries == 0 {
         return Err(Error::invalid(
             "--eps must be > 0, --steps and --queries at least 1, --tolerance ≥ 0",
         ));

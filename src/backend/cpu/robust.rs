@@ -38,7 +38,7 @@ macro_rules! floats {
 
 /// Checks that a buffer holds whole rows of `cols` values; returns the rows.
 fn rows_of(op: &'static str, len: usize, cols: usize) -> Result<usize> {
-    if cols == 0 || len % cols != 0 {
+    if cols == 0 || !len.is_multiple_of(cols) {
         return Err(Error::invalid(format!(
             "{op}: {len} values are not rows of {cols}"
         )));
@@ -540,8 +540,8 @@ fn project_onto_hyperplane(
     };
     scratch.clear();
     let mut reach = 0.0;
-    for j in 0..t.len() {
-        let (r, aw) = (room(j), w[j].abs());
+    for (j, wj) in w.iter().enumerate() {
+        let (r, aw) = (room(j), wj.abs());
         if r > 0.0 && aw > 0.0 {
             scratch.push((r / kappa(j), aw * r, aw * kappa(j)));
             reach += aw * r;
@@ -600,8 +600,8 @@ fn project_onto_hyperplane(
             f64::INFINITY
         }
     };
-    for j in 0..t.len() {
-        d[j] = dir(j) * (lambda * kappa(j)).min(room(j));
+    for (j, dj) in d.iter_mut().enumerate() {
+        *dj = dir(j) * (lambda * kappa(j)).min(room(j));
     }
     row_norm(d.iter().copied(), norm)
 }
@@ -641,10 +641,10 @@ pub(super) fn fab_step(
             let a2 = project_onto_hyperplane(&s.x0, &s.w, b, norm, &mut s.d2, &mut s.pieces);
             let (a1, a2) = (a1.max(1e-8), a2.max(1e-8));
             let alpha = (a1 / (a1 + a2)).clamp(0.0, alpha_max);
-            for j in 0..cols {
+            for (j, o) in out.iter_mut().enumerate() {
                 let v =
                     (1.0 - alpha) * (s.x[j] + eta * s.d1[j]) + alpha * (s.x0[j] + eta * s.d2[j]);
-                out[j] = Float::from_f64(v.clamp(0.0, 1.0));
+                *o = Float::from_f64(v.clamp(0.0, 1.0));
             }
         });
         // The distances of the stored (rounded) points.
