@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::model::Classifier;
 use super::Threat;
 use crate::backend::cpu::CpuStorage;
-use crate::backend::{BackendStorage, Norm, Storage};
+use crate::backend::{pool, BackendStorage, Norm, Storage};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::rng::{splitmix64, Rng};
@@ -66,8 +66,8 @@ pub fn take_rows(t: &Tensor, idx: &[usize]) -> Result<Tensor> {
     if let Some(&bad) = idx.iter().find(|&&i| i >= n) {
         return Err(Error::invalid(format!("take_rows: row {bad} of {n}")));
     }
-    fn gather<T: Copy>(v: &[T], idx: &[usize], row: usize) -> Vec<T> {
-        let mut out = Vec::with_capacity(idx.len() * row);
+    fn gather<T: Copy + 'static>(v: &[T], idx: &[usize], row: usize) -> Vec<T> {
+        let mut out = pool::take(idx.len() * row);
         for &i in idx {
             out.extend_from_slice(&v[i * row..(i + 1) * row]);
         }

@@ -14,7 +14,7 @@ use super::model::Classifier;
 use super::rowwise::{in_pieces, put_rows, row_hashes, row_rng, take_rows};
 use super::{Outcome, Threat};
 use crate::backend::cpu::CpuElement;
-use crate::backend::{BackendStorage, Storage};
+use crate::backend::{pool, BackendStorage, Storage};
 use crate::dtype::{DType, Float};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -191,7 +191,8 @@ impl Square {
                 break;
             }
             let p = self.p_at(i);
-            let mut candidates: Vec<T> = Vec::with_capacity(active.len() * d);
+            // A recycled buffer: a fresh one would fault in its pages each query.
+            let mut candidates: Vec<T> = pool::take(active.len() * d);
             for &r in &active {
                 let (c, b) = (&clean[r * d..(r + 1) * d], &best[r * d..(r + 1) * d]);
                 let at = candidates.len();
