@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::model::Classifier;
 use super::rowwise::{
-    in_pieces, lerp, loss_at, put_rows, random_start, ranked_classes, row_hashes, take_rows,
-    tensor_like, vector_like, RowLoss,
+    in_pieces, lerp, loss_at, random_start, ranked_classes, row_hashes, take_rows, tensor_like,
+    vector_like, RowLoss,
 };
 use super::{Outcome, Threat};
 use crate::backend::BackendStorage;
@@ -150,8 +150,7 @@ impl Apgd {
         let hashes = row_hashes(x, labels)?;
         let clean = model.logits(x)?;
         let ranked = ranked_classes(&clean)?;
-        let mut fooled: Vec<bool> = ranked.iter().zip(labels).map(|(r, &y)| r[0] != y).collect();
-        let mut adv = x.clone();
+        let mut out = Outcome::start(x, &ranked, labels);
         let mut best = vec![f64::NEG_INFINITY; n];
         let ranks: Vec<Option<usize>> = match self.loss {
             ApgdLoss::TargetedDlr => (2..=(self.targets + 1).min(model.classes()))
@@ -161,9 +160,9 @@ impl Apgd {
         };
         for rank in ranks {
             for restart in 0..self.restarts {
-                let active: Vec<usize> = (0..n).filter(|&i| !fooled[i]).collect();
+                let active = out.unfooled();
                 if active.is_empty() {
-                    return Ok(Outcome { adv, fooled });
+                    return Ok(out);
                 }
                 let salt = salt(self.loss, rank.unwrap_or(0), restart);
                 let runs = in_pieces(active.len(), x.device().is_cpu(), |r| {
@@ -189,21 +188,19 @@ impl Apgd {
                 })?;
                 let run_adv =
                     Tensor::cat_rows(&runs.iter().map(|r| r.adv.clone()).collect::<Vec<_>>())?;
-                let (mut rows, mut from) = (Vec::new(), Vec::new());
-                let flat = runs.iter().flat_map(|r| r.fooled.iter().zip(&r.loss));
-                for (k, (&broke, &loss)) in flat.enumerate() {
-                    let i = active[k];
-                    if broke || loss > best[i] {
-                        fooled[i] |= broke;
-                        best[i] = best[i].max(loss);
-                        rows.push(i);
-                        from.push(k);
-                    }
+                let broke: Vec<bool> = runs.iter().flat_map(|r| r.fooled.iter().copied()).collect();
+                let loss: Vec<f64> = runs.iter().flat_map(|r| r.loss.iter().copied()).collect();
+                // Keep a fooling point, or else the highest loss so far.
+                let take: Vec<bool> = (0..active.len())
+                    .map(|k| broke[k] || loss[k] > best[active[k]])
+                    .collect();
+                for (k, &i) in active.iter().enumerate() {
+                    best[i] = best[i].max(loss[k]);
                 }
-                put_rows(&mut adv, &rows, &take_rows(&run_adv, &from)?)?;
+                out.absorb(&active, &run_adv, &take, &broke)?;
             }
         }
-        Ok(Outcome { adv, fooled })
+        Ok(out)
     }
 
     /// One run on a batch in which every example is still unbroken.

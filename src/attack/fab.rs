@@ -106,11 +106,9 @@ impl Fab {
         seed: u64,
     ) -> Result<Outcome> {
         self.check(model.classes())?;
-        let n = labels.len();
         let hashes = row_hashes(x, labels)?;
         let ranked = ranked_classes(&model.logits(x)?)?;
-        let mut fooled: Vec<bool> = ranked.iter().zip(labels).map(|(r, &y)| r[0] != y).collect();
-        let mut adv = x.clone();
+        let mut out = Outcome::start(x, &ranked, labels);
         let ranks: Vec<Option<usize>> = if self.targeted {
             (2..=(self.targets + 1).min(model.classes()))
                 .map(Some)
@@ -120,9 +118,9 @@ impl Fab {
         };
         for rank in ranks {
             for restart in 0..self.restarts {
-                let active: Vec<usize> = (0..n).filter(|&i| !fooled[i]).collect();
+                let active = out.unfooled();
                 if active.is_empty() {
-                    return Ok(Outcome { adv, fooled });
+                    return Ok(out);
                 }
                 let salt =
                     0xfab0_0000 ^ ((rank.unwrap_or(0) as u64) << 32) ^ ((restart as u64) << 48);
@@ -140,17 +138,10 @@ impl Fab {
                 let run_adv =
                     Tensor::cat_rows(&runs.iter().map(|r| r.0.clone()).collect::<Vec<_>>())?;
                 let broke: Vec<bool> = runs.iter().flat_map(|r| r.1.iter().copied()).collect();
-                let (rows, from): (Vec<usize>, Vec<usize>) = broke
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &b)| b)
-                    .map(|(k, _)| (active[k], k))
-                    .unzip();
-                rows.iter().for_each(|&i| fooled[i] = true);
-                put_rows(&mut adv, &rows, &take_rows(&run_adv, &from)?)?;
+                out.absorb(&active, &run_adv, &broke, &broke)?;
             }
         }
-        Ok(Outcome { adv, fooled })
+        Ok(out)
     }
 
     /// One run on a batch of correctly classified examples: the closest

@@ -127,6 +127,40 @@ pub fn perturbation_norms(x: &Tensor, x_adv: &Tensor) -> Result<Vec<(f64, f64)>>
         .collect())
 }
 
+/// Every example of `data` (in file order) in batches of `batch_size` on
+/// the model's device: inputs, labels, and the labels on the host.
+fn device_batches(
+    model: &Mlp,
+    data: &Dataset,
+    batch_size: usize,
+    op: &'static str,
+) -> Result<Vec<(Tensor, Tensor, Vec<u32>)>> {
+    if data.is_empty() {
+        return Err(Error::invalid(format!("{op}: the data set is empty")));
+    }
+    if data.features() != model.input_size() {
+        return Err(Error::BadShape {
+            op,
+            msg: format!(
+                "the model {} expects {} input features, the data has {}",
+                model.arch(),
+                model.input_size(),
+                data.features()
+            ),
+        });
+    }
+    let order: Vec<usize> = (0..data.rows()).collect();
+    let d = data.features();
+    Batches::new(&order, batch_size, false)?
+        .map(|idx| {
+            let (x, y) = data.gather(idx)?;
+            let x = Tensor::from_vec(x, [idx.len(), d])?.to_device(model.device())?;
+            let yt = Tensor::from_vec(y.clone(), [idx.len()])?.to_device(model.device())?;
+            Ok((x, yt, y))
+        })
+        .collect()
+}
+
 /// The seed of batch `b` in a run seeded with `seed`.
 fn batch_seed(seed: u64, b: usize) -> u64 {
     let mut s = seed ^ (b as u64).wrapping_mul(0xd1b5_4a32_d192_ed03);
@@ -149,44 +183,21 @@ pub fn evaluate_attack(
     options: &EvalOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<AttackReport> {
-    if data.is_empty() {
-        return Err(Error::invalid("evaluate_attack: the data set is empty"));
-    }
     if eps.is_empty() {
         return Err(Error::invalid("evaluate_attack: no eps given"));
     }
-    if data.features() != model.input_size() {
-        return Err(Error::BadShape {
-            op: "evaluate_attack",
-            msg: format!(
-                "the model {} expects {} input features, the data has {}",
-                model.arch(),
-                model.input_size(),
-                data.features()
-            ),
-        });
-    }
-    let device = model.device();
-    let order: Vec<usize> = (0..data.rows()).collect();
-    let batches: Vec<&[usize]> = Batches::new(&order, options.batch_size, false)?.collect();
+    let xs = device_batches(model, data, options.batch_size, "evaluate_attack")?;
     let d = data.features();
-
-    // The batches on the device, and the clean predictions.
-    let mut xs = Vec::with_capacity(batches.len());
     let mut clean_pred = Vec::with_capacity(data.rows());
-    for idx in &batches {
-        let (x, y) = data.gather(idx)?;
-        let x = Tensor::from_vec(x, [idx.len(), d])?.to_device(device)?;
-        let yt = Tensor::from_vec(y.clone(), [idx.len()])?.to_device(device)?;
-        clean_pred.extend(model.predict(&x)?.to_vec::<u32>()?);
-        xs.push((x, yt, y));
+    for (x, _, _) in &xs {
+        clean_pred.extend(model.predict(x)?.to_vec::<u32>()?);
     }
     let labels = data.labels();
     let correct: Vec<bool> = clean_pred.iter().zip(labels).map(|(p, y)| p == y).collect();
     let n = data.rows();
     let n_correct = correct.iter().filter(|&&c| c).count();
 
-    let total = batches.len() * eps.len();
+    let total = xs.len() * eps.len();
     let mut done = 0;
     let mut results = Vec::with_capacity(eps.len());
     for &e in eps {
@@ -287,33 +298,11 @@ pub fn evaluate_autoattack(
     progress: &mut dyn FnMut(&str, usize, usize),
     log: &mut dyn FnMut(&str),
 ) -> Result<AttackReport> {
-    if data.is_empty() || eps.is_empty() || options.batch_size == 0 {
-        return Err(Error::invalid(
-            "evaluate_autoattack: an empty data set, no eps, or a batch size of 0",
-        ));
+    if eps.is_empty() {
+        return Err(Error::invalid("evaluate_autoattack: no eps given"));
     }
-    if data.features() != model.input_size() {
-        return Err(Error::BadShape {
-            op: "evaluate_autoattack",
-            msg: format!(
-                "the model {} expects {} input features, the data has {}",
-                model.arch(),
-                model.input_size(),
-                data.features()
-            ),
-        });
-    }
-    let device = model.device();
-    let order: Vec<usize> = (0..data.rows()).collect();
-    let batches: Vec<&[usize]> = Batches::new(&order, options.batch_size, false)?.collect();
+    let xs = device_batches(model, data, options.batch_size, "evaluate_autoattack")?;
     let d = data.features();
-    let mut xs = Vec::with_capacity(batches.len());
-    for idx in &batches {
-        let (x, y) = data.gather(idx)?;
-        let x = Tensor::from_vec(x, [idx.len(), d])?.to_device(device)?;
-        let yt = Tensor::from_vec(y.clone(), [idx.len()])?.to_device(device)?;
-        xs.push((x, yt, y));
-    }
     let n = data.rows();
     let mut results = Vec::with_capacity(eps.len());
     let mut clean_correct = 0;

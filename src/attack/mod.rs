@@ -622,7 +622,7 @@ impl Attack {
         let raw = match self {
             Attack::Apgd(a) => a.attack(model, x, labels, host, seed)?,
             Attack::Fab(a) => a.attack(model, x, host, seed)?,
-            Attack::Square(a) => a.attack(model, x, labels, host, seed)?,
+            Attack::Square(a) => a.attack(model, x, host, seed)?,
             Attack::AutoAttack(a) => a.attack(model, x, labels, host, seed)?.0,
             other => {
                 return Err(Error::invalid(format!(
@@ -648,6 +648,42 @@ pub struct Outcome {
     pub adv: Tensor,
     /// Per example: misclassified on `adv`.
     pub fooled: Vec<bool>,
+}
+
+impl Outcome {
+    /// Before any run: the clean inputs, the examples whose first-ranked
+    /// class (`ranked[i][0]`) is not the label counted as fooled.
+    pub(crate) fn start(x: &Tensor, ranked: &[Vec<u32>], labels: &[u32]) -> Outcome {
+        Outcome {
+            adv: x.clone(),
+            fooled: ranked.iter().zip(labels).map(|(r, &y)| r[0] != y).collect(),
+        }
+    }
+
+    /// The examples not fooled yet.
+    pub(crate) fn unfooled(&self) -> Vec<usize> {
+        (0..self.fooled.len())
+            .filter(|&i| !self.fooled[i])
+            .collect()
+    }
+
+    /// Takes in a run on the examples `active`: its adversarials `run_adv`
+    /// (one row per active example) replace ours where `take[k]`, and
+    /// `broke[k]` marks active example k as fooled.
+    pub(crate) fn absorb(
+        &mut self,
+        active: &[usize],
+        run_adv: &Tensor,
+        take: &[bool],
+        broke: &[bool],
+    ) -> Result<()> {
+        let from: Vec<usize> = (0..active.len()).filter(|&k| take[k]).collect();
+        let rows: Vec<usize> = from.iter().map(|&k| active[k]).collect();
+        for (k, &b) in broke.iter().enumerate() {
+            self.fooled[active[k]] |= b;
+        }
+        rowwise::put_rows(&mut self.adv, &rows, &rowwise::take_rows(run_adv, &from)?)
+    }
 }
 
 /// Builds APGD, FAB, Square or AutoAttack from the command-line options.

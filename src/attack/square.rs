@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::model::Classifier;
-use super::rowwise::{in_pieces, put_rows, row_hashes, row_rng, take_rows};
+use super::rowwise::{in_pieces, row_hashes, row_rng, take_rows};
 use super::{Outcome, Threat};
 use crate::backend::cpu::CpuElement;
 use crate::backend::{pool, BackendStorage, Storage};
@@ -105,16 +105,14 @@ impl Square {
         )
     }
 
-    /// Attacks the batch `x` with labels `y` (device) and `labels` (host).
+    /// Attacks the batch `x` with labels `labels`.
     pub(crate) fn attack<M: Classifier + ?Sized>(
         &self,
         model: &M,
         x: &Tensor,
-        y: &Tensor,
         labels: &[u32],
         seed: u64,
     ) -> Result<Outcome> {
-        let _ = y;
         if self.restarts == 0 || !(self.p_init > 0.0 && self.p_init <= 1.0) {
             return Err(Error::invalid(
                 "square: restarts must be at least 1 and p_init in (0, 1]",
@@ -122,13 +120,12 @@ impl Square {
         }
         let d = x.dims().get(1).copied().unwrap_or(1);
         let shape = self.image_shape(d)?;
-        let n = labels.len();
         let hashes = row_hashes(x, labels)?;
         let pred = model.logits(x)?.argmax_rows()?.to_vec::<u32>()?;
-        let mut fooled: Vec<bool> = pred.iter().zip(labels).map(|(p, y)| p != y).collect();
-        let mut adv = x.clone();
+        let ranked: Vec<Vec<u32>> = pred.iter().map(|&p| vec![p]).collect();
+        let mut out = Outcome::start(x, &ranked, labels);
         for restart in 0..self.restarts {
-            let active: Vec<usize> = (0..n).filter(|&i| !fooled[i]).collect();
+            let active = out.unfooled();
             if active.is_empty() {
                 break;
             }
@@ -146,16 +143,9 @@ impl Square {
             })?;
             let run_adv = Tensor::cat_rows(&runs.iter().map(|r| r.0.clone()).collect::<Vec<_>>())?;
             let broke: Vec<bool> = runs.iter().flat_map(|r| r.1.iter().copied()).collect();
-            let (rows, from): (Vec<usize>, Vec<usize>) = broke
-                .iter()
-                .enumerate()
-                .filter(|(_, &b)| b)
-                .map(|(k, _)| (active[k], k))
-                .unzip();
-            rows.iter().for_each(|&i| fooled[i] = true);
-            put_rows(&mut adv, &rows, &take_rows(&run_adv, &from)?)?;
+            out.absorb(&active, &run_adv, &broke, &broke)?;
         }
-        Ok(Outcome { adv, fooled })
+        Ok(out)
     }
 
     /// One run on a piece of unbroken examples, state on the host in `T`.

@@ -19,23 +19,6 @@ fn rows_per_task(cols: usize) -> usize {
     (16 * 1024 / cols.max(1)).max(1)
 }
 
-/// The float slices of buffers that must share one float type.
-macro_rules! floats {
-    ($op:expr, ($first:expr $(, $rest:expr)*), |$x:ident $(, $y:ident)*| $body:expr) => {{
-        let dtype = $first.dtype();
-        $(
-            if $rest.dtype() != dtype {
-                return Err(Error::DTypeMismatch { op: $op, lhs: dtype, rhs: $rest.dtype() });
-            }
-        )*
-        match ($first, $($rest),*) {
-            (CpuStorage::F32($x), $(CpuStorage::F32($y)),*) => $body,
-            (CpuStorage::F64($x), $(CpuStorage::F64($y)),*) => $body,
-            _ => Err(unsupported($op, dtype)),
-        }
-    }};
-}
-
 /// Checks that a buffer holds whole rows of `cols` values; returns the rows.
 fn rows_of(op: &'static str, len: usize, cols: usize) -> Result<usize> {
     if cols == 0 || !len.is_multiple_of(cols) {
@@ -113,7 +96,7 @@ fn max_and_log_sum<T: Float>(x: &[T]) -> (f64, f64) {
 }
 
 pub(super) fn log_softmax(x: &CpuStorage, classes: usize) -> Result<CpuStorage> {
-    floats!("log_softmax", (x), |x| {
+    with_floats!("log_softmax", (x), |x| {
         let n = rows_of("log_softmax", x.len(), classes)?;
         Ok(CpuElement::into_storage(map_rows(
             n,
@@ -135,7 +118,7 @@ pub(super) fn log_softmax_backward(
     y: &CpuStorage,
     classes: usize,
 ) -> Result<CpuStorage> {
-    floats!("log_softmax_backward", (g, y), |g, y| {
+    with_floats!("log_softmax_backward", (g, y), |g, y| {
         let n = rows_of("log_softmax_backward", g.len(), classes)?;
         Ok(CpuElement::into_storage(map_rows(
             n,
@@ -156,7 +139,7 @@ pub(super) fn log_softmax_backward(
 }
 
 pub(super) fn map(x: &CpuStorage, op: &'static str, f: fn(f64) -> f64) -> Result<CpuStorage> {
-    floats!(op, (x), |x| {
+    with_floats!(op, (x), |x| {
         let mut out = pool::filled(x.len(), zero_of(x));
         out.par_chunks_mut(64 * 1024)
             .zip(x.par_chunks(64 * 1024))
@@ -170,7 +153,7 @@ pub(super) fn map(x: &CpuStorage, op: &'static str, f: fn(f64) -> f64) -> Result
 }
 
 pub(super) fn pick_rows(x: &CpuStorage, index: &CpuStorage, classes: usize) -> Result<CpuStorage> {
-    floats!("pick", (x), |x| {
+    with_floats!("pick", (x), |x| {
         let n = rows_of("pick", x.len(), classes)?;
         let idx = indices("pick", index, n, classes)?;
         let mut out = pool::take(n);
@@ -188,7 +171,7 @@ pub(super) fn pick_rows_backward(
     index: &CpuStorage,
     classes: usize,
 ) -> Result<CpuStorage> {
-    floats!("pick_backward", (g), |g| {
+    with_floats!("pick_backward", (g), |g| {
         let idx = indices("pick_backward", index, g.len(), classes)?;
         let mut out = pool::filled(g.len() * classes, zero_of(g));
         for (i, (&k, &gv)) in idx.iter().zip(g.iter()).enumerate() {
@@ -212,7 +195,7 @@ fn kl_row<T: Float>(a: &[T], b: &[T], lp: &mut [f64], lq: &mut [f64]) -> f64 {
 }
 
 pub(super) fn kl_div_rows(a: &CpuStorage, b: &CpuStorage, classes: usize) -> Result<CpuStorage> {
-    floats!("kl_div", (a, b), |a, b| {
+    with_floats!("kl_div", (a, b), |a, b| {
         let n = rows_of("kl_div", a.len(), classes)?;
         if b.len() != a.len() {
             return Err(Error::invalid(
@@ -238,7 +221,7 @@ pub(super) fn kl_div_rows_backward(
     g: &CpuStorage,
     classes: usize,
 ) -> Result<(CpuStorage, CpuStorage)> {
-    floats!("kl_div_backward", (a, b, g), |a, b, g| {
+    with_floats!("kl_div_backward", (a, b, g), |a, b, g| {
         let n = rows_of("kl_div_backward", a.len(), classes)?;
         if b.len() != a.len() || g.len() != n {
             return Err(Error::invalid("kl_div_backward: buffer lengths disagree"));
@@ -350,7 +333,7 @@ pub(super) fn dlr_rows(
     targeted: bool,
     classes: usize,
 ) -> Result<CpuStorage> {
-    floats!("dlr", (z), |z| {
+    with_floats!("dlr", (z), |z| {
         let (n, y, t) = dlr_inputs("dlr", z.len(), labels, targets, targeted, classes)?;
         Ok(CpuElement::into_storage(map_rows(
             n,
@@ -377,7 +360,7 @@ pub(super) fn dlr_rows_backward(
     g: &CpuStorage,
     classes: usize,
 ) -> Result<CpuStorage> {
-    floats!("dlr_backward", (z, g), |z, g| {
+    with_floats!("dlr_backward", (z, g), |z, g| {
         let (n, y, t) = dlr_inputs("dlr_backward", z.len(), labels, targets, targeted, classes)?;
         if g.len() != n {
             return Err(Error::invalid(
@@ -438,7 +421,7 @@ pub(super) fn apgd_step(
     norm: Norm,
     cols: usize,
 ) -> Result<CpuStorage> {
-    floats!("apgd_step", (x, prev, g, c, step), |x, prev, g, c, step| {
+    with_floats!("apgd_step", (x, prev, g, c, step), |x, prev, g, c, step| {
         let n = rows_of("apgd_step", x.len(), cols)?;
         if [prev.len(), g.len(), c.len()].iter().any(|&l| l != x.len()) || step.len() != n {
             return Err(Error::invalid("apgd_step: buffer lengths disagree"));
@@ -628,7 +611,7 @@ pub(super) fn fab_step(
     norm: Norm,
     cols: usize,
 ) -> Result<(CpuStorage, CpuStorage)> {
-    floats!("fab_step", (x, x0, w, f), |x, x0, w, f| {
+    with_floats!("fab_step", (x, x0, w, f), |x, x0, w, f| {
         let n = rows_of("fab_step", x.len(), cols)?;
         if x0.len() != x.len() || w.len() != x.len() || f.len() != n {
             return Err(Error::invalid("fab_step: buffer lengths disagree"));
