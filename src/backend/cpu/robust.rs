@@ -507,11 +507,8 @@ fn project_onto_hyperplane(
     let mut c = b - t.iter().zip(w).map(|(t, w)| t * w).sum::<f64>();
     let flip = if c < 0.0 { -1.0 } else { 1.0 };
     c *= flip;
-    s.a.clear();
-    s.b.clear();
-    let mut reach = 0.0;
-    for (&tj, &wj) in t.iter().zip(w) {
-        let wj = flip * wj;
+    // Per coordinate: the room in the box along sign(w), and κ.
+    let room_kappa = |tj: f64, wj: f64| {
         let room = if wj > 0.0 {
             1.0 - tj
         } else if wj < 0.0 {
@@ -519,12 +516,18 @@ fn project_onto_hyperplane(
         } else {
             0.0
         };
-        let aw = wj.abs();
         let kappa = match norm {
             Norm::Linf => 1.0,
-            Norm::L2 => aw,
+            Norm::L2 => wj.abs(),
         };
-        let (a, bb) = (aw * kappa, aw * room);
+        (room, kappa)
+    };
+    s.a.clear();
+    s.b.clear();
+    let mut reach = 0.0;
+    for (&tj, &wj) in t.iter().zip(w) {
+        let (room, kappa) = room_kappa(tj, flip * wj);
+        let (a, bb) = (wj.abs() * kappa, wj.abs() * room);
         reach += bb;
         s.a.push(a);
         s.b.push(bb);
@@ -547,22 +550,12 @@ fn project_onto_hyperplane(
         lambda
     };
     for ((dj, &tj), &wj) in d.iter_mut().zip(t).zip(w) {
-        let wj = flip * wj;
-        let room = if wj > 0.0 {
-            1.0 - tj
-        } else if wj < 0.0 {
-            tj
-        } else {
+        let (room, kappa) = room_kappa(tj, flip * wj);
+        *dj = if wj == 0.0 {
             0.0
+        } else {
+            (flip * wj).signum() * (lambda * kappa).min(room)
         };
-        let kappa = match norm {
-            Norm::Linf => 1.0,
-            Norm::L2 => wj.abs(),
-        };
-        *dj = wj.signum() * (lambda * kappa).min(room);
-        if wj == 0.0 {
-            *dj = 0.0;
-        }
     }
     row_norm(d.iter().copied(), norm)
 }
