@@ -33,6 +33,7 @@ pub mod ops;
 pub mod optim;
 pub mod report;
 pub mod rng;
+pub mod robust_training;
 pub mod shape;
 pub mod tape;
 pub mod tensor;

@@ -45,22 +45,49 @@ pub enum AdvTraining {
         /// Step size α.
         alpha: f64,
     },
+    /// TRADES: `CE(f(x), y) + β·KL(p(x) ‖ p(x'))`, `x'` maximising the KL
+    /// divergence (see [`crate::robust_training`]).
+    Trades {
+        /// The L∞ budget ε.
+        eps: f64,
+        /// Steps of the inner maximisation.
+        steps: usize,
+        /// Their step size α.
+        alpha: f64,
+        /// The weight β of the KL term.
+        beta: f64,
+    },
+    /// MART: a boosted cross-entropy on `x'` plus `β·KL` weighted by
+    /// `1 − p(x)_y` (see [`crate::robust_training`]).
+    Mart {
+        /// The L∞ budget ε.
+        eps: f64,
+        /// Steps of the inner PGD.
+        steps: usize,
+        /// Their step size α.
+        alpha: f64,
+        /// The weight β of the KL term.
+        beta: f64,
+    },
 }
 
 impl AdvTraining {
-    /// The attack that makes the training batch: L∞ PGD from a random
-    /// start (FGSM-RS is its one-step case with `α = 1.25ε`).
-    pub fn attack(&self) -> Attack {
+    /// The attack that makes the training batch of FGSM-RS and PGD
+    /// training: L∞ PGD from a random start (FGSM-RS is its one-step case
+    /// with `α = 1.25ε`); `None` for TRADES and MART, whose inner
+    /// maximisation is their own ([`AdvTraining::inner_maximum`]).
+    pub fn attack(&self) -> Option<Attack> {
         let (eps, steps, alpha) = match *self {
             AdvTraining::FgsmRs { eps } => (eps, 1, 1.25 * eps),
             AdvTraining::Pgd { eps, steps, alpha } => (eps, steps, alpha),
+            AdvTraining::Trades { .. } | AdvTraining::Mart { .. } => return None,
         };
-        Attack::Pgd(Pgd {
+        Some(Attack::Pgd(Pgd {
             alpha: Some(alpha),
             random_start: true,
             steps,
             ..Pgd::new(Threat::Linf(eps))
-        })
+        }))
     }
 
     /// Adversarial examples for the batch `x` (in `[0, 1]`) with `labels`,
@@ -72,7 +99,13 @@ impl AdvTraining {
         labels: &Tensor,
         rng: &mut Rng,
     ) -> Result<Tensor> {
-        self.attack().run(model, x, labels, rng.next_u64())
+        let seed = rng.next_u64();
+        match self.attack() {
+            Some(attack) => attack.run(model, x, labels, seed),
+            None => self
+                .inner_maximum(model, x, labels, seed)?
+                .ok_or_else(|| Error::invalid("adversarial training: no inner maximisation")),
+        }
     }
 }
 
@@ -101,9 +134,11 @@ pub struct EpochStats {
     /// Epoch number, from 1.
     pub epoch: usize,
     /// Mean training loss over the epoch's batches (on the adversarial
-    /// inputs when training adversarially).
+    /// inputs when training adversarially; TRADES and MART: their whole
+    /// objective).
     pub train_loss: f64,
-    /// Training accuracy over the epoch's batches.
+    /// Training accuracy over the epoch's batches (on the inputs the loss
+    /// was taken on; TRADES and MART: on the clean inputs).
     pub train_accuracy: f64,
     /// Test accuracy after the epoch, if a test set was given.
     pub test_accuracy: Option<f64>,
@@ -308,12 +343,11 @@ fn train_on_worker(
         for idx in Batches::new(&order, cfg.batch_size, false)? {
             let start = Instant::now();
             let (x, y) = batch_tensors(train_set, idx, device, &mut images, &mut labels)?;
-            let x = match &cfg.adversarial {
-                Some(adv) => adv.perturb(model, &x, &y, &mut rng)?,
-                None => x,
-            };
             let lr = cfg.schedule.lr(cfg.optim.lr, epoch, step, total_steps);
-            let batch = gradient_step(model, &mut optimizer, &mut tape, x, &y, lr)?;
+            let batch = match &cfg.adversarial {
+                Some(adv) => adv.step(model, &mut optimizer, &mut tape, x, &y, lr, &mut rng)?,
+                None => gradient_step(model, &mut optimizer, &mut tape, x, &y, lr)?,
+            };
             epoch_time += start.elapsed();
             step += 1;
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use advgrad::attack::{
     evaluate_attack, perturbation_norms, restart_seed, Attack, AttackOptions, EvalOptions, Fgsm,
-    Pgd, Target, Threat, ATTACK_NAMES,
+    Pgd, Target, Threat, ATTACK_NAMES, EVALUATION_ATTACKS,
 };
 use advgrad::data::{Batches, Dataset, Rng, Split, FASHION_MNIST_CLASSES};
 use advgrad::nn::{Activation, Mlp};
@@ -106,9 +106,18 @@ fn accuracy(model: &Mlp, x: &Tensor, labels: &[u32]) -> f64 {
 }
 
 fn fast(name: &str, eps: f64) -> Attack {
-    // Fewer C&W steps keep the tests fast; the rest run with their defaults.
+    // Fewer C&W, APGD and FAB steps and Square queries keep the tests
+    // fast; the rest run with their defaults (tests/robust_eval.rs has the
+    // robustness-evaluation attacks' own tests).
+    let evaluation = EVALUATION_ATTACKS.contains(&name);
     let options = AttackOptions {
-        steps: (name == "cw").then_some(40),
+        steps: match name {
+            "cw" => Some(40),
+            "square" => None,
+            _ if evaluation => Some(20),
+            _ => None,
+        },
+        queries: matches!(name, "square" | "autoattack").then_some(300),
         ..AttackOptions::default()
     };
     Attack::build(name, eps, &options).unwrap()

@@ -81,6 +81,13 @@ fn gradcheck_json_lists_every_op_and_passes() {
             "softmax_cross_entropy",
             "sum",
             "mean",
+            "log_softmax",
+            "exp",
+            "ln",
+            "pick",
+            "kl_div",
+            "dlr",
+            "dlr_targeted",
             "mlp"
         ]
     );

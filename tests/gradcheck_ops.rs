@@ -44,6 +44,13 @@ gradcheck_tests!(
     softmax_cross_entropy,
     sum,
     mean,
+    log_softmax,
+    exp,
+    ln,
+    pick,
+    kl_div,
+    dlr,
+    dlr_targeted,
     mlp
 );
 

@@ -49,12 +49,10 @@ done
 needs_python=0
 case ",$FRAMEWORKS," in *,jax,*|*,torch,*|*,torch-compile,*|*,numpy,*) needs_python=1 ;; esac
 
-if [ ! -x "$VENV/bin/python" ]; then
-  log "creating $VENV with $($PY --version 2>&1)"
-  "$PY" -m venv "$VENV" >&2
-fi
+# shellcheck source=venv.sh
+. "$HERE/venv.sh"
+peers_venv_create "$VENV" "$PY"
 VPY="$VENV/bin/python"
-export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 if [ "$UPDATE" = 1 ]; then
   log "installing the newest jax[cpu], torch, numpy from PyPI"
@@ -68,15 +66,7 @@ if [ "$UPDATE" = 1 ]; then
   } > "$REQ"
   sha256sum "$REQ" | cut -d' ' -f1 > "$VENV/.requirements.sha256"
 elif [ "$needs_python" = 1 ]; then
-  want="$(sha256sum "$REQ" | cut -d' ' -f1)"
-  have="$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)"
-  if [ "$want" != "$have" ]; then
-    log "installing $REQ into $VENV (first run: ~3 GB from PyPI, a few minutes)"
-    start=$(date +%s)
-    "$VPY" -m pip install --only-binary :all: -r "$REQ" >&2
-    echo "$want" > "$VENV/.requirements.sha256"
-    log "installed in $(( $(date +%s) - start )) s; venv size $(du -sh "$VENV" | cut -f1)"
-  fi
+  peers_venv_install "$VENV" "$REQ"
 fi
 
 # ---- advgrad ---------------------------------------------------------------

@@ -9,6 +9,7 @@
 
 use rayon::prelude::*;
 
+use super::model::Classifier;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::nn::Mlp;
@@ -25,8 +26,8 @@ pub(crate) fn host_tensor(values: &[f64], shape: &[usize], like: &Tensor) -> Res
 /// Checks a batch: `x` a float matrix `[N, model inputs]` with every value
 /// finite and in `[0, 1]`, `labels` u32 `[N]` with every label a class of the
 /// model. Returns `(N, features)` and the labels on the host.
-pub(crate) fn check_batch(
-    model: &Mlp,
+pub(crate) fn check_batch<M: Classifier + ?Sized>(
+    model: &M,
     x: &Tensor,
     labels: &Tensor,
 ) -> Result<(usize, usize, Vec<u32>)> {
@@ -45,7 +46,7 @@ pub(crate) fn check_batch(
             op: "attack",
             msg: format!(
                 "the model {} expects {} input features, the batch has {d} (shape {})",
-                model.arch(),
+                model.describe(),
                 model.input_size(),
                 x.shape()
             ),

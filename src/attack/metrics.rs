@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::Attack;
+use super::autoattack::{timed_stage, Ensemble, EnsembleDetails, Point};
+use super::rowwise::predictions;
+use super::{Attack, AutoAttack};
 use crate::data::{Batches, Dataset};
 use crate::error::{Error, Result};
 use crate::nn::Mlp;
@@ -77,6 +79,10 @@ pub struct EpsResult {
     /// The first [`EvalOptions::keep_samples`] examples, for pictures.
     #[serde(skip)]
     pub samples: Vec<Sample>,
+    /// For AutoAttack: robust accuracy after each member and which member
+    /// broke each example.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ensemble: Option<EnsembleDetails>,
 }
 
 /// An attack measured at several eps on one data set.
@@ -121,6 +127,40 @@ pub fn perturbation_norms(x: &Tensor, x_adv: &Tensor) -> Result<Vec<(f64, f64)>>
         .collect())
 }
 
+/// Every example of `data` (in file order) in batches of `batch_size` on
+/// the model's device: inputs, labels, and the labels on the host.
+fn device_batches(
+    model: &Mlp,
+    data: &Dataset,
+    batch_size: usize,
+    op: &'static str,
+) -> Result<Vec<(Tensor, Tensor, Vec<u32>)>> {
+    if data.is_empty() {
+        return Err(Error::invalid(format!("{op}: the data set is empty")));
+    }
+    if data.features() != model.input_size() {
+        return Err(Error::BadShape {
+            op,
+            msg: format!(
+                "the model {} expects {} input features, the data has {}",
+                model.arch(),
+                model.input_size(),
+                data.features()
+            ),
+        });
+    }
+    let order: Vec<usize> = (0..data.rows()).collect();
+    let d = data.features();
+    Batches::new(&order, batch_size, false)?
+        .map(|idx| {
+            let (x, y) = data.gather(idx)?;
+            let x = Tensor::from_vec(x, [idx.len(), d])?.to_device(model.device())?;
+            let yt = Tensor::from_vec(y.clone(), [idx.len()])?.to_device(model.device())?;
+            Ok((x, yt, y))
+        })
+        .collect()
+}
+
 /// The seed of batch `b` in a run seeded with `seed`.
 fn batch_seed(seed: u64, b: usize) -> u64 {
     let mut s = seed ^ (b as u64).wrapping_mul(0xd1b5_4a32_d192_ed03);
@@ -143,44 +183,21 @@ pub fn evaluate_attack(
     options: &EvalOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<AttackReport> {
-    if data.is_empty() {
-        return Err(Error::invalid("evaluate_attack: the data set is empty"));
-    }
     if eps.is_empty() {
         return Err(Error::invalid("evaluate_attack: no eps given"));
     }
-    if data.features() != model.input_size() {
-        return Err(Error::BadShape {
-            op: "evaluate_attack",
-            msg: format!(
-                "the model {} expects {} input features, the data has {}",
-                model.arch(),
-                model.input_size(),
-                data.features()
-            ),
-        });
-    }
-    let device = model.device();
-    let order: Vec<usize> = (0..data.rows()).collect();
-    let batches: Vec<&[usize]> = Batches::new(&order, options.batch_size, false)?.collect();
+    let xs = device_batches(model, data, options.batch_size, "evaluate_attack")?;
     let d = data.features();
-
-    // The batches on the device, and the clean predictions.
-    let mut xs = Vec::with_capacity(batches.len());
     let mut clean_pred = Vec::with_capacity(data.rows());
-    for idx in &batches {
-        let (x, y) = data.gather(idx)?;
-        let x = Tensor::from_vec(x, [idx.len(), d])?.to_device(device)?;
-        let yt = Tensor::from_vec(y.clone(), [idx.len()])?.to_device(device)?;
-        clean_pred.extend(model.predict(&x)?.to_vec::<u32>()?);
-        xs.push((x, yt, y));
+    for (x, _, _) in &xs {
+        clean_pred.extend(model.predict(x)?.to_vec::<u32>()?);
     }
     let labels = data.labels();
     let correct: Vec<bool> = clean_pred.iter().zip(labels).map(|(p, y)| p == y).collect();
     let n = data.rows();
     let n_correct = correct.iter().filter(|&&c| c).count();
 
-    let total = batches.len() * eps.len();
+    let total = xs.len() * eps.len();
     let mut done = 0;
     let mut results = Vec::with_capacity(eps.len());
     for &e in eps {
@@ -250,6 +267,7 @@ pub fn evaluate_attack(
                 0.0
             },
             samples,
+            ensemble: None,
         });
     }
     Ok(AttackReport {
@@ -258,5 +276,187 @@ pub fn evaluate_attack(
         n,
         clean_accuracy: n_correct as f64 / n as f64,
         results,
+    })
+}
+
+/// Runs the AutoAttack ensemble `attack` over every example of `data` at
+/// each radius of `eps`, member by member as the reference implementation
+/// does: each member attacks, in batches, the examples every earlier
+/// member left robust. Every batch uses `options.seed` (the members draw
+/// per example). `progress(member, done, total)` follows each member's
+/// batches; `log` receives one line per member with the robust accuracy
+/// after it.
+///
+/// # Errors
+/// As [`evaluate_attack`].
+pub fn evaluate_autoattack(
+    model: &Mlp,
+    data: &Dataset,
+    attack: &AutoAttack,
+    eps: &[f64],
+    options: &EvalOptions,
+    progress: &mut dyn FnMut(&str, usize, usize),
+    log: &mut dyn FnMut(&str),
+) -> Result<AttackReport> {
+    if eps.is_empty() {
+        return Err(Error::invalid("evaluate_autoattack: no eps given"));
+    }
+    let xs = device_batches(model, data, options.batch_size, "evaluate_autoattack")?;
+    let d = data.features();
+    let n = data.rows();
+    let mut results = Vec::with_capacity(eps.len());
+    let mut clean_correct = 0;
+    for &e in eps {
+        let aa = AutoAttack {
+            threat: attack.threat.with_eps(e),
+            ..*attack
+        };
+        attack.threat.with_eps(e).validate(d)?;
+        let members = aa.members(model.classes());
+        let start = Instant::now();
+        let mut states = xs
+            .iter()
+            .map(|(x, _, y)| Ensemble::start(model, x, y))
+            .collect::<Result<Vec<_>>>()?;
+        let robust_now = |states: &[Ensemble]| {
+            states
+                .iter()
+                .map(|s| s.robust.iter().filter(|&&r| r).count())
+                .sum::<usize>()
+        };
+        clean_correct = robust_now(&states);
+        log(&format!(
+            "AutoAttack ({}, {}) on {n} examples: clean accuracy {:.2}%",
+            aa.version,
+            aa.threat,
+            100.0 * clean_correct as f64 / n as f64
+        ));
+        let mut stages = Vec::with_capacity(members.len());
+        if e > 0.0 {
+            for (m, member) in members.iter().enumerate() {
+                if robust_now(&states) == 0 {
+                    break;
+                }
+                let member_start = Instant::now();
+                let mut broken = 0;
+                for (b, ((x, yt, y), state)) in xs.iter().zip(&mut states).enumerate() {
+                    broken += state.run(model, member, m, x, yt, y, options.seed)?;
+                    progress(member.name(), b + 1, xs.len());
+                }
+                stages.push(timed_stage(
+                    member.name(),
+                    robust_now(&states),
+                    n,
+                    broken,
+                    member_start,
+                    log,
+                ));
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        results.push(ensemble_result(
+            model,
+            &xs,
+            &states,
+            &members,
+            stages,
+            e,
+            seconds,
+            options.keep_samples,
+            aa.version.name(),
+        )?);
+    }
+    Ok(AttackReport {
+        attack: "autoattack".into(),
+        norm: attack.threat.norm_name().to_string(),
+        n,
+        clean_accuracy: clean_correct as f64 / n as f64,
+        results,
+    })
+}
+
+/// The metrics of one eps from the ensemble's final states.
+#[allow(clippy::too_many_arguments)]
+fn ensemble_result(
+    model: &Mlp,
+    xs: &[(Tensor, Tensor, Vec<u32>)],
+    states: &[Ensemble],
+    members: &[Attack],
+    stages: Vec<super::Stage>,
+    eps: f64,
+    seconds: f64,
+    keep_samples: usize,
+    version: &str,
+) -> Result<EpsResult> {
+    let (mut points, mut samples) = (Vec::new(), Vec::new());
+    let (mut robust, mut clean_ok, mut fooled) = (0usize, 0usize, 0usize);
+    let (mut max_linf, mut sum_linf, mut max_l2, mut sum_l2) = (0.0f64, 0.0, 0.0f64, 0.0);
+    let d = xs.first().map_or(1, |(x, _, _)| x.dims()[1]);
+    for ((x, _, y), state) in xs.iter().zip(states) {
+        let clean_pred = predictions(model, x)?;
+        let adv_pred = predictions(model, &state.adv)?;
+        let norms = perturbation_norms(x, &state.adv)?;
+        let (cx, ax) = if samples.len() < keep_samples {
+            (x.to_vec::<f32>()?, state.adv.to_vec::<f32>()?)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        for i in 0..y.len() {
+            let correct = clean_pred[i] == y[i];
+            clean_ok += usize::from(correct);
+            robust += usize::from(adv_pred[i] == y[i]);
+            fooled += usize::from(correct && adv_pred[i] != y[i]);
+            let (linf, l2) = norms[i];
+            max_linf = max_linf.max(linf);
+            max_l2 = max_l2.max(l2);
+            sum_linf += linf;
+            sum_l2 += l2;
+            let broken_by = match state.broken_by[i] {
+                Some(m) => Some(members[m].name().to_string()),
+                None if !correct => Some("clean".to_string()),
+                None => None,
+            };
+            points.push(Point {
+                index: points.len(),
+                label: y[i],
+                clean_pred: clean_pred[i],
+                adv_pred: adv_pred[i],
+                broken_by,
+                linf,
+                l2,
+            });
+            if samples.len() < keep_samples {
+                samples.push(Sample {
+                    label: y[i],
+                    target: None,
+                    clean_pred: clean_pred[i],
+                    adv_pred: adv_pred[i],
+                    clean: cx[i * d..(i + 1) * d].to_vec(),
+                    adv: ax[i * d..(i + 1) * d].to_vec(),
+                });
+            }
+        }
+    }
+    let n = points.len().max(1) as f64;
+    Ok(EpsResult {
+        eps,
+        robust_accuracy: robust as f64 / n,
+        success_rate: if clean_ok == 0 {
+            0.0
+        } else {
+            fooled as f64 / clean_ok as f64
+        },
+        max_linf,
+        mean_linf: sum_linf / n,
+        max_l2,
+        mean_l2: sum_l2 / n,
+        seconds,
+        examples_per_second: if seconds > 0.0 { n / seconds } else { 0.0 },
+        samples,
+        ensemble: Some(EnsembleDetails {
+            version: version.to_string(),
+            stages,
+            points,
+        }),
     })
 }

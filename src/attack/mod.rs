@@ -17,6 +17,10 @@
 //! | [`MiFgsm`] | L∞ | `mₜ₊₁ = μ·mₜ + gₜ/‖gₜ‖₁`, `xₜ₊₁ = Π(xₜ + α·sign mₜ₊₁)` |
 //! | [`DeepFool`] | L2 | step to the nearest linearised decision boundary |
 //! | [`CarliniWagner`] | L2 | `min ‖x'−x‖² + c·f(x')`, `x' = (tanh w + 1)/2`, Adam |
+//! | [`Apgd`] | L∞ or L2 | PGD with momentum 0.75 and a step size that halves at checkpoints, on CE, DLR or targeted DLR |
+//! | [`Fab`] | L∞ or L2 | minimum-norm steps onto the linearised boundary, biased towards `x` |
+//! | [`Square`] | L∞ or L2 | random search over square windows, scores only (no gradient) |
+//! | [`AutoAttack`] | L∞ or L2 | APGD-CE, APGD-T, FAB-T and Square, each on the examples still robust |
 //!
 //! Every attack is batched and works on the rows independently: an
 //! example's adversarial does not depend on the other rows of its batch
@@ -24,7 +28,10 @@
 //! only a random start draws its noise for the whole batch at once). The
 //! randomness (random starts, random targets) comes from the seed passed to
 //! [`Attack::run`], so a seed reproduces a batch. Without a random start
-//! every attack is deterministic.
+//! every attack is deterministic. The robustness-evaluation attacks (APGD,
+//! FAB, Square, AutoAttack) draw their randomness per example, from the
+//! seed and the example itself, so their result for an example does not
+//! depend on its batch at all (see [`rowwise`]).
 //!
 //! ```no_run
 //! use advgrad::attack::{Attack, Fgsm};
@@ -35,31 +42,46 @@
 //! # Ok(()) }
 //! ```
 
+mod apgd;
+mod audit;
+mod autoattack;
 mod common;
 mod cw;
 mod deepfool;
+mod fab;
 mod fgsm;
 mod metrics;
 mod mifgsm;
+mod model;
 mod pgd;
+pub mod rowwise;
+mod square;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Norm;
 use crate::error::{Error, Result};
 use crate::nn::Mlp;
 use crate::rng::{splitmix64, Rng};
 use crate::tensor::Tensor;
 
+pub use apgd::{Apgd, ApgdLoss};
+pub use audit::{audit, AuditOptions, AuditReport, Check};
+pub use autoattack::{AutoAttack, EnsembleDetails, Point, Stage, Version};
 pub use cw::CarliniWagner;
 pub use deepfool::DeepFool;
+pub use fab::Fab;
 pub use fgsm::{Fgm, Fgsm};
 pub use metrics::{
-    evaluate_attack, perturbation_norms, AttackReport, EpsResult, EvalOptions, Sample,
+    evaluate_attack, evaluate_autoattack, perturbation_norms, AttackReport, EpsResult, EvalOptions,
+    Sample,
 };
 pub use mifgsm::MiFgsm;
+pub use model::Classifier;
 pub use pgd::{Bim, Pgd};
+pub use square::Square;
 
 /// The threat model: the norm that bounds the perturbation `δ = x' − x`
 /// of each example, and the radius `eps` of the ball.
@@ -84,6 +106,22 @@ impl Threat {
         match self {
             Threat::Linf(_) => Threat::Linf(eps),
             Threat::L2(_) => Threat::L2(eps),
+        }
+    }
+
+    /// The threat of `norm` with radius `eps`.
+    pub fn of(norm: Norm, eps: f64) -> Threat {
+        match norm {
+            Norm::Linf => Threat::Linf(eps),
+            Norm::L2 => Threat::L2(eps),
+        }
+    }
+
+    /// The norm, as the kernels name it.
+    pub fn kernel_norm(self) -> Norm {
+        match self {
+            Threat::Linf(_) => Norm::Linf,
+            Threat::L2(_) => Norm::L2,
         }
     }
 
@@ -112,7 +150,7 @@ impl Threat {
             Threat::Linf(e) if e > 1.0 => Err(Error::invalid(format!(
                 "attack: an L∞ eps of {e} is larger than the whole pixel range [0, 1]; \
                  L∞ budgets for [0, 1] images are like 0.03–0.3 (was this an L2 budget? \
-                 the L2 attacks are fgm, pgd-l2, deepfool and cw)"
+                 the L2 attacks are fgm, pgd-l2, deepfool and cw, and the others with --norm l2)"
             ))),
             Threat::L2(e) if e.is_finite() && e > (d as f64).sqrt() => {
                 Err(Error::invalid(format!(
@@ -203,6 +241,16 @@ pub struct AttackOptions {
     pub restarts: Option<usize>,
     /// Untargeted, or the target.
     pub target: Target,
+    /// The norm of APGD, FAB, Square and AutoAttack (`None`: L∞).
+    pub norm: Option<Norm>,
+    /// AutoAttack's version (`None`: standard).
+    pub version: Option<Version>,
+    /// Square's query budget (also Square inside AutoAttack).
+    pub queries: Option<usize>,
+    /// Target classes of APGD-T and FAB-T (`None`: 9, at most classes − 1).
+    pub targets: Option<usize>,
+    /// Scale Square's `p` schedule to its query budget (square, autoattack).
+    pub rescale_schedule: bool,
 }
 
 /// One configured attack. Each variant's struct documents its update rule
@@ -224,12 +272,45 @@ pub enum Attack {
     DeepFool(DeepFool),
     /// Carlini–Wagner L2.
     CarliniWagner(CarliniWagner),
+    /// Auto-PGD on CE, DLR or targeted DLR (L∞ or L2).
+    Apgd(Apgd),
+    /// FAB or FAB-T (L∞ or L2).
+    Fab(Fab),
+    /// The Square attack (L∞ or L2, scores only).
+    Square(Square),
+    /// The AutoAttack ensemble.
+    AutoAttack(AutoAttack),
 }
 
 /// The attack names [`Attack::build`] knows, as the command line spells
 /// them.
-pub const ATTACK_NAMES: [&str; 8] = [
-    "fgsm", "fgm", "bim", "pgd", "pgd-l2", "mifgsm", "deepfool", "cw",
+pub const ATTACK_NAMES: [&str; 15] = [
+    "fgsm",
+    "fgm",
+    "bim",
+    "pgd",
+    "pgd-l2",
+    "mifgsm",
+    "deepfool",
+    "cw",
+    "apgd-ce",
+    "apgd-dlr",
+    "apgd-t",
+    "fab",
+    "fab-t",
+    "square",
+    "autoattack",
+];
+
+/// The attacks that take `--norm` (and draw their randomness per example).
+pub const EVALUATION_ATTACKS: [&str; 7] = [
+    "apgd-ce",
+    "apgd-dlr",
+    "apgd-t",
+    "fab",
+    "fab-t",
+    "square",
+    "autoattack",
 ];
 
 impl Attack {
@@ -252,6 +333,19 @@ impl Attack {
                     "attack: the step size alpha must be positive, got {a}"
                 )));
             }
+        }
+        if !EVALUATION_ATTACKS.contains(&name)
+            && (options.norm.is_some()
+                || options.version.is_some()
+                || options.queries.is_some()
+                || options.targets.is_some()
+                || options.rescale_schedule)
+        {
+            return Err(Error::invalid(format!(
+                "attack: {name} takes no norm, version, queries or targets \
+                 (those are for {})",
+                EVALUATION_ATTACKS.join(", ")
+            )));
         }
         let target = options.target;
         let iterative_only = |what: &str| -> Result<()> {
@@ -330,6 +424,13 @@ impl Attack {
                     ..d
                 })
             }
+            "apgd-ce" | "apgd-dlr" | "apgd-t" | "fab" | "fab-t" | "square" | "autoattack" => {
+                evaluation_attack(
+                    name,
+                    Threat::of(options.norm.unwrap_or(Norm::Linf), eps),
+                    options,
+                )?
+            }
             other => {
                 return Err(Error::invalid(format!(
                     "unknown attack `{other}`: expected one of {}",
@@ -351,6 +452,10 @@ impl Attack {
             Attack::MiFgsm(_) => "mifgsm",
             Attack::DeepFool(_) => "deepfool",
             Attack::CarliniWagner(_) => "cw",
+            Attack::Apgd(a) => a.name(),
+            Attack::Fab(a) => a.name(),
+            Attack::Square(_) => "square",
+            Attack::AutoAttack(_) => "autoattack",
         }
     }
 
@@ -365,6 +470,10 @@ impl Attack {
             Attack::MiFgsm(a) => Threat::Linf(a.eps),
             Attack::DeepFool(a) => Threat::L2(a.eps.unwrap_or(f64::INFINITY)),
             Attack::CarliniWagner(a) => Threat::L2(a.eps.unwrap_or(f64::INFINITY)),
+            Attack::Apgd(a) => a.threat,
+            Attack::Fab(a) => a.threat,
+            Attack::Square(a) => a.threat,
+            Attack::AutoAttack(a) => a.threat,
         }
     }
 
@@ -380,6 +489,10 @@ impl Attack {
             Attack::MiFgsm(c) => c.eps = eps,
             Attack::DeepFool(c) => c.eps = Some(eps),
             Attack::CarliniWagner(c) => c.eps = Some(eps),
+            Attack::Apgd(c) => c.threat = c.threat.with_eps(eps),
+            Attack::Fab(c) => c.threat = c.threat.with_eps(eps),
+            Attack::Square(c) => c.threat = c.threat.with_eps(eps),
+            Attack::AutoAttack(c) => c.threat = c.threat.with_eps(eps),
         }
         a
     }
@@ -394,6 +507,9 @@ impl Attack {
             Attack::MiFgsm(a) => a.target,
             Attack::DeepFool(_) => Target::Untargeted,
             Attack::CarliniWagner(a) => a.target,
+            Attack::Apgd(_) | Attack::Fab(_) | Attack::Square(_) | Attack::AutoAttack(_) => {
+                Target::Untargeted
+            }
         }
     }
 
@@ -419,6 +535,9 @@ impl Attack {
     /// `[0, 1]`, labels not u32 `[N]` or out of range, a bad target or step
     /// setting, and any error of the underlying ops.
     pub fn run(&self, model: &Mlp, x: &Tensor, labels: &Tensor, seed: u64) -> Result<Tensor> {
+        if self.is_evaluation() {
+            return Ok(self.outcome(model, x, labels, seed)?.adv);
+        }
         let (_, d, host_labels) = common::check_batch(model, x, labels)?;
         let threat = self.threat();
         threat.validate(d)?;
@@ -445,6 +564,9 @@ impl Attack {
             Attack::MiFgsm(a) => a.perturb(model, x, &goal)?,
             Attack::DeepFool(a) => a.perturb(model, x, &host_labels)?,
             Attack::CarliniWagner(a) => a.perturb(model, x, &goal)?,
+            Attack::Apgd(_) | Attack::Fab(_) | Attack::Square(_) | Attack::AutoAttack(_) => {
+                unreachable!("the evaluation attacks returned above")
+            }
         };
         // The L∞ sign-step attacks end with `sign_step`, the projection onto
         // exactly this set; the others are projected here.
@@ -459,6 +581,211 @@ impl Attack {
             enforce(threat, x_adv, x)
         }
     }
+}
+
+impl Attack {
+    /// Whether this is one of the robustness-evaluation attacks (APGD,
+    /// FAB, Square, AutoAttack), which take any [`Classifier`].
+    pub fn is_evaluation(&self) -> bool {
+        matches!(
+            self,
+            Attack::Apgd(_) | Attack::Fab(_) | Attack::Square(_) | Attack::AutoAttack(_)
+        )
+    }
+
+    /// Runs a robustness-evaluation attack on any classifier: checks the
+    /// batch (`x: [N, inputs]` in `[0, 1]`, u32 `labels: [N]`), runs it,
+    /// enforces the threat model, and says which examples the model
+    /// misclassifies on the result.
+    ///
+    /// # Errors
+    /// An attack that is not an evaluation attack, a bad batch or eps, and
+    /// any error of the ops.
+    pub fn outcome<M: Classifier + ?Sized>(
+        &self,
+        model: &M,
+        x: &Tensor,
+        labels: &Tensor,
+        seed: u64,
+    ) -> Result<Outcome> {
+        let (_, d, host) = common::check_batch(model, x, labels)?;
+        let host = &host[..];
+        let threat = self.threat();
+        threat.validate(d)?;
+        if threat.eps() == 0.0 || host.is_empty() {
+            let pred = rowwise::predictions(model, x)?;
+            return Ok(Outcome {
+                adv: x.clone(),
+                fooled: pred.iter().zip(host).map(|(p, y)| p != y).collect(),
+            });
+        }
+        let raw = match self {
+            Attack::Apgd(a) => a.attack(model, x, labels, host, seed)?,
+            Attack::Fab(a) => a.attack(model, x, host, seed)?,
+            Attack::Square(a) => a.attack(model, x, host, seed)?,
+            Attack::AutoAttack(a) => a.attack(model, x, labels, host, seed)?.0,
+            other => {
+                return Err(Error::invalid(format!(
+                    "{} is not one of the evaluation attacks ({})",
+                    other.name(),
+                    EVALUATION_ATTACKS.join(", ")
+                )))
+            }
+        };
+        let adv = enforce(threat, raw.adv, x)?;
+        let pred = rowwise::predictions(model, &adv)?;
+        Ok(Outcome {
+            adv,
+            fooled: pred.iter().zip(host).map(|(p, y)| p != y).collect(),
+        })
+    }
+}
+
+/// What a robustness-evaluation attack returns for a batch.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The adversarial inputs (within the threat model, in `[0, 1]`).
+    pub adv: Tensor,
+    /// Per example: misclassified on `adv`.
+    pub fooled: Vec<bool>,
+}
+
+impl Outcome {
+    /// Before any run: the clean inputs, the examples whose first-ranked
+    /// class (`ranked[i][0]`) is not the label counted as fooled.
+    pub(crate) fn start(x: &Tensor, ranked: &[Vec<u32>], labels: &[u32]) -> Outcome {
+        Outcome {
+            adv: x.clone(),
+            fooled: ranked.iter().zip(labels).map(|(r, &y)| r[0] != y).collect(),
+        }
+    }
+
+    /// The examples not fooled yet.
+    pub(crate) fn unfooled(&self) -> Vec<usize> {
+        (0..self.fooled.len())
+            .filter(|&i| !self.fooled[i])
+            .collect()
+    }
+
+    /// Takes in a run on the examples `active`: its adversarials `run_adv`
+    /// (one row per active example) replace ours where `take[k]`, and
+    /// `broke[k]` marks active example k as fooled.
+    pub(crate) fn absorb(
+        &mut self,
+        active: &[usize],
+        run_adv: &Tensor,
+        take: &[bool],
+        broke: &[bool],
+    ) -> Result<()> {
+        let from: Vec<usize> = (0..active.len()).filter(|&k| take[k]).collect();
+        let rows: Vec<usize> = from.iter().map(|&k| active[k]).collect();
+        for (k, &b) in broke.iter().enumerate() {
+            self.fooled[active[k]] |= b;
+        }
+        rowwise::put_rows(&mut self.adv, &rows, &rowwise::take_rows(run_adv, &from)?)
+    }
+}
+
+/// Builds APGD, FAB, Square or AutoAttack from the command-line options.
+fn evaluation_attack(name: &str, threat: Threat, options: &AttackOptions) -> Result<Attack> {
+    if options.target.is_targeted() {
+        return Err(Error::invalid(format!(
+            "attack: {name} is untargeted (apgd-t and fab-t pick their target classes \
+             themselves; --targets sets how many)"
+        )));
+    }
+    if options.random_start || options.alpha.is_some() {
+        return Err(Error::invalid(format!(
+            "attack: {name} has no --random-start or --alpha (its step size adapts itself)"
+        )));
+    }
+    if options.queries == Some(0) || options.targets == Some(0) {
+        return Err(Error::invalid(
+            "attack: queries and targets must be at least 1",
+        ));
+    }
+    let only = |what: bool, flag: &str, attacks: &str| -> Result<()> {
+        if what {
+            return Err(Error::invalid(format!(
+                "attack: {flag} applies to {attacks}, not {name}"
+            )));
+        }
+        Ok(())
+    };
+    only(
+        options.version.is_some() && name != "autoattack",
+        "--version",
+        "autoattack",
+    )?;
+    only(
+        options.queries.is_some() && !matches!(name, "square" | "autoattack"),
+        "--queries",
+        "square and autoattack",
+    )?;
+    only(
+        options.targets.is_some() && !matches!(name, "apgd-t" | "fab-t"),
+        "--targets",
+        "apgd-t and fab-t",
+    )?;
+    only(
+        options.rescale_schedule && !matches!(name, "square" | "autoattack"),
+        "--rescale-schedule",
+        "square and autoattack",
+    )?;
+    let steps = |d: usize| options.steps.unwrap_or(d);
+    let restarts = |d: usize| options.restarts.unwrap_or(d);
+    Ok(match name {
+        "apgd-ce" | "apgd-dlr" | "apgd-t" => {
+            let loss = match name {
+                "apgd-ce" => ApgdLoss::CrossEntropy,
+                "apgd-dlr" => ApgdLoss::Dlr,
+                _ => ApgdLoss::TargetedDlr,
+            };
+            let d = Apgd::new(threat, loss);
+            Attack::Apgd(Apgd {
+                steps: steps(d.steps),
+                restarts: restarts(d.restarts),
+                targets: options.targets.unwrap_or(d.targets),
+                ..d
+            })
+        }
+        "fab" | "fab-t" => {
+            let d = Fab::new(threat, name == "fab-t");
+            Attack::Fab(Fab {
+                steps: steps(d.steps),
+                restarts: restarts(d.restarts),
+                targets: options.targets.unwrap_or(d.targets),
+                ..d
+            })
+        }
+        "square" => {
+            only(
+                options.steps.is_some(),
+                "--steps",
+                "apgd and fab (square counts --queries)",
+            )?;
+            let d = Square::new(threat);
+            Attack::Square(Square {
+                queries: options.queries.unwrap_or(d.queries),
+                restarts: restarts(d.restarts),
+                rescale_schedule: options.rescale_schedule,
+                ..d
+            })
+        }
+        _ => {
+            only(
+                options.restarts.is_some(),
+                "--restarts",
+                "apgd, fab and square",
+            )?;
+            Attack::AutoAttack(AutoAttack {
+                steps: options.steps,
+                queries: options.queries,
+                rescale_schedule: options.rescale_schedule,
+                ..AutoAttack::new(threat, options.version.unwrap_or_default())
+            })
+        }
+    })
 }
 
 impl fmt::Display for Attack {

@@ -2,7 +2,7 @@
 //! of the operands' device, after checking that they share one device.
 
 use super::cpu::CpuStorage;
-use super::{Activation, BackendStorage, Binary, MatmulDims, Storage, UpdateRule};
+use super::{Activation, BackendStorage, Binary, MatmulDims, Norm, Storage, UpdateRule};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -147,5 +147,76 @@ impl BackendStorage for Storage {
         rule: UpdateRule,
     ) -> Result<()> {
         on_same_device!("update", (a = self, grad = grad, s1 = s1, s2 = s2) => a.update(grad, s1, s2, rule), wrap_plain)
+    }
+    fn log_softmax(&self, classes: usize) -> Result<Self> {
+        on_device!(self, s => s.log_softmax(classes), wrap_storage)
+    }
+    fn log_softmax_backward(&self, y: &Self, classes: usize) -> Result<Self> {
+        on_same_device!("log_softmax_backward", (g = self, y = y) => g.log_softmax_backward(y, classes), wrap_storage)
+    }
+    fn exp(&self) -> Result<Self> {
+        on_device!(self, s => s.exp(), wrap_storage)
+    }
+    fn ln(&self) -> Result<Self> {
+        on_device!(self, s => s.ln(), wrap_storage)
+    }
+    fn pick_rows(&self, index: &Self, classes: usize) -> Result<Self> {
+        on_same_device!("pick", (x = self, index = index) => x.pick_rows(index, classes), wrap_storage)
+    }
+    fn pick_rows_backward(&self, index: &Self, classes: usize) -> Result<Self> {
+        on_same_device!("pick_backward", (g = self, index = index) => g.pick_rows_backward(index, classes), wrap_storage)
+    }
+    fn kl_div_rows(&self, b: &Self, classes: usize) -> Result<Self> {
+        on_same_device!("kl_div", (a = self, b = b) => a.kl_div_rows(b, classes), wrap_storage)
+    }
+    fn kl_div_rows_backward(&self, b: &Self, grad: &Self, classes: usize) -> Result<(Self, Self)> {
+        on_same_device!("kl_div_backward", (a = self, b = b, grad = grad) => a.kl_div_rows_backward(b, grad, classes), wrap_pair)
+    }
+    fn dlr_rows(
+        &self,
+        labels: &Self,
+        targets: &Self,
+        targeted: bool,
+        classes: usize,
+    ) -> Result<Self> {
+        on_same_device!("dlr", (z = self, labels = labels, targets = targets) => z.dlr_rows(labels, targets, targeted, classes), wrap_storage)
+    }
+    fn dlr_rows_backward(
+        &self,
+        labels: &Self,
+        targets: &Self,
+        targeted: bool,
+        grad: &Self,
+        classes: usize,
+    ) -> Result<Self> {
+        on_same_device!("dlr_backward", (z = self, labels = labels, targets = targets, grad = grad) => z.dlr_rows_backward(labels, targets, targeted, grad, classes), wrap_storage)
+    }
+    fn apgd_step(
+        &self,
+        previous: &Self,
+        grad: &Self,
+        center: &Self,
+        step: &Self,
+        momentum: f64,
+        eps: f64,
+        norm: Norm,
+        cols: usize,
+    ) -> Result<Self> {
+        on_same_device!("apgd_step", (x = self, previous = previous, grad = grad, center = center, step = step) => x.apgd_step(previous, grad, center, step, momentum, eps, norm, cols), wrap_storage)
+    }
+    fn fab_step(
+        &self,
+        x0: &Self,
+        w: &Self,
+        f: &Self,
+        eta: f64,
+        alpha_max: f64,
+        norm: Norm,
+        cols: usize,
+    ) -> Result<(Self, Self)> {
+        on_same_device!("fab_step", (x = self, x0 = x0, w = w, f = f) => x.fab_step(x0, w, f, eta, alpha_max, norm, cols), wrap_pair)
+    }
+    fn lerp_rows(&mut self, src: &Self, rows: &Self, t: f64, cols: usize) -> Result<()> {
+        on_same_device!("lerp_rows", (x = self, src = src, rows = rows) => x.lerp_rows(src, rows, t, cols), wrap_plain)
     }
 }

@@ -6,7 +6,10 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use advgrad::attack::{evaluate_attack, Attack, AttackOptions, EvalOptions, Target, ATTACK_NAMES};
+use advgrad::attack::{
+    evaluate_attack, evaluate_autoattack, Attack, AttackOptions, EvalOptions, Target, ATTACK_NAMES,
+};
+use advgrad::backend::Norm;
 use advgrad::data::{Split, FASHION_MNIST_CLASSES};
 use advgrad::report::{self, LinePlot, Table};
 use advgrad::train::progress_bar;
@@ -21,15 +24,33 @@ pub struct Args {
     data: DataArgs,
     #[command(flatten)]
     model: ModelArgs,
-    /// fgsm, fgm, bim, pgd, pgd-l2, mifgsm, deepfool or cw.
+    /// fgsm, fgm, bim, pgd, pgd-l2, mifgsm, deepfool, cw, apgd-ce,
+    /// apgd-dlr, apgd-t, fab, fab-t, square or autoattack.
     #[arg(long)]
     attack: String,
     /// Budgets, comma-separated (L∞ for fgsm, bim, pgd, mifgsm; L2 for
-    /// fgm, pgd-l2, deepfool, cw).
+    /// fgm, pgd-l2, deepfool, cw; --norm for the others).
     #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
     eps: Vec<f64>,
-    /// Iterations (bim, pgd, mifgsm, deepfool) or Adam steps per search
-    /// step (cw) [default: 20 for bim/pgd, 10 mifgsm, 50 deepfool, 100 cw].
+    /// The norm of apgd-*, fab, fab-t, square and autoattack: linf or l2.
+    #[arg(long)]
+    norm: Option<String>,
+    /// AutoAttack's version: standard, plus or rand.
+    #[arg(long)]
+    version: Option<String>,
+    /// Square's query budget (square, autoattack) [default: 5000].
+    #[arg(long)]
+    queries: Option<usize>,
+    /// Target classes of apgd-t and fab-t [default: 9].
+    #[arg(long)]
+    targets: Option<usize>,
+    /// Scale Square's schedule of window sizes to --queries, as
+    /// torchattacks does (square, autoattack).
+    #[arg(long)]
+    rescale_schedule: bool,
+    /// Iterations (bim, pgd, mifgsm, deepfool, apgd-*, fab, and the
+    /// gradient members of autoattack) or Adam steps per search step (cw)
+    /// [default: 20 for bim/pgd, 10 mifgsm, 50 deepfool, 100 cw, apgd, fab].
     #[arg(long)]
     steps: Option<usize>,
     /// Step size (bim, pgd, mifgsm; default 2.5·eps/steps, mifgsm
@@ -39,7 +60,8 @@ pub struct Args {
     /// Start PGD from a uniform random point of the ball.
     #[arg(long)]
     random_start: bool,
-    /// PGD restarts; the worst case per example is kept.
+    /// Restarts of pgd (the worst case per example is kept), apgd-*, fab
+    /// and square (each on the examples still robust).
     #[arg(long)]
     restarts: Option<usize>,
     /// Targeted: a random other class per example, or --target-class.
@@ -91,12 +113,27 @@ pub fn run(args: Args) -> Result<ExitCode> {
         (true, None) => Target::RandomOther,
         (true, Some(k)) => Target::Class(k),
     };
+    let norm = match args.norm.as_deref() {
+        None => None,
+        Some("linf") | Some("Linf") | Some("inf") => Some(Norm::Linf),
+        Some("l2") | Some("L2") => Some(Norm::L2),
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "unknown --norm `{other}`: expected linf or l2"
+            )))
+        }
+    };
     let options = AttackOptions {
         steps: args.steps,
         alpha: args.alpha,
         random_start: args.random_start,
         restarts: args.restarts,
         target,
+        norm,
+        version: args.version.as_deref().map(str::parse).transpose()?,
+        queries: args.queries,
+        targets: args.targets,
+        rescale_schedule: args.rescale_schedule,
     };
     let first_eps = args.eps.first().copied().unwrap_or(0.0);
     let attack = Attack::build(&args.attack, first_eps, &options)?;
@@ -128,7 +165,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
             0
         },
     };
-    let report = evaluate_attack(&model, &data, &attack, &args.eps, &eval, &mut follow(&bar))?;
+    let report = match &attack {
+        Attack::AutoAttack(aa) => {
+            let mut progress = |member: &str, done: usize, total: usize| {
+                bar.set_prefix(format!("autoattack: {member}"));
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            };
+            let mut log = |line: &str| {
+                if args.json {
+                    if !args.quiet {
+                        bar.suspend(|| eprintln!("{line}"));
+                    }
+                } else {
+                    bar.suspend(|| println!("{line}"));
+                }
+            };
+            evaluate_autoattack(&model, &data, aa, &args.eps, &eval, &mut progress, &mut log)?
+        }
+        _ => evaluate_attack(&model, &data, &attack, &args.eps, &eval, &mut follow(&bar))?,
+    };
     bar.finish_and_clear();
 
     if let Some(path) = &args.save_grid {

@@ -1,11 +1,15 @@
 //! `advgrad demo`: the main job. Trains a standard and an adversarially
 //! trained MLP on Fashion-MNIST, attacks both with FGSM and PGD-20 at
-//! several eps, prints the side-by-side table and writes the pictures.
+//! several eps and with AutoAttack at eps 0.1, prints the side-by-side
+//! table and writes the pictures.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use advgrad::attack::{evaluate_attack, Attack, AttackOptions, AttackReport, EvalOptions};
+use advgrad::attack::{
+    evaluate_attack, evaluate_autoattack, Attack, AttackOptions, AttackReport, AutoAttack,
+    EvalOptions, Threat, Version,
+};
 use advgrad::data::{Split, FASHION_MNIST_CLASSES};
 use advgrad::nn::{save_model, Activation, Mlp};
 use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
@@ -38,6 +42,10 @@ pub struct Args {
     /// Attack the first N test examples.
     #[arg(long, default_value_t = 10000)]
     limit: usize,
+    /// AutoAttack (standard, L∞) on the first N test examples at eps 0.1
+    /// (0: skip it).
+    #[arg(long, default_value_t = 1000)]
+    autoattack_limit: usize,
     /// Train on the first N training examples (all by default).
     #[arg(long)]
     train_limit: Option<usize>,
@@ -50,6 +58,8 @@ pub struct Args {
 }
 
 const PGD_STEPS: usize = 20;
+/// The radius of the demo's AutoAttack column.
+const AUTOATTACK_EPS: f64 = 0.1;
 
 fn say(quiet: bool, msg: &str) {
     if !quiet {
@@ -140,11 +150,38 @@ pub fn run(args: Args) -> Result<ExitCode> {
             bar.finish_and_clear();
             reports.push(report);
         }
+        let autoattack = if args.autoattack_limit > 0 {
+            let bar = progress_bar(0, format!("{name}: AutoAttack"), args.quiet);
+            let aa = AutoAttack::new(Threat::Linf(AUTOATTACK_EPS), Version::Standard);
+            let eval = EvalOptions {
+                batch_size: 1000,
+                seed: args.seed,
+                keep_samples: 0,
+            };
+            let report = evaluate_autoattack(
+                &model,
+                &test_set.clone().limit(args.autoattack_limit),
+                &aa,
+                &[AUTOATTACK_EPS],
+                &eval,
+                &mut |member, done, total| {
+                    bar.set_prefix(format!("{name}: AutoAttack {member}"));
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                },
+                &mut |_| {},
+            )?;
+            bar.finish_and_clear();
+            Some(report)
+        } else {
+            None
+        };
         rows.push(ModelRow {
             name,
             train_seconds: trained.seconds,
             clean_accuracy: clean.accuracy,
             reports,
+            autoattack,
         });
     }
 
@@ -159,6 +196,7 @@ struct ModelRow {
     train_seconds: f64,
     clean_accuracy: f64,
     reports: Vec<AttackReport>,
+    autoattack: Option<AttackReport>,
 }
 
 fn label(attack: &str) -> String {
@@ -175,6 +213,10 @@ fn print_table(rows: &[ModelRow], eps: &[f64], n_attacked: usize, n_test: usize)
             header.push(format!("{} {e}", label(&r.attack)));
         }
     }
+    let aa_n = rows[0].autoattack.as_ref().map(|r| r.n);
+    if let Some(n) = aa_n {
+        header.push(format!("AA {AUTOATTACK_EPS} (first {n})"));
+    }
     header.push("attack s".into());
     let mut table = Table::new(header);
     for row in rows {
@@ -189,6 +231,10 @@ fn print_table(rows: &[ModelRow], eps: &[f64], n_attacked: usize, n_test: usize)
                 cells.push(format!("{:.1}%", 100.0 * res.robust_accuracy));
                 attack_seconds += res.seconds;
             }
+        }
+        for res in row.autoattack.iter().flat_map(|r| &r.results) {
+            cells.push(format!("{:.1}%", 100.0 * res.robust_accuracy));
+            attack_seconds += res.seconds;
         }
         cells.push(format!("{attack_seconds:.1}"));
         table.row(cells);
@@ -240,6 +286,7 @@ fn write_json(rows: &[ModelRow], args: &Args) -> Result<()> {
                 "train_seconds": r.train_seconds,
                 "clean_accuracy": r.clean_accuracy,
                 "attacks": r.reports,
+                "autoattack": r.autoattack,
             })
         })
         .collect();

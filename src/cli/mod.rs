@@ -1,6 +1,7 @@
 //! Subcommands of the `advgrad` binary.
 
 mod attack;
+mod audit;
 mod bench;
 mod common;
 mod demo;
@@ -31,6 +32,8 @@ enum Command {
     /// Attack a saved model at several eps: robust accuracy, success rate,
     /// perturbation sizes; optional grid and curve pictures.
     Attack(Box<attack::Args>),
+    /// Gradient-masking checks (Carlini et al.) of a saved model.
+    Audit(audit::Args),
     /// Check every op's backward against finite differences in f64.
     Gradcheck(gradcheck::Args),
     /// Train an MLP on Fashion-MNIST and save it as safetensors.
@@ -49,6 +52,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Attack(args) => attack::run(*args),
         Command::Demo(args) => demo::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Gradcheck(args) => gradcheck::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),

@@ -49,16 +49,19 @@ pub struct Args {
     /// Seed of the initialisation, shuffles and adversarial random starts.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Adversarial training: fgsm-rs or pgd.
+    /// Adversarial training: fgsm-rs, pgd, trades or mart.
     #[arg(long)]
     adv: Option<String>,
+    /// The weight β of the KL term of TRADES and MART.
+    #[arg(long, default_value_t = 6.0)]
+    beta: f64,
     /// L∞ budget of adversarial training.
     #[arg(long, default_value_t = 0.1)]
     eps: f64,
-    /// PGD steps of adversarial training.
+    /// Steps of the inner maximisation of pgd, trades and mart.
     #[arg(long, default_value_t = 7)]
     adv_steps: usize,
-    /// PGD step size of adversarial training [default: 2.5·eps/steps].
+    /// Their step size [default: 2.5·eps/steps].
     #[arg(long)]
     adv_alpha: Option<f64>,
     /// Train on the first N training examples only.
@@ -81,21 +84,38 @@ pub fn adv_training(
     eps: f64,
     steps: usize,
     alpha: Option<f64>,
+    beta: f64,
 ) -> Result<Option<AdvTraining>> {
     if eps.is_nan() || eps < 0.0 {
         return Err(Error::invalid(format!("--eps must be ≥ 0, got {eps}")));
     }
+    if !(beta.is_finite() && beta >= 0.0) {
+        return Err(Error::invalid(format!("--beta must be ≥ 0, got {beta}")));
+    }
+    let alpha = alpha.unwrap_or(2.5 * eps / steps.max(1) as f64);
     Ok(match kind {
         None => None,
         Some("fgsm-rs") => Some(AdvTraining::FgsmRs { eps }),
         Some("pgd") => Some(AdvTraining::Pgd {
             eps,
             steps: steps.max(1),
-            alpha: alpha.unwrap_or(2.5 * eps / steps.max(1) as f64),
+            alpha,
+        }),
+        Some("trades") => Some(AdvTraining::Trades {
+            eps,
+            steps: steps.max(1),
+            alpha,
+            beta,
+        }),
+        Some("mart") => Some(AdvTraining::Mart {
+            eps,
+            steps: steps.max(1),
+            alpha,
+            beta,
         }),
         Some(other) => {
             return Err(Error::invalid(format!(
-                "unknown --adv `{other}`: expected fgsm-rs or pgd"
+                "unknown --adv `{other}`: expected fgsm-rs, pgd, trades or mart"
             )))
         }
     })
@@ -118,6 +138,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             args.eps,
             args.adv_steps,
             args.adv_alpha,
+            args.beta,
         )?,
         quiet: quiet(args.quiet, args.json),
     };

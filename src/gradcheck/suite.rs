@@ -46,7 +46,7 @@ impl Case {
 }
 
 /// The names of all built-in cases, in order.
-pub const CASE_NAMES: [&str; 14] = [
+pub const CASE_NAMES: [&str; 21] = [
     "matmul",
     "add",
     "sub",
@@ -60,6 +60,13 @@ pub const CASE_NAMES: [&str; 14] = [
     "softmax_cross_entropy",
     "sum",
     "mean",
+    "log_softmax",
+    "exp",
+    "ln",
+    "pick",
+    "kl_div",
+    "dlr",
+    "dlr_targeted",
     "mlp",
 ];
 
@@ -93,6 +100,23 @@ fn labels(n: usize, classes: u32, seed: u64) -> Result<Tensor> {
 }
 
 fn unary_case(name: &'static str, op: fn(&mut Tape, Var) -> Result<Var>, x: Tensor) -> Case {
+    Case {
+        name,
+        inputs: vec![x],
+        f: Box::new(move |t, v| {
+            let y = op(t, v[0])?;
+            weighted_sum(t, y, 99)
+        }),
+    }
+}
+
+/// Like [`unary_case`] for an op that captures its own settings (labels,
+/// indices).
+fn unary_case_with(
+    name: &'static str,
+    op: impl Fn(&mut Tape, Var) -> Result<Var> + 'static,
+    x: Tensor,
+) -> Case {
     Case {
         name,
         inputs: vec![x],
@@ -207,6 +231,45 @@ pub fn case(name: &str) -> Result<Option<Case>> {
             inputs: vec![uniform(&[11, 5], 21)],
             f: Box::new(|t, v| t.mean(v[0])),
         },
+        "log_softmax" => unary_case(
+            "log_softmax",
+            Tape::log_softmax,
+            uniform(&[6, 7], 60).scale(3.0)?,
+        ),
+        "exp" => unary_case("exp", Tape::exp, uniform(&[5, 4], 61).scale(2.0)?),
+        "ln" => unary_case("ln", Tape::ln, uniform(&[5, 4], 62).affine(0.9, 1.1)?),
+        "pick" => {
+            let k = labels(7, 5, 63)?;
+            unary_case_with("pick", move |t, z| t.pick(z, &k), uniform(&[7, 5], 64))
+        }
+        "kl_div" => Case {
+            name: "kl_div",
+            inputs: vec![
+                uniform(&[6, 5], 65).scale(2.0)?,
+                uniform(&[6, 5], 66).scale(2.0)?,
+            ],
+            f: Box::new(|t, v| {
+                let kl = t.kl_div(v[0], v[1])?;
+                weighted_sum(t, kl, 67)
+            }),
+        },
+        "dlr" => {
+            let y = labels(8, 6, 68)?;
+            unary_case_with(
+                "dlr",
+                move |t, z| t.dlr(z, &y),
+                uniform(&[8, 6], 69).scale(3.0)?,
+            )
+        }
+        "dlr_targeted" => {
+            let y = labels(8, 6, 70)?;
+            let targets = labels(8, 6, 71)?;
+            unary_case_with(
+                "dlr_targeted",
+                move |t, z| t.dlr_targeted(z, &y, &targets),
+                uniform(&[8, 6], 72).scale(3.0)?,
+            )
+        }
         "mlp" => mlp_case()?,
         _ => return Ok(None),
     };

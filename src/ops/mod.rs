@@ -18,6 +18,13 @@
 //! | `softmax_cross_entropy` | `L = (1/N) Σᵢ (lse(xᵢ) − xᵢ,yᵢ)` | `dx = g·(softmax(x) − onehot(y))/N` |
 //! | `sum` | `Σᵢ xᵢ` | `dx = g·1` |
 //! | `mean` | `(1/n) Σᵢ xᵢ` | `dx = (g/n)·1` |
+//! | `log_softmax` | `yᵢⱼ = zᵢⱼ − ln Σₖ e^{zᵢₖ}` | `dzᵢⱼ = gᵢⱼ − e^{yᵢⱼ}·Σₖ gᵢₖ` |
+//! | `exp` | `y = eˣ` | `dx = g ⊙ y` |
+//! | `ln` | `y = ln x` | `dx = g ⊙ e^{−y}` |
+//! | `pick` | `yᵢ = zᵢ,ₖᵢ` | `dzᵢⱼ = gᵢ·[j = kᵢ]` |
+//! | `kl_div` | `KLᵢ = Σⱼ pᵢⱼ(ln pᵢⱼ − ln qᵢⱼ)`, `p = softmax(a)`, `q = softmax(b)` | `da = g·p ⊙ (ln p − ln q − KL)`, `db = g·(q − p)` |
+//! | `dlr` | `−(z_y − max_{j≠y} z_j)/(z_π1 − z_π3 + 1e−12)` per row | see [`robust_loss`] |
+//! | `dlr_targeted` | `−(z_y − z_t)/(z_π1 − (z_π3 + z_π4)/2 + 1e−12)` per row | see [`robust_loss`] |
 //!
 //! The non-differentiable helpers the attacks use (`sign`, `clamp`,
 //! `argmax_rows`, `project_linf`) live in [`helpers`] and work on tensors only.
@@ -29,6 +36,7 @@ pub mod linear;
 pub mod loss;
 pub mod matmul;
 pub mod reduce;
+pub mod robust_loss;
 
 use std::fmt;
 use std::sync::Arc;
@@ -106,6 +114,24 @@ pub enum Op {
     Sum,
     /// `mean x`.
     Mean,
+    /// Row-wise log-softmax.
+    LogSoftmax,
+    /// `eˣ`.
+    Exp,
+    /// `ln x`.
+    Ln,
+    /// One entry per row at the saved u32 columns.
+    Pick(Tensor),
+    /// The per-row KL divergence between the softmax of two logit rows.
+    KlDiv,
+    /// The per-row DLR loss against the saved labels (and targets, when
+    /// targeted).
+    Dlr {
+        /// The labels y (u32, one per row).
+        labels: Tensor,
+        /// The targets t of the targeted form.
+        targets: Option<Tensor>,
+    },
     /// A user-defined op.
     Custom(Arc<dyn CustomOp>),
 }
@@ -129,6 +155,15 @@ impl Op {
             Op::SoftmaxCrossEntropy { .. } => "softmax_cross_entropy",
             Op::Sum => "sum",
             Op::Mean => "mean",
+            Op::LogSoftmax => "log_softmax",
+            Op::Exp => "exp",
+            Op::Ln => "ln",
+            Op::Pick(_) => "pick",
+            Op::KlDiv => "kl_div",
+            Op::Dlr { targets: None, .. } => "dlr",
+            Op::Dlr {
+                targets: Some(_), ..
+            } => "dlr_targeted",
             Op::Custom(op) => op.name(),
         }
     }
@@ -169,6 +204,21 @@ impl Op {
                     1.0 / n
                 )?)])
             }
+            Op::LogSoftmax => Ok(smallvec![Some(robust_loss::log_softmax_backward(
+                output, g
+            )?)]),
+            Op::Exp => Ok(smallvec![Some(g.mul(output)?)]),
+            Op::Ln => Ok(smallvec![Some(robust_loss::ln_backward(output, g)?)]),
+            Op::Pick(k) => Ok(smallvec![Some(robust_loss::pick_backward(
+                inputs[0], k, g
+            )?)]),
+            Op::KlDiv => robust_loss::kl_div_backward(inputs[0], inputs[1], g, needs),
+            Op::Dlr { labels, targets } => Ok(smallvec![Some(robust_loss::dlr_backward(
+                inputs[0],
+                labels,
+                targets.as_ref(),
+                g
+            )?)]),
             Op::Custom(op) => op.backward(inputs, output, g).map(InputGrads::from_vec),
         }
     }

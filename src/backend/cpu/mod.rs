@@ -8,7 +8,7 @@
 pub mod gemm;
 mod kernels;
 
-use crate::backend::{pool, Activation, BackendStorage, Binary, MatmulDims, UpdateRule};
+use crate::backend::{pool, Activation, BackendStorage, Binary, MatmulDims, Norm, UpdateRule};
 use crate::dtype::{DType, Float};
 use crate::error::{Error, Result};
 
@@ -163,6 +163,8 @@ fn labels_of<'a>(op: &'static str, s: &'a CpuStorage) -> Result<&'a [u32]> {
         ))),
     }
 }
+
+mod robust;
 
 impl BackendStorage for CpuStorage {
     fn dtype(&self) -> DType {
@@ -373,5 +375,80 @@ impl BackendStorage for CpuStorage {
             }
         }
         Ok(())
+    }
+
+    // The kernels of robustness evaluation and training, in `robust.rs`.
+    fn log_softmax(&self, classes: usize) -> Result<Self> {
+        robust::log_softmax(self, classes)
+    }
+    fn log_softmax_backward(&self, y: &Self, classes: usize) -> Result<Self> {
+        robust::log_softmax_backward(self, y, classes)
+    }
+    fn exp(&self) -> Result<Self> {
+        robust::map(self, "exp", f64::exp)
+    }
+    fn ln(&self) -> Result<Self> {
+        robust::map(self, "ln", f64::ln)
+    }
+    fn pick_rows(&self, index: &Self, classes: usize) -> Result<Self> {
+        robust::pick_rows(self, index, classes)
+    }
+    fn pick_rows_backward(&self, index: &Self, classes: usize) -> Result<Self> {
+        robust::pick_rows_backward(self, index, classes)
+    }
+    fn kl_div_rows(&self, b: &Self, classes: usize) -> Result<Self> {
+        robust::kl_div_rows(self, b, classes)
+    }
+    fn kl_div_rows_backward(&self, b: &Self, grad: &Self, classes: usize) -> Result<(Self, Self)> {
+        robust::kl_div_rows_backward(self, b, grad, classes)
+    }
+    fn dlr_rows(
+        &self,
+        labels: &Self,
+        targets: &Self,
+        targeted: bool,
+        classes: usize,
+    ) -> Result<Self> {
+        robust::dlr_rows(self, labels, targets, targeted, classes)
+    }
+    fn dlr_rows_backward(
+        &self,
+        labels: &Self,
+        targets: &Self,
+        targeted: bool,
+        grad: &Self,
+        classes: usize,
+    ) -> Result<Self> {
+        robust::dlr_rows_backward(self, labels, targets, targeted, grad, classes)
+    }
+    fn apgd_step(
+        &self,
+        previous: &Self,
+        grad: &Self,
+        center: &Self,
+        step: &Self,
+        momentum: f64,
+        eps: f64,
+        norm: Norm,
+        cols: usize,
+    ) -> Result<Self> {
+        robust::apgd_step(
+            self, previous, grad, center, step, momentum, eps, norm, cols,
+        )
+    }
+    fn fab_step(
+        &self,
+        x0: &Self,
+        w: &Self,
+        f: &Self,
+        eta: f64,
+        alpha_max: f64,
+        norm: Norm,
+        cols: usize,
+    ) -> Result<(Self, Self)> {
+        robust::fab_step(self, x0, w, f, eta, alpha_max, norm, cols)
+    }
+    fn lerp_rows(&mut self, src: &Self, rows: &Self, t: f64, cols: usize) -> Result<()> {
+        robust::lerp_rows(self, src, rows, t, cols)
     }
 }
