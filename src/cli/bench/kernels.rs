@@ -35,6 +35,17 @@ pub fn bytes_moved(op: Op, rows: usize, cols: usize) -> usize {
 /// A yardstick's result: its time per call, or why it was not run.
 type Yardstick = std::result::Result<(f64, String), String>;
 
+/// A rate with three significant digits (`12345`, `123`, `1.23`, `0.00123`),
+/// right-aligned in 9 columns.
+fn rate(v: f64) -> String {
+    let digits = if v >= 100.0 {
+        0
+    } else {
+        (2.0 - v.abs().max(1e-12).log10().floor()).clamp(0.0, 12.0) as usize
+    };
+    format!("{v:>9.digits$}")
+}
+
 /// Times `matmul` on every problem, beside cuBLAS on a GPU.
 pub(super) fn matmul(problems: &[Problem], timer: Timer, json: bool) -> Result<()> {
     let device = timer.device;
@@ -52,7 +63,7 @@ pub(super) fn matmul(problems: &[Problem], timer: Timer, json: bool) -> Result<(
         let mut fields = serde_json::json!({
             "m": m, "k": k, "n": n, "gflops": gflops,
         });
-        let mut text = format!("{:<20} {gflops:>9.1} GFLOP/s", problem.to_string());
+        let mut text = format!("{:<20} {} GFLOP/s", problem.to_string(), rate(gflops));
         let theirs = cublas.time(timer, &a_host, &b_host, &a.matmul(&b)?, (m, k, n))?;
         let o = fields.as_object_mut().expect("an object");
         match theirs {
@@ -65,8 +76,10 @@ pub(super) fn matmul(problems: &[Problem], timer: Timer, json: bool) -> Result<(
                 o.insert("ratio_to_cublas".into(), ratio.into());
                 o.insert("max_rel_diff_vs_cublas".into(), r.max_rel_diff.into());
                 text.push_str(&format!(
-                    "   cuBLAS {} {their_gflops:>9.1} GFLOP/s   {ratio:.2}× cuBLAS   (max rel diff {:.1e})",
-                    r.version, r.max_rel_diff
+                    "   cuBLAS {} {} GFLOP/s   {ratio:.2}× cuBLAS   (max rel diff {:.1e})",
+                    r.version,
+                    rate(their_gflops),
+                    r.max_rel_diff
                 ));
             }
             Err(why) => {
@@ -102,9 +115,10 @@ pub(super) fn memory_bound(op: Op, problems: &[Problem], timer: Timer, json: boo
             "rows": rows, "cols": cols, "bytes": bytes, "gbps": gbps,
         });
         let mut text = format!(
-            "{:<12} {:>9.2} MB {gbps:>8.1} GB/s",
+            "{:<12} {:>9.2} MB {} GB/s",
             problem.to_string(),
-            bytes as f64 / 1e6
+            bytes as f64 / 1e6,
+            rate(gbps)
         );
         let o = fields.as_object_mut().expect("an object");
         match copy_yardstick(timer, bytes / 2)? {
@@ -117,7 +131,8 @@ pub(super) fn memory_bound(op: Op, problems: &[Problem], timer: Timer, json: boo
                 o.insert("copy_gbps".into(), copy_gbps.into());
                 o.insert("ratio_to_copy".into(), ratio.into());
                 text.push_str(&format!(
-                    "   {what} {copy_gbps:>8.1} GB/s   {ratio:.2}× copy"
+                    "   {what} {} GB/s   {ratio:.2}× copy",
+                    rate(copy_gbps)
                 ));
             }
             Err(why) => {
@@ -157,6 +172,30 @@ fn copy_yardstick(timer: Timer, bytes: usize) -> Result<Yardstick> {
             })?;
             Ok(Ok((seconds, format!("memcpy ({threads} threads)"))))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_keep_three_significant_digits() {
+        assert_eq!(rate(12345.6), "    12346");
+        assert_eq!(rate(123.4), "      123");
+        assert_eq!(rate(12.34), "     12.3");
+        assert_eq!(rate(1.234), "     1.23");
+        assert_eq!(rate(0.001234), "  0.00123");
+    }
+
+    #[test]
+    fn bytes_moved_count_each_input_and_output_once() {
+        assert_eq!(bytes_moved(Op::Relu, 3, 5), 2 * 15 * 4);
+        assert_eq!(bytes_moved(Op::Tanh, 3, 5), 2 * 15 * 4);
+        assert_eq!(
+            bytes_moved(Op::SoftmaxCrossEntropy, 3, 5),
+            (2 * 15 + 3 + 1) * 4
+        );
     }
 }
 

@@ -47,6 +47,9 @@ pub struct Args {
     /// [default: all].
     #[arg(long)]
     limit: Option<usize>,
+    /// Steps of `--op pgd` (its rows are named `pgd{steps}`).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
     /// Print one JSON object per result (the first describes the machine).
     #[arg(long)]
     json: bool,
@@ -67,13 +70,14 @@ pub enum Op {
     /// Softmax cross-entropy forward (loss and probabilities): GB/s beside
     /// a copy of the same bytes.
     SoftmaxCrossEntropy,
-    /// One SGD step of the MLP at batch 128.
+    /// One SGD step of the MLP at batch 128 (with the GFLOP/s of its
+    /// matrix products).
     TrainStep,
     /// One epoch of SGD training.
     Epoch,
     /// FGSM over the test set.
     Fgsm,
-    /// PGD-20 over the test set.
+    /// PGD (20 steps, `--steps`) over the test set.
     Pgd,
     /// Only the machine: CPU, GPU, driver and kernel images.
     Machine,

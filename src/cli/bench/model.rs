@@ -22,8 +22,9 @@ fn train_step_flops() -> f64 {
     6.0 * b * macs - 2.0 * b * 784.0 * 256.0
 }
 
-/// One SGD step on the first batch of the training set; 20 steps per
-/// repeat, the time per step reported.
+/// One SGD step on the first batch of the training set, repeated back to
+/// back (as many steps per timed repeat as [`Timer::per_call`] needs); the
+/// time per step reported.
 pub(super) fn train_step(args: &Args, timer: Timer) -> Result<()> {
     let device = timer.device;
     let data = args.data.load(Split::Train, Some(BATCH))?;
@@ -32,14 +33,10 @@ pub(super) fn train_step(args: &Args, timer: Timer) -> Result<()> {
     let mut model = Mlp::new(ARCH, Activation::Relu, 0)?.to_device(device)?;
     let mut opt = Optimizer::new(OptimConfig::new(OptimizerKind::Sgd, 0.1), &model.params())?;
     let mut tape = Tape::new();
-    let steps = 20;
-    let seconds = timer.per_repeat(|| {
-        for _ in 0..steps {
-            let step = model.parameter_gradients(&mut tape, x.clone(), &y)?;
-            opt.step(&mut model.params_mut(), &step.grads, 0.1)?;
-        }
-        Ok(())
-    })? / steps as f64;
+    let seconds = timer.per_call(|| {
+        let step = model.parameter_gradients(&mut tape, x.clone(), &y)?;
+        opt.step(&mut model.params_mut(), &step.grads, 0.1)
+    })?;
     let flops = train_step_flops();
     let gflops = flops / seconds / 1e9;
     report(
@@ -86,14 +83,14 @@ pub(super) fn epoch(args: &Args, timer: Timer) -> Result<()> {
     Ok(())
 }
 
-/// FGSM or PGD-20 (alpha eps/10) over the test set (or its first
-/// `--limit` examples) in batches of 1000, on an untrained model.
+/// FGSM or PGD (`--steps` steps of alpha eps/10) over the test set (or its
+/// first `--limit` examples) in batches of 1000, on an untrained model.
 pub(super) fn attack(args: &Args, timer: Timer, name: &str) -> Result<()> {
     let device = timer.device;
     let test_set: Dataset = args.data.load(Split::Test, args.limit)?;
     let model = Mlp::new(ARCH, Activation::Relu, 0)?.to_device(device)?;
     let options = AttackOptions {
-        steps: (name == "pgd").then_some(20),
+        steps: (name == "pgd").then_some(args.steps),
         alpha: (name == "pgd").then_some(EPS / 10.0),
         ..AttackOptions::default()
     };
@@ -109,11 +106,14 @@ pub(super) fn attack(args: &Args, timer: Timer, name: &str) -> Result<()> {
         }
         Ok(())
     })?;
-    let op = if name == "pgd" { "pgd20" } else { name };
+    let op = match name {
+        "pgd" => format!("pgd{}", args.steps),
+        other => other.to_string(),
+    };
     let rows = test_set.rows();
     report(
         args.json,
-        op,
+        &op,
         device,
         seconds,
         serde_json::json!({"examples": rows, "eps": EPS}),
