@@ -52,8 +52,8 @@ pub(crate) use availability::emulator_unavailable;
 #[cfg(not(feature = "cuda"))]
 pub(crate) use availability::gpu_unavailable;
 pub use availability::{
-    ensure_available, ensure_emulator, gpu_required, is_available, probe, verdict, Unavailable,
-    Verdict, REQUIRE_GPU_VAR,
+    ensure_available, ensure_emulator, gpu_required, is_available, parity_on_emulator, probe,
+    verdict, Unavailable, Verdict, PARITY_EMU_VAR, REQUIRE_GPU_VAR,
 };
 #[cfg(feature = "cuda")]
 pub use driver::{
