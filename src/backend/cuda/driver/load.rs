@@ -104,6 +104,19 @@ fn ptx_hint(isa: &str, driver_cuda: Option<(u32, u32)>) -> String {
     )
 }
 
+/// Why no image of `module` loaded: the driver, the device, each image
+/// tried with the driver's error, and what the PTX ISA needs.
+fn load_failure(module: &str, target: &Target<'_>, rejected: &[String], isa: &str) -> String {
+    format!(
+        "the driver ({}) could not load kernels/{module}.cu on cuda:{} ({}); tried {}. {}",
+        target.driver,
+        target.ordinal,
+        target.device,
+        rejected.join("; "),
+        ptx_hint(isa, target.driver_cuda)
+    )
+}
+
 /// Loads every module the `kernels` crate lists into `ctx`, each from the
 /// first of its [`images_for`] images the driver accepts.
 pub(super) fn load_modules(
@@ -168,12 +181,8 @@ pub(super) fn load_modules(
         }
         let Some((image, cu_module)) = chosen else {
             let isa = embedded_ptx(name).map_or("unknown", ptx_isa);
-            return Err(Unavailable::Broken(format!(
-                "the driver ({}) could not load kernels/{name}.cu on cuda:{ordinal} ({device}); \
-                 tried {}. {}",
-                target.driver,
-                rejected.join("; "),
-                ptx_hint(isa, target.driver_cuda)
+            return Err(Unavailable::Broken(load_failure(
+                name, target, &rejected, isa,
             )));
         };
         for entry in module.entry_points() {
@@ -242,19 +251,47 @@ mod tests {
 
     #[test]
     fn the_default_build_embeds_cubins_for_sm_80_and_sm_90_and_compute_80_ptx() {
-        let (cubins, ptx) = embedded_archs();
-        if std::env::var_os("ADVGRAD_CUDA_CUBINS").is_none() {
-            assert_eq!(cubins, [Arch::new(8, 0), Arch::new(9, 0)]);
-        }
-        if std::env::var_os("ADVGRAD_CUDA_ARCH").is_none() {
-            assert_eq!(ptx, Arch::new(8, 0));
-        }
         assert!(ptx_isa(PTX_MODULES[0].1).contains('.'));
+        // A build whose environment asked for other images embeds those.
+        if option_env!("ADVGRAD_CUDA_CUBINS").is_some()
+            || option_env!("ADVGRAD_CUDA_ARCH").is_some()
+        {
+            return;
+        }
+        let (cubins, ptx) = embedded_archs();
+        assert_eq!(cubins, [Arch::new(8, 0), Arch::new(9, 0)]);
+        assert_eq!(ptx, Arch::new(8, 0));
         let summary = embedded_summary();
         assert!(
             summary.starts_with("cubins for sm_80, sm_90 and compute_80 PTX (ISA "),
             "{summary}"
         );
+    }
+
+    #[test]
+    fn a_load_failure_names_the_driver_the_device_each_image_and_the_isa() {
+        let target = Target {
+            ordinal: 1,
+            device: "NVIDIA H100 80GB HBM3, compute capability 9.0",
+            capability: Arch::new(9, 0),
+            driver: "driver 550.54.15, CUDA 12.4",
+            driver_cuda: Some((12, 4)),
+        };
+        let rejected = [
+            "sm_90 cubin: DriverError(CUDA_ERROR_INVALID_IMAGE)".to_string(),
+            "compute_80 PTX (driver JIT): DriverError(CUDA_ERROR_UNSUPPORTED_PTX_VERSION)"
+                .to_string(),
+        ];
+        let m = load_failure("matmul", &target, &rejected, "8.8");
+        for part in [
+            "the driver (driver 550.54.15, CUDA 12.4) could not load kernels/matmul.cu on cuda:1",
+            "(NVIDIA H100 80GB HBM3, compute capability 9.0)",
+            "tried sm_90 cubin: DriverError(CUDA_ERROR_INVALID_IMAGE); compute_80 PTX",
+            "UNSUPPORTED_PTX_VERSION",
+            "PTX ISA 8.8 needs a driver for CUDA 12.9 or newer, and this driver is older",
+        ] {
+            assert!(m.contains(part), "`{part}` missing from: {m}");
+        }
     }
 
     #[test]
