@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs (once) NVRTC and ptxas from NVIDIA's PyPI wheels into a cache
-# folder and prints the `export` lines that let advgrad's build.rs and the
-# ptxas check find them. No GPU and no CUDA toolkit are needed.
+# Installs (once) NVRTC, ptxas and cuobjdump from NVIDIA's PyPI wheels into a
+# cache folder and prints the `export` lines that let advgrad's build.rs, the
+# ptxas check and the cubin check find them. No GPU and no CUDA toolkit are
+# needed.
 #
 #   eval "$(scripts/cuda-env.sh)" && cargo build --features cuda
 #
@@ -9,7 +10,8 @@
 #   ADVGRAD_CUDA_HOME    where to install (default ${XDG_CACHE_HOME:-~/.cache}/advgrad-cuda)
 #   ADVGRAD_CUDA_WHEELS  pip version spec suffix, e.g. "==12.4.*" to pin an
 #                        older NVRTC whose PTX ISA older drivers accept
-#                        (default "==12.9.*")
+#                        (default "==12.9.*"; cuobjdump, which only reads
+#                        the cubins, comes from its newest wheel)
 #   PYTHON               the python to run pip with (default python3)
 #
 # Only the export lines go to stdout; progress goes to stderr.
@@ -25,12 +27,18 @@ find_nvrtc() {
 find_ptxas() {
     find "$prefix" -type f -name ptxas 2>/dev/null | head -n1
 }
-
-if [[ -z "$(find_nvrtc)" || -z "$(find_ptxas)" ]]; then
+find_cuobjdump() {
+    find "$prefix" -type f -name cuobjdump 2>/dev/null | head -n1
+}
+need_python() {
     if ! command -v "$py" >/dev/null 2>&1; then
         echo "cuda-env.sh: $py not found; install Python 3 with pip, or set PYTHON" >&2
         exit 1
     fi
+}
+
+if [[ -z "$(find_nvrtc)" || -z "$(find_ptxas)" ]]; then
+    need_python
     echo "cuda-env.sh: installing NVRTC and ptxas wheels into $prefix ..." >&2
     mkdir -p "$prefix"
     "$py" -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
@@ -38,13 +46,22 @@ if [[ -z "$(find_nvrtc)" || -z "$(find_ptxas)" ]]; then
         "nvidia-cuda-nvrtc-cu12${spec}" "nvidia-cuda-nvcc-cu12${spec}" >&2
 fi
 
+if [[ -z "$(find_cuobjdump)" ]]; then
+    need_python
+    echo "cuda-env.sh: installing the cuobjdump wheel into $prefix ..." >&2
+    mkdir -p "$prefix"
+    "$py" -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
+        --target "$prefix/cuobjdump" nvidia-cuda-cuobjdump >&2
+fi
+
 nvrtc="$(find_nvrtc)"
 ptxas="$(find_ptxas)"
-if [[ -z "$nvrtc" || -z "$ptxas" ]]; then
-    echo "cuda-env.sh: the wheels in $prefix lack libnvrtc.so or ptxas" >&2
+cuobjdump="$(find_cuobjdump)"
+if [[ -z "$nvrtc" || -z "$ptxas" || -z "$cuobjdump" ]]; then
+    echo "cuda-env.sh: the wheels in $prefix lack libnvrtc.so, ptxas or cuobjdump" >&2
     exit 1
 fi
-chmod +x "$ptxas" 2>/dev/null || true
+chmod +x "$ptxas" "$cuobjdump" 2>/dev/null || true
 nvrtc_dir="$(dirname "$nvrtc")"
 ptxas_dir="$(dirname "$ptxas")"
 
@@ -56,5 +73,6 @@ fi
 
 echo "export ADVGRAD_NVRTC_LIB='$nvrtc'"
 echo "export ADVGRAD_PTXAS='$ptxas'"
+echo "export ADVGRAD_CUOBJDUMP='$cuobjdump'"
 echo "export LD_LIBRARY_PATH='$nvrtc_dir'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 echo "export PATH='$ptxas_dir'\${PATH:+:\$PATH}"

@@ -1,34 +1,47 @@
 #!/usr/bin/env bash
-# Builds advgrad's GPU test binaries and the `advgrad` binary with
-# `--features cuda` (release) into one folder, .gpu-bundle/, with a run.sh
-# that runs them on a machine that has an NVIDIA driver but no Rust
-# toolchain (and no CUDA toolkit: the PTX is embedded, libcuda is loaded at
-# run time).
+# Builds the GPU bundle: advgrad's GPU test binaries, the `advgrad` binary
+# (release, `--features cuda`, debug info stripped), Fashion-MNIST for the
+# training and attack benchmarks, and run.sh (scripts/gpu-run.sh), in one
+# folder that runs on a machine with an NVIDIA driver but no Rust and no
+# CUDA toolkit (the kernels are embedded as cubins for sm_80 and sm_90 and
+# as PTX; libcuda and libcublas are loaded at run time).
 #
-#   scripts/gpu-bundle.sh            # build into .gpu-bundle/
-#   scp -r .gpu-bundle gpu-host: && ssh gpu-host .gpu-bundle/run.sh
+#   scripts/gpu-bundle.sh                    # build into .gpu-bundle/
+#   scp -r .gpu-bundle gpu-host: && ssh gpu-host .gpu-bundle/run.sh OUT_DIR
+#   # then copy OUT_DIR/gpu-run.json back: the verdict, every test, every bench row
 #
 # Environment:
-#   GPU_BUNDLE_DIR   output folder (default .gpu-bundle)
-#   GPU_BUNDLE_MAX   size limit in MiB (default 64)
-# Needs NVRTC to build the PTX: runs scripts/cuda-env.sh when
-# ADVGRAD_NVRTC_LIB is unset. Needs python3 to read cargo's output.
+#   GPU_BUNDLE_DIR             output folder (default .gpu-bundle)
+#   GPU_BUNDLE_MAX             size limit in MiB (default 40)
+#   GPU_BUNDLE_TRAIN_EXAMPLES  training examples carried (default 10000 of
+#                              60000, to keep the bundle small; the test set
+#                              is carried whole)
+#   ADVGRAD_DATA               where Fashion-MNIST is (default
+#                              /usr/share/datasets/fashion-mnist)
+# Needs NVRTC to build the kernels (runs scripts/cuda-env.sh when
+# ADVGRAD_NVRTC_LIB is unset) and python3 (cargo's JSON, the data subset).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 out="${GPU_BUNDLE_DIR:-.gpu-bundle}"
-max_mib="${GPU_BUNDLE_MAX:-64}"
+max_mib="${GPU_BUNDLE_MAX:-40}"
+train_examples="${GPU_BUNDLE_TRAIN_EXAMPLES:-10000}"
+data_src="${ADVGRAD_DATA:-/usr/share/datasets/fashion-mnist}"
 
+if [[ ! -f "$data_src/t10k-images-idx3-ubyte.gz" ]]; then
+    echo "gpu-bundle: Fashion-MNIST not found in $data_src (sudo apt-get install dataset-fashion-mnist, or set ADVGRAD_DATA)" >&2
+    exit 1
+fi
 if [[ -z "${ADVGRAD_NVRTC_LIB:-}" ]]; then
     eval "$(scripts/cuda-env.sh)"
 fi
 
-# The executables cargo reports, one per line: with `test`, only test
-# harnesses (cargo also reports the binaries integration tests use).
+# The executables cargo reports, one "<test|bin> <name> <path>" per line:
+# test harnesses (the library's is named lib), and the binaries the
+# integration tests are built with.
 executables() {
     python3 -c '
 import json, sys
-want_test = sys.argv[1] == "test"
 for line in sys.stdin:
     try:
         m = json.loads(line)
@@ -36,21 +49,33 @@ for line in sys.stdin:
         continue
     if m.get("reason") != "compiler-artifact" or not m.get("executable"):
         continue
-    if m["profile"]["test"] != want_test:
-        continue
     kind = m["target"]["kind"][0]
-    print(("lib" if kind == "lib" else m["target"]["name"]) + " " + m["executable"])' "$1"
+    if m["profile"]["test"]:
+        print("test", "lib" if kind == "lib" else m["target"]["name"], m["executable"])
+    elif kind == "bin":
+        print("bin", m["target"]["name"], m["executable"])'
 }
 
-echo "gpu-bundle: building test binaries (cuda_parity, lib) ..." >&2
-mapfile -t tests < <(cargo test --release --features cuda --no-run \
-    --lib --test cuda_parity --message-format=json | executables test)
-echo "gpu-bundle: building the advgrad binary ..." >&2
-mapfile -t bins < <(cargo build --release --features cuda --bin advgrad \
-    --message-format=json | executables bin)
+# One build gives the test binaries and, for them, the advgrad binary
+# (features cuda and, through the tests' dev-dependency, emu): the same
+# build `cargo test --release --features cuda` makes, so CI reuses it.
+echo "gpu-bundle: building the test binaries (cuda_parity, the library's) and advgrad ..." >&2
+mapfile -t built < <(cargo test -p advgrad --release --features cuda --no-run \
+    --lib --test cuda_parity --message-format=json | executables)
+tests=() bins=()
+for b in "${built[@]}"; do
+    case "$b" in
+    "test "*) tests+=("${b#test }") ;;
+    "bin advgrad "*) bins+=("${b#bin }") ;;
+    esac
+done
+if ((${#tests[@]} == 0 || ${#bins[@]} == 0)); then
+    echo "gpu-bundle: cargo reported no test binaries or no advgrad binary" >&2
+    exit 1
+fi
 
 rm -rf "$out"
-mkdir -p "$out/tests"
+mkdir -p "$out/tests" "$out/data"
 for t in "${tests[@]}"; do
     # "<target name> <path>"; the library's unit tests become advgrad-lib.
     name="${t%% *}"
@@ -60,58 +85,37 @@ done
 for b in "${bins[@]}"; do
     cp "${b#* }" "$out/${b%% *}"
 done
-if ((${#tests[@]} == 0)); then
-    echo "gpu-bundle: cargo reported no test binaries" >&2
-    exit 1
-fi
 # Strip debug info (the release profile keeps line tables).
 find "$out" -type f -perm -u+x -exec strip --strip-debug {} +
-
-cat >"$out/run.sh" <<'RUN'
-#!/usr/bin/env bash
-# Runs advgrad's GPU parity tests, then `advgrad bench`, on this machine's
-# GPU. Needs the NVIDIA driver (libcuda.so); no Rust, no CUDA toolkit.
-# cuBLAS (for the bench's comparison) is looked up in the usual CUDA
-# folders and in Python environments' nvidia/cublas/lib.
-set -uo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-# This machine is expected to have a GPU: a missing one fails the parity
-# tests (with the reason) instead of skipping them.
-export ADVGRAD_REQUIRE_GPU=1
-
-for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-         /usr/lib/x86_64-linux-gnu /opt/conda/lib \
-         $(python3 -c 'import site, sys; print(" ".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null); do
-    for lib in "$d" "$d/nvidia/cublas/lib"; do
-        if compgen -G "$lib/libcublas.so*" >/dev/null; then
-            export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-            echo "run.sh: cuBLAS in $lib"
-            break 2
-        fi
-    done
-done
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-
-status=0
-for t in "$here"/tests/*; do
-    echo "== $(basename "$t")"
-    # One test thread: the tests share one GPU.
-    # --nocapture shows why a test skipped (no GPU) and what ran.
-    "$t" --test-threads=1 --nocapture || status=1
-done
-if [[ -x "$here/advgrad" ]]; then
-    for op in matmul relu softmax_cross_entropy train_step; do
-        echo "== advgrad bench --op $op --device cuda"
-        "$here/advgrad" bench --op "$op" --sizes 256,1024,4096 --device cuda || status=1
-    done
-fi
-exit $status
-RUN
+cp scripts/gpu-run.sh "$out/run.sh"
 chmod +x "$out/run.sh"
 
+# The test set whole, the first $train_examples training examples.
+cp "$data_src"/t10k-images-idx3-ubyte.gz "$data_src"/t10k-labels-idx1-ubyte.gz "$out/data/"
+python3 - "$data_src" "$out/data" "$train_examples" <<'PY'
+import gzip, struct, sys
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for name, item in (("train-images-idx3-ubyte.gz", 28 * 28), ("train-labels-idx1-ubyte.gz", 1)):
+    with gzip.open(f"{src}/{name}", "rb") as f:
+        raw = f.read()
+    header = 16 if item > 1 else 8
+    total = struct.unpack(">I", raw[4:8])[0]
+    keep = min(n, total)
+    head = raw[:4] + struct.pack(">I", keep) + raw[8:header]
+    with gzip.open(f"{dst}/{name}", "wb", compresslevel=9) as f:
+        f.write(head + raw[header:header + keep * item])
+PY
+
+git_commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+git_dirty=false
+[[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]] && git_dirty=true
+cat >"$out/bundle.json" <<JSON
+{"commit": "$git_commit", "dirty": $git_dirty, "built": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "rustc": "$(rustc --version)", "nvrtc": "$(basename "$ADVGRAD_NVRTC_LIB")", "cuda_wheels": "${ADVGRAD_CUDA_WHEELS:-==12.9.*}", "cubins": "${ADVGRAD_CUDA_CUBINS:-sm_80,sm_90}", "ptx_arch": "${ADVGRAD_CUDA_ARCH:-compute_80}", "train_examples": $train_examples, "test_examples": 10000}
+JSON
+
 size_kib=$(du -sk "$out" | cut -f1)
-echo "gpu-bundle: $out is $((size_kib / 1024)) MiB:" >&2
-ls -l "$out" "$out/tests" >&2
+echo "gpu-bundle: $out is $((size_kib / 1024)) MiB (limit ${max_mib} MiB):" >&2
+ls -l "$out" "$out/tests" "$out/data" >&2
 if ((size_kib > max_mib * 1024)); then
     echo "gpu-bundle: $out is larger than ${max_mib} MiB" >&2
     exit 1

@@ -7,7 +7,8 @@
 //! each staying on the device; and gradcheck (finite differences) of a layer
 //! in f64 on the device.
 //!
-//! Devices: always `emu` — the real CUDA backend (`CudaStorage`, its ops, the
+//! Devices: `emu` (unless `ADVGRAD_PARITY_EMU=0`, which the GPU bundle sets)
+//! — the real CUDA backend (`CudaStorage`, its ops, the
 //! launch plans and checks, copy-on-write, label bounds) with the SIMT
 //! emulator as launcher, so every test runs in plain `cargo test` (the
 //! tests enable the `emu` feature themselves). With `--features cuda` and a
@@ -32,15 +33,24 @@ use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
 use advgrad::{DType, Device, Tape, Tensor};
 use support::{assert_close, compare, Rng, Scale, Tolerance};
 
-/// The devices a test runs on: the emulator, and `cuda:0` where this build
-/// has CUDA and a GPU is present (see the module docs).
+/// The devices a test runs on: the emulator (unless `ADVGRAD_PARITY_EMU=0`,
+/// as in the GPU bundle), and `cuda:0` where this build has CUDA and a GPU
+/// is present (see the module docs).
 fn devices(test: &str) -> Vec<Device> {
-    let mut v = vec![Device::Emu];
+    let mut v = Vec::new();
+    if cuda::parity_on_emulator() {
+        v.push(Device::Emu);
+    }
     match cuda::verdict(0) {
         Verdict::Run => v.push(Device::Cuda(0)),
         Verdict::Skip(why) => eprintln!("{test}: cuda:0 skipped: {why}"),
         Verdict::Fail(why) => panic!("{test}: {why}"),
     }
+    assert!(
+        !v.is_empty(),
+        "{test}: {}=0 leaves out the emulator and cuda:0 is skipped: nothing to test",
+        cuda::PARITY_EMU_VAR
+    );
     v
 }
 

@@ -77,6 +77,17 @@ pub fn ensure_available() -> Result<()> {
     probe(0).map_err(|u| Error::Cuda(u.to_string()))
 }
 
+/// Set to `0`, the CUDA parity tests (`tests/cuda_parity.rs`) leave out the
+/// emulated device and run on the GPU only: the GPU bundle sets it, since
+/// CI runs every parity test on the emulator on every change.
+pub const PARITY_EMU_VAR: &str = "ADVGRAD_PARITY_EMU";
+
+/// Whether the parity tests run on the emulated device ([`PARITY_EMU_VAR`]
+/// unset or not `0`).
+pub fn parity_on_emulator() -> bool {
+    std::env::var(PARITY_EMU_VAR).map_or(true, |v| v != "0")
+}
+
 /// Whether [`REQUIRE_GPU_VAR`] asks for a GPU.
 pub fn gpu_required() -> bool {
     std::env::var(REQUIRE_GPU_VAR).is_ok_and(|v| !v.is_empty() && v != "0")

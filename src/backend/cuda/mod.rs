@@ -23,7 +23,9 @@
 //! - `storage`: [`CudaStorage`] and its host transfers;
 //! - `ops`: the `BackendStorage` kernels;
 //! - `driver` (feature `cuda`): [`Gpu`], one context, stream and set of
-//!   loaded modules per GPU ordinal;
+//!   loaded modules per GPU ordinal (each module from the cubin that fits
+//!   the device, else the PTX), and the yardsticks `advgrad bench` compares
+//!   with (device-to-device copy, cuBLAS SGEMM);
 //! - `emulator` (feature `emu`): [`Emulator`], the one emulated device;
 //! - `availability`: whether `cuda:N` and `emu` can be used, and why not.
 //!
@@ -50,11 +52,13 @@ pub(crate) use availability::emulator_unavailable;
 #[cfg(not(feature = "cuda"))]
 pub(crate) use availability::gpu_unavailable;
 pub use availability::{
-    ensure_available, ensure_emulator, gpu_required, is_available, probe, verdict, Unavailable,
-    Verdict, REQUIRE_GPU_VAR,
+    ensure_available, ensure_emulator, gpu_required, is_available, parity_on_emulator, probe,
+    verdict, Unavailable, Verdict, PARITY_EMU_VAR, REQUIRE_GPU_VAR,
 };
 #[cfg(feature = "cuda")]
-pub use driver::{gpu, Gpu, GpuBuffer};
+pub use driver::{
+    gpu, Cublas, DeviceCopy, Gpu, GpuBuffer, GpuInfo, LoadedModule, Sgemm, IMAGE_VAR,
+};
 #[cfg(feature = "emu")]
 pub use emulator::{emulator, Emulator};
 #[cfg(any(feature = "cuda", feature = "emu"))]
@@ -70,7 +74,8 @@ pub type GpuStorage = CudaStorage<Gpu>;
 #[cfg(feature = "emu")]
 pub type EmuStorage = CudaStorage<Emulator>;
 
-/// The PTX embedded at build time (only with the `cuda` feature).
+/// The kernel images embedded at build time, PTX and cubins (only with
+/// the `cuda` feature).
 #[cfg(feature = "cuda")]
 pub mod ptx {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));

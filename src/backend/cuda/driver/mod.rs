@@ -2,26 +2,41 @@
 //! ordinal, created on first use and kept for the life of the process; it
 //! is the [`Launcher`](super::Launcher) of `cuda:N` (see `buffer.rs`).
 //!
+//! - `image`: which embedded image (cubin or PTX) a device of a given
+//!   compute capability runs — a pure function, unit-tested;
+//! - `load`: loading each module from the first image the driver accepts;
+//! - `buffer`: [`GpuBuffer`] and the launcher;
+//! - `baseline`: the device-to-device copy and cuBLAS SGEMM that
+//!   `advgrad bench` compares advgrad's kernels with.
+//!
 //! `cudarc` loads `libcuda` dynamically and *panics* when it is missing, so
 //! every entry point here first asks [`driver_present`] (cudarc's
 //! `is_culib_present`), and context creation additionally runs under
 //! `catch_unwind`: a machine without a GPU or driver gets an
-//! [`Unavailable`], never a panic.
+//! [`Unavailable`], never a panic. A device the driver reports but whose
+//! kernels it cannot load is [`Unavailable::Broken`], with a message naming
+//! the driver, the device, every image tried and the PTX ISA.
 
+mod baseline;
 mod buffer;
+mod image;
+mod load;
 
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DriverError};
-use cudarc::nvrtc::Ptx;
+use serde::Serialize;
 
 use super::availability::Unavailable;
-use super::ptx::{PTX_ARCH, PTX_MODULES};
 use crate::error::{Error, Result};
+use image::Arch;
 
+pub use baseline::{Cublas, DeviceCopy, Sgemm};
 pub use buffer::GpuBuffer;
+pub use image::IMAGE_VAR;
+pub use load::LoadedModule;
 
 /// A GPU ready to run advgrad's kernels: its context, the one stream every
 /// buffer and launch of this ordinal uses, and every kernel entry point.
@@ -29,6 +44,7 @@ pub struct Gpu {
     ordinal: usize,
     stream: Arc<CudaStream>,
     functions: HashMap<String, CudaFunction>,
+    info: GpuInfo,
     // Keeps the modules (and so the functions) loaded.
     _modules: Vec<Arc<CudaModule>>,
 }
@@ -37,9 +53,31 @@ impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gpu")
             .field("ordinal", &self.ordinal)
+            .field("name", &self.info.name)
             .field("kernels", &self.functions.len())
             .finish()
     }
+}
+
+/// What a GPU is and which kernel images it runs: for messages, benchmark
+/// records and the GPU bundle's report.
+#[derive(Clone, Debug, Serialize)]
+pub struct GpuInfo {
+    /// The device ordinal (`N` of `cuda:N`).
+    pub ordinal: usize,
+    /// The device's name, e.g. `NVIDIA H100 80GB HBM3`.
+    pub name: String,
+    /// Its compute capability, e.g. `9.0`.
+    pub compute_capability: String,
+    /// Its memory in bytes.
+    pub memory_bytes: usize,
+    /// The CUDA version the driver supports, e.g. `12.4`.
+    pub driver_cuda: String,
+    /// The kernel driver's version (`/proc/driver/nvidia/version`), e.g.
+    /// `550.54.15`, if readable.
+    pub driver_version: Option<String>,
+    /// Which image of each kernel module was loaded.
+    pub modules: Vec<LoadedModule>,
 }
 
 /// A driver error as an advgrad error naming what was being done.
@@ -54,24 +92,35 @@ pub fn driver_present() -> bool {
     unsafe { cudarc::driver::sys::is_culib_present() }
 }
 
-/// The driver's CUDA version as `major.minor`, or `unknown`.
-fn driver_version() -> String {
+/// The CUDA version the driver supports, as `(major, minor)`.
+fn driver_cuda() -> Option<(u32, u32)> {
     let mut v = 0;
-    // SAFETY: one valid out-pointer; the driver library is loaded (a
-    // context was created before this is asked).
+    // SAFETY: one valid out-pointer; only called once libcuda loaded (a
+    // context was created, or its creation failed with a driver error).
     let rc = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
-    if rc == cudarc::driver::sys::CUresult::CUDA_SUCCESS {
-        format!("{}.{}", v / 1000, (v % 1000) / 10)
-    } else {
-        "unknown".into()
-    }
+    (rc == cudarc::driver::sys::CUresult::CUDA_SUCCESS && v > 0)
+        .then_some((v as u32 / 1000, (v as u32 % 1000) / 10))
 }
 
-/// The `.version` (PTX ISA) line of a PTX module.
-fn ptx_isa(ptx: &str) -> &str {
-    ptx.lines()
-        .find_map(|l| l.trim().strip_prefix(".version "))
-        .unwrap_or("unknown")
+/// The kernel module's version from `/proc/driver/nvidia/version`
+/// (`NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  ...`).
+fn kernel_driver_version() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/driver/nvidia/version").ok()?;
+    let line = text.lines().find(|l| l.starts_with("NVRM version"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "Module")?;
+    words.get(at + 1).map(|v| v.to_string())
+}
+
+/// The driver's versions for messages: `550.54.15, CUDA 12.4`.
+fn driver_description() -> String {
+    let cuda = driver_cuda().map_or("CUDA version unknown".into(), |(a, b)| {
+        format!("CUDA {a}.{b}")
+    });
+    match kernel_driver_version() {
+        Some(v) => format!("driver {v}, {cuda}"),
+        None => format!("driver {cuda}"),
+    }
 }
 
 impl Gpu {
@@ -85,11 +134,23 @@ impl Gpu {
         &self.stream
     }
 
+    /// What the GPU is and which kernel images it loaded.
+    pub fn info(&self) -> &GpuInfo {
+        &self.info
+    }
+
+    /// Waits until every launch and copy issued on this GPU has finished.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(driver_err("waiting for the GPU"))
+    }
+
     /// The entry point `name` (e.g. `matmul_f32`).
     pub fn function(&self, name: &str) -> Result<&CudaFunction> {
         self.functions.get(name).ok_or_else(|| {
             Error::Cuda(format!(
-                "kernel `{name}` is not in the embedded PTX (rebuild advgrad with --features cuda)"
+                "kernel `{name}` is not in the embedded kernel images (rebuild advgrad with --features cuda)"
             ))
         })
     }
@@ -112,15 +173,15 @@ impl Gpu {
                 let no_device = cudarc::driver::sys::CUresult::CUDA_ERROR_NO_DEVICE;
                 match CudaContext::device_count() {
                     _ if e.0 == no_device => Unavailable::NoDevice(format!(
-                        "no GPU: the CUDA driver {} reports no device",
-                        driver_version()
+                        "no GPU: the CUDA driver ({}) reports no device",
+                        driver_description()
                     )),
                     Ok(n) if (n as usize) <= ordinal => Unavailable::NoDevice(format!(
                         "no GPU cuda:{ordinal}: the driver reports {n} device(s)"
                     )),
                     _ => Unavailable::Broken(format!(
-                        "creating a context on cuda:{ordinal} (driver {}): {e}",
-                        driver_version()
+                        "creating a context on cuda:{ordinal} ({}): {e}",
+                        driver_description()
                     )),
                 }
             })?;
@@ -133,43 +194,38 @@ impl Gpu {
         let stream = ctx
             .new_stream()
             .map_err(broken(format!("creating a stream on cuda:{ordinal}")))?;
-        let device = match (ctx.name(), ctx.compute_capability()) {
-            (Ok(name), Ok((major, minor))) => format!("{name}, sm_{major}{minor}"),
-            _ => "unknown device".into(),
+        let name = ctx
+            .name()
+            .map_err(broken(format!("asking cuda:{ordinal} its name")))?;
+        let (major, minor) = ctx.compute_capability().map_err(broken(format!(
+            "asking cuda:{ordinal} its compute capability"
+        )))?;
+        let capability = Arch::new(major.max(0) as u32, minor.max(0) as u32);
+        let device = format!("{name}, compute capability {capability}");
+        let driver = driver_description();
+        let target = load::Target {
+            ordinal,
+            device: &device,
+            capability,
+            driver: &driver,
+            driver_cuda: driver_cuda(),
         };
-        let mut modules = Vec::with_capacity(PTX_MODULES.len());
-        let mut functions = HashMap::new();
-        for module in kernels::MODULES {
-            let name = module.name;
-            let ptx = PTX_MODULES
-                .iter()
-                .find_map(|&(n, ptx)| (n == name).then_some(ptx))
-                .ok_or_else(|| {
-                    Unavailable::Broken(format!("kernels/{name}.cu has no embedded PTX"))
-                })?;
-            let loaded = ctx.load_module(Ptx::from_src(ptx)).map_err(|e| {
-                Unavailable::Broken(format!(
-                    "the driver (CUDA {}) could not load kernels/{name}.cu on cuda:{ordinal} \
-                     ({device}): {e}. The PTX is ISA {}, target {PTX_ARCH}; a driver older \
-                     than the NVRTC that wrote it rejects it: rebuild with an older NVRTC \
-                     (ADVGRAD_CUDA_WHEELS=\"==12.4.*\" scripts/cuda-env.sh) or update the driver",
-                    driver_version(),
-                    ptx_isa(ptx)
-                ))
-            })?;
-            for entry in module.entry_points() {
-                let f = loaded
-                    .load_function(&entry)
-                    .map_err(broken(format!("kernels/{name}.cu: looking up `{entry}`")))?;
-                functions.insert(entry, f);
-            }
-            modules.push(loaded);
-        }
+        let loaded = load::load_modules(&ctx, &target)?;
+        let info = GpuInfo {
+            ordinal,
+            name,
+            compute_capability: capability.to_string(),
+            memory_bytes: ctx.total_mem().unwrap_or(0),
+            driver_cuda: driver_cuda().map_or("unknown".into(), |(a, b)| format!("{a}.{b}")),
+            driver_version: kernel_driver_version(),
+            modules: loaded.report,
+        };
         Ok(Gpu {
             ordinal,
             stream,
-            functions,
-            _modules: modules,
+            functions: loaded.functions,
+            info,
+            _modules: loaded.modules,
         })
     }
 }
@@ -206,24 +262,6 @@ pub(crate) fn probe(ordinal: usize) -> std::result::Result<(), Unavailable> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_listed_entry_point_is_in_the_ptx() {
-        for module in kernels::MODULES {
-            let ptx = PTX_MODULES
-                .iter()
-                .find_map(|&(n, ptx)| (n == module.name).then_some(ptx))
-                .unwrap_or_else(|| panic!("no PTX for {}", module.name));
-            for entry in module.entry_points() {
-                assert!(
-                    ptx.contains(&format!(".entry {entry}(")),
-                    "{entry} missing from the PTX of {}",
-                    module.name
-                );
-            }
-        }
-        assert!(ptx_isa(PTX_MODULES[0].1).contains('.'));
-    }
 
     #[test]
     fn no_gpu_is_an_error_not_a_panic() {
