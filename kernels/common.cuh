@@ -169,6 +169,28 @@ __device__ __forceinline__ void cp_async_wait() {
 }
 #endif
 
+// The activations, by the codes of kernels/types.rs (`Activation::code`):
+// 0 relu (x <= 0 ? 0 : x: NaN stays NaN, -0 becomes +0, as on the CPU),
+// 1 sigmoid, 2 tanh.
+constexpr int ACT_RELU = 0;
+constexpr int ACT_SIGMOID = 1;
+constexpr int ACT_TANH = 2;
+
+// 1 / (1 + e^-x), written so that the exponential never overflows.
+template <typename T>
+__device__ __forceinline__ T sigmoid(T x) {
+    if (x >= T(0)) return T(1) / (T(1) + exp_(-x));
+    const T e = exp_(x);
+    return e / (T(1) + e);
+}
+
+template <int ACT, typename T>
+__device__ __forceinline__ T activate(T x) {
+    if (ACT == ACT_RELU) return x <= T(0) ? T(0) : x;
+    if (ACT == ACT_SIGMOID) return sigmoid(x);
+    return tanh_(x);
+}
+
 // Butterfly sum over the 32 lanes of a warp: every lane gets the total, and
 // the order of additions is fixed.
 template <typename T>
