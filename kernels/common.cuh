@@ -67,16 +67,18 @@ __device__ __forceinline__ T min_(T a, T b) {
     return (a <= b || isnan_(a)) ? a : b;
 }
 
-// Largest finite value, used as the identity of max reductions.
+// Infinity (−infinity is the identity of max reductions).
 template <typename T>
 struct Limits;
 template <>
 struct Limits<float> {
-    __device__ __forceinline__ static float lowest() { return -3.402823466e+38f; }
+    __device__ __forceinline__ static float infinity() { return __int_as_float(0x7f800000); }
 };
 template <>
 struct Limits<double> {
-    __device__ __forceinline__ static double lowest() { return -1.7976931348623157e+308; }
+    __device__ __forceinline__ static double infinity() {
+        return __longlong_as_double(0x7ff0000000000000ll);
+    }
 };
 
 // 16-byte vector of T, for vectorised loads and stores.

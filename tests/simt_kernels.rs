@@ -531,8 +531,21 @@ fn activations_f64() {
 
 // ------------------------------------------------- softmax cross-entropy
 
+/// Rows that fit in registers (1 to 32 lanes each) and rows that take the
+/// online softmax (more than 512 classes).
+const SOFTMAX_SIZES: &[(usize, usize)] = &[
+    (37, 29),
+    (1, 1),
+    (130, 257),
+    (9, 10),
+    (3, 70),
+    (5, 512),
+    (4, 513),
+    (3, 1500),
+];
+
 fn softmax_xent_all<T: Real>() {
-    for (s, &(r, c)) in ROW_SIZES.iter().enumerate() {
+    for (s, &(r, c)) in SOFTMAX_SIZES.iter().enumerate() {
         let mut rng = Rng::new(400 + s as u64);
         let x: Vec<T> = rand_vec(&mut rng, r * c, -8.0, 8.0);
         let labels: Vec<u32> = (0..r).map(|_| rng.below(c as u32)).collect();
@@ -669,6 +682,49 @@ fn softmax_xent_propagates_nan_and_flags_bad_labels() {
         .softmax_xent(&CpuStorage::U32(vec![0]), 3)
         .unwrap();
     assert!(cpu.to_f64_vec().iter().all(|v| v.is_nan()));
+}
+
+/// Rows with a NaN, with infinities, and all −∞, held in registers (7
+/// classes) and through the online softmax (600): the probabilities of the
+/// CPU, NaN where it gives NaN.
+#[test]
+fn softmax_xent_non_finite_rows_match_the_cpu() {
+    for cols in [7usize, 600] {
+        let mut rng = Rng::new(450 + cols as u64);
+        let mut x: Vec<f32> = rand_vec(&mut rng, 5 * cols, -4.0, 4.0);
+        x[cols / 2] = f32::NAN;
+        x[cols + cols / 3] = f32::NEG_INFINITY;
+        x[2 * cols + 1] = f32::INFINITY;
+        x[3 * cols..4 * cols].fill(f32::NEG_INFINITY);
+        let labels = vec![0u32; 5];
+        let (_, want) = CpuStorage::F32(x.clone())
+            .softmax_xent(&CpuStorage::U32(labels.clone()), cols)
+            .unwrap();
+        let mut loss = vec![0f32; 5];
+        let mut probs = vec![0f32; 5 * cols];
+        let p = softmax_xent::forward(DType::F32, 5, cols).unwrap();
+        simt::run(
+            &p,
+            &mut [
+                Buf::F32(&x),
+                Buf::U32(&labels),
+                Buf::F32Mut(&mut loss),
+                Buf::F32Mut(&mut probs),
+            ],
+        )
+        .unwrap();
+        check_ew(
+            &format!("non-finite rows of {cols}"),
+            &probs,
+            &want.to_f64_vec(),
+        );
+        let nan_rows: Vec<bool> = loss.iter().map(|l| l.is_nan()).collect();
+        assert_eq!(
+            nan_rows,
+            [true, false, true, true, false],
+            "{cols}: {loss:?}"
+        );
+    }
 }
 
 // ------------------------------------------------------------ reductions
