@@ -10,16 +10,21 @@
 //                                          labels before launching)
 //   p[r,c] = exp(x[r, c] − M) · (1 / S)   (saved for backward)
 // (the CPU backend's formulas). A group of `group` lanes (a power of two
-// up to 32, from the plan: about 4 values per lane) handles one row, so a
-// warp holds 32 / group rows and every load of a row is contiguous.
-// - Rows of up to group · SX_HELD values (512 with a whole warp) are read
-//   once into registers: the max, a group max, then each exp computed once,
-//   kept for both the sum and the output, a group sum, and the output.
+// up to 32, from the plan) handles one row, so a warp holds 32 / group
+// rows and every load of a row is contiguous. Each lane holds up to HELD
+// values of its row in registers:
+// - Rows of up to group · HELD values are read once into registers: the
+//   max, a group max, then each exp computed once, kept for both the sum and
+//   the output, a group sum, and the output.
 // - Longer rows use the online softmax: one read computes each lane's max
 //   and sum together, rescaling the sum whenever the max grows
 //   (s ← s·e^{m − v} + 1), one exp per value; the group merges its lanes'
 //   (m, s) pairs, one exp per lane; a second read writes the output, with a
 //   second exp per value.
+// Two instantiations: softmax_xent_fwd holds 4 values per lane (32
+// registers in f32, a full SM of warps) for rows of up to 128 classes, with
+// about 4 values per lane; softmax_xent_wide_fwd, one warp per row, holds
+// 16 (rows of up to 512 in registers) and takes longer rows online.
 // The mean over rows is a separate reduction (reduce.cu, scale = 1/rows).
 // Backward, one pass, elementwise over rows×cols, with g a device scalar
 // (the gradient of the mean loss) and rows (as T) from the host:
@@ -31,7 +36,6 @@
 namespace adv {
 
 constexpr int SX_THREADS = 256;
-constexpr int SX_HELD = 16;  // values of a row one lane holds in registers
 
 template <typename T>
 __device__ __forceinline__ T group_max(T v, int group) {
@@ -45,7 +49,7 @@ __device__ __forceinline__ T group_sum(T v, int group) {
     return v;
 }
 
-template <typename T>
+template <typename T, int HELD>
 __device__ __forceinline__ void softmax_xent_fwd(const T* __restrict__ logits,
                                                  const u32* __restrict__ labels,
                                                  T* __restrict__ loss, T* __restrict__ probs,
@@ -61,11 +65,11 @@ __device__ __forceinline__ void softmax_xent_fwd(const T* __restrict__ logits,
     const T neg_inf = -Limits<T>::infinity();
 
     T mx, s;
-    if (cols <= group * SX_HELD) {
-        T v[SX_HELD];
+    if (cols <= group * HELD) {
+        T v[HELD];
         T m = neg_inf;
 #pragma unroll
-        for (int j = 0; j < SX_HELD; ++j) {
+        for (int j = 0; j < HELD; ++j) {
             const int c = sub + j * group;
             if (c < n) {
                 v[j] = x[c];
@@ -75,7 +79,7 @@ __device__ __forceinline__ void softmax_xent_fwd(const T* __restrict__ logits,
         mx = group_max(m, group);
         T sum = T(0);
 #pragma unroll
-        for (int j = 0; j < SX_HELD; ++j) {
+        for (int j = 0; j < HELD; ++j) {
             if (sub + j * group < n) {
                 v[j] = exp_(v[j] - mx);
                 sum += v[j];
@@ -84,7 +88,7 @@ __device__ __forceinline__ void softmax_xent_fwd(const T* __restrict__ logits,
         s = group_sum(sum, group);
         const T inv = T(1) / s;
 #pragma unroll
-        for (int j = 0; j < SX_HELD; ++j) {
+        for (int j = 0; j < HELD; ++j) {
             const int c = sub + j * group;
             if (c < n) p[c] = v[j] * inv;
         }
@@ -122,12 +126,21 @@ __device__ __forceinline__ void softmax_xent_bwd(const T* __restrict__ probs,
                                                  T* __restrict__ dlogits, T rows, u64 n,
                                                  u64 cols) {
     const T gs = g[0] / rows;
-    ADV_FOR_EACH(i, n) {
-        const u64 r = i / cols;
-        const u64 c = i - r * cols;
+    // Row and column step with the index, without a division per element.
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    const u64 row_step = stride / cols, col_step = stride % cols;
+    u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    u64 r = i / cols, c = i % cols;
+    for (; i < n; i += stride) {
         T d = probs[i] * gs;
         if ((u64)labels[r] == c) d -= gs;
         dlogits[i] = d;
+        r += row_step;
+        c += col_step;
+        if (c >= cols) {
+            c -= cols;
+            ++r;
+        }
     }
 }
 
@@ -137,7 +150,12 @@ __device__ __forceinline__ void softmax_xent_bwd(const T* __restrict__ probs,
     extern "C" __global__ void __launch_bounds__(adv::SX_THREADS) softmax_xent_fwd_##S(    \
         const T* __restrict__ logits, const u32* __restrict__ labels, T* __restrict__ loss, \
         T* __restrict__ probs, int rows, int cols, int group) {                             \
-        adv::softmax_xent_fwd<T>(logits, labels, loss, probs, rows, cols, group);           \
+        adv::softmax_xent_fwd<T, 4>(logits, labels, loss, probs, rows, cols, group);        \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(adv::SX_THREADS) softmax_xent_wide_fwd_##S( \
+        const T* __restrict__ logits, const u32* __restrict__ labels, T* __restrict__ loss, \
+        T* __restrict__ probs, int rows, int cols, int group) {                             \
+        adv::softmax_xent_fwd<T, 16>(logits, labels, loss, probs, rows, cols, group);       \
     }                                                                                       \
     extern "C" __global__ void softmax_xent_bwd_##S(                                        \
         const T* __restrict__ probs, const u32* __restrict__ labels,                        \

@@ -531,14 +531,17 @@ fn activations_f64() {
 
 // ------------------------------------------------- softmax cross-entropy
 
-/// Rows that fit in registers (1 to 32 lanes each) and rows that take the
-/// online softmax (more than 512 classes).
+/// Rows that fit in registers (1 to 32 lanes each, up to 4 or, in the wide
+/// forward, 16 values per lane) and rows that take the online softmax
+/// (more than 512 classes).
 const SOFTMAX_SIZES: &[(usize, usize)] = &[
     (37, 29),
     (1, 1),
     (130, 257),
     (9, 10),
     (3, 70),
+    (6, 128),
+    (5, 129),
     (5, 512),
     (4, 513),
     (3, 1500),
@@ -684,12 +687,12 @@ fn softmax_xent_propagates_nan_and_flags_bad_labels() {
     assert!(cpu.to_f64_vec().iter().all(|v| v.is_nan()));
 }
 
-/// Rows with a NaN, with infinities, and all −∞, held in registers (7
-/// classes) and through the online softmax (600): the probabilities of the
-/// CPU, NaN where it gives NaN.
+/// Rows with a NaN, with infinities, and all −∞, held in registers (7 and
+/// 300 classes) and through the online softmax (600): the probabilities of
+/// the CPU, NaN where it gives NaN.
 #[test]
 fn softmax_xent_non_finite_rows_match_the_cpu() {
-    for cols in [7usize, 600] {
+    for cols in [7usize, 300, 600] {
         let mut rng = Rng::new(450 + cols as u64);
         let mut x: Vec<f32> = rand_vec(&mut rng, 5 * cols, -4.0, 4.0);
         x[cols / 2] = f32::NAN;
