@@ -300,7 +300,7 @@ __device__ __forceinline__ void gemm_tile(const T* __restrict__ A, const T* __re
 #pragma unroll
             for (int j = 0; j < G::IN; ++j)
 #pragma unroll
-                for (int q = 0; q < 4; q += VN) load16(&Bs[cur][k ^ 1][col0 + 16 * j + q], &fb[4 * j + q]);
+                for (int q = 0; q < 4; q += VN) load16(&Bs[cur][k][col0 + 16 * j + q], &fb[4 * j + q]);
 #pragma unroll
             for (int i = 0; i < G::IM * 4; ++i)
 #pragma unroll
