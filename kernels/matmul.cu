@@ -313,6 +313,7 @@ __device__ __forceinline__ void gemm_tile(const T* __restrict__ A, const T* __re
             cp_async_wait<0>();
             // The next stage is complete for every thread, and nobody
             // reads the current one any more: it is the one to refill.
+            __syncthreads();
         }
     }
 
