@@ -156,7 +156,7 @@ fn matmul_case<T: Real>(
     };
     let mut scale = vec![0.0; m * n];
     for i in 0..m {
-        for j in 0..n {
+        for (j, bias_j) in bias.iter().enumerate() {
             let ij = i * n + j;
             scale[ij] = (0..k).map(|p| (at(i, p) * bt(p, j)).abs()).sum();
             match epilogue {
@@ -164,7 +164,7 @@ fn matmul_case<T: Real>(
                     want[ij] += c0[ij].to_f64();
                     scale[ij] += c0[ij].to_f64().abs();
                 }
-                Epilogue::BiasAct(_) => scale[ij] += bias[j].to_f64().abs() + want[ij].abs(),
+                Epilogue::BiasAct(_) => scale[ij] += bias_j.to_f64().abs() + want[ij].abs(),
                 Epilogue::Store => {}
             }
         }
