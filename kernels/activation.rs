@@ -1,8 +1,9 @@
 //! Launches of `activation.cu`: ReLU, sigmoid and tanh, forward `y = f(x)`
 //! and backward `dx = g·f'` from what the forward saved (the input for ReLU,
-//! the output otherwise), grid-stride over `n` elements.
+//! the output otherwise), grid-stride over `n` elements; and a linear
+//! layer's bias and activation in one pass, `y[r, c] = f(x[r, c] + b[c])`.
 
-use crate::grid_stride::{input, output, GridStride, Slot};
+use crate::grid_stride::{input, output, row_input, GridStride, Slot};
 use crate::types::Activation;
 
 /// The parameters of every forward kernel.
@@ -43,6 +44,31 @@ pub const TANH_BWD: GridStride = GridStride {
     slots: BACKWARD_FROM_OUTPUT,
 };
 
+/// The parameters of the fused bias and activation kernels.
+const BIAS_ACT: &[Slot] = &[
+    input("x"),
+    row_input("b"),
+    output("y"),
+    Slot::Count,
+    Slot::Cols,
+];
+
+/// `y[r, c] = max(x[r, c] + b[c], 0)`.
+pub const BIAS_RELU: GridStride = GridStride {
+    base: "bias_relu",
+    slots: BIAS_ACT,
+};
+/// `y[r, c] = 1/(1 + e^−(x[r, c] + b[c]))`.
+pub const BIAS_SIGMOID: GridStride = GridStride {
+    base: "bias_sigmoid",
+    slots: BIAS_ACT,
+};
+/// `y[r, c] = tanh(x[r, c] + b[c])`.
+pub const BIAS_TANH: GridStride = GridStride {
+    base: "bias_tanh",
+    slots: BIAS_ACT,
+};
+
 /// The forward kernel of `act`: parameters `x, y, n`.
 pub const fn forward_kernel(act: Activation) -> &'static GridStride {
     match act {
@@ -62,6 +88,16 @@ pub const fn backward_kernel(act: Activation) -> &'static GridStride {
     }
 }
 
+/// The fused bias and activation `y[r, c] = f(x[r, c] + b[c])` over a
+/// `rows × cols` extent: parameters `x, b, y, n, cols`.
+pub const fn bias_act_kernel(act: Activation) -> &'static GridStride {
+    match act {
+        Activation::Relu => &BIAS_RELU,
+        Activation::Sigmoid => &BIAS_SIGMOID,
+        Activation::Tanh => &BIAS_TANH,
+    }
+}
+
 /// The base names of the kernels in `activation.cu`.
 pub const KERNELS: &[&str] = &[
     RELU_FWD.base,
@@ -70,6 +106,9 @@ pub const KERNELS: &[&str] = &[
     SIGMOID_BWD.base,
     TANH_FWD.base,
     TANH_BWD.base,
+    BIAS_RELU.base,
+    BIAS_SIGMOID.base,
+    BIAS_TANH.base,
 ];
 
 #[cfg(test)]
@@ -89,6 +128,11 @@ mod tests {
             assert_eq!(p.kernel, format!("{}_bwd_f32", act.name()));
             let f = forward_kernel(act).plan(DType::F64, Extent::flat(5), &[]);
             assert_eq!(f.unwrap().kernel, format!("{}_fwd_f64", act.name()));
+            let b = bias_act_kernel(act).plan(DType::F32, Extent::matrix(3, 5), &[]);
+            let b = b.unwrap();
+            assert_eq!(b.kernel, format!("bias_{}_f32", act.name()));
+            let lens: Vec<_> = b.buffers().map(|p| p.len).collect();
+            assert_eq!(lens, [15, 5, 15]);
         }
     }
 }

@@ -19,9 +19,10 @@ typedef unsigned long long u64;
 typedef unsigned int u32;
 
 #ifndef ADVGRAD_SIMT
-// Shared memory. On the GPU this is plain `__shared__`; the emulator gives
-// each block its own storage and fills it with 0xFF bytes (NaN) first.
-#define ADV_SHARED(T, name, dims) __shared__ T name dims
+// Shared memory, 16-byte aligned so that it can be read as vectors. On the
+// GPU this is plain `__shared__`; the emulator gives each block its own
+// storage and fills it with 0xFF bytes (NaN) first.
+#define ADV_SHARED(T, name, dims) __shared__ __align__(16) T name dims
 // Dynamic shared memory (size given at launch), aligned for any T.
 #define ADV_DYN_SHARED(T, name)                                   \
     extern __shared__ __align__(16) unsigned char adv_dyn_smem[]; \
@@ -66,19 +67,21 @@ __device__ __forceinline__ T min_(T a, T b) {
     return (a <= b || isnan_(a)) ? a : b;
 }
 
-// Largest finite value, used as the identity of max reductions.
+// Infinity (−infinity is the identity of max reductions).
 template <typename T>
 struct Limits;
 template <>
 struct Limits<float> {
-    __device__ __forceinline__ static float lowest() { return -3.402823466e+38f; }
+    __device__ __forceinline__ static float infinity() { return __int_as_float(0x7f800000); }
 };
 template <>
 struct Limits<double> {
-    __device__ __forceinline__ static double lowest() { return -1.7976931348623157e+308; }
+    __device__ __forceinline__ static double infinity() {
+        return __longlong_as_double(0x7ff0000000000000ll);
+    }
 };
 
-// 16-byte vector of T, for vectorised global loads.
+// 16-byte vector of T, for vectorised loads and stores.
 template <typename T>
 struct Vec16;
 template <>
@@ -91,6 +94,104 @@ struct Vec16<double> {
     typedef double2 type;
     static const int N = 2;
 };
+
+// A vector's values as an array, and back.
+__device__ __forceinline__ void unpack(const float4& v, float* o) {
+    o[0] = v.x;
+    o[1] = v.y;
+    o[2] = v.z;
+    o[3] = v.w;
+}
+__device__ __forceinline__ void unpack(const double2& v, double* o) {
+    o[0] = v.x;
+    o[1] = v.y;
+}
+__device__ __forceinline__ float4 pack(const float* i) { return make_float4(i[0], i[1], i[2], i[3]); }
+__device__ __forceinline__ double2 pack(const double* i) { return make_double2(i[0], i[1]); }
+
+// Whether p may be accessed as a 16-byte vector.
+__device__ __forceinline__ bool aligned16(const void* p) { return (u64)p % 16 == 0; }
+
+// The VN = 16 / sizeof(T) values at p (global or shared memory) as one
+// 16-byte access, and the store of VN values. Every vector access of every
+// kernel goes through these two, so the emulator checks each one's
+// alignment (a misaligned vector access is an error there, as on the GPU).
+template <typename T>
+__device__ __forceinline__ void load16(const T* p, T* out) {
+    typedef typename Vec16<T>::type V;
+#ifdef ADVGRAD_SIMT
+    simt::check_vector(p, sizeof(V), "load");
+#endif
+    unpack(*reinterpret_cast<const V*>(p), out);
+}
+template <typename T>
+__device__ __forceinline__ void store16(T* p, const T* in) {
+    typedef typename Vec16<T>::type V;
+#ifdef ADVGRAD_SIMT
+    simt::check_vector(p, sizeof(V), "store");
+#endif
+    *reinterpret_cast<V*>(p) = pack(in);
+}
+
+// Asynchronous 16-byte copy from global to shared memory (sm_80's
+// `cp.async.cg`, which bypasses L1 and the registers), grouped by
+// cp_async_commit; cp_async_wait<N>() waits until at most the N most
+// recent groups are still in flight. Both addresses must be 16-byte
+// aligned. Before sm_80 the copy is an ordinary vector load and store. The
+// emulator checks both addresses and performs the copy when the thread
+// waits for its group, not before (so a read before the wait sees poison).
+#ifndef ADVGRAD_SIMT
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+#if __CUDA_ARCH__ >= 800
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+#else
+    *reinterpret_cast<float4*>(smem) = *reinterpret_cast<const float4*>(gmem);
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+#else
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+    simt::cp_async(smem, gmem, 16);
+}
+__device__ __forceinline__ void cp_async_commit() { simt::cp_async_commit(); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    simt::cp_async_wait(N);
+}
+#endif
+
+// The activations, by the codes of kernels/types.rs (`Activation::code`):
+// 0 relu (x <= 0 ? 0 : x: NaN stays NaN, -0 becomes +0, as on the CPU),
+// 1 sigmoid, 2 tanh.
+constexpr int ACT_RELU = 0;
+constexpr int ACT_SIGMOID = 1;
+constexpr int ACT_TANH = 2;
+
+// 1 / (1 + e^-x), written so that the exponential never overflows.
+template <typename T>
+__device__ __forceinline__ T sigmoid(T x) {
+    if (x >= T(0)) return T(1) / (T(1) + exp_(-x));
+    const T e = exp_(x);
+    return e / (T(1) + e);
+}
+
+template <int ACT, typename T>
+__device__ __forceinline__ T activate(T x) {
+    if (ACT == ACT_RELU) return x <= T(0) ? T(0) : x;
+    if (ACT == ACT_SIGMOID) return sigmoid(x);
+    return tanh_(x);
+}
 
 // Butterfly sum over the 32 lanes of a warp: every lane gets the total, and
 // the order of additions is fixed.

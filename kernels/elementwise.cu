@@ -11,6 +11,10 @@
 //   project_linf:  y = min(max(x, max(x0 − eps, lo)), min(x0 + eps, hi))
 //                  (projection onto the L∞ ball around x0, within [lo, hi];
 //                  the CPU backend's formula, NaN-propagating max/min)
+//   sign_step:     y = min(max(x + alpha · sign(g), max(x0 − eps, lo)),
+//                          min(x0 + eps, hi))
+//                  (one signed-gradient attack step, projected: the
+//                  sign, step and projection in one pass)
 //   fill:          y = value                     (host scalar)
 //   fill_scalar:   y = s[0] · scale              (device scalar: backward
 //                                                 of sum, scale = 1, and of
@@ -72,6 +76,17 @@ __device__ __forceinline__ void project_linf(const T* __restrict__ x, const T* _
     }
 }
 template <typename T>
+__device__ __forceinline__ void sign_step(const T* __restrict__ x, const T* __restrict__ g,
+                                          const T* __restrict__ x0, T* __restrict__ y, T alpha,
+                                          T eps, T lo, T hi, u64 n) {
+    ADV_FOR_EACH(i, n) {
+        const T s = g[i] > T(0) ? T(1) : (g[i] < T(0) ? T(-1) : g[i]);
+        const T lower = max_(x0[i] - eps, lo);
+        const T upper = min_(x0[i] + eps, hi);
+        y[i] = min_(max_(x[i] + alpha * s, lower), upper);
+    }
+}
+template <typename T>
 __device__ __forceinline__ void fill(T* __restrict__ y, T value, u64 n) {
     ADV_FOR_EACH(i, n) y[i] = value;
 }
@@ -122,6 +137,11 @@ __device__ __forceinline__ void scale_scalar(const T* __restrict__ x, const T* _
                                                 const T* __restrict__ x0, T* __restrict__ y,   \
                                                 T eps, T lo, T hi, u64 n) {                    \
         adv::project_linf<T>(x, x0, y, eps, lo, hi, n);                                        \
+    }                                                                                          \
+    extern "C" __global__ void sign_step_##S(                                                  \
+        const T* __restrict__ x, const T* __restrict__ g, const T* __restrict__ x0,            \
+        T* __restrict__ y, T alpha, T eps, T lo, T hi, u64 n) {                                \
+        adv::sign_step<T>(x, g, x0, y, alpha, eps, lo, hi, n);                                 \
     }                                                                                          \
     extern "C" __global__ void fill_##S(T* __restrict__ y, T value, u64 n) {                   \
         adv::fill<T>(y, value, n);                                                             \

@@ -102,6 +102,24 @@ pub const PROJECT_LINF: GridStride = GridStride {
     ],
 };
 
+/// One signed-gradient step projected back, in one pass:
+/// `y = min(max(x + alpha·sign g, max(x0 − eps, lo)), min(x0 + eps, hi))`
+/// (the update of FGSM, BIM and L∞ PGD); values `[alpha, eps, lo, hi]`.
+pub const SIGN_STEP: GridStride = GridStride {
+    base: "sign_step",
+    slots: &[
+        input("x"),
+        input("g"),
+        input("x0"),
+        output("y"),
+        Slot::Scalar("alpha"),
+        Slot::Scalar("eps"),
+        Slot::Scalar("lo"),
+        Slot::Scalar("hi"),
+        Slot::Count,
+    ],
+};
+
 /// `y = value`; values `[value]`.
 pub const FILL: GridStride = GridStride {
     base: "fill",
@@ -143,6 +161,7 @@ pub const KERNELS: &[&str] = &[
     SIGN.base,
     CLAMP.base,
     PROJECT_LINF.base,
+    SIGN_STEP.base,
     FILL.base,
     FILL_SCALAR.base,
     SCALE_SCALAR.base,

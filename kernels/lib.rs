@@ -135,6 +135,28 @@ mod tests {
         assert_eq!(cuh, headers, "kernels/*.cuh and HEADERS differ");
     }
 
+    /// The emulator checks the alignment of a vector access only where it
+    /// goes through `load16`/`store16` (`common.cuh`), so no kernel source
+    /// reinterprets a pointer as a vector itself.
+    #[test]
+    fn every_vector_access_goes_through_load16_and_store16() {
+        for m in MODULES {
+            for (i, line) in m.source.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                for vector in ["float4", "double2", "Vec16"] {
+                    let cast = code.contains("reinterpret_cast") && code.contains(vector);
+                    let pointer = code.contains(&format!("{vector}*"));
+                    assert!(
+                        !cast && !pointer,
+                        "kernels/{}.cu:{}: a vector access outside load16/store16: {line}",
+                        m.name,
+                        i + 1
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_kernel_is_named_once() {
         let mut seen = HashSet::new();

@@ -79,6 +79,16 @@ impl Activation {
         }
     }
 
+    /// The kernels' code of the activation (`ACT_*` in `common.cuh`): 0
+    /// ReLU, 1 sigmoid, 2 tanh.
+    pub const fn code(self) -> i32 {
+        match self {
+            Activation::Relu => 0,
+            Activation::Sigmoid => 1,
+            Activation::Tanh => 2,
+        }
+    }
+
     /// Whether the backward reads the forward's input (ReLU) rather than its
     /// output.
     pub const fn saves_input(self) -> bool {

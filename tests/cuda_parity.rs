@@ -192,6 +192,137 @@ fn matmul_all_layouts() {
     }
 }
 
+/// A linear layer's `f(op(A)·op(B) + bias)` as one product with the bias
+/// and activation in its epilogue (after the split-K reduction where the
+/// plan splits), against the CPU's fused layer: odd sizes in every layout,
+/// sizes that take the 16-byte paths, and the MLP's layers at batch 128
+/// (784 → 256 is split in depth ranges on the emulated H100).
+#[test]
+fn linear_act_fused() {
+    const LAYOUTS: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
+    let mut cases: Vec<(usize, usize, usize, bool, bool, DType)> = Vec::new();
+    for dtype in DTYPES {
+        for (m, n, k) in [(37, 29, 41), (68, 36, 44), (1, 1, 1), (5, 3, 0)] {
+            for (ta, tb) in LAYOUTS {
+                cases.push((m, n, k, ta, tb, dtype));
+            }
+        }
+        cases.push((13, 10, 29, false, true, dtype));
+    }
+    for (m, n, k) in [(128, 256, 784), (128, 256, 256), (128, 10, 256)] {
+        cases.push((m, n, k, false, true, DType::F32));
+    }
+    for device in devices("linear_act_fused") {
+        for (s, &(m, n, k, a_trans, b_trans, dtype)) in cases.iter().enumerate() {
+            let mut rng = Rng::new(80 + s as u64);
+            let (av, bv) = (rng.vec(m * k, -1.0, 1.0), rng.vec(k * n, -1.0, 1.0));
+            let biasv = rng.vec(n, -1.0, 1.0);
+            let (a, b) = (pair(&av, dtype, device), pair(&bv, dtype, device));
+            let bias = pair(&biasv, dtype, device);
+            let d = MatmulDims {
+                m,
+                n,
+                k,
+                a_trans,
+                b_trans,
+            };
+            let at = |i: usize, p: usize| {
+                if a_trans {
+                    av[p * m + i]
+                } else {
+                    av[i * k + p]
+                }
+            };
+            let bt = |p: usize, j: usize| {
+                if b_trans {
+                    bv[j * k + p]
+                } else {
+                    bv[p * n + j]
+                }
+            };
+            for act in Activation::ALL {
+                let want = a.cpu.matmul_bias_act(&b.cpu, d, &bias.cpu, act).unwrap();
+                // The product's terms, the bias, and f's own rounding (its
+                // slope is at most 1).
+                let terms: Vec<f64> = host(&want)
+                    .iter()
+                    .enumerate()
+                    .map(|(ij, y)| {
+                        let (i, j) = (ij / n, ij % n);
+                        let p: f64 = (0..k).map(|p| (at(i, p) * bt(p, j)).abs()).sum();
+                        p + biasv[j].abs() + y.abs()
+                    })
+                    .collect();
+                check(
+                    &format!("{dtype} linear_act {act} {m}x{n}x{k} ta={a_trans} tb={b_trans}"),
+                    &a.dev.matmul_bias_act(&b.dev, d, &bias.dev, act).unwrap(),
+                    &want,
+                    Scale::Terms(&terms),
+                    Tolerance::kernel(dtype),
+                );
+            }
+        }
+        // A bias of the wrong length is the CPU's error.
+        let x = pair(&[1.0; 6], DType::F32, device);
+        let w = pair(&[1.0; 6], DType::F32, device);
+        let short = pair(&[1.0; 2], DType::F32, device);
+        let d = MatmulDims {
+            m: 2,
+            n: 3,
+            k: 2,
+            a_trans: false,
+            b_trans: true,
+        };
+        let relu = Activation::Relu;
+        let ed = x
+            .dev
+            .matmul_bias_act(&w.dev, d, &short.dev, relu)
+            .unwrap_err();
+        let ec = x
+            .cpu
+            .matmul_bias_act(&w.cpu, d, &short.cpu, relu)
+            .unwrap_err();
+        assert_eq!(ed.to_string(), ec.to_string());
+    }
+}
+
+/// The attacks' step `Π(x + α·sign g)` as one kernel, against the CPU's:
+/// zeros and a NaN in the gradient, the [0, 1] box and one that cuts into
+/// the ball, odd sizes and a Fashion-MNIST batch.
+#[test]
+fn sign_step_fused() {
+    for device in devices("sign_step_fused") {
+        for dtype in DTYPES {
+            for (s, &n) in [1usize, 1073, 128 * 784].iter().enumerate() {
+                let mut rng = Rng::new(90 + s as u64);
+                let x0v = rng.vec(n, 0.0, 1.0);
+                let xv: Vec<f64> = x0v.iter().map(|v| v + rng.uniform(-0.1, 0.1)).collect();
+                let mut gv = rng.vec(n, -1.0, 1.0);
+                gv[0] = 0.0;
+                if n > 2 {
+                    gv[n / 2] = f64::NAN;
+                }
+                let (x, g, x0) = (
+                    pair(&xv, dtype, device),
+                    pair(&gv, dtype, device),
+                    pair(&x0v, dtype, device),
+                );
+                for (lo, hi) in [(0.0, 1.0), (0.2, 0.7)] {
+                    check_op(
+                        &format!("{dtype} sign_step [{lo}, {hi}] n={n}"),
+                        &x.dev
+                            .sign_step(&g.dev, &x0.dev, 0.01, 0.03, lo, hi)
+                            .unwrap(),
+                        &x.cpu
+                            .sign_step(&g.cpu, &x0.cpu, 0.01, 0.03, lo, hi)
+                            .unwrap(),
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn elementwise_and_activations() {
     for device in devices("elementwise_and_activations") {
@@ -310,10 +441,9 @@ fn rows_reductions_and_scalars() {
                     t,
                 );
                 for act in Activation::ALL {
-                    // The bias and activation in one pass (the trait's
-                    // composition on the CUDA backend, so far). f has a slope
-                    // of at most 1: its error is the sum's plus its own
-                    // rounding.
+                    // The bias and activation in one pass (one fused kernel).
+                    // f has a slope of at most 1: its error is the sum's plus
+                    // its own rounding.
                     let want = x.cpu.bias_act(&b.cpu, c, act).unwrap();
                     let terms: Vec<f64> = host(&want)
                         .iter()
@@ -665,8 +795,7 @@ fn pgd_stays_on_device() {
                 t,
             );
 
-            // The library's PGD end to end (its fused sign step, on this
-            // device the trait's composition).
+            // The library's PGD end to end (its fused sign step).
             let attack = Attack::build("pgd", eps, &AttackOptions::default()).unwrap();
             let ac = attack.run(&model, &x, &y, 1).unwrap();
             let ad = attack.run(&dm, &dx, &dy, 1).unwrap();

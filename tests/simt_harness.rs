@@ -1,6 +1,7 @@
 //! Tests of the CPU SIMT emulator itself (`crates/simt`): that it reports
 //! divergent barriers, poisons shared memory and fresh buffers, catches
-//! writes past a buffer, shuffles like a warp, holds independent-thread
+//! writes past a buffer and misaligned vector accesses, lands `cp.async`
+//! copies only at the wait, shuffles like a warp, holds independent-thread
 //! plans to their word, and checks a plan against the kernel it launches.
 
 use std::time::{Duration, Instant};
@@ -203,4 +204,93 @@ fn plans_are_checked_against_the_kernel() {
     p.block = [256, 1, 1];
     simt::run(&p, &mut [Buf::F32(&a), Buf::F32(&b), Buf::F32Mut(&mut y)]).unwrap();
     assert_eq!(y, vec![3f32; 10]);
+}
+
+fn int(name: &'static str, v: i32) -> Param {
+    Param::Scalar {
+        name,
+        value: Scalar::I32(v),
+    }
+}
+
+#[test]
+fn misaligned_vector_accesses_are_errors() {
+    for shared in [0, 1] {
+        let p = |offset| {
+            plan1(
+                "simt_vector_access",
+                1,
+                32,
+                0,
+                vec![
+                    out_param(DType::F32, 64),
+                    int("offset", offset),
+                    int("shared", shared),
+                ],
+            )
+        };
+        let mut out = vec![0f32; 64];
+        simt::run(&p(4), &mut [Buf::F32Mut(&mut out)]).unwrap();
+        let e = simt::run(&p(1), &mut [Buf::F32Mut(&mut out)]).unwrap_err();
+        let space = if shared == 1 { "shared" } else { "global" };
+        let want = format!("simt_vector_access: misaligned 16-byte {space} load at 0x");
+        assert!(e.0.starts_with(&want), "{e}");
+        assert!(e.0.contains("block (0,0,0), thread 0,0,0"), "{e}");
+    }
+}
+
+/// cp.async copies when the thread waits, not before: a read of the
+/// destination before the wait sees the poison.
+#[test]
+fn cp_async_lands_at_the_wait() {
+    let input: Vec<f32> = (1..=8).map(|v| v as f32).collect();
+    let plan = |src_offset, wait| {
+        plan1(
+            "simt_cp_async",
+            1,
+            32,
+            0,
+            vec![
+                Param::Buffer {
+                    name: "in",
+                    dtype: DType::F32,
+                    len: 8,
+                    access: Access::Read,
+                },
+                out_param(DType::F32, 8),
+                int("src_offset", src_offset),
+                int("wait", wait),
+            ],
+        )
+    };
+    let mut out = vec![0f32; 8];
+    simt::run(&plan(4, 1), &mut [Buf::F32(&input), Buf::F32Mut(&mut out)]).unwrap();
+    assert!(out[..4].iter().all(|v| v.is_nan()), "{out:?}");
+    assert_eq!(out[4..], [5.0, 6.0, 7.0, 8.0]);
+
+    let e = simt::run(&plan(0, 0), &mut [Buf::F32(&input), Buf::F32Mut(&mut out)]).unwrap_err();
+    assert!(e.0.contains("never waited for"), "{e}");
+    let e = simt::run(&plan(1, 1), &mut [Buf::F32(&input), Buf::F32Mut(&mut out)]).unwrap_err();
+    assert!(
+        e.0.starts_with("simt_cp_async: cp.async of 16 bytes")
+            && e.0.contains("misaligned global source"),
+        "{e}"
+    );
+    let p = plan1(
+        "simt_cp_async_to_global",
+        1,
+        32,
+        0,
+        vec![
+            Param::Buffer {
+                name: "in",
+                dtype: DType::F32,
+                len: 4,
+                access: Access::Read,
+            },
+            out_param(DType::F32, 4),
+        ],
+    );
+    let e = simt::run(&p, &mut [Buf::F32(&input), Buf::F32Mut(&mut out)]).unwrap_err();
+    assert!(e.0.contains("not shared memory"), "{e}");
 }

@@ -19,6 +19,7 @@ use advgrad::backend::cpu::CpuStorage;
 use advgrad::backend::{Activation, BackendStorage, Binary, MatmulDims, UpdateRule};
 use advgrad::DType;
 use kernels::grid_stride::Extent;
+use kernels::matmul::{Epilogue, MatmulPlan, Tile, Tuning};
 use kernels::optim::AdamStep;
 use kernels::{activation, elementwise, matmul, optim, reduce, softmax_xent};
 use simt::Buf;
@@ -102,22 +103,41 @@ fn check_ew<T: Real>(what: &str, got: &[T], want: &[f64]) {
 
 // ---------------------------------------------------------------- matmul
 
-const MATMUL_SIZES: &[(usize, usize, usize)] = &[
-    (37, 29, 41),
-    (1, 1, 1),
-    (130, 257, 65),
-    (64, 64, 16),
-    (70, 68, 36),
-    (5, 3, 0),
-    (0, 4, 3),
-    (33, 1, 100),
-];
+/// Runs a matmul plan — the product, and the split-K reduction when it has
+/// one — on the emulator, with `c` the output (read too when accumulating).
+fn run_matmul<T: Real>(p: &MatmulPlan, a: &[T], b: &[T], bias: &[T], c: &mut [T]) {
+    match &p.reduce {
+        None => simt::run(
+            &p.product,
+            &mut [T::buf(a), T::buf(b), T::buf(bias), T::buf_mut(c)],
+        ),
+        Some(reduce) => {
+            let mut partial = vec![T::from_f64(0.0); p.workspace_len()];
+            simt::run(
+                &p.product,
+                &mut [T::buf(a), T::buf(b), T::buf(bias), T::buf_mut(&mut partial)],
+            )
+            .and_then(|()| simt::run(reduce, &mut [T::buf(&partial), T::buf(bias), T::buf_mut(c)]))
+        }
+    }
+    .unwrap_or_else(|e| panic!("{}: {e}", p.product.kernel));
+}
 
-fn matmul_case<T: Real>(m: usize, n: usize, k: usize, ta: bool, tb: bool, acc: bool, seed: u64) {
+/// One product on the emulator against the CPU backend: `epilogue`
+/// (stored, accumulated into random values, or bias and activation) with
+/// the tiling `tuning` gives.
+fn matmul_case<T: Real>(
+    (m, n, k): (usize, usize, usize),
+    (ta, tb): (bool, bool),
+    epilogue: Epilogue,
+    tuning: Tuning,
+    seed: u64,
+) {
     let mut rng = Rng::new(seed);
     let a: Vec<T> = rand_vec(&mut rng, m * k, -1.0, 1.0);
     let b: Vec<T> = rand_vec(&mut rng, k * n, -1.0, 1.0);
     let c0: Vec<T> = rand_vec(&mut rng, m * n, -1.0, 1.0);
+    let bias: Vec<T> = rand_vec(&mut rng, n, -1.0, 1.0);
     let dims = MatmulDims {
         m,
         n,
@@ -125,46 +145,114 @@ fn matmul_case<T: Real>(m: usize, n: usize, k: usize, ta: bool, tb: bool, acc: b
         a_trans: ta,
         b_trans: tb,
     };
-    let mut want = cpu_f64(T::cpu(&a).matmul(&T::cpu(&b), dims));
-    // The scale: Σ_p |a_ip·b_pj| (+ |c0_ij| when accumulating).
+    let (ca, cb) = (T::cpu(&a), T::cpu(&b));
+    // The scale: Σ_p |a_ip·b_pj|, plus |c0_ij| when accumulating, or
+    // |bias_j| and the output's own size with an activation (slope ≤ 1).
     let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] }.to_f64();
     let bt = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] }.to_f64();
+    let mut want = match epilogue {
+        Epilogue::BiasAct(act) => cpu_f64(ca.matmul_bias_act(&cb, dims, &T::cpu(&bias), act)),
+        _ => cpu_f64(ca.matmul(&cb, dims)),
+    };
     let mut scale = vec![0.0; m * n];
     for i in 0..m {
-        for j in 0..n {
-            let mut abs: f64 = (0..k).map(|p| (at(i, p) * bt(p, j)).abs()).sum();
-            if acc {
-                want[i * n + j] += c0[i * n + j].to_f64();
-                abs += c0[i * n + j].to_f64().abs();
+        for (j, bias_j) in bias.iter().enumerate() {
+            let ij = i * n + j;
+            scale[ij] = (0..k).map(|p| (at(i, p) * bt(p, j)).abs()).sum();
+            match epilogue {
+                Epilogue::Accumulate => {
+                    want[ij] += c0[ij].to_f64();
+                    scale[ij] += c0[ij].to_f64().abs();
+                }
+                Epilogue::BiasAct(_) => scale[ij] += bias_j.to_f64().abs() + want[ij].abs(),
+                Epilogue::Store => {}
             }
-            scale[i * n + j] = abs;
         }
     }
-    let p = matmul::matmul(T::DTYPE, dims, acc).unwrap();
+    let p = matmul::matmul(T::DTYPE, dims, epilogue, tuning).unwrap();
     let mut c = c0.clone();
-    simt::run(&p, &mut [T::buf(&a), T::buf(&b), T::buf_mut(&mut c)]).unwrap();
+    run_matmul(&p, &a, &b, &bias, &mut c);
+    let t = p.tiling;
     check(
-        &format!("matmul {m}x{n}x{k} ta={ta} tb={tb} acc={acc}"),
+        &format!(
+            "matmul {m}x{n}x{k} ta={ta} tb={tb} {epilogue:?} {:?} splits={} k_chunk={}",
+            t.tile, t.splits, t.k_chunk
+        ),
         &c,
         &want,
         &scale,
     );
 }
 
+/// Odd edges; one block; sizes that take the 16-byte paths of every
+/// operand (m, n, k multiples of 4) with partial tiles; a k that is not a
+/// multiple of 4 (scalar loads for the k-inner operands) and one that is
+/// not a multiple of the stage depth; empty products; a single column.
+const MATMUL_SIZES: &[(usize, usize, usize)] = &[
+    (37, 29, 41),
+    (1, 1, 1),
+    (130, 257, 65),
+    (68, 36, 44),
+    (72, 68, 37),
+    (5, 3, 0),
+    (0, 4, 3),
+    (33, 1, 100),
+];
+
+const LAYOUTS: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
+
+fn forced(tile: Tile, splits: u32) -> Tuning {
+    Tuning {
+        tile: Some(tile),
+        splits: Some(splits),
+        ..Tuning::default()
+    }
+}
+
 fn matmul_all<T: Real>() {
-    for (s, &(m, n, k)) in MATMUL_SIZES.iter().enumerate() {
-        matmul_case::<T>(m, n, k, false, false, false, s as u64);
+    for (s, &size) in MATMUL_SIZES.iter().enumerate() {
+        for (l, &layout) in LAYOUTS.iter().enumerate() {
+            for tile in Tile::ALL {
+                let seed = (s * 8 + l * 2) as u64;
+                matmul_case::<T>(size, layout, Epilogue::Store, forced(tile, 1), seed);
+            }
+        }
     }
-    for (ta, tb, acc) in [
-        (true, false, false),
-        (false, true, true),
-        (true, true, false),
-        (false, false, true),
-    ] {
-        matmul_case::<T>(37, 29, 41, ta, tb, acc, 7);
-        matmul_case::<T>(70, 68, 36, ta, tb, acc, 8);
+    // Split-K: depth ranges of 16 or 8 values (or 48 / 24, leaving a
+    // partial last range), every epilogue applied after the reduction.
+    let epilogues = [
+        Epilogue::Store,
+        Epilogue::Accumulate,
+        Epilogue::BiasAct(Activation::Relu),
+        Epilogue::BiasAct(Activation::Sigmoid),
+        Epilogue::BiasAct(Activation::Tanh),
+    ];
+    for (l, &layout) in LAYOUTS.iter().enumerate() {
+        for (e, &epilogue) in epilogues.iter().enumerate() {
+            let seed = 100 + (l * 8 + e) as u64;
+            matmul_case::<T>(
+                (70, 68, 100),
+                layout,
+                epilogue,
+                forced(Tile::T64x64, 3),
+                seed,
+            );
+            matmul_case::<T>(
+                (37, 29, 41),
+                layout,
+                epilogue,
+                forced(Tile::T128x128, 1),
+                seed,
+            );
+        }
     }
-    matmul_case::<T>(130, 257, 65, true, true, true, 9);
+    matmul_case::<T>(
+        (37, 130, 65),
+        (false, true),
+        Epilogue::Accumulate,
+        forced(Tile::T128x128, 5),
+        200,
+    );
 }
 
 #[test]
@@ -175,6 +263,46 @@ fn matmul_f32() {
 #[test]
 fn matmul_f64() {
     matmul_all::<f64>();
+}
+
+/// The MLP's products (batch 128, 784 → 256 → 256 → 10) as the plan
+/// tiles them for an H100 (132 SMs) and an A100 (108): the forward split
+/// in depth ranges with the bias and ReLU after the reduction, the input
+/// and weight gradients.
+#[test]
+fn matmul_mlp_shapes_f32() {
+    let relu = Epilogue::BiasAct(Activation::Relu);
+    for sms in [132, 108] {
+        let tuning = Tuning::for_device(sms);
+        matmul_case::<f32>((128, 256, 784), (false, true), relu, tuning, 300);
+        matmul_case::<f32>((128, 10, 256), (false, true), Epilogue::Store, tuning, 301);
+        matmul_case::<f32>((256, 784, 128), (true, false), Epilogue::Store, tuning, 302);
+        matmul_case::<f32>(
+            (128, 784, 256),
+            (false, false),
+            Epilogue::Store,
+            tuning,
+            303,
+        );
+    }
+    let p = matmul::matmul(
+        DType::F32,
+        MatmulDims {
+            m: 128,
+            n: 256,
+            k: 784,
+            a_trans: false,
+            b_trans: true,
+        },
+        relu,
+        Tuning::for_device(132),
+    )
+    .unwrap();
+    assert!(
+        p.tiling.splits > 1,
+        "the MLP's first layer is split: {:?}",
+        p.tiling
+    );
 }
 
 // ---------------------------------------------------------- elementwise
@@ -248,6 +376,24 @@ fn elementwise_all<T: Real>() {
             }
         }
 
+        // The fused attack step, against the CPU's, from a gradient with
+        // zeros and a NaN (sign 0 and NaN) and x a perturbation of x0.
+        let mut g: Vec<T> = rand_vec(&mut rng, n, -1.0, 1.0);
+        g[0] = T::from_f64(0.0);
+        g[n / 2] = T::from_f64(if n > 1 { f64::NAN } else { 0.0 });
+        for (lo, hi) in [(0.0, 1.0), (0.2, 0.7)] {
+            let values = [0.025, eps, lo, hi];
+            let p = elementwise::SIGN_STEP.plan(e, flat(n), &values).unwrap();
+            simt::run(
+                &p,
+                &mut [T::buf(&xa), T::buf(&g), T::buf(&x0), T::buf_mut(&mut y)],
+            )
+            .unwrap();
+            let want =
+                cpu_f64(T::cpu(&xa).sign_step(&T::cpu(&g), &T::cpu(&x0), 0.025, eps, lo, hi));
+            check_ew(&format!("sign_step [{lo}, {hi}] n={n}"), &y, &want);
+        }
+
         let p = elementwise::FILL.plan(e, flat(n), &[-0.5]).unwrap();
         simt::run(&p, &mut [T::buf_mut(&mut y)]).unwrap();
         check_ew("fill", &y, &vec![-0.5; n]);
@@ -293,6 +439,20 @@ fn bias_all<T: Real>() {
         simt::run(&p, &mut [T::buf(&x), T::buf(&b), T::buf_mut(&mut y)]).unwrap();
         let want = cpu_f64(T::cpu(&x).add_row(&T::cpu(&b), c));
         check_ew(&format!("add_row {r}x{c}"), &y, &want);
+
+        // Bias and activation in one pass: f has a slope of at most 1, so
+        // its error is the sum's plus its own rounding.
+        for act in Activation::ALL {
+            let p = activation::bias_act_kernel(act)
+                .plan(T::DTYPE, Extent::matrix(r, c), &[])
+                .unwrap();
+            simt::run(&p, &mut [T::buf(&x), T::buf(&b), T::buf_mut(&mut y)]).unwrap();
+            let want = cpu_f64(T::cpu(&x).bias_act(&T::cpu(&b), c, act));
+            let terms: Vec<f64> = (0..r * c)
+                .map(|i| x[i].to_f64().abs() + b[i % c].to_f64().abs() + want[i].abs())
+                .collect();
+            check(&format!("bias_{act} {r}x{c}"), &y, &want, &terms);
+        }
 
         let mut out = vec![T::from_f64(0.0); c];
         let p = reduce::sum_rows(T::DTYPE, r, c).unwrap();
@@ -371,8 +531,24 @@ fn activations_f64() {
 
 // ------------------------------------------------- softmax cross-entropy
 
+/// Rows that fit in registers (1 to 32 lanes each, up to 4 or, in the wide
+/// forward, 16 values per lane) and rows that take the online softmax
+/// (more than 512 classes).
+const SOFTMAX_SIZES: &[(usize, usize)] = &[
+    (37, 29),
+    (1, 1),
+    (130, 257),
+    (9, 10),
+    (3, 70),
+    (6, 128),
+    (5, 129),
+    (5, 512),
+    (4, 513),
+    (3, 1500),
+];
+
 fn softmax_xent_all<T: Real>() {
-    for (s, &(r, c)) in ROW_SIZES.iter().enumerate() {
+    for (s, &(r, c)) in SOFTMAX_SIZES.iter().enumerate() {
         let mut rng = Rng::new(400 + s as u64);
         let x: Vec<T> = rand_vec(&mut rng, r * c, -8.0, 8.0);
         let labels: Vec<u32> = (0..r).map(|_| rng.below(c as u32)).collect();
@@ -509,6 +685,49 @@ fn softmax_xent_propagates_nan_and_flags_bad_labels() {
         .softmax_xent(&CpuStorage::U32(vec![0]), 3)
         .unwrap();
     assert!(cpu.to_f64_vec().iter().all(|v| v.is_nan()));
+}
+
+/// Rows with a NaN, with infinities, and all −∞, held in registers (7 and
+/// 300 classes) and through the online softmax (600): the probabilities of
+/// the CPU, NaN where it gives NaN.
+#[test]
+fn softmax_xent_non_finite_rows_match_the_cpu() {
+    for cols in [7usize, 300, 600] {
+        let mut rng = Rng::new(450 + cols as u64);
+        let mut x: Vec<f32> = rand_vec(&mut rng, 5 * cols, -4.0, 4.0);
+        x[cols / 2] = f32::NAN;
+        x[cols + cols / 3] = f32::NEG_INFINITY;
+        x[2 * cols + 1] = f32::INFINITY;
+        x[3 * cols..4 * cols].fill(f32::NEG_INFINITY);
+        let labels = vec![0u32; 5];
+        let (_, want) = CpuStorage::F32(x.clone())
+            .softmax_xent(&CpuStorage::U32(labels.clone()), cols)
+            .unwrap();
+        let mut loss = vec![0f32; 5];
+        let mut probs = vec![0f32; 5 * cols];
+        let p = softmax_xent::forward(DType::F32, 5, cols).unwrap();
+        simt::run(
+            &p,
+            &mut [
+                Buf::F32(&x),
+                Buf::U32(&labels),
+                Buf::F32Mut(&mut loss),
+                Buf::F32Mut(&mut probs),
+            ],
+        )
+        .unwrap();
+        check_ew(
+            &format!("non-finite rows of {cols}"),
+            &probs,
+            &want.to_f64_vec(),
+        );
+        let nan_rows: Vec<bool> = loss.iter().map(|l| l.is_nan()).collect();
+        assert_eq!(
+            nan_rows,
+            [true, false, true, true, false],
+            "{cols}: {loss:?}"
+        );
+    }
 }
 
 // ------------------------------------------------------------ reductions

@@ -211,6 +211,36 @@ thread_local Launch* tl_launch = nullptr;
 thread_local int tl_lane = 0;
 thread_local int tl_warp = 0;
 
+// The cp.async copies of the calling thread not yet waited for: their
+// destinations and the bytes read from their sources, in issue order, and
+// where each committed group ends.
+struct AsyncCopies {
+    struct Copy {
+        void* dst;
+        size_t bytes;
+        unsigned char data[16];
+    };
+    std::vector<Copy> copies;
+    std::vector<size_t> group_ends;
+
+    void clear() {
+        copies.clear();
+        group_ends.clear();
+    }
+    bool pending() const { return !copies.empty(); }
+    // Writes every committed group but the `keep` most recent ones.
+    void complete(size_t keep) {
+        if (group_ends.size() <= keep) return;
+        const size_t groups = group_ends.size() - keep;
+        const size_t upto = group_ends[groups - 1];
+        for (size_t i = 0; i < upto; ++i) memcpy(copies[i].dst, copies[i].data, copies[i].bytes);
+        copies.erase(copies.begin(), copies.begin() + upto);
+        group_ends.erase(group_ends.begin(), group_ends.begin() + groups);
+        for (auto& e : group_ends) e -= upto;
+    }
+};
+thread_local AsyncCopies tl_copies;
+
 Launch& current() {
     if (!tl_launch) {
         fprintf(stderr, "simt: a device function was called outside a launch\n");
@@ -240,11 +270,32 @@ void set_thread(Launch* L, unsigned tid) {
     tl_warp = static_cast<int>(tid / 32);
 }
 
+// Whether p..p+bytes lies in the block's shared memory.
+bool in_shared(const Launch& L, const void* p, size_t bytes) {
+    const auto* b = static_cast<const unsigned char*>(p);
+    if (b >= L.arena && b + bytes <= L.arena + L.used) return true;
+    return L.dyn && b >= L.dyn && b + bytes <= L.dyn + L.dyn_bytes;
+}
+
+std::string address(const void* p) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%p", p);
+    return buf;
+}
+
 // Runs the kernel body for the calling thread in the current block; false
 // once the launch has failed.
 bool call_kernel(Launch* L) {
     try {
+        tl_copies.clear();
         L->kernel->call(L->args);
+        if (tl_copies.pending()) {
+            L->fail("cp.async: " + where() + " ended the kernel with " +
+                    std::to_string(tl_copies.copies.size()) +
+                    " copies it never waited for (cp_async_wait)");
+            tl_copies.clear();
+            return false;
+        }
         return true;
     } catch (const Abort&) {
     } catch (const std::exception& e) {
@@ -422,6 +473,43 @@ void* dynamic_shared() {
 }
 
 int lane() { return tl_lane; }
+
+void misaligned(const void* p, size_t bytes, const char* what) {
+    Launch& L = current();
+    const char* space = in_shared(L, p, bytes) ? "shared" : "global";
+    L.fail("misaligned " + std::to_string(bytes) + "-byte " + space + " " + what + " at " +
+           address(p) + " in " + where());
+    throw Abort{};
+}
+
+void cp_async(void* dst, const void* src, size_t bytes) {
+    Launch& L = cooperating("cp.async");
+    const auto fail = [&](const std::string& why) {
+        L.fail("cp.async of " + std::to_string(bytes) + " bytes from " + address(src) + " to " +
+               address(dst) + " in " + where() + ": " + why);
+        throw Abort{};
+    };
+    if (bytes != 4 && bytes != 8 && bytes != 16) fail("copies 4, 8 or 16 bytes");
+    if (reinterpret_cast<uintptr_t>(dst) % bytes != 0) fail("misaligned shared destination");
+    if (reinterpret_cast<uintptr_t>(src) % bytes != 0) fail("misaligned global source");
+    if (!in_shared(L, dst, bytes)) fail("the destination is not shared memory");
+    if (in_shared(L, src, bytes)) fail("the source is shared memory");
+    AsyncCopies::Copy c;
+    c.dst = dst;
+    c.bytes = bytes;
+    memcpy(c.data, src, bytes);
+    tl_copies.copies.push_back(c);
+}
+
+void cp_async_commit() {
+    cooperating("cp.async.commit_group");
+    tl_copies.group_ends.push_back(tl_copies.copies.size());
+}
+
+void cp_async_wait(int pending) {
+    cooperating("cp.async.wait_group");
+    tl_copies.complete(pending < 0 ? 0 : static_cast<size_t>(pending));
+}
 
 }  // namespace simt
 

@@ -49,3 +49,39 @@ extern "C" __global__ void simt_write_past_end(float* out, int n) {
     if (i < n) out[i] = 1.0f;
     if (i == 0) out[n] = 2.0f;
 }
+
+// A 16-byte load from `out + offset` (global) and from `shared + offset`:
+// misaligned unless offset is a multiple of 4.
+extern "C" __global__ void simt_vector_access(float* out, int offset, int shared) {
+    ADV_SHARED(float, s, [64]);
+    float v[4] = {0, 0, 0, 0};
+    if (threadIdx.x == 0) {
+        if (shared)
+            adv::load16(&s[offset], v);
+        else
+            adv::load16(out + offset, v);
+    }
+    out[threadIdx.x] = 1.0f;
+}
+
+// Thread 0 copies in[0..4) to shared memory with cp.async and writes what
+// it reads there before waiting (out[0..4)) and after (out[4..8)); then
+// every thread waits at a barrier. With `wait` = 0 it never waits.
+extern "C" __global__ void simt_cp_async(const float* in, float* out, int src_offset, int wait) {
+    ADV_SHARED(float, s, [8]);
+    if (threadIdx.x == 0) {
+        adv::cp_async16(s, in + src_offset);
+        adv::cp_async_commit();
+        for (int i = 0; i < 4; ++i) out[i] = s[i];
+        if (wait) adv::cp_async_wait<0>();
+        for (int i = 0; i < 4; ++i) out[4 + i] = s[i];
+    }
+    __syncthreads();
+}
+
+// cp.async with a global destination.
+extern "C" __global__ void simt_cp_async_to_global(const float* in, float* out) {
+    adv::cp_async16(out, in);
+    adv::cp_async_commit();
+    adv::cp_async_wait<0>();
+}

@@ -17,6 +17,15 @@
 //   kernel keeps warps whole), anything else is an error;
 // - atomicAdd / atomicMax / atomicCAS on int and unsigned (none of the
 //   kernels needs float atomics: sums are deterministic trees);
+// - cp.async (kernels/common.cuh's cp_async16, cp_async_commit,
+//   cp_async_wait): the 16 source bytes are read when the copy is issued
+//   and written to shared memory when the thread waits for its group, so a
+//   thread that reads the destination before waiting sees the poison; both
+//   addresses must be 16-byte aligned, the destination in shared memory, and
+//   a thread may not end the kernel with copies it never waited for;
+// - vector accesses (kernels/common.cuh's load16/store16): a float4 or
+//   double2 access at an address that is not 16-byte aligned fails the
+//   launch with the kernel, the address and the thread, as on the GPU;
 // - __global__, __device__, __forceinline__, __launch_bounds__, __align__,
 //   float4 / double2, and the math functions through <math.h>.
 // Blocks of a launch run one after another on the same set of threads. The
@@ -54,6 +63,26 @@ struct __attribute__((aligned(16))) float4 {
 struct __attribute__((aligned(16))) double2 {
     double x, y;
 };
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+inline double2 make_double2(double x, double y) { return double2{x, y}; }
+
+// CUDA's bit casts.
+inline float __int_as_float(int i) {
+    float f;
+    memcpy(&f, &i, sizeof f);
+    return f;
+}
+inline double __longlong_as_double(long long i) {
+    double d;
+    memcpy(&d, &i, sizeof d);
+    return d;
+}
+
+// CUDA's integer min and max.
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a < b ? b : a; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a < b ? b : a; }
 
 extern thread_local uint3 threadIdx;
 extern thread_local uint3 blockIdx;
@@ -73,6 +102,20 @@ void* shared_slot(const void* key, size_t size, size_t align);
 void* dynamic_shared();
 // The lane of the calling thread in its warp.
 int lane();
+// Fails the launch: a `bytes`-wide vector `what` ("load", "store") at the
+// misaligned address p.
+[[noreturn]] void misaligned(const void* p, size_t bytes, const char* what);
+// Checks that p is aligned for a `bytes`-wide vector access.
+inline void check_vector(const void* p, size_t bytes, const char* what) {
+    if (reinterpret_cast<uintptr_t>(p) % bytes != 0) misaligned(p, bytes, what);
+}
+// cp.async of `bytes` from global src to shared dst, completed by
+// cp_async_wait once committed.
+void cp_async(void* dst, const void* src, size_t bytes);
+// Closes the calling thread's current group of copies.
+void cp_async_commit();
+// Completes all but the `pending` most recent committed groups.
+void cp_async_wait(int pending);
 }  // namespace simt
 
 inline void __syncthreads(int site = __builtin_LINE()) { simt::syncthreads(site); }

@@ -27,7 +27,14 @@
 //!   a hang;
 //! - a plan that declares independent threads
 //!   ([`Cooperation::Independent`]) runs them one after another, and a
-//!   barrier, shuffle or shared memory in its kernel is an error.
+//!   barrier, shuffle or shared memory in its kernel is an error;
+//! - every 16-byte vector access (`float4`, `double2`) must be 16-byte
+//!   aligned, in global and in shared memory: a misaligned one fails the
+//!   launch with the kernel, the address and the thread;
+//! - `cp.async` (global → shared, 16 bytes) checks both addresses and lands
+//!   in shared memory only when the issuing thread waits for its group, so
+//!   a read before the wait sees the poison; a thread may not end the
+//!   kernel with copies it never waited for.
 //!
 //! Launches run one at a time (a global lock), one block after another.
 //! Safety rests on the kernel touching only the elements the plan declares

@@ -1,8 +1,10 @@
-// driver.cpp — runs the tiled matmul and the sum reductions on the SIMT
-// emulator, for a build with -fsanitize=thread (scripts/simt-tsan.sh).
-// ThreadSanitizer sees every emulated CUDA thread as an OS thread and every
-// barrier as a mutex/condition variable, so a missing __syncthreads shows
-// up as a data race on shared memory. Exits non-zero on a wrong result.
+// driver.cpp — runs the block-tiled matmul (both tiles, operands loaded by
+// cp.async and through registers, a split product and its reduction) and
+// the sum reductions on the SIMT emulator, for a build with
+// -fsanitize=thread (scripts/simt-tsan.sh). ThreadSanitizer sees every
+// emulated CUDA thread as an OS thread and every barrier as a
+// mutex/condition variable, so a missing __syncthreads shows up as a data
+// race on shared memory. Exits non-zero on a wrong result.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -16,8 +18,8 @@
 #include "reduce.cu"
 
 static const simt_entry REGISTRY[] = {
-    SIMT_KERNEL(matmul_f32) SIMT_KERNEL(sum_partial_f32) SIMT_KERNEL(sum_final_f32)
-    SIMT_KERNEL(sum_rows_f32)};
+    SIMT_KERNEL(matmul_128x128_f32) SIMT_KERNEL(matmul_64x64_f32) SIMT_KERNEL(matmul_reduce_f32)
+    SIMT_KERNEL(sum_partial_f32) SIMT_KERNEL(sum_final_f32) SIMT_KERNEL(sum_rows_f32)};
 
 const simt_entry* simt_find_kernel(const char* name) {
     for (const auto& e : REGISTRY)
@@ -31,9 +33,9 @@ const simt_entry* simt_kernel_at(size_t i) {
 extern "C" int simt_launch(const char*, const unsigned*, const unsigned*, size_t, int, void**,
                            size_t, unsigned, char*, size_t);
 
-static int launch(const char* k, unsigned gx, unsigned gy, unsigned block, size_t smem,
-                  std::vector<void*> args) {
-    const unsigned grid[3] = {gx, gy, 1}, blk[3] = {block, 1, 1};
+static int launch(const char* k, const unsigned grid[3], unsigned block,
+                  std::vector<void*> args, size_t smem = 0) {
+    const unsigned blk[3] = {block, 1, 1};
     char err[1024] = {0};
     // 0: cooperating threads, one OS thread each (what TSan watches).
     if (simt_launch(k, grid, blk, smem, 0, args.data(), args.size(), 60000, err, sizeof err)) {
@@ -48,27 +50,50 @@ static float frand(unsigned& s) {
     return (float)((s >> 8) & 0xffff) / 65536.0f - 0.5f;
 }
 
-int main() {
-    int bad = 0;
-    unsigned seed = 1;
-    // Matmul: 2×2 blocks of 64×64, 3 stages of K, odd edges.
-    int M = 70, N = 68, K = 41, ta = 0, tb = 0, acc = 0;
-    std::vector<float> A(M * K), B(K * N), C(M * N, NAN);
+// C = op(A)·op(B) by matmul_<tile>_f32 over `splits` depth ranges of
+// k_chunk (reduced by matmul_reduce_f32 when there are several), checked
+// against a double-precision reference.
+static int matmul(const char* kernel, int tile, int M, int N, int K, int ta, int tb, int splits,
+                  int k_chunk, unsigned& seed) {
+    std::vector<float> A(M * K), B(K * N), C(M * N, NAN), P((size_t)splits * M * N, NAN);
     for (auto& v : A) v = frand(seed);
     for (auto& v : B) v = frand(seed);
     const float *pa = A.data(), *pb = B.data();
-    float* pc = C.data();
-    bad |= launch("matmul_f32", (N + 63) / 64, (M + 63) / 64, 256, 0,
-                  {&pa, &pb, &pc, &M, &N, &K, &ta, &tb, &acc});
+    float *pc = C.data(), *pp = P.data();
+    const float* cpp = P.data();
+    int store = 0;
+    int bad = 0;
+    const unsigned grid[3] = {(unsigned)(N + tile - 1) / tile, (unsigned)(M + tile - 1) / tile,
+                              (unsigned)splits};
+    bad |= launch(kernel, grid, 256, {&pa, &pb, &pa, splits > 1 ? &pp : &pc, &M, &N, &K, &ta,
+                                      &tb, &store, &k_chunk});
+    if (splits > 1) {
+        const unsigned one[3] = {(unsigned)(M * N + 255) / 256, 1, 1};
+        bad |= launch("matmul_reduce_f32", one, 256, {&cpp, &pa, &pc, &M, &N, &splits, &store});
+    }
     for (int i = 0; i < M; ++i)
         for (int j = 0; j < N; ++j) {
             double s = 0;
-            for (int k = 0; k < K; ++k) s += (double)A[i * K + k] * B[k * N + j];
+            for (int k = 0; k < K; ++k)
+                s += (double)A[ta ? k * M + i : i * K + k] * B[tb ? j * K + k : k * N + j];
             if (!(std::fabs(C[i * N + j] - s) <= 1e-4)) {
-                if (!bad) fprintf(stderr, "matmul mismatch at %d,%d: %f vs %f\n", i, j, C[i * N + j], s);
+                if (!bad)
+                    fprintf(stderr, "%s ta=%d tb=%d: mismatch at %d,%d: %f vs %f\n", kernel, ta,
+                            tb, i, j, C[i * N + j], s);
                 bad = 1;
             }
         }
+    return bad;
+}
+
+int main() {
+    int bad = 0;
+    unsigned seed = 1;
+    // A through registers and B by cp.async, then the reverse; 2×2 blocks
+    // with odd edges and 3 stages; a product split in 3 depth ranges.
+    bad |= matmul("matmul_64x64_f32", 64, 70, 68, 41, 0, 0, 1, 41, seed);
+    bad |= matmul("matmul_128x128_f32", 128, 130, 132, 36, 1, 1, 1, 36, seed);
+    bad |= matmul("matmul_64x64_f32", 64, 36, 68, 41, 1, 0, 3, 16, seed);
 
     // Two-pass sum of 5000 values over 5 blocks.
     unsigned long long n = 5000;
@@ -81,8 +106,9 @@ int main() {
     float* pp = partials.data();
     const float* cpp = partials.data();
     float* po = &out;
-    bad |= launch("sum_partial_f32", blocks, 1, 256, 32 * sizeof(float), {&px, &pp, &n});
-    bad |= launch("sum_final_f32", 1, 1, 256, 32 * sizeof(float), {&cpp, &po, &scale, &blocks});
+    const unsigned g5[3] = {blocks, 1, 1}, g1[3] = {1, 1, 1};
+    bad |= launch("sum_partial_f32", g5, 256, {&px, &pp, &n}, 32 * sizeof(float));
+    bad |= launch("sum_final_f32", g1, 256, {&cpp, &po, &scale, &blocks}, 32 * sizeof(float));
     if (!(std::fabs(out - want) <= 1e-3)) {
         fprintf(stderr, "sum mismatch: %f vs %f\n", out, want);
         bad = 1;
@@ -92,7 +118,8 @@ int main() {
     int rows = 37, cols = 45;
     std::vector<float> cs(cols, NAN);
     float* pcs = cs.data();
-    bad |= launch("sum_rows_f32", (cols + 31) / 32, 1, 256, 0, {&px, &pcs, &rows, &cols});
+    const unsigned gc[3] = {(unsigned)(cols + 31) / 32, 1, 1};
+    bad |= launch("sum_rows_f32", gc, 256, {&px, &pcs, &rows, &cols});
     for (int c = 0; c < cols; ++c) {
         double s = 0;
         for (int r = 0; r < rows; ++r) s += x[r * cols + c];

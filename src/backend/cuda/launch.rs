@@ -69,6 +69,13 @@ pub trait Launcher: Send + Sync + Sized + 'static {
     /// A device copy of `buf`, ordered after every earlier launch.
     fn duplicate(&self, buf: &Self::Buffer) -> Result<Self::Buffer>;
 
+    /// Streaming multiprocessors of the device, which the matmul's tiling
+    /// sizes its grid by. The default, for a device that cannot say (the
+    /// emulator), is an H100's 132, so that it runs the plans that GPU gets.
+    fn multiprocessors(&self) -> u32 {
+        kernels::matmul::DEFAULT_MULTIPROCESSORS
+    }
+
     /// Runs `plan` with `args`, one per buffer parameter in order. Called
     /// only through [`launch`], after its checks.
     fn run(&self, plan: &LaunchPlan, args: &mut [Arg<'_, Self::Buffer>]) -> Result<()>;

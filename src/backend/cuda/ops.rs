@@ -9,6 +9,7 @@
 //! where one is present, on a GPU.
 
 use kernels::grid_stride::Extent;
+use kernels::matmul::{Epilogue, Tile, Tuning};
 use kernels::optim::AdamStep;
 use kernels::{activation, elementwise, matmul, optim, reduce, softmax_xent, LaunchPlan};
 
@@ -82,6 +83,38 @@ fn rows_of(op: &'static str, len: usize, cols: usize) -> Result<usize> {
     Ok(len / cols)
 }
 
+/// Forces the matmul's block tile (`128x128` or `64x64`) instead of the
+/// plan's rule, for benchmarks.
+pub const MATMUL_TILE_VAR: &str = "ADVGRAD_MATMUL_TILE";
+/// Forces the matmul's number of depth ranges (split-K; `1` turns it off).
+pub const MATMUL_SPLITS_VAR: &str = "ADVGRAD_MATMUL_SPLITS";
+
+/// The matmul tiling's inputs on `launcher`'s device: its number of SMs,
+/// and the overrides of [`MATMUL_TILE_VAR`] and [`MATMUL_SPLITS_VAR`].
+fn matmul_tuning<L: Launcher>(launcher: &L) -> Result<Tuning> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let tile = var(MATMUL_TILE_VAR)
+        .map(|v| {
+            v.parse::<Tile>()
+                .map_err(|e| Error::invalid(format!("{MATMUL_TILE_VAR}: {e}")))
+        })
+        .transpose()?;
+    let splits = var(MATMUL_SPLITS_VAR)
+        .map(|v| {
+            v.parse::<u32>().map_err(|_| {
+                Error::invalid(format!(
+                    "{MATMUL_SPLITS_VAR}={v}: expected a positive number of depth ranges"
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(Tuning {
+        multiprocessors: launcher.multiprocessors(),
+        tile,
+        splits,
+    })
+}
+
 fn labels_buf<'a, L: Launcher>(
     op: &'static str,
     labels: &'a CudaStorage<L>,
@@ -109,6 +142,60 @@ impl<L: Launcher> CudaStorage<L> {
         args.push(Arg::Out(&mut out));
         launch(&*self.launcher, plan, &mut args)?;
         Ok(self.wrap(out, out_len))
+    }
+
+    /// `op(A)·op(B)` with `self = A`, `rhs = B`, through `epilogue`, whose
+    /// bias (if it has one) is `bias`: one launch, or, for a split product,
+    /// the partial products into a workspace and their reduction.
+    fn product(
+        &self,
+        op: &'static str,
+        rhs: &Self,
+        d: MatmulDims,
+        epilogue: Epilogue,
+        bias: Option<&Self>,
+    ) -> Result<CudaStorage<L>> {
+        let t = match bias {
+            Some(b) => floats(op, self, &[rhs, b])?,
+            None => floats(op, self, &[rhs])?,
+        };
+        check_len(op, "A", self.len, d.m * d.k)?;
+        check_len(op, "B", rhs.len, d.k * d.n)?;
+        if let Some(b) = bias {
+            check_len(op, "the bias", b.len, d.n)?;
+        }
+        let plan =
+            matmul::matmul(t, d, epilogue, matmul_tuning(&*self.launcher)?).map_err(plan_err)?;
+        // Without a bias the kernels read none: any buffer of the type will do.
+        let bias = bias.map_or(&*self.buf, |b| &*b.buf);
+        let mut out = self.output(t, d.m * d.n)?;
+        let (a, b, l) = (&*self.buf, &*rhs.buf, &*self.launcher);
+        match &plan.reduce {
+            None => launch(
+                l,
+                &plan.product,
+                &mut [Arg::In(a), Arg::In(b), Arg::In(bias), Arg::Out(&mut out)],
+            )?,
+            Some(reduce) => {
+                let mut partial = self.output(t, plan.workspace_len())?;
+                launch(
+                    l,
+                    &plan.product,
+                    &mut [
+                        Arg::In(a),
+                        Arg::In(b),
+                        Arg::In(bias),
+                        Arg::Out(&mut partial),
+                    ],
+                )?;
+                launch(
+                    l,
+                    reduce,
+                    &mut [Arg::In(&partial), Arg::In(bias), Arg::Out(&mut out)],
+                )?;
+            }
+        }
+        Ok(self.wrap(out, d.m * d.n))
     }
 
     /// Sum of all elements (`scale = 1`) or their mean (`scale = 1/n`) as a
@@ -176,12 +263,25 @@ impl<L: Launcher> BackendStorage for CudaStorage<L> {
     }
 
     fn matmul(&self, rhs: &Self, d: MatmulDims) -> Result<Self> {
-        let op = "matmul";
-        let t = floats(op, self, &[rhs])?;
-        let p = matmul::matmul(t, d, false).map_err(plan_err)?;
-        check_len(op, "A", self.len, d.m * d.k)?;
-        check_len(op, "B", rhs.len, d.k * d.n)?;
-        self.run(&p, &[&self.buf, &rhs.buf], t, d.m * d.n)
+        self.product("matmul", rhs, d, Epilogue::Store, None)
+    }
+
+    /// One product whose epilogue adds the bias and applies `act` (after
+    /// the split-K reduction, when the product is split).
+    fn matmul_bias_act(
+        &self,
+        rhs: &Self,
+        d: MatmulDims,
+        row: &Self,
+        act: Activation,
+    ) -> Result<Self> {
+        if row.len != d.n {
+            return Err(Error::invalid(format!(
+                "linear_act: a bias of {} values for {} columns",
+                row.len, d.n
+            )));
+        }
+        self.product("linear_act", rhs, d, Epilogue::BiasAct(act), Some(row))
     }
 
     fn activation(&self, act: Activation) -> Result<Self> {
@@ -235,6 +335,21 @@ impl<L: Launcher> BackendStorage for CudaStorage<L> {
             &[&self.buf, &row.buf],
             t,
         )
+    }
+
+    /// One pass: `y[i, j] = f(x[i, j] + row[j])`.
+    fn bias_act(&self, row: &Self, cols: usize, act: Activation) -> Result<Self> {
+        let op = "bias_act";
+        let t = floats(op, self, &[row])?;
+        let rows = if self.len == 0 {
+            0
+        } else {
+            rows_of(op, self.len, cols)?
+        };
+        check_len(op, "the row", row.len, cols)?;
+        let kernel = activation::bias_act_kernel(act);
+        let extent = Extent::matrix(rows, cols);
+        self.map(kernel, extent, &[], &[&self.buf, &row.buf], t)
     }
 
     fn sum_rows(&self, cols: usize) -> Result<Self> {
@@ -326,6 +441,31 @@ impl<L: Launcher> BackendStorage for CudaStorage<L> {
             &elementwise::PROJECT_LINF,
             extent,
             &[eps, lo, hi],
+            &inputs,
+            t,
+        )
+    }
+
+    /// One pass: the sign, the step and the projection of an L∞ attack.
+    fn sign_step(
+        &self,
+        grad: &Self,
+        center: &Self,
+        alpha: f64,
+        eps: f64,
+        lo: f64,
+        hi: f64,
+    ) -> Result<Self> {
+        let op = "sign_step";
+        let t = floats(op, self, &[grad, center])?;
+        check_len(op, "the gradient", grad.len, self.len)?;
+        check_len(op, "the center", center.len, self.len)?;
+        let extent = Extent::flat(self.len);
+        let inputs = [&*self.buf, &*grad.buf, &*center.buf];
+        self.map(
+            &elementwise::SIGN_STEP,
+            extent,
+            &[alpha, eps, lo, hi],
             &inputs,
             t,
         )

@@ -119,6 +119,20 @@ impl Launcher for Gpu {
         })
     }
 
+    /// The device's `CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT` (the
+    /// default when the driver does not answer).
+    fn multiprocessors(&self) -> u32 {
+        use cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT;
+        match self
+            .stream()
+            .context()
+            .attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        {
+            Ok(n) if n > 0 => n as u32,
+            _ => kernels::matmul::DEFAULT_MULTIPROCESSORS,
+        }
+    }
+
     /// Asynchronous: the kernel runs in stream order after every earlier
     /// launch and copy of this GPU.
     fn run(&self, plan: &LaunchPlan, args: &mut [Arg<'_, GpuBuffer>]) -> Result<()> {
