@@ -21,6 +21,7 @@
 //! # Ok::<(), advgrad::Error>(())
 //! ```
 
+pub mod atomic_file;
 pub mod attack;
 pub mod backend;
 pub mod data;

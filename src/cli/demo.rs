@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use advgrad::atomic_file::write_bytes_atomic;
 use advgrad::attack::{evaluate_attack, Attack, AttackOptions, AttackReport, EvalOptions};
 use advgrad::data::{Split, FASHION_MNIST_CLASSES};
 use advgrad::nn::{save_model, Activation, Mlp};
@@ -245,5 +246,5 @@ fn write_json(rows: &[ModelRow], args: &Args) -> Result<()> {
         .collect();
     let path = args.out_dir.join("results.json");
     let text = serde_json::to_string_pretty(&json).expect("plain numbers serialise");
-    std::fs::write(&path, text).map_err(|source| Error::Io { path, source })
+    write_bytes_atomic(&path, text.as_bytes())
 }

@@ -14,6 +14,7 @@ use std::path::Path;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
+use crate::atomic_file::write_bytes_atomic;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -22,7 +23,8 @@ use super::linear::Linear;
 use super::mlp::{Activation, Mlp};
 
 /// Writes named f32 tensors (any device) to a safetensors file with
-/// `metadata`.
+/// `metadata`, atomically (see [`crate::atomic_file`]): an existing file at
+/// `path` is replaced only by a complete new one.
 pub fn save_tensors(
     path: &Path,
     tensors: &[(String, Tensor)],
@@ -42,8 +44,9 @@ pub fn save_tensors(
                 .map_err(|e| Error::file(path, format!("tensor {name}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize_to_file(views, &Some(metadata), path)
-        .map_err(|e| Error::file(path, format!("cannot write safetensors: {e}")))
+    let bytes = safetensors::serialize(views, &Some(metadata))
+        .map_err(|e| Error::file(path, format!("cannot write safetensors: {e}")))?;
+    write_bytes_atomic(path, &bytes)
 }
 
 /// Saves a model: parameters under their PyTorch names, with its
