@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 pub use crate::rng::{splitmix64, Rng};
 pub use batch::{num_batches, Batches};
 pub use dataset::Dataset;
-pub use idx::{read_idx, IdxArray};
+pub use idx::{parse_idx, read_idx, IdxArray, IdxReader};
 
 /// The ten Fashion-MNIST class names, indexed by label.
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [
