@@ -6,7 +6,9 @@
 //! `{"arch": "784-256-256-10", "activation": "relu"}`. A state dict saved by
 //! `safetensors.torch.save_file(model.state_dict(), path)` loads: the
 //! architecture comes from the shapes, the activation from the metadata or
-//! the caller.
+//! the caller. Parameters stored as F32, F64, F16 or BF16 load (as f32);
+//! integer tensors and NaN or infinite values are refused with the tensor
+//! named.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -68,6 +70,12 @@ pub fn save_model(model: &Mlp, path: &Path) -> Result<()> {
     save_tensors(path, &tensors, metadata)
 }
 
+/// The values of a floating-point tensor as f32.
+///
+/// # Errors
+/// [`Error::File`] naming the tensor if its dtype is not a floating-point
+/// one (an integer or boolean tensor is not a parameter), or if it holds NaN
+/// or infinite values (how many of each).
 fn read_f32(path: &Path, name: &str, view: &TensorView<'_>) -> Result<Tensor> {
     let data = view.data();
     let values: Vec<f32> = match view.dtype() {
@@ -77,34 +85,80 @@ fn read_f32(path: &Path, name: &str, view: &TensorView<'_>) -> Result<Tensor> {
             .collect(),
         Dtype::F64 => data
             .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8")) as f32)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
             .collect(),
         other => {
             return Err(Error::file(
                 path,
-                format!("tensor {name} has dtype {other:?}; expected F32 (or F64)"),
+                format!(
+                    "tensor {name} has dtype {other:?}, not a floating-point type: model \
+                     parameters must be F32, F64, F16 or BF16"
+                ),
             ))
         }
     };
+    check_finite(path, name, &values)?;
     Tensor::from_vec(values, view.shape())
+}
+
+/// An error naming `name` if any of `values` is NaN or infinite.
+fn check_finite(path: &Path, name: &str, values: &[f32]) -> Result<()> {
+    let nan = values.iter().filter(|v| v.is_nan()).count();
+    let inf = values.iter().filter(|v| v.is_infinite()).count();
+    if nan + inf == 0 {
+        return Ok(());
+    }
+    Err(Error::file(
+        path,
+        format!(
+            "tensor {name} is not finite: {nan} NaN and {inf} infinite of {} values; \
+             a model with such weights gives meaningless outputs and gradients",
+            values.len()
+        ),
+    ))
 }
 
 /// Loads a model saved by [`save_model`] or by PyTorch. The activation is
 /// `activation` if given, else the file's metadata, else an error.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read; [`Error::File`] naming the file
+/// if it is not safetensors, misses or mis-shapes a layer, holds an
+/// unexpected key, an integer tensor (its dtype is named) or a NaN or
+/// infinite value (the tensor and the counts are named).
 pub fn load_model(path: &Path, activation: Option<Activation>) -> Result<Mlp> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
+    load_model_bytes(path, &bytes, activation)
+}
+
+/// [`load_model`] from the bytes of a model file held in memory; `path`
+/// only names it in error messages.
+///
+/// # Errors
+/// As [`load_model`].
+pub fn load_model_bytes(path: &Path, bytes: &[u8], activation: Option<Activation>) -> Result<Mlp> {
+    let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
-    let file = SafeTensors::deserialize(&bytes)
+    let file = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::file(path, format!("corrupt safetensors file: {e}")))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
 
     let activation = match (activation, metadata.get("activation")) {
         (Some(a), _) => a,
-        (None, Some(name)) => name.parse()?,
+        (None, Some(name)) => name
+            .parse()
+            .map_err(|e| Error::file(path, format!("metadata \"activation\": {e}")))?,
         (None, None) => {
             return Err(Error::file(
                 path,

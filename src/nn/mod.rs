@@ -6,6 +6,6 @@ mod linear;
 mod mlp;
 
 pub use file::save_tensors;
-pub use file::{load_model, save_model};
+pub use file::{load_model, load_model_bytes, save_model};
 pub use linear::Linear;
 pub use mlp::{parse_arch, Activation, Forward, Mlp, Params, StepGradients};
