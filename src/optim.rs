@@ -83,20 +83,52 @@ impl OptimConfig {
         }
     }
 
+    /// Checks every setting against its domain; the error names the first
+    /// one outside it and its value.
     fn validate(&self) -> Result<()> {
-        let ok = self.lr > 0.0
-            && self.lr.is_finite()
-            && (0.0..1.0).contains(&self.momentum)
-            && self.weight_decay >= 0.0
-            && (0.0..1.0).contains(&self.beta1)
-            && (0.0..1.0).contains(&self.beta2)
-            && self.eps > 0.0;
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::invalid(format!(
-                "optimiser settings out of range: {self:?}"
-            )))
+        let checks = [
+            (
+                "learning rate (lr)",
+                self.lr,
+                self.lr > 0.0 && self.lr.is_finite(),
+                "a positive finite number",
+            ),
+            (
+                "momentum",
+                self.momentum,
+                (0.0..1.0).contains(&self.momentum),
+                "in [0, 1)",
+            ),
+            (
+                "weight decay",
+                self.weight_decay,
+                self.weight_decay >= 0.0 && self.weight_decay.is_finite(),
+                "a finite number ≥ 0",
+            ),
+            (
+                "Adam's beta1",
+                self.beta1,
+                (0.0..1.0).contains(&self.beta1),
+                "in [0, 1)",
+            ),
+            (
+                "Adam's beta2",
+                self.beta2,
+                (0.0..1.0).contains(&self.beta2),
+                "in [0, 1)",
+            ),
+            (
+                "Adam's eps",
+                self.eps,
+                self.eps > 0.0 && self.eps.is_finite(),
+                "a positive finite number",
+            ),
+        ];
+        match checks.iter().find(|(_, _, ok, _)| !ok) {
+            None => Ok(()),
+            Some((what, value, _, domain)) => Err(Error::invalid(format!(
+                "optimiser: the {what} must be {domain}, got {value}"
+            ))),
         }
     }
 }
@@ -133,16 +165,20 @@ impl Schedule {
 
 impl FromStr for Schedule {
     type Err = Error;
-    /// `constant`, `cosine`, or `step:EVERY:GAMMA` (e.g. `step:3:0.1`).
+    /// `constant`, `cosine`, or `step:EVERY:GAMMA` (e.g. `step:3:0.1`) with
+    /// `EVERY ≥ 1` epochs and a finite `GAMMA > 0`.
     fn from_str(s: &str) -> Result<Self> {
         let parts: Vec<&str> = s.split(':').collect();
         match parts.as_slice() {
             ["constant"] => Ok(Schedule::Constant),
             ["cosine"] => Ok(Schedule::Cosine),
-            ["step", every, gamma] => match (every.parse(), gamma.parse()) {
-                (Ok(every), Ok(gamma)) => Ok(Schedule::Step { every, gamma }),
+            ["step", every, gamma] => match (every.parse::<usize>(), gamma.parse::<f64>()) {
+                (Ok(every), Ok(gamma)) if every >= 1 && gamma > 0.0 && gamma.is_finite() => {
+                    Ok(Schedule::Step { every, gamma })
+                }
                 _ => Err(Error::invalid(format!(
-                    "bad step schedule `{s}`: expected step:EVERY:GAMMA"
+                    "bad step schedule `{s}`: expected step:EVERY:GAMMA with EVERY ≥ 1 epochs \
+                     and a finite GAMMA > 0, such as step:3:0.1"
                 ))),
             },
             _ => Err(Error::invalid(format!(
@@ -314,6 +350,31 @@ mod tests {
         assert_eq!(step.lr(0.1, 3, 0, 1), 0.05);
         assert!((Schedule::Cosine.lr(0.1, 0, 50, 100) - 0.05).abs() < 1e-15);
         assert!("bogus".parse::<Schedule>().is_err());
+        for bad in [
+            "step:0:0.5",
+            "step:2:nan",
+            "step:2:-1",
+            "step:2:inf",
+            "step:x:0.5",
+        ] {
+            assert!(bad.parse::<Schedule>().is_err(), "{bad}");
+        }
         assert!(Optimizer::new(OptimConfig::new(OptimizerKind::Sgd, -1.0), &[]).is_err());
+    }
+
+    #[test]
+    fn bad_settings_are_named_without_a_debug_dump() {
+        let err = Optimizer::new(OptimConfig::new(OptimizerKind::Sgd, f64::NAN), &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid argument: optimiser: the learning rate (lr) must be a positive finite number, got NaN"
+        );
+        let mut cfg = OptimConfig::new(OptimizerKind::Momentum, 0.1);
+        cfg.momentum = 1.5;
+        let err = Optimizer::new(cfg, &[]).unwrap_err().to_string();
+        assert!(err.contains("momentum must be in [0, 1), got 1.5"), "{err}");
+        assert!(!err.contains("OptimConfig"), "{err}");
     }
 }

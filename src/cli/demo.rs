@@ -58,7 +58,10 @@ fn say(quiet: bool, msg: &str) {
     }
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(mut args: Args) -> Result<ExitCode> {
+    // The main job works on a fresh machine: the data is fetched on first use.
+    args.data.download = true;
+    args.data.quiet = args.quiet;
     if args.eps.iter().any(|e| !(*e > 0.0 && *e <= 1.0)) {
         return Err(Error::invalid(format!(
             "--eps values must be in (0, 1], got {:?}",

@@ -26,7 +26,8 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(mut args: Args) -> Result<ExitCode> {
+    args.data.quiet = args.json;
     let model = args.model.load(args.data.device()?)?;
     let split: Split = args.split.parse()?;
     let data = args.data.load(split, args.limit)?;

@@ -101,7 +101,8 @@ pub fn adv_training(
     })
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(mut args: Args) -> Result<ExitCode> {
+    args.data.quiet = quiet(args.quiet, args.json);
     let kind: OptimizerKind = args.optim.parse()?;
     let mut optim = OptimConfig::new(kind, args.lr);
     optim.momentum = args.momentum;
