@@ -24,6 +24,7 @@
 pub mod atomic_file;
 pub mod attack;
 pub mod backend;
+pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod dtype;

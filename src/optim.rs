@@ -7,12 +7,15 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::Serialize;
+
 use crate::backend::{BackendStorage, UpdateRule};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// Which update rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// `p ← p − lr·g`.
     Sgd,
@@ -47,7 +50,7 @@ impl fmt::Display for OptimizerKind {
 }
 
 /// Hyper-parameters of an optimiser.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct OptimConfig {
     /// The update rule.
     pub kind: OptimizerKind,
@@ -134,7 +137,8 @@ impl OptimConfig {
 }
 
 /// A learning-rate schedule over training steps.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Schedule {
     /// The base rate throughout.
     Constant,
@@ -231,6 +235,49 @@ impl Optimizer {
     /// Number of steps taken.
     pub fn steps(&self) -> u64 {
         self.t
+    }
+
+    /// The per-parameter state buffers (momentum velocity, or Adam's first
+    /// and second moments; a buffer a rule does not use has shape `[0]`),
+    /// in parameter order, for a checkpoint.
+    pub fn buffers(&self) -> &[(Tensor, Tensor)] {
+        &self.state
+    }
+
+    /// Continues from a checkpoint: `steps` taken and the state `buffers`
+    /// ([`Optimizer::buffers`] of the saved optimiser), moved to the
+    /// devices of this optimiser's own buffers.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the number, shapes or dtypes of the
+    /// buffers differ from this optimiser's.
+    pub fn restore(&mut self, steps: u64, buffers: Vec<(Tensor, Tensor)>) -> Result<()> {
+        if buffers.len() != self.state.len() {
+            return Err(Error::invalid(format!(
+                "optimizer: {} saved state buffers for {} parameters",
+                buffers.len(),
+                self.state.len()
+            )));
+        }
+        let mut restored = Vec::with_capacity(buffers.len());
+        for (i, ((m, v), (own_m, own_v))) in buffers.into_iter().zip(&self.state).enumerate() {
+            let fit = |saved: Tensor, own: &Tensor| -> Result<Tensor> {
+                if saved.shape() != own.shape() || saved.dtype() != own.dtype() {
+                    return Err(Error::invalid(format!(
+                        "optimizer: saved state of parameter {i} is {} {}, expected {} {}",
+                        saved.shape(),
+                        saved.dtype(),
+                        own.shape(),
+                        own.dtype()
+                    )));
+                }
+                saved.to_device(own.device())
+            };
+            restored.push((fit(m, own_m)?, fit(v, own_v)?));
+        }
+        self.state = restored;
+        self.t = steps;
+        Ok(())
     }
 
     /// Updates every parameter in place from its gradient, with learning

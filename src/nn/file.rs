@@ -219,7 +219,13 @@ pub fn load_model_bytes(path: &Path, bytes: &[u8], activation: Option<Activation
         ));
     }
     let known = 2 * layers.len();
-    if let Some(extra) = names.iter().find(|n| {
+    // A training checkpoint holds the model plus state under its own
+    // prefixes; those keys are not layers.
+    let state_key = |n: &str| {
+        n.starts_with(crate::checkpoint::OPTIMIZER_PREFIX)
+            || n.starts_with(crate::checkpoint::TRAIN_PREFIX)
+    };
+    if let Some(extra) = names.iter().filter(|n| !state_key(n)).find(|n| {
         let idx = n.split('.').next().and_then(|i| i.parse::<usize>().ok());
         !matches!(idx, Some(i) if i % 2 == 0 && i < known)
     }) {
