@@ -158,7 +158,13 @@ impl Schedule {
     pub fn lr(&self, base: f64, epoch: usize, t: usize, total: usize) -> f64 {
         match *self {
             Schedule::Constant => base,
-            Schedule::Step { every, gamma } => base * gamma.powi((epoch / every.max(1)) as i32),
+            Schedule::Step { every, gamma } => {
+                let decays = epoch / every.max(1);
+                match i32::try_from(decays) {
+                    Ok(k) => base * gamma.powi(k),
+                    Err(_) => base * gamma.powf(decays as f64),
+                }
+            }
             Schedule::Cosine => {
                 let frac = t as f64 / total.max(1) as f64;
                 base * 0.5 * (1.0 + (std::f64::consts::PI * frac).cos())

@@ -227,6 +227,10 @@ fn check_model_fits(model: &Mlp, data: &Dataset) -> Result<()> {
 }
 
 /// Accuracy and mean loss of `model` on `data`, in batches of `batch_size`.
+///
+/// # Errors
+/// A model that does not fit the data; [`Error::NonFinite`] if the loss of
+/// a batch is NaN or infinite (finite but huge weights can overflow).
 pub fn evaluate(model: &Mlp, data: &Dataset, batch_size: usize) -> Result<EvalStats> {
     check_model_fits(model, data)?;
     let order: Vec<usize> = (0..data.rows()).collect();
@@ -236,7 +240,18 @@ pub fn evaluate(model: &Mlp, data: &Dataset, batch_size: usize) -> Result<EvalSt
         let (x, y) = batch_tensors(data, idx, model.device(), &mut images, &mut labels)?;
         let logits = model.logits(&x)?;
         let (loss, _) = logits.softmax_cross_entropy(&y)?;
-        loss_sum += loss.to_scalar()? * idx.len() as f64;
+        let loss = loss.to_scalar()?;
+        if !loss.is_finite() {
+            return Err(Error::NonFinite {
+                op: "evaluate",
+                what: format!(
+                    "the loss on examples {}..{} is {loss}: the model's outputs overflow",
+                    idx[0],
+                    idx[0] + idx.len()
+                ),
+            });
+        }
+        loss_sum += loss * idx.len() as f64;
         correct += logits.argmax_rows()?.count_equal(&y)?;
     }
     let n = data.rows().max(1) as f64;
@@ -442,6 +457,15 @@ fn train_on_worker(
             let lr = cfg
                 .schedule
                 .lr(cfg.optim.lr, epoch, progress.step, total_steps);
+            if !lr.is_finite() {
+                return Err(Error::NonFinite {
+                    op: "train",
+                    what: format!(
+                        "the schedule gives a learning rate of {lr} at epoch {}",
+                        epoch + 1
+                    ),
+                });
+            }
             let batch = gradient_step(model, &mut optimizer, &mut tape, x, &y, lr)?;
             progress.epoch_seconds += start.elapsed().as_secs_f64();
             progress.step += 1;

@@ -298,6 +298,11 @@ fn hostile_model_files_are_refused_naming_the_file() {
             "0.weight is not finite: 1 NaN and 0 infinite of 12544 values",
         ),
         (
+            "finite weights whose outputs overflow",
+            layer(f32s(&[3e38; 7840]), F32, f32s(&[0.0; 10])),
+            "the model's outputs overflow",
+        ),
+        (
             "integer",
             layer(vec![0u8; 7840 * 4], I32, f32s(&[0.0; 10])),
             "0.weight has dtype I32",

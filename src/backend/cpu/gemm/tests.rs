@@ -65,6 +65,7 @@ fn check<T: GemmElem>(
     }
 }
 
+#[cfg(not(miri))]
 const SIZES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
     (1, 7, 3),
@@ -78,6 +79,48 @@ const SIZES: &[(usize, usize, usize)] = &[
     (20, 70, 50),
     (8, 64, 33),
 ];
+
+/// Under Miri (scripts/miri.sh), hundreds of times slower: edges, partial
+/// panels and tiles, two `k` blocks (`k > KC`), every transpose.
+#[cfg(miri)]
+const SIZES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (1, 7, 3),
+    (5, 1, 9),
+    (3, 4, 1),
+    (9, 17, 5),
+    (2, 9, 260),
+];
+
+/// Products split across threads (at least `PAR_MIN_WORK` multiply-adds).
+#[cfg(not(miri))]
+const THREADED: &[(usize, usize, usize)] = &[
+    (128, 256, 784),
+    (301, 187, 1029),
+    (64, 10, 256),
+    (1000, 33, 70),
+];
+#[cfg(miri)]
+const THREADED: &[(usize, usize, usize)] = &[(100, 96, 96)];
+
+/// Products for the bit-for-bit comparisons of the entry points.
+#[cfg(not(miri))]
+const SOME: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (37, 29, 41),
+    (130, 257, 65),
+    (5, 3, 0),
+    (0, 4, 2),
+];
+#[cfg(miri)]
+const SOME: &[(usize, usize, usize)] = &[(1, 1, 1), (9, 11, 5), (5, 3, 0), (0, 4, 2)];
+
+/// Products whose `k` spans several blocks, for the epilogue.
+#[cfg(not(miri))]
+const EPILOGUE: &[(usize, usize, usize)] =
+    &[(1, 1, 1), (37, 45, 1500), (301, 211, 97), (5, 700, 3)];
+#[cfg(miri)]
+const EPILOGUE: &[(usize, usize, usize)] = &[(1, 1, 1), (3, 9, 300), (5, 20, 3)];
 
 fn check_all<T: GemmElem>(tol: f64, f: &dyn Fn(&Problem<'_, T>, &mut [T])) {
     for &(m, n, k) in SIZES {
@@ -172,12 +215,7 @@ fn bits_with_threads<T: GemmElem>(
 
 #[test]
 fn same_bits_for_any_thread_count() {
-    for &(m, n, k) in &[
-        (128, 256, 784),
-        (301, 187, 1029),
-        (64, 10, 256),
-        (1000, 33, 70),
-    ] {
+    for &(m, n, k) in THREADED {
         for (at, bt) in [(false, false), (false, true), (true, false)] {
             let one = bits_with_threads::<f32>(1, m, n, k, at, bt);
             for t in [2, 3] {
@@ -203,13 +241,7 @@ fn same_bits_for_any_thread_count() {
 
 #[test]
 fn gemm_new_matches_gemm_bit_for_bit() {
-    for &(m, n, k) in &[
-        (1, 1, 1),
-        (37, 29, 41),
-        (130, 257, 65),
-        (5, 3, 0),
-        (0, 4, 2),
-    ] {
+    for &(m, n, k) in SOME {
         for (at, bt) in [(false, false), (false, true), (true, false), (true, true)] {
             let a: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
@@ -231,7 +263,7 @@ fn the_epilogue_sees_every_finished_element_once() {
     use std::sync::atomic::{AtomicU32, Ordering};
     // k spans several k blocks, so an epilogue run before the last block
     // would see a partial sum.
-    for (m, n, k) in [(1, 1, 1), (37, 45, 1500), (301, 211, 97), (5, 700, 3)] {
+    for &(m, n, k) in EPILOGUE {
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
             .collect();
