@@ -21,10 +21,9 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
-use crate::atomic_file::write_bytes_atomic;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::nn::{load_model_bytes, Mlp};
+use crate::nn::{le_bytes, load_model_bytes, write_safetensors, Mlp, RawTensor};
 use crate::optim::Optimizer;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -113,29 +112,6 @@ pub struct Checkpoint {
     pub settings: Value,
 }
 
-/// The raw little-endian bytes of a tensor, with its safetensors dtype.
-fn raw_bytes(name: &str, t: &Tensor) -> Result<(Dtype, Vec<u8>)> {
-    match t.dtype() {
-        DType::F32 => Ok((
-            Dtype::F32,
-            t.to_vec::<f32>()?
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect(),
-        )),
-        DType::F64 => Ok((
-            Dtype::F64,
-            t.to_vec::<f64>()?
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect(),
-        )),
-        dtype => Err(Error::invalid(format!(
-            "checkpoint: tensor {name} has dtype {dtype}; only f32 and f64 are saved"
-        ))),
-    }
-}
-
 /// Writes a checkpoint of `snap` to `path`, atomically: an existing
 /// checkpoint there is replaced only by a complete new one.
 ///
@@ -143,52 +119,45 @@ fn raw_bytes(name: &str, t: &Tensor) -> Result<(Dtype, Vec<u8>)> {
 /// [`Error::Io`] if the file cannot be written; [`Error::InvalidArgument`]
 /// for parameters that are neither f32 nor f64.
 pub fn save(path: &Path, snap: &Snapshot<'_>) -> Result<()> {
-    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let names = snap.model.param_names();
+    let mut tensors = Vec::new();
     for (name, p) in names.iter().zip(snap.model.params()) {
-        let (dtype, bytes) = raw_bytes(name, p)?;
-        tensors.push((name.clone(), dtype, p.dims().to_vec(), bytes));
+        check_saved_dtype(name, p)?;
+        tensors.push(RawTensor::from_tensor(name.clone(), p)?);
     }
     for (name, (m, v)) in names.iter().zip(snap.optimizer.buffers()) {
         for (suffix, t) in [("m", m), ("v", v)] {
             if t.numel() > 0 {
                 let key = format!("{OPTIMIZER_PREFIX}{name}.{suffix}");
-                let (dtype, bytes) = raw_bytes(&key, t)?;
-                tensors.push((key, dtype, t.dims().to_vec(), bytes));
+                check_saved_dtype(&key, t)?;
+                tensors.push(RawTensor::from_tensor(key, t)?);
             }
         }
     }
-    let rng: Vec<u8> = snap
-        .rng
-        .state()
-        .iter()
-        .flat_map(|w| w.to_le_bytes())
-        .collect();
-    tensors.push((format!("{TRAIN_PREFIX}rng"), Dtype::U64, vec![4], rng));
+    let u64s = |name: &str, values: Vec<u64>| RawTensor {
+        name: format!("{TRAIN_PREFIX}{name}"),
+        dtype: Dtype::U64,
+        shape: vec![values.len()],
+        bytes: le_bytes(&values, u64::to_le_bytes),
+    };
+    tensors.push(u64s("rng", snap.rng.state().to_vec()));
     if !snap.order.is_empty() {
-        let order: Vec<u8> = snap
-            .order
-            .iter()
-            .flat_map(|&i| (i as u64).to_le_bytes())
-            .collect();
-        tensors.push((
-            format!("{TRAIN_PREFIX}order"),
-            Dtype::U64,
-            vec![snap.order.len()],
-            order,
+        tensors.push(u64s(
+            "order",
+            snap.order.iter().map(|&i| i as u64).collect(),
         ));
     }
-    let views = tensors
-        .iter()
-        .map(|(name, dtype, dims, bytes)| {
-            TensorView::new(*dtype, dims.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::file(path, format!("tensor {name}: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, &Some(metadata(snap)))
-        .map_err(|e| Error::file(path, format!("cannot write the checkpoint: {e}")))?;
-    write_bytes_atomic(path, &bytes)
+    write_safetensors(path, &tensors, metadata(snap))
+}
+
+/// Only f32 and f64 tensors are saved, in their own type.
+fn check_saved_dtype(name: &str, t: &Tensor) -> Result<()> {
+    match t.dtype() {
+        DType::F32 | DType::F64 => Ok(()),
+        dtype => Err(Error::invalid(format!(
+            "checkpoint: tensor {name} has dtype {dtype}; only f32 and f64 are saved"
+        ))),
+    }
 }
 
 /// The metadata of a checkpoint: the model's, the position and running

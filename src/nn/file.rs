@@ -24,31 +24,81 @@ use crate::tensor::Tensor;
 use super::linear::Linear;
 use super::mlp::{Activation, Mlp};
 
-/// Writes named f32 tensors (any device) to a safetensors file with
-/// `metadata`, atomically (see [`crate::atomic_file`]): an existing file at
-/// `path` is replaced only by a complete new one.
-pub fn save_tensors(
+/// One tensor as a safetensors file stores it: a name, a dtype, a shape and
+/// the little-endian bytes.
+#[derive(Clone, Debug)]
+pub struct RawTensor {
+    /// The key.
+    pub name: String,
+    /// The element type.
+    pub dtype: Dtype,
+    /// The dimensions.
+    pub shape: Vec<usize>,
+    /// `shape`'s elements, little-endian.
+    pub bytes: Vec<u8>,
+}
+
+impl RawTensor {
+    /// `t` (any device) in its own type if that is f32 or f64, else as f32.
+    pub fn from_tensor(name: impl Into<String>, t: &Tensor) -> Result<RawTensor> {
+        let (dtype, bytes) = match t.dtype() {
+            DType::F64 => (Dtype::F64, le_bytes(&t.to_vec::<f64>()?, f64::to_le_bytes)),
+            _ => (
+                Dtype::F32,
+                le_bytes(&t.to_dtype(DType::F32)?.to_vec::<f32>()?, f32::to_le_bytes),
+            ),
+        };
+        Ok(RawTensor {
+            name: name.into(),
+            dtype,
+            shape: t.dims().to_vec(),
+            bytes,
+        })
+    }
+}
+
+/// The little-endian bytes of `values`.
+pub fn le_bytes<T: Copy, const N: usize>(values: &[T], to_le: fn(T) -> [u8; N]) -> Vec<u8> {
+    values.iter().flat_map(|&v| to_le(v)).collect()
+}
+
+/// Writes `tensors` to a safetensors file with `metadata`, atomically (see
+/// [`crate::atomic_file`]): an existing file at `path` is replaced only by
+/// a complete new one.
+///
+/// # Errors
+/// [`Error::File`] if a tensor's bytes do not fit its shape and dtype;
+/// [`Error::Io`] if the file cannot be written.
+pub fn write_safetensors(
     path: &Path,
-    tensors: &[(String, Tensor)],
+    tensors: &[RawTensor],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let v = t.to_dtype(DType::F32)?.to_vec::<f32>()?;
-        let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        bytes.push((name.clone(), t.dims().to_vec(), raw));
-    }
-    let views = bytes
+    let views = tensors
         .iter()
-        .map(|(name, dims, raw)| {
-            TensorView::new(Dtype::F32, dims.clone(), raw)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::file(path, format!("tensor {name}: {e}")))
+        .map(|t| {
+            TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+                .map(|v| (t.name.clone(), v))
+                .map_err(|e| Error::file(path, format!("tensor {}: {e}", t.name)))
         })
         .collect::<Result<Vec<_>>>()?;
     let bytes = safetensors::serialize(views, &Some(metadata))
         .map_err(|e| Error::file(path, format!("cannot write safetensors: {e}")))?;
     write_bytes_atomic(path, &bytes)
+}
+
+/// Writes named tensors (any device) as f32 to a safetensors file with
+/// `metadata`, atomically (see [`write_safetensors`]).
+pub fn save_tensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let raw = tensors
+        .iter()
+        .map(|(name, t)| RawTensor::from_tensor(name.clone(), &t.to_dtype(DType::F32)?))
+        .collect::<Result<Vec<_>>>()?;
+    write_safetensors(path, &raw, metadata)
 }
 
 /// Saves a model: parameters under their PyTorch names, with its
