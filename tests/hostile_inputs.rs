@@ -175,6 +175,7 @@ fn hostile_idx_files_are_refused_naming_the_file() {
 /// Runs `cmd` to completion and returns it with the child's peak resident
 /// memory in bytes (from `wait4`, for this child alone).
 #[cfg(target_os = "linux")]
+#[allow(clippy::zombie_processes)] // reaped by wait4, which std does not see
 fn run_measuring_peak_rss(cmd: &mut Command) -> (Run, u64) {
     let mut child = cmd
         .stdout(Stdio::piped())
