@@ -3,7 +3,7 @@
 //! never interrupted, and a killed run never damages the files it was
 //! replacing.
 
-mod support;
+mod sandbox;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,7 +15,7 @@ use advgrad::nn::{load_model, Activation, Mlp};
 use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
 use advgrad::rng::Rng;
 use advgrad::train::{train, train_with, AdvTraining, Checkpointing, SaveEvery, TrainConfig};
-use support::{advgrad, Run};
+use sandbox::{advgrad, Run};
 
 /// The bits of every parameter of the model file at `path`.
 fn model_bits(path: &Path) -> Vec<Vec<u32>> {
@@ -38,7 +38,7 @@ fn params_bits(model: &Mlp) -> Vec<Vec<u32>> {
 }
 
 fn small_data(dir: &Path) -> (Dataset, Dataset) {
-    support::write_synthetic_data(dir, 600, 100, 8);
+    sandbox::write_synthetic_data(dir, 600, 100, 8);
     (
         Dataset::load(dir, Split::Train).unwrap(),
         Dataset::load(dir, Split::Test).unwrap(),
@@ -47,7 +47,7 @@ fn small_data(dir: &Path) -> (Dataset, Dataset) {
 
 #[test]
 fn a_run_resumed_from_a_mid_epoch_checkpoint_ends_with_the_same_bits() {
-    let home = support::temp_dir();
+    let home = sandbox::temp_dir();
     let (train_set, test_set) = small_data(home.path());
     let cfg = TrainConfig {
         epochs: 3,
@@ -96,7 +96,7 @@ fn a_run_resumed_from_a_mid_epoch_checkpoint_ends_with_the_same_bits() {
 
 #[test]
 fn resuming_with_other_settings_names_each_difference() {
-    let home = support::temp_dir();
+    let home = sandbox::temp_dir();
     let (train_set, _) = small_data(home.path());
     let cfg = TrainConfig {
         epochs: 1,
@@ -187,9 +187,9 @@ fn checkpoint_step(path: &Path) -> Option<usize> {
 fn sigkill_at_random_steps_never_damages_files_and_resuming_gives_the_same_bits() {
     const EPOCHS: usize = 6;
     const STEPS: usize = EPOCHS * 2000 / 16;
-    let home = support::temp_dir();
+    let home = sandbox::temp_dir();
     let data = home.path().join("data");
-    support::write_synthetic_data(&data, 2000, 200, 8);
+    sandbox::write_synthetic_data(&data, 2000, 200, 8);
 
     // The reference: one run, never interrupted, without checkpoints.
     let reference = home.path().join("reference.safetensors");
@@ -198,7 +198,7 @@ fn sigkill_at_random_steps_never_damages_files_and_resuming_gives_the_same_bits(
 
     // The model file the killed runs are replacing, and its bytes.
     let out = home.path().join("model.safetensors");
-    support::write_model(&out, "64-5-10");
+    sandbox::write_model(&out, "64-5-10");
     let old_bytes = std::fs::read(&out).unwrap();
     let ckpt = home.path().join("model.ckpt.safetensors");
     let ckpt_arg = ckpt.to_str().unwrap().to_string();
@@ -266,9 +266,9 @@ fn sigkill_at_random_steps_never_damages_files_and_resuming_gives_the_same_bits(
 fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     use std::io::{BufRead, BufReader};
     const EPOCHS: usize = 30;
-    let home = support::temp_dir();
+    let home = sandbox::temp_dir();
     let data = home.path().join("data");
-    support::write_synthetic_data(&data, 2000, 200, 8);
+    sandbox::write_synthetic_data(&data, 2000, 200, 8);
     let reference = home.path().join("reference.safetensors");
     let run = Run::of(&mut train_cmd(&data, &reference, EPOCHS, &["--quiet"]));
     assert_eq!(run.code, Some(0), "{}", run.stderr);

@@ -171,11 +171,11 @@ fn train_eval_grads_round_trip() {
     assert!(Path::new(&grads).exists());
 }
 
-mod support;
+mod sandbox;
 
 /// Runs `advgrad ARGS` with `{data}`, `{model}`, `{out}` and `{ckpt}` in
 /// the arguments replaced by paths in `home`.
-fn run_in(home: &Path, args: &[&str]) -> support::Run {
+fn run_in(home: &Path, args: &[&str]) -> sandbox::Run {
     let sub = |a: &str| {
         a.replace("{data}", home.join("data").to_str().unwrap())
             .replace("{model}", home.join("model.safetensors").to_str().unwrap())
@@ -185,14 +185,14 @@ fn run_in(home: &Path, args: &[&str]) -> support::Run {
                 home.join("out.ckpt.safetensors").to_str().unwrap(),
             )
     };
-    support::Run::of(support::advgrad().args(args.iter().map(|a| sub(a))))
+    sandbox::Run::of(sandbox::advgrad().args(args.iter().map(|a| sub(a))))
 }
 
 #[test]
 fn usage_errors_exit_2_and_runtime_errors_exit_1_without_debug_dumps() {
-    let home = support::temp_dir();
-    support::write_synthetic_data(&home.path().join("data"), 300, 100, 28);
-    support::write_model(&home.path().join("model.safetensors"), "784-16-10");
+    let home = sandbox::temp_dir();
+    sandbox::write_synthetic_data(&home.path().join("data"), 300, 100, 28);
+    sandbox::write_model(&home.path().join("model.safetensors"), "784-16-10");
     let d = ["--data", "{data}", "--device", "cpu"];
     let with = |args: &[&'static str]| -> Vec<&'static str> {
         let mut v = args.to_vec();

@@ -2,13 +2,13 @@
 //! download of the real files, the fresh-machine demo, and every way a
 //! transfer can fail leaving nothing behind.
 
-mod support;
+mod sandbox;
 
 use std::collections::HashMap;
 use std::path::Path;
 
+use sandbox::{advgrad, advgrad_on_a_fresh_machine, entries, Reply, Run, Server};
 use sha2::{Digest, Sha256};
-use support::{advgrad, advgrad_on_a_fresh_machine, entries, Reply, Run, Server};
 
 const STANDARD: [&str; 4] = advgrad::data::STANDARD_FILES;
 
@@ -37,13 +37,13 @@ fn eval_downloading(dir: &Path, model: &Path, url: &str) -> Run {
 /// present files are not downloaded again), and a server answering `reply`
 /// for `missing`.
 fn one_file_to_fetch(missing: &str, reply: Reply) -> (tempfile::TempDir, Server) {
-    let home = support::temp_dir();
+    let home = sandbox::temp_dir();
     let data = home.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     for name in STANDARD.iter().filter(|n| **n != missing) {
-        support::write_file(&data.join(name), b"stand-in");
+        sandbox::write_file(&data.join(name), b"stand-in");
     }
-    support::write_model(&home.path().join("m.safetensors"), "784-10");
+    sandbox::write_model(&home.path().join("m.safetensors"), "784-10");
     let server = Server::start(HashMap::from([(missing.to_string(), reply)]));
     (home, server)
 }
@@ -59,7 +59,7 @@ fn fetch_fails(missing: &str, reply: Reply) -> (Run, Vec<String>, String) {
 
 #[test]
 fn a_good_download_is_verified_and_not_repeated() {
-    let Some(files) = support::debian_files_or_skip("a_good_download") else {
+    let Some(files) = sandbox::debian_files_or_skip("a_good_download") else {
         return;
     };
     let digests: HashMap<String, String> = files
@@ -70,10 +70,10 @@ fn a_good_download_is_verified_and_not_repeated() {
         })
         .collect();
     let server = Server::start(files);
-    let home = support::temp_dir();
+    let home = sandbox::temp_dir();
     let data = home.path().join("downloaded");
     let model = home.path().join("m.safetensors");
-    support::write_model(&model, "784-10");
+    sandbox::write_model(&model, "784-10");
 
     let run = eval_downloading(&data, &model, &server.url);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
@@ -99,11 +99,11 @@ fn a_good_download_is_verified_and_not_repeated() {
 
 #[test]
 fn the_demo_downloads_verifies_and_runs_on_a_fresh_machine() {
-    let Some(files) = support::debian_files_or_skip("the_demo_on_a_fresh_machine") else {
+    let Some(files) = sandbox::debian_files_or_skip("the_demo_on_a_fresh_machine") else {
         return;
     };
     let server = Server::start(files);
-    let home = support::temp_dir();
+    let home = sandbox::temp_dir();
     let out = home.path().join("demo");
     let run = Run::of(
         advgrad_on_a_fresh_machine(home.path())
@@ -201,9 +201,9 @@ fn an_unreachable_server_says_how_to_install_the_data_offline() {
         .and_then(|l| l.local_addr())
         .unwrap()
         .port();
-    let home = support::temp_dir();
+    let home = sandbox::temp_dir();
     let model = home.path().join("m.safetensors");
-    support::write_model(&model, "784-10");
+    sandbox::write_model(&model, "784-10");
     let run = eval_downloading(
         &home.path().join("data"),
         &model,

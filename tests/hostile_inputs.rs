@@ -2,7 +2,7 @@
 //! and an `error:` line naming the file, never a panic; a gzip bomb is
 //! refused in bounded memory.
 
-mod support;
+mod sandbox;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use advgrad::data::idx::encode_idx;
-use support::{advgrad, gzip, Run};
+use sandbox::{advgrad, gzip, Run};
 
 const IMAGES: &str = "t10k-images-idx3-ubyte.gz";
 const LABELS: &str = "t10k-labels-idx1-ubyte.gz";
@@ -43,15 +43,15 @@ struct Case {
 
 impl Case {
     fn with(file: &str, bytes: &[u8]) -> Case {
-        let home = support::temp_dir();
+        let home = sandbox::temp_dir();
         let data = home.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         let (images, labels) = valid_split(20);
-        support::write_file(&data.join(IMAGES), &gzip(&images));
-        support::write_file(&data.join(LABELS), &gzip(&labels));
+        sandbox::write_file(&data.join(IMAGES), &gzip(&images));
+        sandbox::write_file(&data.join(LABELS), &gzip(&labels));
         let bad = data.join(file);
-        support::write_file(&bad, bytes);
-        support::write_model(&home.path().join("model.safetensors"), "784-16-10");
+        sandbox::write_file(&bad, bytes);
+        sandbox::write_model(&home.path().join("model.safetensors"), "784-16-10");
         Case { home, bad }
     }
 
@@ -228,7 +228,7 @@ fn a_gzip_bomb_is_refused_in_bounded_memory() {
     }
     let bomb = enc.finish().unwrap();
     let c = Case::with(IMAGES, &bomb);
-    support::write_file(&c.data().join(LABELS), &gzip(&valid_split(10).1));
+    sandbox::write_file(&c.data().join(LABELS), &gzip(&valid_split(10).1));
     let (run, peak) = run_measuring_peak_rss(&mut c.eval());
     assert_refused(&run, &c.bad, "goes on past", "gzip bomb");
     eprintln!(
@@ -311,7 +311,7 @@ fn hostile_model_files_are_refused_naming_the_file() {
     ];
     for (case, bytes, what) in cases {
         let c = Case::with(LABELS, &gzip(&valid_split(20).1));
-        support::write_file(&c.model(), &bytes);
+        sandbox::write_file(&c.model(), &bytes);
         let run = Run::of(&mut c.eval());
         assert_refused(&run, &c.model(), what, case);
     }
@@ -322,7 +322,7 @@ fn attack_and_grads_refuse_a_non_finite_model_too() {
     let c = Case::with(LABELS, &gzip(&valid_split(20).1));
     let mut w = vec![0.0f32; 7840];
     w[0] = f32::NEG_INFINITY;
-    support::write_file(
+    sandbox::write_file(
         &c.model(),
         &safetensors_file(&[
             ("0.weight", safetensors::Dtype::F32, vec![10, 784], f32s(&w)),
