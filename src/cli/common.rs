@@ -14,13 +14,13 @@ pub struct DataArgs {
     /// ~/.cache/advgrad/fashion-mnist that holds them].
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// cpu, cuda, cuda:N, or auto (a GPU when built with CUDA and present).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
     /// Download Fashion-MNIST, verified by SHA-256, if it is not found: into
     /// --data DIR, or advgrad's cache folder (`advgrad demo` always does).
     #[arg(long)]
     pub download: bool,
-    /// cpu, cuda, cuda:N, or auto (a GPU when built with CUDA and present).
-    #[arg(long, default_value = "auto")]
-    pub device: String,
     /// Hide download progress (set by the command from its own --quiet).
     #[arg(skip)]
     pub quiet: bool,
