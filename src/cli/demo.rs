@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use advgrad::atomic_file::write_bytes_atomic;
 use advgrad::attack::{evaluate_attack, Attack, AttackOptions, AttackReport, EvalOptions};
 use advgrad::data::{Split, FASHION_MNIST_CLASSES};
 use advgrad::nn::{save_model, Activation, Mlp};
@@ -249,5 +248,5 @@ fn write_json(rows: &[ModelRow], args: &Args) -> Result<()> {
         .collect();
     let path = args.out_dir.join("results.json");
     let text = serde_json::to_string_pretty(&json).expect("plain numbers serialise");
-    write_bytes_atomic(&path, text.as_bytes())
+    advgrad::atomic_file::write_bytes_atomic(&path, text.as_bytes())
 }
