@@ -63,6 +63,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A download that failed: unreachable server, HTTP error, or a file
+    /// whose length or digest is not the expected one.
+    #[error("download {url}: {msg}")]
+    Download { url: String, msg: String },
+    /// Training stopped on Ctrl-C (SIGINT) or SIGTERM after saving a
+    /// checkpoint, whose path and resume command the message gives.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// The CUDA backend is unavailable or a driver call failed.
     #[error("CUDA: {0}")]
     Cuda(String),

@@ -21,8 +21,10 @@
 //! # Ok::<(), advgrad::Error>(())
 //! ```
 
+pub mod atomic_file;
 pub mod attack;
 pub mod backend;
+pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod dtype;

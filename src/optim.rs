@@ -7,12 +7,15 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::Serialize;
+
 use crate::backend::{BackendStorage, UpdateRule};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// Which update rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// `p ← p − lr·g`.
     Sgd,
@@ -47,7 +50,7 @@ impl fmt::Display for OptimizerKind {
 }
 
 /// Hyper-parameters of an optimiser.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct OptimConfig {
     /// The update rule.
     pub kind: OptimizerKind,
@@ -83,26 +86,59 @@ impl OptimConfig {
         }
     }
 
+    /// Checks every setting against its domain; the error names the first
+    /// one outside it and its value.
     fn validate(&self) -> Result<()> {
-        let ok = self.lr > 0.0
-            && self.lr.is_finite()
-            && (0.0..1.0).contains(&self.momentum)
-            && self.weight_decay >= 0.0
-            && (0.0..1.0).contains(&self.beta1)
-            && (0.0..1.0).contains(&self.beta2)
-            && self.eps > 0.0;
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::invalid(format!(
-                "optimiser settings out of range: {self:?}"
-            )))
+        let checks = [
+            (
+                "learning rate (lr)",
+                self.lr,
+                self.lr > 0.0 && self.lr.is_finite(),
+                "a positive finite number",
+            ),
+            (
+                "momentum",
+                self.momentum,
+                (0.0..1.0).contains(&self.momentum),
+                "in [0, 1)",
+            ),
+            (
+                "weight decay",
+                self.weight_decay,
+                self.weight_decay >= 0.0 && self.weight_decay.is_finite(),
+                "a finite number ≥ 0",
+            ),
+            (
+                "Adam's beta1",
+                self.beta1,
+                (0.0..1.0).contains(&self.beta1),
+                "in [0, 1)",
+            ),
+            (
+                "Adam's beta2",
+                self.beta2,
+                (0.0..1.0).contains(&self.beta2),
+                "in [0, 1)",
+            ),
+            (
+                "Adam's eps",
+                self.eps,
+                self.eps > 0.0 && self.eps.is_finite(),
+                "a positive finite number",
+            ),
+        ];
+        match checks.iter().find(|(_, _, ok, _)| !ok) {
+            None => Ok(()),
+            Some((what, value, _, domain)) => Err(Error::invalid(format!(
+                "optimiser: the {what} must be {domain}, got {value}"
+            ))),
         }
     }
 }
 
 /// A learning-rate schedule over training steps.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Schedule {
     /// The base rate throughout.
     Constant,
@@ -122,7 +158,13 @@ impl Schedule {
     pub fn lr(&self, base: f64, epoch: usize, t: usize, total: usize) -> f64 {
         match *self {
             Schedule::Constant => base,
-            Schedule::Step { every, gamma } => base * gamma.powi((epoch / every.max(1)) as i32),
+            Schedule::Step { every, gamma } => {
+                let decays = epoch / every.max(1);
+                match i32::try_from(decays) {
+                    Ok(k) => base * gamma.powi(k),
+                    Err(_) => base * gamma.powf(decays as f64),
+                }
+            }
             Schedule::Cosine => {
                 let frac = t as f64 / total.max(1) as f64;
                 base * 0.5 * (1.0 + (std::f64::consts::PI * frac).cos())
@@ -133,16 +175,20 @@ impl Schedule {
 
 impl FromStr for Schedule {
     type Err = Error;
-    /// `constant`, `cosine`, or `step:EVERY:GAMMA` (e.g. `step:3:0.1`).
+    /// `constant`, `cosine`, or `step:EVERY:GAMMA` (e.g. `step:3:0.1`) with
+    /// `EVERY ≥ 1` epochs and a finite `GAMMA > 0`.
     fn from_str(s: &str) -> Result<Self> {
         let parts: Vec<&str> = s.split(':').collect();
         match parts.as_slice() {
             ["constant"] => Ok(Schedule::Constant),
             ["cosine"] => Ok(Schedule::Cosine),
-            ["step", every, gamma] => match (every.parse(), gamma.parse()) {
-                (Ok(every), Ok(gamma)) => Ok(Schedule::Step { every, gamma }),
+            ["step", every, gamma] => match (every.parse::<usize>(), gamma.parse::<f64>()) {
+                (Ok(every), Ok(gamma)) if every >= 1 && gamma > 0.0 && gamma.is_finite() => {
+                    Ok(Schedule::Step { every, gamma })
+                }
                 _ => Err(Error::invalid(format!(
-                    "bad step schedule `{s}`: expected step:EVERY:GAMMA"
+                    "bad step schedule `{s}`: expected step:EVERY:GAMMA with EVERY ≥ 1 epochs \
+                     and a finite GAMMA > 0, such as step:3:0.1"
                 ))),
             },
             _ => Err(Error::invalid(format!(
@@ -195,6 +241,49 @@ impl Optimizer {
     /// Number of steps taken.
     pub fn steps(&self) -> u64 {
         self.t
+    }
+
+    /// The per-parameter state buffers (momentum velocity, or Adam's first
+    /// and second moments; a buffer a rule does not use has shape `[0]`),
+    /// in parameter order, for a checkpoint.
+    pub fn buffers(&self) -> &[(Tensor, Tensor)] {
+        &self.state
+    }
+
+    /// Continues from a checkpoint: `steps` taken and the state `buffers`
+    /// ([`Optimizer::buffers`] of the saved optimiser), moved to the
+    /// devices of this optimiser's own buffers.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the number, shapes or dtypes of the
+    /// buffers differ from this optimiser's.
+    pub fn restore(&mut self, steps: u64, buffers: Vec<(Tensor, Tensor)>) -> Result<()> {
+        if buffers.len() != self.state.len() {
+            return Err(Error::invalid(format!(
+                "optimizer: {} saved state buffers for {} parameters",
+                buffers.len(),
+                self.state.len()
+            )));
+        }
+        let mut restored = Vec::with_capacity(buffers.len());
+        for (i, ((m, v), (own_m, own_v))) in buffers.into_iter().zip(&self.state).enumerate() {
+            let fit = |saved: Tensor, own: &Tensor| -> Result<Tensor> {
+                if saved.shape() != own.shape() || saved.dtype() != own.dtype() {
+                    return Err(Error::invalid(format!(
+                        "optimizer: saved state of parameter {i} is {} {}, expected {} {}",
+                        saved.shape(),
+                        saved.dtype(),
+                        own.shape(),
+                        own.dtype()
+                    )));
+                }
+                saved.to_device(own.device())
+            };
+            restored.push((fit(m, own_m)?, fit(v, own_v)?));
+        }
+        self.state = restored;
+        self.t = steps;
+        Ok(())
     }
 
     /// Updates every parameter in place from its gradient, with learning
@@ -314,6 +403,31 @@ mod tests {
         assert_eq!(step.lr(0.1, 3, 0, 1), 0.05);
         assert!((Schedule::Cosine.lr(0.1, 0, 50, 100) - 0.05).abs() < 1e-15);
         assert!("bogus".parse::<Schedule>().is_err());
+        for bad in [
+            "step:0:0.5",
+            "step:2:nan",
+            "step:2:-1",
+            "step:2:inf",
+            "step:x:0.5",
+        ] {
+            assert!(bad.parse::<Schedule>().is_err(), "{bad}");
+        }
         assert!(Optimizer::new(OptimConfig::new(OptimizerKind::Sgd, -1.0), &[]).is_err());
+    }
+
+    #[test]
+    fn bad_settings_are_named_without_a_debug_dump() {
+        let err = Optimizer::new(OptimConfig::new(OptimizerKind::Sgd, f64::NAN), &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid argument: optimiser: the learning rate (lr) must be a positive finite number, got NaN"
+        );
+        let mut cfg = OptimConfig::new(OptimizerKind::Momentum, 0.1);
+        cfg.momentum = 1.5;
+        let err = Optimizer::new(cfg, &[]).unwrap_err().to_string();
+        assert!(err.contains("momentum must be in [0, 1), got 1.5"), "{err}");
+        assert!(!err.contains("OptimConfig"), "{err}");
     }
 }

@@ -37,6 +37,18 @@ impl Rng {
         Rng { s }
     }
 
+    /// The generator's whole state, for a checkpoint; [`Rng::from_state`]
+    /// continues the sequence exactly where it stands.
+    pub fn state(&self) -> [u64; 4] {
+        self.s
+    }
+
+    /// A generator continuing from a [`Rng::state`], or `None` for the
+    /// all-zero state, which xoshiro cannot leave (and `state` never gives).
+    pub fn from_state(s: [u64; 4]) -> Option<Rng> {
+        (s != [0; 4]).then_some(Rng { s })
+    }
+
     /// The next 64 uniformly random bits.
     pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);

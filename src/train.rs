@@ -7,13 +7,16 @@
 //! training all come from seeded generators, and the CPU kernels are
 //! bit-identical for any thread count.
 
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::attack::{Attack, Pgd, Threat};
 use crate::backend::cpu::on_worker;
+use crate::checkpoint::{self, Checkpoint, Progress, Snapshot};
 use crate::data::{Batches, Dataset};
 use crate::device::Device;
 use crate::dtype::DType;
@@ -26,7 +29,8 @@ use crate::tensor::Tensor;
 
 /// Adversarial training: each batch is replaced by adversarial examples
 /// against the current model before the gradient step.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum AdvTraining {
     /// FGSM with a random start ("Fast is better than free", Wong et al.
     /// 2020): `δ ~ U(−ε, ε)`, `x' = Π(x + δ + α·sign ∇ₓL(x + δ))` with
@@ -129,7 +133,7 @@ pub struct TrainConfig {
 }
 
 /// Statistics of one epoch.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochStats {
     /// Epoch number, from 1.
     pub epoch: usize,
@@ -258,6 +262,10 @@ fn check_model_fits(model: &Mlp, data: &Dataset) -> Result<()> {
 }
 
 /// Accuracy and mean loss of `model` on `data`, in batches of `batch_size`.
+///
+/// # Errors
+/// A model that does not fit the data; [`Error::NonFinite`] if the loss of
+/// a batch is NaN or infinite (finite but huge weights can overflow).
 pub fn evaluate(model: &Mlp, data: &Dataset, batch_size: usize) -> Result<EvalStats> {
     check_model_fits(model, data)?;
     let order: Vec<usize> = (0..data.rows()).collect();
@@ -267,7 +275,18 @@ pub fn evaluate(model: &Mlp, data: &Dataset, batch_size: usize) -> Result<EvalSt
         let (x, y) = batch_tensors(data, idx, model.device(), &mut images, &mut labels)?;
         let logits = model.logits(&x)?;
         let (loss, _) = logits.softmax_cross_entropy(&y)?;
-        loss_sum += loss.to_scalar()? * idx.len() as f64;
+        let loss = loss.to_scalar()?;
+        if !loss.is_finite() {
+            return Err(Error::NonFinite {
+                op: "evaluate",
+                what: format!(
+                    "the loss on examples {}..{} is {loss}: the model's outputs overflow",
+                    idx[0],
+                    idx[0] + idx.len()
+                ),
+            });
+        }
+        loss_sum += loss * idx.len() as f64;
         correct += logits.argmax_rows()?.count_equal(&y)?;
     }
     let n = data.rows().max(1) as f64;
@@ -303,7 +322,80 @@ pub fn train(
     test_set: Option<&Dataset>,
     cfg: &TrainConfig,
 ) -> Result<TrainReport> {
-    on_worker(|| train_on_worker(model, train_set, test_set, cfg))
+    train_with(model, train_set, test_set, cfg, Checkpointing::default())
+}
+
+/// When a run saves checkpoints on its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SaveEvery {
+    /// Only when stopped (see [`Checkpointing::stop`]).
+    #[default]
+    Never,
+    /// After each epoch.
+    Epoch,
+    /// Every this many steps (counted over the whole run).
+    Steps(usize),
+}
+
+/// Checkpoints and resumption of a run (see [`crate::checkpoint`]).
+#[derive(Debug, Default)]
+pub struct Checkpointing<'a> {
+    /// Where checkpoints go; each one replaces the last, atomically.
+    pub path: Option<PathBuf>,
+    /// When to save besides a stop.
+    pub every: SaveEvery,
+    /// A checkpoint to continue from: the run ends with the same bits as
+    /// one never interrupted, on the CPU backend.
+    pub resume: Option<Checkpoint>,
+    /// Checked after every step (a Ctrl-C handler sets it): once set, the
+    /// run saves a checkpoint to `path` and returns
+    /// [`Error::Interrupted`].
+    pub stop: Option<&'a AtomicBool>,
+}
+
+/// The settings a checkpoint must share with a run that resumes it: the
+/// model's shape, the whole [`TrainConfig`] but `quiet`, and the training
+/// data's size and a fingerprint of its labels.
+pub fn run_settings(model: &Mlp, train_set: &Dataset, cfg: &TrainConfig) -> serde_json::Value {
+    // FNV-1a over the labels: a different --limit or data set shows.
+    let fingerprint = train_set
+        .labels()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &l| {
+            (h ^ u64::from(l)).wrapping_mul(0x100_0000_01b3)
+        });
+    serde_json::json!({
+        "arch": model.arch(),
+        "activation": model.activation.name(),
+        "dtype": model.params().first().map(|p| p.dtype().to_string()),
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "optim": cfg.optim,
+        "schedule": cfg.schedule,
+        "seed": cfg.seed,
+        "adversarial": cfg.adversarial,
+        "train_examples": train_set.rows(),
+        "features": train_set.features(),
+        "labels_fnv1a": format!("{fingerprint:016x}"),
+    })
+}
+
+/// [`train`] with checkpoints: saved as `ckpt` says, resumed from
+/// `ckpt.resume` (whose model replaces `model`'s parameters), and stopped
+/// cleanly when `ckpt.stop` is set.
+///
+/// # Errors
+/// As [`train`]; [`Error::InvalidArgument`] if the checkpoint to resume was
+/// written with other settings (each one is named); [`Error::Interrupted`]
+/// after a stop, once the checkpoint is saved.
+pub fn train_with(
+    model: &mut Mlp,
+    train_set: &Dataset,
+    test_set: Option<&Dataset>,
+    cfg: &TrainConfig,
+    ckpt: Checkpointing<'_>,
+) -> Result<TrainReport> {
+    on_worker(|| train_on_worker(model, train_set, test_set, cfg, ckpt))
 }
 
 fn train_on_worker(
@@ -311,10 +403,14 @@ fn train_on_worker(
     train_set: &Dataset,
     test_set: Option<&Dataset>,
     cfg: &TrainConfig,
+    ckpt: Checkpointing<'_>,
 ) -> Result<TrainReport> {
     check_model_fits(model, train_set)?;
     if cfg.epochs == 0 || cfg.batch_size == 0 {
         return Err(Error::invalid("epochs and batch size must be at least 1"));
+    }
+    if train_set.is_empty() {
+        return Err(Error::invalid("no training examples"));
     }
     if model
         .params()
@@ -324,56 +420,121 @@ fn train_on_worker(
         return Err(Error::invalid("model parameters must be f32 or f64"));
     }
     let device = model.device();
+    let settings = run_settings(model, train_set, cfg);
     let mut optimizer = Optimizer::new(cfg.optim, &model.params())?;
-    let mut rng = Rng::new(cfg.seed);
     let steps_per_epoch = crate::data::num_batches(train_set.rows(), cfg.batch_size, false);
     let total_steps = steps_per_epoch * cfg.epochs;
+    let (mut rng, mut order, mut progress) = match ckpt.resume {
+        None => (Rng::new(cfg.seed), Vec::new(), Progress::default()),
+        Some(saved) => {
+            saved.check_settings(&settings)?;
+            *model = saved.model.to_device(device)?;
+            optimizer.restore(saved.optimizer_steps, saved.optimizer_buffers)?;
+            (saved.rng, saved.order, saved.progress)
+        }
+    };
+    if progress.epoch > cfg.epochs || progress.batch > steps_per_epoch {
+        return Err(Error::invalid(format!(
+            "the checkpoint stands at epoch {} batch {}, beyond a run of {} epochs of {steps_per_epoch} batches",
+            progress.epoch, progress.batch, cfg.epochs
+        )));
+    }
+    let save =
+        |model: &Mlp, optimizer: &Optimizer, rng: &Rng, order: &[usize], progress: &Progress| {
+            let Some(path) = &ckpt.path else {
+                return Ok(());
+            };
+            let snap = Snapshot {
+                model,
+                optimizer,
+                rng,
+                order,
+                progress,
+                settings: &settings,
+            };
+            checkpoint::save(path, &snap)
+        };
+    let stopped = || ckpt.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+    let interrupted = |progress: &Progress| {
+        Error::Interrupted(match &ckpt.path {
+            Some(path) => format!(
+                "training stopped after step {} (epoch {}, batch {} of {steps_per_epoch}); \
+                 checkpoint saved to {}",
+                progress.step,
+                progress.epoch + 1,
+                progress.batch,
+                path.display()
+            ),
+            None => format!(
+                "training stopped after step {}; no checkpoint path was given",
+                progress.step
+            ),
+        })
+    };
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     let mut tape = Tape::new();
-    let mut epochs = Vec::with_capacity(cfg.epochs);
-    let mut train_time = Duration::ZERO;
-    let mut step = 0usize;
 
-    for epoch in 0..cfg.epochs {
+    while progress.epoch < cfg.epochs {
+        let epoch = progress.epoch;
+        if progress.batch == 0 {
+            order = rng.permutation(train_set.rows());
+        }
         let prefix = format!("epoch {}/{}", epoch + 1, cfg.epochs);
         let bar = progress_bar(steps_per_epoch as u64, prefix, cfg.quiet);
-        let order = rng.permutation(train_set.rows());
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        let mut epoch_time = Duration::ZERO;
-        for idx in Batches::new(&order, cfg.batch_size, false)? {
+        bar.set_position(progress.batch as u64);
+        for idx in Batches::new(&order, cfg.batch_size, false)?.skip(progress.batch) {
             let start = Instant::now();
             let (x, y) = batch_tensors(train_set, idx, device, &mut images, &mut labels)?;
-            let lr = cfg.schedule.lr(cfg.optim.lr, epoch, step, total_steps);
+            let lr = cfg
+                .schedule
+                .lr(cfg.optim.lr, epoch, progress.step, total_steps);
+            if !lr.is_finite() {
+                return Err(Error::NonFinite {
+                    op: "train",
+                    what: format!(
+                        "the schedule gives a learning rate of {lr} at epoch {}",
+                        epoch + 1
+                    ),
+                });
+            }
             let batch = match &cfg.adversarial {
                 Some(adv) => adv.step(model, &mut optimizer, &mut tape, x, &y, lr, &mut rng)?,
                 None => gradient_step(model, &mut optimizer, &mut tape, x, &y, lr)?,
             };
-            epoch_time += start.elapsed();
-            step += 1;
-
-            loss_sum += batch.loss * idx.len() as f64;
-            correct += batch.correct;
-            seen += idx.len();
+            progress.epoch_seconds += start.elapsed().as_secs_f64();
+            progress.step += 1;
+            progress.batch += 1;
+            progress.loss_sum += batch.loss * idx.len() as f64;
+            progress.correct += batch.correct;
+            progress.seen += idx.len();
             bar.inc(1);
             if !bar.is_hidden() {
                 bar.set_message(format!(
                     "loss {:.4} acc {:.2}%",
-                    loss_sum / seen as f64,
-                    100.0 * correct as f64 / seen as f64
+                    progress.loss_sum / progress.seen as f64,
+                    100.0 * progress.correct as f64 / progress.seen as f64
                 ));
+            }
+            let due = matches!(ckpt.every, SaveEvery::Steps(n) if progress.step % n.max(1) == 0);
+            let stop = stopped();
+            if due || stop {
+                save(model, &optimizer, &rng, &order, &progress)?;
+            }
+            if stop {
+                bar.finish_and_clear();
+                return Err(interrupted(&progress));
             }
         }
         bar.finish_and_clear();
-        train_time += epoch_time;
         let test_accuracy = test_set
             .map(|t| evaluate(model, t, 1000).map(|s| s.accuracy))
             .transpose()?;
         let stats = EpochStats {
             epoch: epoch + 1,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_accuracy: correct as f64 / seen.max(1) as f64,
+            train_loss: progress.loss_sum / progress.seen.max(1) as f64,
+            train_accuracy: progress.correct as f64 / progress.seen.max(1) as f64,
             test_accuracy,
-            seconds: epoch_time.as_secs_f64(),
+            seconds: progress.epoch_seconds,
         };
         if !cfg.quiet {
             eprintln!(
@@ -387,11 +548,19 @@ fn train_on_worker(
                 stats.seconds
             );
         }
-        epochs.push(stats);
+        progress.next_epoch(stats);
+        order.clear();
+        let stop = stopped() && progress.epoch < cfg.epochs;
+        if ckpt.every == SaveEvery::Epoch || stop {
+            save(model, &optimizer, &rng, &order, &progress)?;
+        }
+        if stop {
+            return Err(interrupted(&progress));
+        }
     }
-    let seconds = train_time.as_secs_f64();
+    let seconds = progress.train_seconds;
     Ok(TrainReport {
-        epochs,
+        epochs: progress.epochs,
         seconds,
         examples_per_second: (train_set.rows() * cfg.epochs) as f64 / seconds.max(1e-9),
     })

@@ -143,3 +143,111 @@ fn a_model_rejects_inputs_of_the_wrong_width() {
     assert!(Mlp::new("784-x-10", Activation::Relu, 0).is_err());
     assert!(Mlp::new("784", Activation::Relu, 0).is_err());
 }
+
+/// Writes `tensors` (name, dtype, shape, little-endian bytes) as a
+/// safetensors file with ReLU metadata.
+fn write_raw(path: &Path, tensors: &[(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)]) {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).unwrap();
+            (name.to_string(), view)
+        })
+        .collect();
+    let meta = HashMap::from([("activation".to_string(), "relu".to_string())]);
+    std::fs::write(path, safetensors::serialize(views, &Some(meta)).unwrap()).unwrap();
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[test]
+fn non_finite_weights_are_refused_with_the_tensor_and_counts_named() {
+    use safetensors::Dtype::F32;
+    let path = temp("nonfinite.safetensors");
+    let mut w = vec![0.5f32; 12];
+    w[3] = f32::NAN;
+    w[4] = f32::NAN;
+    w[7] = f32::NEG_INFINITY;
+    write_raw(
+        &path,
+        &[
+            ("0.weight", F32, vec![3, 4], f32_bytes(&w)),
+            ("0.bias", F32, vec![3], f32_bytes(&[0.0; 3])),
+        ],
+    );
+    let err = load_model(&path, None).unwrap_err().to_string();
+    assert!(
+        err.contains("nonfinite.safetensors")
+            && err.contains("0.weight")
+            && err.contains("2 NaN and 1 infinite of 12 values"),
+        "{err}"
+    );
+
+    write_raw(
+        &path,
+        &[
+            ("0.weight", F32, vec![3, 4], f32_bytes(&[0.1; 12])),
+            (
+                "0.bias",
+                F32,
+                vec![3],
+                f32_bytes(&[0.0, f32::INFINITY, 0.0]),
+            ),
+        ],
+    );
+    let err = load_model(&path, None).unwrap_err().to_string();
+    assert!(
+        err.contains("0.bias") && err.contains("0 NaN and 1 infinite of 3 values"),
+        "{err}"
+    );
+}
+
+#[test]
+fn integer_tensors_are_refused_with_their_dtype_named() {
+    use safetensors::Dtype::{F32, I64};
+    let path = temp("integer.safetensors");
+    let ints: Vec<u8> = (0..12i64).flat_map(|x| x.to_le_bytes()).collect();
+    write_raw(
+        &path,
+        &[
+            ("0.weight", I64, vec![3, 4], ints),
+            ("0.bias", F32, vec![3], f32_bytes(&[0.0; 3])),
+        ],
+    );
+    let err = load_model(&path, None).unwrap_err().to_string();
+    assert!(
+        err.contains("integer.safetensors") && err.contains("0.weight") && err.contains("I64"),
+        "{err}"
+    );
+}
+
+#[test]
+fn half_precision_files_load_as_f32() {
+    use safetensors::Dtype::{BF16, F16};
+    let w: Vec<f32> = (0..12).map(|i| i as f32 / 8.0 - 0.75).collect();
+    let b = [0.25f32, -0.5, 1.0];
+    for dtype in [F16, BF16] {
+        let enc = |v: &[f32]| -> Vec<u8> {
+            v.iter()
+                .flat_map(|&x| match dtype {
+                    F16 => half::f16::from_f32(x).to_le_bytes(),
+                    _ => half::bf16::from_f32(x).to_le_bytes(),
+                })
+                .collect()
+        };
+        let path = temp("half.safetensors");
+        write_raw(
+            &path,
+            &[
+                ("0.weight", dtype, vec![3, 4], enc(&w)),
+                ("0.bias", dtype, vec![3], enc(&b)),
+            ],
+        );
+        let model = load_model(&path, None).unwrap();
+        // Every value is exact in both half types.
+        assert_eq!(model.params()[0].to_vec::<f32>().unwrap(), w, "{dtype:?}");
+        assert_eq!(model.params()[1].to_vec::<f32>().unwrap(), b, "{dtype:?}");
+    }
+}

@@ -97,7 +97,8 @@ pub struct Args {
     quiet: bool,
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(mut args: Args) -> Result<ExitCode> {
+    args.data.quiet = args.quiet || args.json;
     if !ATTACK_NAMES.contains(&args.attack.as_str()) {
         return Err(Error::invalid(format!(
             "unknown attack `{}`: expected one of {}",

@@ -2,15 +2,16 @@
 
 use std::path::PathBuf;
 
-use advgrad::data::{default_data_dir, Dataset, Split};
+use advgrad::data::{resolve_data_dir, Dataset, Fetch, Split};
 use advgrad::nn::{load_model, Activation, Mlp};
-use advgrad::{Device, Result};
+use advgrad::{Device, Error, Result};
 
 /// Where the data is and which device to run on.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataArgs {
-    /// Folder with the Fashion-MNIST IDX files [default: $ADVGRAD_DATA or
-    /// /usr/share/datasets/fashion-mnist].
+    /// Folder with the Fashion-MNIST IDX files [default: $ADVGRAD_DATA, else
+    /// the first of /usr/share/datasets/fashion-mnist and
+    /// ~/.cache/advgrad/fashion-mnist that holds them].
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// cpu, cuda, cuda:N, emu (the CUDA backend on the CPU SIMT emulator:
@@ -18,12 +19,28 @@ pub struct DataArgs {
     /// present, else the CPU).
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Download Fashion-MNIST, verified by SHA-256, if it is not found: into
+    /// --data DIR, or advgrad's cache folder (`advgrad demo` always does).
+    #[arg(long)]
+    pub download: bool,
+    /// Hide download progress (set by the command from its own --quiet).
+    #[arg(skip)]
+    pub quiet: bool,
 }
 
 impl DataArgs {
-    /// Loads one split, keeping the first `limit` examples if given.
+    /// Loads one split, keeping the first `limit` examples if given; finds
+    /// (and with `--download` fetches) the data first.
     pub fn load(&self, split: Split, limit: Option<usize>) -> Result<Dataset> {
-        let dir = self.data.clone().unwrap_or_else(default_data_dir);
+        if limit == Some(0) {
+            return Err(Error::invalid("--limit must be at least 1"));
+        }
+        let fetch = if self.download {
+            Fetch::IfMissing { quiet: self.quiet }
+        } else {
+            Fetch::Never
+        };
+        let dir = resolve_data_dir(self.data.as_deref(), &fetch)?;
         let data = Dataset::load(&dir, split)?;
         Ok(match limit {
             Some(n) => data.limit(n),

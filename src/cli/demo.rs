@@ -67,7 +67,10 @@ fn say(quiet: bool, msg: &str) {
     }
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(mut args: Args) -> Result<ExitCode> {
+    // The main job works on a fresh machine: the data is fetched on first use.
+    args.data.download = true;
+    args.data.quiet = args.quiet;
     if args.eps.iter().any(|e| !(*e > 0.0 && *e <= 1.0)) {
         return Err(Error::invalid(format!(
             "--eps values must be in (0, 1], got {:?}",
@@ -292,5 +295,5 @@ fn write_json(rows: &[ModelRow], args: &Args) -> Result<()> {
         .collect();
     let path = args.out_dir.join("results.json");
     let text = serde_json::to_string_pretty(&json).expect("plain numbers serialise");
-    std::fs::write(&path, text).map_err(|source| Error::Io { path, source })
+    advgrad::atomic_file::write_bytes_atomic(&path, text.as_bytes())
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use advgrad::data::Split;
 use advgrad::train::evaluate;
-use advgrad::Result;
+use advgrad::{Error, Result};
 
 use super::common::{DataArgs, ModelArgs};
 
@@ -26,11 +26,16 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(mut args: Args) -> Result<ExitCode> {
+    args.data.quiet = args.json;
     let model = args.model.load(args.data.device()?)?;
     let split: Split = args.split.parse()?;
     let data = args.data.load(split, args.limit)?;
-    let stats = evaluate(&model, &data, 1000)?;
+    // A non-finite loss is the model's doing: name its file.
+    let stats = evaluate(&model, &data, 1000).map_err(|e| match e {
+        Error::NonFinite { .. } => Error::file(&args.model.model, e.to_string()),
+        other => other,
+    })?;
     if args.json {
         println!(
             "{}",

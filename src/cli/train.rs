@@ -1,12 +1,14 @@
 //! `advgrad train`: train an MLP on Fashion-MNIST and save it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use advgrad::checkpoint;
 use advgrad::data::Split;
 use advgrad::nn::{save_model, Activation, Mlp};
 use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
-use advgrad::train::{train, AdvTraining, TrainConfig};
+use advgrad::train::{train_with, AdvTraining, Checkpointing, SaveEvery, TrainConfig};
 use advgrad::{Error, Result};
 
 use super::common::{quiet, DataArgs};
@@ -67,9 +69,24 @@ pub struct Args {
     /// Train on the first N training examples only.
     #[arg(long)]
     limit: Option<usize>,
-    /// Where to save the model (safetensors).
+    /// Where to save the model (safetensors); an existing file is replaced
+    /// only once the new one is complete.
     #[arg(long)]
     out: PathBuf,
+    /// Save a checkpoint (model, optimiser state, position, random state,
+    /// data order) to this file after each epoch, or every
+    /// --checkpoint-every steps. Without it, Ctrl-C still saves one, to
+    /// OUT with `.ckpt` before its extension.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Save the checkpoint every N steps instead of after each epoch.
+    #[arg(long, requires = "checkpoint", value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_every: Option<u64>,
+    /// Continue the run saved in this checkpoint; the other options must be
+    /// those the run was started with. The result is the same, bit for bit,
+    /// as a run never interrupted (CPU backend).
+    #[arg(long)]
+    resume: Option<PathBuf>,
     /// Print a JSON summary as the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -121,7 +138,8 @@ pub fn adv_training(
     })
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(mut args: Args) -> Result<ExitCode> {
+    args.data.quiet = quiet(args.quiet, args.json);
     let kind: OptimizerKind = args.optim.parse()?;
     let mut optim = OptimConfig::new(kind, args.lr);
     optim.momentum = args.momentum;
@@ -156,7 +174,27 @@ pub fn run(args: Args) -> Result<ExitCode> {
             train_set.rows()
         );
     }
-    let report = train(&mut model, &train_set, Some(&test_set), &cfg)?;
+    let resume = args.resume.as_deref().map(checkpoint::load).transpose()?;
+    let ckpt = Checkpointing {
+        path: Some(
+            args.checkpoint
+                .clone()
+                .unwrap_or_else(|| interrupt_checkpoint_path(&args.out)),
+        ),
+        every: match (&args.checkpoint, args.checkpoint_every) {
+            (None, _) => SaveEvery::Never,
+            (Some(_), None) => SaveEvery::Epoch,
+            (Some(_), Some(n)) => SaveEvery::Steps(usize::try_from(n).unwrap_or(usize::MAX)),
+        },
+        resume,
+        stop: Some(stop_on_ctrl_c()?),
+    };
+    if let Some(path) = &args.resume {
+        if !cfg.quiet {
+            eprintln!("resuming from {}", path.display());
+        }
+    }
+    let report = train_with(&mut model, &train_set, Some(&test_set), &cfg, ckpt)?;
     save_model(&model, &args.out)?;
     let last = report.epochs.last().expect("at least one epoch");
     let test_accuracy = last.test_accuracy.unwrap_or(f64::NAN);
@@ -183,4 +221,28 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where Ctrl-C saves a checkpoint when no --checkpoint was given:
+/// `model.safetensors` → `model.ckpt.safetensors`.
+fn interrupt_checkpoint_path(out: &Path) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned());
+    out.with_file_name(format!("{stem}.ckpt.safetensors"))
+}
+
+/// A flag that Ctrl-C (SIGINT) or SIGTERM sets, so training stops after the
+/// current step and saves a checkpoint; a second Ctrl-C quits at once.
+fn stop_on_ctrl_c() -> Result<&'static AtomicBool> {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            eprintln!("\nstopped without saving");
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step to save a checkpoint (Ctrl-C again to quit at once)");
+    })
+    .map_err(|e| Error::invalid(format!("cannot install the Ctrl-C handler: {e}")))?;
+    Ok(&STOP)
 }

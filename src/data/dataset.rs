@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::idx::{read_idx, IdxArray};
+use super::idx::IdxReader;
 use super::{find_data_file, Split, FASHION_MNIST_CLASSES};
 use crate::error::{Error, Result};
 
@@ -34,63 +34,82 @@ impl Dataset {
     }
 
     /// Loads an images IDX file (`[n, height, width]` unsigned bytes) and a
-    /// labels IDX file (`[n]` unsigned bytes, each `< classes`).
+    /// labels IDX file (`[n]` unsigned bytes, each `< classes`). Both headers
+    /// are read and checked against each other before any data is.
     ///
     /// # Errors
     /// As [`Dataset::load`], with `classes` in place of 10.
     pub fn load_files(images_path: &Path, labels_path: &Path, classes: usize) -> Result<Dataset> {
-        let images = read_idx(images_path)?;
-        let labels = read_idx(labels_path)?;
-        Self::from_idx(images_path, images, labels_path, labels, classes)
+        let images = IdxReader::open(images_path)?;
+        let labels = IdxReader::open(labels_path)?;
+        Self::from_readers(images, labels, classes)
     }
 
-    /// Builds a data set from parsed IDX arrays; the paths name the files in
+    /// Builds a data set from the bytes of an images and a labels IDX file
+    /// held in memory (gzip-compressed or raw), checked as
+    /// [`Dataset::load_files`] checks files; the paths only name them in
     /// error messages.
-    fn from_idx(
-        images_path: &Path,
-        images: IdxArray,
-        labels_path: &Path,
-        labels: IdxArray,
+    ///
+    /// # Errors
+    /// As [`Dataset::load_files`].
+    pub fn from_idx_bytes(
+        images: (&Path, &[u8]),
+        labels: (&Path, &[u8]),
         classes: usize,
     ) -> Result<Dataset> {
-        if images.dims.len() != 3 {
+        Self::from_readers(
+            IdxReader::from_bytes(images.0, images.1)?,
+            IdxReader::from_bytes(labels.0, labels.1)?,
+            classes,
+        )
+    }
+
+    /// Checks the two headers against each other, then reads the data.
+    fn from_readers(
+        images: IdxReader<'_>,
+        labels: IdxReader<'_>,
+        classes: usize,
+    ) -> Result<Dataset> {
+        if images.dims().len() != 3 {
             return Err(Error::file(
-                images_path,
+                images.path(),
                 format!(
                     "expected images of rank 3 [count, height, width], header declares {:?}",
-                    images.dims
+                    images.dims()
                 ),
             ));
         }
-        if labels.dims.len() != 1 {
+        if labels.dims().len() != 1 {
             return Err(Error::file(
-                labels_path,
+                labels.path(),
                 format!(
                     "expected labels of rank 1 [count], header declares {:?}",
-                    labels.dims
+                    labels.dims()
                 ),
             ));
         }
-        let (n, n_labels) = (images.count(), labels.count());
+        let (n, n_labels) = (images.dims()[0], labels.dims()[0]);
         if n != n_labels {
             return Err(Error::file(
-                labels_path,
+                labels.path(),
                 format!(
                     "inconsistent with {}: {n_labels} labels for {n} images",
-                    images_path.display()
+                    images.path().display()
                 ),
             ));
         }
         if n == 0 {
-            return Err(Error::file(images_path, "contains no examples"));
+            return Err(Error::file(images.path(), "contains no examples"));
         }
-        let features = images.item_len();
-        if features == 0 {
+        let image_dims = images.dims()[1..].to_vec();
+        if image_dims.contains(&0) {
             return Err(Error::file(
-                images_path,
-                format!("images of size {:?} have no pixels", &images.dims[1..]),
+                images.path(),
+                format!("images of size {image_dims:?} have no pixels"),
             ));
         }
+        let labels_path = labels.path().to_path_buf();
+        let labels = labels.read()?;
         if let Some((row, &label)) = labels
             .data
             .iter()
@@ -98,16 +117,17 @@ impl Dataset {
             .find(|(_, &l)| usize::from(l) >= classes)
         {
             return Err(Error::file(
-                labels_path,
+                &labels_path,
                 format!("label {label} at index {row} is out of range for {classes} classes"),
             ));
         }
+        let images = images.read()?;
         Ok(Dataset {
             images: images.data.iter().map(|&p| f32::from(p) / 255.0).collect(),
             labels: labels.data.iter().map(|&l| u32::from(l)).collect(),
             rows: n,
-            features,
-            image_dims: images.dims[1..].to_vec(),
+            features: images.item_len(),
+            image_dims,
             classes,
         })
     }

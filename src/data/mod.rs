@@ -17,7 +17,9 @@
 
 mod batch;
 mod dataset;
+pub mod download;
 pub mod idx;
+pub mod location;
 
 #[cfg(test)]
 mod tests;
@@ -31,7 +33,9 @@ use crate::error::{Error, Result};
 pub use crate::rng::{splitmix64, Rng};
 pub use batch::{num_batches, Batches};
 pub use dataset::Dataset;
-pub use idx::{read_idx, IdxArray};
+pub use download::{DATA_URL_ENV, FASHION_MNIST_URL};
+pub use idx::{parse_idx, read_idx, IdxArray, IdxReader};
+pub use location::{default_data_dir, resolve_data_dir, Fetch, SYSTEM_DATA_ENV};
 
 /// The ten Fashion-MNIST class names, indexed by label.
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [
@@ -61,15 +65,6 @@ pub const STANDARD_FILES: [&str; 4] = [
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
 ];
-
-/// The default data folder: `$ADVGRAD_DATA` if set (and not empty), else
-/// [`SYSTEM_DATA_DIR`].
-pub fn default_data_dir() -> PathBuf {
-    match std::env::var_os(DATA_ENV) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from(SYSTEM_DATA_DIR),
-    }
-}
 
 /// Which half of the data set: the 60 000 training or the 10 000 test
 /// examples.
@@ -153,9 +148,10 @@ pub fn find_data_file(dir: &Path, name: &str) -> Result<PathBuf> {
 /// How to get the data, for error messages.
 fn missing_data_help() -> String {
     format!(
-        "To get Fashion-MNIST, run `sudo apt-get install dataset-fashion-mnist` \
-         (it installs into {SYSTEM_DATA_DIR}), or set {DATA_ENV} or pass --data DIR \
-         to a folder holding the four standard files: {} (gzip-compressed or not)",
+        "To get Fashion-MNIST, add --download (advgrad fetches and verifies the four files), \
+         or run `sudo apt-get install dataset-fashion-mnist` (it installs into \
+         {SYSTEM_DATA_DIR}), or set {DATA_ENV} or pass --data DIR to a folder holding the \
+         four standard files: {} (gzip-compressed or not)",
         STANDARD_FILES.join(", ")
     )
 }

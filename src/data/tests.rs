@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::idx::{encode_idx, parse_idx, read_idx};
+use super::idx::{encode_idx, parse_idx, read_idx, IdxReader};
 use super::*;
 
 /// A fresh folder under the system temp dir, removed on drop.
@@ -365,4 +365,76 @@ fn real_fashion_mnist_test_split() {
     // The first test example is an ankle boot.
     assert_eq!(ds.label(0), Some(9));
     assert!(ds.images().iter().all(|&x| (0.0..=1.0).contains(&x)));
+}
+
+/// An IDX header of unsigned bytes with `dims`, followed by nothing.
+fn header(dims: &[u32]) -> Vec<u8> {
+    let mut out = vec![0, 0, super::idx::IDX_UBYTE, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out
+}
+
+#[test]
+fn a_gzip_stream_longer_than_its_header_promises_is_refused_early() {
+    // The header promises 10 bytes; the stream inflates to 8 MiB of zeros.
+    let mut bomb = header(&[10]);
+    bomb.resize(bomb.len() + (8 << 20), 0);
+    let gz = gzip(&bomb);
+    let reader = IdxReader::from_bytes(Path::new("bomb.gz"), &gz).unwrap();
+    assert_eq!(reader.dims(), &[10]);
+    let msg = err_text(reader.read());
+    assert!(
+        msg.contains("bomb.gz") && msg.contains("goes on past") && msg.contains("11 bytes"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn header_sizes_are_checked_before_anything_is_allocated() {
+    // A raw file whose header promises 4 GiB.
+    let msg = err_text(parse_idx(Path::new("huge"), &header(&[65536, 65536])));
+    assert!(
+        msg.contains("truncated") && msg.contains("4294967296"),
+        "{msg}"
+    );
+    // Dimensions whose product overflows.
+    let msg = err_text(parse_idx(
+        Path::new("overflow"),
+        &header(&[u32::MAX, u32::MAX, u32::MAX]),
+    ));
+    assert!(msg.contains("overflow"), "{msg}");
+    // A gzip stream that could never inflate to what its header promises.
+    let gz = gzip(&header(&[60000, 280, 280]));
+    let msg = err_text(parse_idx(Path::new("small.gz"), &gz));
+    assert!(msg.contains("1032:1") && msg.contains("small.gz"), "{msg}");
+}
+
+#[test]
+fn dataset_headers_are_compared_before_the_data_is_read() {
+    let dir = TempDir::new("headers");
+    let (images, _) = small_split(5);
+    // Gzipped labels whose header says 4 but whose data is cut short: the
+    // count mismatch is reported, not the truncation the data would show.
+    let mut labels = header(&[4]);
+    labels.push(1);
+    write_split(&dir, Split::Test, &images, &labels, true);
+    let msg = err_text(Dataset::load(dir.path(), Split::Test));
+    assert!(msg.contains("4 labels for 5 images"), "{msg}");
+}
+
+#[test]
+fn from_idx_bytes_matches_loading_files() {
+    let dir = TempDir::new("bytes");
+    let (images, labels) = small_split(6);
+    write_split(&dir, Split::Train, &images, &labels, true);
+    let from_files = Dataset::load(dir.path(), Split::Train).unwrap();
+    let from_bytes = Dataset::from_idx_bytes(
+        (Path::new("images"), &gzip(&images)),
+        (Path::new("labels"), &labels),
+        10,
+    )
+    .unwrap();
+    assert_eq!(from_files, from_bytes);
 }

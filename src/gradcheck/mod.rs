@@ -183,10 +183,12 @@ pub fn gradcheck<F>(f: F, inputs: &[Tensor], options: &GradcheckOptions) -> Resu
 where
     F: Fn(&mut Tape, &[Var]) -> Result<Var>,
 {
-    let valid = options.eps > 0.0 && options.atol >= 0.0 && options.rtol >= 0.0;
+    let GradcheckOptions { eps, atol, rtol } = *options;
+    let valid = eps > 0.0 && eps.is_finite() && atol >= 0.0 && rtol >= 0.0;
     if !valid {
         return Err(Error::invalid(format!(
-            "gradcheck: eps must be > 0 and tolerances ≥ 0, got {options:?}"
+            "gradcheck: the step eps must be a positive finite number and the tolerances \
+             atol and rtol ≥ 0, got eps {eps}, atol {atol}, rtol {rtol}"
         )));
     }
     for (i, t) in inputs.iter().enumerate() {

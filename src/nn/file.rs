@@ -6,7 +6,9 @@
 //! `{"arch": "784-256-256-10", "activation": "relu"}`. A state dict saved by
 //! `safetensors.torch.save_file(model.state_dict(), path)` loads: the
 //! architecture comes from the shapes, the activation from the metadata or
-//! the caller.
+//! the caller. Parameters stored as F32, F64, F16 or BF16 load (as f32);
+//! integer tensors and NaN or infinite values are refused with the tensor
+//! named.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,6 +16,7 @@ use std::path::Path;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
+use crate::atomic_file::write_bytes_atomic;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -21,29 +24,81 @@ use crate::tensor::Tensor;
 use super::linear::Linear;
 use super::mlp::{Activation, Mlp};
 
-/// Writes named f32 tensors (any device) to a safetensors file with
-/// `metadata`.
+/// One tensor as a safetensors file stores it: a name, a dtype, a shape and
+/// the little-endian bytes.
+#[derive(Clone, Debug)]
+pub struct RawTensor {
+    /// The key.
+    pub name: String,
+    /// The element type.
+    pub dtype: Dtype,
+    /// The dimensions.
+    pub shape: Vec<usize>,
+    /// `shape`'s elements, little-endian.
+    pub bytes: Vec<u8>,
+}
+
+impl RawTensor {
+    /// `t` (any device) in its own type if that is f32 or f64, else as f32.
+    pub fn from_tensor(name: impl Into<String>, t: &Tensor) -> Result<RawTensor> {
+        let (dtype, bytes) = match t.dtype() {
+            DType::F64 => (Dtype::F64, le_bytes(&t.to_vec::<f64>()?, f64::to_le_bytes)),
+            _ => (
+                Dtype::F32,
+                le_bytes(&t.to_dtype(DType::F32)?.to_vec::<f32>()?, f32::to_le_bytes),
+            ),
+        };
+        Ok(RawTensor {
+            name: name.into(),
+            dtype,
+            shape: t.dims().to_vec(),
+            bytes,
+        })
+    }
+}
+
+/// The little-endian bytes of `values`.
+pub fn le_bytes<T: Copy, const N: usize>(values: &[T], to_le: fn(T) -> [u8; N]) -> Vec<u8> {
+    values.iter().flat_map(|&v| to_le(v)).collect()
+}
+
+/// Writes `tensors` to a safetensors file with `metadata`, atomically (see
+/// [`crate::atomic_file`]): an existing file at `path` is replaced only by
+/// a complete new one.
+///
+/// # Errors
+/// [`Error::File`] if a tensor's bytes do not fit its shape and dtype;
+/// [`Error::Io`] if the file cannot be written.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[RawTensor],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|t| {
+            TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+                .map(|v| (t.name.clone(), v))
+                .map_err(|e| Error::file(path, format!("tensor {}: {e}", t.name)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, &Some(metadata))
+        .map_err(|e| Error::file(path, format!("cannot write safetensors: {e}")))?;
+    write_bytes_atomic(path, &bytes)
+}
+
+/// Writes named tensors (any device) as f32 to a safetensors file with
+/// `metadata`, atomically (see [`write_safetensors`]).
 pub fn save_tensors(
     path: &Path,
     tensors: &[(String, Tensor)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let v = t.to_dtype(DType::F32)?.to_vec::<f32>()?;
-        let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        bytes.push((name.clone(), t.dims().to_vec(), raw));
-    }
-    let views = bytes
+    let raw = tensors
         .iter()
-        .map(|(name, dims, raw)| {
-            TensorView::new(Dtype::F32, dims.clone(), raw)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::file(path, format!("tensor {name}: {e}")))
-        })
+        .map(|(name, t)| RawTensor::from_tensor(name.clone(), &t.to_dtype(DType::F32)?))
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize_to_file(views, &Some(metadata), path)
-        .map_err(|e| Error::file(path, format!("cannot write safetensors: {e}")))
+    write_safetensors(path, &raw, metadata)
 }
 
 /// Saves a model: parameters under their PyTorch names, with its
@@ -65,6 +120,12 @@ pub fn save_model(model: &Mlp, path: &Path) -> Result<()> {
     save_tensors(path, &tensors, metadata)
 }
 
+/// The values of a floating-point tensor as f32.
+///
+/// # Errors
+/// [`Error::File`] naming the tensor if its dtype is not a floating-point
+/// one (an integer or boolean tensor is not a parameter), or if it holds NaN
+/// or infinite values (how many of each).
 fn read_f32(path: &Path, name: &str, view: &TensorView<'_>) -> Result<Tensor> {
     let data = view.data();
     let values: Vec<f32> = match view.dtype() {
@@ -74,34 +135,80 @@ fn read_f32(path: &Path, name: &str, view: &TensorView<'_>) -> Result<Tensor> {
             .collect(),
         Dtype::F64 => data
             .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8")) as f32)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
             .collect(),
         other => {
             return Err(Error::file(
                 path,
-                format!("tensor {name} has dtype {other:?}; expected F32 (or F64)"),
+                format!(
+                    "tensor {name} has dtype {other:?}, not a floating-point type: model \
+                     parameters must be F32, F64, F16 or BF16"
+                ),
             ))
         }
     };
+    check_finite(path, name, &values)?;
     Tensor::from_vec(values, view.shape())
+}
+
+/// An error naming `name` if any of `values` is NaN or infinite.
+fn check_finite(path: &Path, name: &str, values: &[f32]) -> Result<()> {
+    let nan = values.iter().filter(|v| v.is_nan()).count();
+    let inf = values.iter().filter(|v| v.is_infinite()).count();
+    if nan + inf == 0 {
+        return Ok(());
+    }
+    Err(Error::file(
+        path,
+        format!(
+            "tensor {name} is not finite: {nan} NaN and {inf} infinite of {} values; \
+             a model with such weights gives meaningless outputs and gradients",
+            values.len()
+        ),
+    ))
 }
 
 /// Loads a model saved by [`save_model`] or by PyTorch. The activation is
 /// `activation` if given, else the file's metadata, else an error.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read; [`Error::File`] naming the file
+/// if it is not safetensors, misses or mis-shapes a layer, holds an
+/// unexpected key, an integer tensor (its dtype is named) or a NaN or
+/// infinite value (the tensor and the counts are named).
 pub fn load_model(path: &Path, activation: Option<Activation>) -> Result<Mlp> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
+    load_model_bytes(path, &bytes, activation)
+}
+
+/// [`load_model`] from the bytes of a model file held in memory; `path`
+/// only names it in error messages.
+///
+/// # Errors
+/// As [`load_model`].
+pub fn load_model_bytes(path: &Path, bytes: &[u8], activation: Option<Activation>) -> Result<Mlp> {
+    let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
-    let file = SafeTensors::deserialize(&bytes)
+    let file = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::file(path, format!("corrupt safetensors file: {e}")))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
 
     let activation = match (activation, metadata.get("activation")) {
         (Some(a), _) => a,
-        (None, Some(name)) => name.parse()?,
+        (None, Some(name)) => name
+            .parse()
+            .map_err(|e| Error::file(path, format!("metadata \"activation\": {e}")))?,
         (None, None) => {
             return Err(Error::file(
                 path,
@@ -162,7 +269,13 @@ pub fn load_model(path: &Path, activation: Option<Activation>) -> Result<Mlp> {
         ));
     }
     let known = 2 * layers.len();
-    if let Some(extra) = names.iter().find(|n| {
+    // A training checkpoint holds the model plus state under its own
+    // prefixes; those keys are not layers.
+    let state_key = |n: &str| {
+        n.starts_with(crate::checkpoint::OPTIMIZER_PREFIX)
+            || n.starts_with(crate::checkpoint::TRAIN_PREFIX)
+    };
+    if let Some(extra) = names.iter().filter(|n| !state_key(n)).find(|n| {
         let idx = n.split('.').next().and_then(|i| i.parse::<usize>().ok());
         !matches!(idx, Some(i) if i % 2 == 0 && i < known)
     }) {

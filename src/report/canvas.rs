@@ -1,11 +1,10 @@
 //! An RGB raster with the few drawing primitives the pictures need, and
 //! PNG output.
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::Path;
 
 use super::font::{glyph, ADVANCE, GLYPH_WIDTH};
+use crate::atomic_file::write_atomic;
 use crate::error::{Error, Result};
 
 /// An sRGB colour.
@@ -145,25 +144,22 @@ impl Image {
         }
     }
 
-    /// Writes the image as an 8-bit RGB PNG.
+    /// Writes the image as an 8-bit RGB PNG, atomically (see
+    /// [`crate::atomic_file`]).
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::File`] if the file cannot be written.
     pub fn save_png(&self, path: &Path) -> Result<()> {
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = File::create(path).map_err(io)?;
         let png_err = |e: png::EncodingError| Error::file(path, format!("writing PNG: {e}"));
-        let mut encoder =
-            png::Encoder::new(BufWriter::new(file), self.width as u32, self.height as u32);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().map_err(png_err)?;
-        let data: Vec<u8> = self.pixels.iter().flatten().copied().collect();
-        writer.write_image_data(&data).map_err(png_err)?;
-        writer.finish().map_err(png_err)
+        write_atomic(path, |out| {
+            let mut encoder = png::Encoder::new(out, self.width as u32, self.height as u32);
+            encoder.set_color(png::ColorType::Rgb);
+            encoder.set_depth(png::BitDepth::Eight);
+            let mut writer = encoder.write_header().map_err(png_err)?;
+            let data: Vec<u8> = self.pixels.iter().flatten().copied().collect();
+            writer.write_image_data(&data).map_err(png_err)?;
+            writer.finish().map_err(png_err)
+        })
     }
 }
 

@@ -80,7 +80,7 @@ pub(super) const SIZES: &[(usize, usize, usize)] = &[
 ];
 
 fn check_all<T: GemmElem>(tol: f64, f: &dyn Fn(&Problem<'_, T>, &mut [T])) {
-    for &(m, n, k) in SIZES {
+    for &(m, n, k) in sizes() {
         for at in [false, true] {
             for bt in [false, true] {
                 for acc in [false, true] {
@@ -128,7 +128,7 @@ fn public<T: GemmElem>(at: bool, bt: bool) -> impl Fn(&Problem<'_, T>, &mut [T])
 
 #[test]
 fn public_gemm_matches_reference() {
-    for &(m, n, k) in SIZES {
+    for &(m, n, k) in sizes() {
         for at in [false, true] {
             for bt in [false, true] {
                 for acc in [false, true] {
@@ -174,15 +174,10 @@ fn bits_with_threads<T: GemmElem>(
 
 #[test]
 fn same_bits_for_any_thread_count() {
-    for &(m, n, k) in &[
-        (128, 256, 784),
-        (301, 187, 1029),
-        (64, 10, 256),
-        (1000, 33, 70),
-    ] {
-        for (at, bt) in [(false, false), (false, true), (true, false)] {
+    for &(m, n, k) in threaded_sizes() {
+        for &(at, bt) in threaded_transposes() {
             let one = bits_with_threads::<f32>(1, m, n, k, at, bt);
-            for t in [2, 3] {
+            for &t in other_thread_counts() {
                 let other = bits_with_threads::<f32>(t, m, n, k, at, bt);
                 assert!(
                     one.iter()
@@ -190,6 +185,10 @@ fn same_bits_for_any_thread_count() {
                         .all(|(x, y)| x.to_bits() == y.to_bits()),
                     "f32 {m}x{n}x{k} {t} threads"
                 );
+            }
+            // The same code in f64; under Miri, f32 alone covers it.
+            if cfg!(miri) {
+                continue;
             }
             let one = bits_with_threads::<f64>(1, m, n, k, at, bt);
             let other = bits_with_threads::<f64>(3, m, n, k, at, bt);
@@ -205,13 +204,17 @@ fn same_bits_for_any_thread_count() {
 
 #[test]
 fn gemm_new_matches_gemm_bit_for_bit() {
-    for &(m, n, k) in &[
-        (1, 1, 1),
-        (37, 29, 41),
-        (130, 257, 65),
-        (5, 3, 0),
-        (0, 4, 2),
-    ] {
+    for &(m, n, k) in if cfg!(miri) {
+        MIRI_SOME
+    } else {
+        &[
+            (1, 1, 1),
+            (37, 29, 41),
+            (130, 257, 65),
+            (5, 3, 0),
+            (0, 4, 2),
+        ]
+    } {
         for (at, bt) in [(false, false), (false, true), (true, false), (true, true)] {
             let a: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
@@ -233,7 +236,11 @@ fn the_epilogue_sees_every_finished_element_once() {
     use std::sync::atomic::{AtomicU32, Ordering};
     // k spans several k blocks, so an epilogue run before the last block
     // would see a partial sum.
-    for (m, n, k) in [(1, 1, 1), (37, 45, 1500), (301, 211, 97), (5, 700, 3)] {
+    for &(m, n, k) in if cfg!(miri) {
+        MIRI_EPILOGUE
+    } else {
+        &[(1, 1, 1), (37, 45, 1500), (301, 211, 97), (5, 700, 3)]
+    } {
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
             .collect();
@@ -257,3 +264,59 @@ fn the_epilogue_sees_every_finished_element_once() {
         assert_eq!(fused, expected, "{m}x{n}x{k}");
     }
 }
+
+// Under Miri (scripts/miri.sh), hundreds of times slower than native code,
+// the tests run on smaller problems that still reach every path: partial
+// panels and tiles, two `k` blocks (`k > KC`), every transpose, and one
+// product just big enough (`PAR_MIN_WORK`) to be split across threads.
+
+/// The products `check_all` and the public-entry test run.
+fn sizes() -> &'static [(usize, usize, usize)] {
+    if cfg!(miri) {
+        &[
+            (1, 1, 1),
+            (1, 7, 3),
+            (5, 1, 9),
+            (3, 4, 1),
+            (9, 17, 5),
+            (2, 9, 260),
+        ]
+    } else {
+        SIZES
+    }
+}
+
+/// The products split across threads.
+fn threaded_sizes() -> &'static [(usize, usize, usize)] {
+    if cfg!(miri) {
+        &[(96, 96, 96)]
+    } else {
+        &[
+            (128, 256, 784),
+            (301, 187, 1029),
+            (64, 10, 256),
+            (1000, 33, 70),
+        ]
+    }
+}
+
+/// The transposes of the threaded products.
+fn threaded_transposes() -> &'static [(bool, bool)] {
+    if cfg!(miri) {
+        &[(false, true)]
+    } else {
+        &[(false, false), (false, true), (true, false)]
+    }
+}
+
+/// The thread counts compared with one thread.
+fn other_thread_counts() -> &'static [usize] {
+    if cfg!(miri) {
+        &[2]
+    } else {
+        &[2, 3]
+    }
+}
+
+const MIRI_SOME: &[(usize, usize, usize)] = &[(1, 1, 1), (9, 11, 5), (5, 3, 0), (0, 4, 2)];
+const MIRI_EPILOGUE: &[(usize, usize, usize)] = &[(1, 1, 1), (3, 9, 300), (5, 20, 3)];
