@@ -2,9 +2,11 @@
 //! hand-written CUDA kernels and a rayon CPU backend, and on top of it
 //! gradient-descent training and input-gradient adversarial attacks.
 //!
-//! The layers, bottom up (see `DESIGN.md`): kernels ([`backend`]), tensors
-//! ([`Tensor`]), the tape and its ops ([`Tape`], [`ops`]), gradient checking
-//! ([`gradcheck()`]), then models, data, training and attacks.
+//! The layers, bottom up: kernels ([`backend`]), tensors ([`Tensor`]), the
+//! tape and its ops ([`Tape`], [`ops`]), gradient checking ([`gradcheck()`]),
+//! then models, data, training and attacks. `ARCHITECTURE.md` in the
+//! repository maps them to files and follows one op from its math to its
+//! CUDA kernel.
 //!
 //! ```
 //! use advgrad::{DType, Tape, Tensor};
