@@ -232,13 +232,29 @@ pub fn gradient_step(
     labels: &Tensor,
     lr: f64,
 ) -> Result<StepStats> {
-    let pass = model.parameter_gradients(tape, x, labels)?;
-    let stats = StepStats {
-        loss: pass.loss.to_scalar()?,
-        correct: pass.logits.argmax_rows()?.count_equal(labels)?,
-    };
-    optimizer.step(&mut model.params_mut(), &pass.grads, lr)?;
-    Ok(stats)
+    if !fused_updates() {
+        let pass = model.parameter_gradients(tape, x, labels)?;
+        let stats = StepStats {
+            loss: pass.loss.to_scalar()?,
+            correct: pass.logits.argmax_rows()?.count_equal(labels)?,
+        };
+        optimizer.step(&mut model.params_mut(), &pass.grads, lr)?;
+        return Ok(stats);
+    }
+    let (loss, logits) = model.optimizer_step(tape, x, labels, optimizer, lr)?;
+    Ok(StepStats {
+        loss: loss.to_scalar()?,
+        correct: logits.argmax_rows()?.count_equal(labels)?,
+    })
+}
+
+/// Whether [`gradient_step`] steps each weight inside the product that
+/// computes its gradient ([`Mlp::optimizer_step`]): yes, unless
+/// `ADVGRAD_FUSED_UPDATE=0` asks for the gradients first and the update as
+/// a pass of its own (the same bits, more memory traffic).
+pub fn fused_updates() -> bool {
+    static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FUSED.get_or_init(|| std::env::var("ADVGRAD_FUSED_UPDATE").map_or(true, |v| v != "0"))
 }
 
 fn check_model_fits(model: &Mlp, data: &Dataset) -> Result<()> {
