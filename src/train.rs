@@ -249,12 +249,14 @@ pub fn gradient_step(
 }
 
 /// Whether [`gradient_step`] steps each weight inside the product that
-/// computes its gradient ([`Mlp::optimizer_step`]): yes, unless
-/// `ADVGRAD_FUSED_UPDATE=0` asks for the gradients first and the update as
-/// a pass of its own (the same bits, more memory traffic).
+/// computes its gradient ([`Mlp::optimizer_step`]; the same bits, one pass
+/// over memory fewer): only with `ADVGRAD_FUSED_UPDATE=1`. By default it
+/// computes the gradients and then updates in a pass of its own, which was
+/// as fast or faster on the one machine both were timed on
+/// (`benches/RESULTS.md`).
 pub fn fused_updates() -> bool {
     static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FUSED.get_or_init(|| std::env::var("ADVGRAD_FUSED_UPDATE").map_or(true, |v| v != "0"))
+    *FUSED.get_or_init(|| std::env::var("ADVGRAD_FUSED_UPDATE").is_ok_and(|v| v == "1"))
 }
 
 fn check_model_fits(model: &Mlp, data: &Dataset) -> Result<()> {

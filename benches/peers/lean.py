@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+from peers import init_params
+
 ROWS = 60000
 CLASSES = 10
 LR = 0.1
@@ -49,20 +51,6 @@ def synthetic(features):
     x = ((hashed >> np.uint64(24)).astype(np.float32) / np.float32(255.0)).reshape(ROWS, features)
     y = (np.arange(ROWS) % CLASSES).astype(np.int32)
     return x, y
-
-
-def init_params(widths, seed=0):
-    """[(W [out, in], b [out])] with PyTorch's nn.Linear default init."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    params = []
-    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-        bound = 1.0 / np.sqrt(fan_in)
-        w = rng.uniform(-bound, bound, (fan_out, fan_in)).astype(np.float32)
-        b = rng.uniform(-bound, bound, (fan_out,)).astype(np.float32)
-        params.append((w, b))
-    return params
 
 
 def run_jax(arch, batch, repeat):
@@ -94,7 +82,7 @@ def run_jax(arch, batch, repeat):
     jax.block_until_ready((xs, ys))
 
     def epoch():
-        params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in init_params(widths)]
+        params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in init_params(widths=widths)]
         jax.block_until_ready(params)
         start = time.perf_counter()
         for xb, yb in zip(xs, ys):

@@ -98,7 +98,7 @@ pub(super) fn epoch(args: &Args, timer: Timer) -> Result<()> {
 }
 
 /// One SGD step (lr 0.1) as training takes it (the weights stepped inside
-/// their gradient products unless `ADVGRAD_FUSED_UPDATE=0`), without the
+/// their gradient products with `ADVGRAD_FUSED_UPDATE=1`), without the
 /// loss and accuracy statistics.
 fn lean_step(
     model: &mut Mlp,
