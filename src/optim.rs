@@ -297,6 +297,18 @@ impl Optimizer {
                 grads.len()
             )));
         }
+        let (rule, state) = self.begin_step(lr);
+        for ((p, g), (s1, s2)) in params.iter_mut().zip(grads).zip(state) {
+            step_param(p, g, s1, s2, rule)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a step with learning rate `lr`: counts it and returns the
+    /// rule for it with the state buffers of every parameter, in parameter
+    /// order, for a caller that steps the parameters itself (the fused
+    /// step of [`crate::Tape::backward_stepping`] and [`step_param`]).
+    pub fn begin_step(&mut self, lr: f64) -> (UpdateRule, &mut [(Tensor, Tensor)]) {
         self.t += 1;
         let c = &self.config;
         let rule = match c.kind {
@@ -319,19 +331,28 @@ impl Optimizer {
                 t: self.t,
             },
         };
-        for ((p, g), (s1, s2)) in params.iter_mut().zip(grads).zip(&mut self.state) {
-            if p.shape() != g.shape() {
-                return Err(Error::ShapeMismatch {
-                    op: "optimizer step",
-                    lhs: p.shape().clone(),
-                    rhs: g.shape().clone(),
-                });
-            }
-            p.storage_mut()
-                .update(g.storage(), s1.storage_mut(), s2.storage_mut(), rule)?;
-        }
-        Ok(())
+        (rule, &mut self.state)
     }
+}
+
+/// Updates the parameter `p` in place from its gradient `g` by `rule`, with
+/// its state buffers `s1`, `s2` (from [`Optimizer::begin_step`]).
+pub fn step_param(
+    p: &mut Tensor,
+    g: &Tensor,
+    s1: &mut Tensor,
+    s2: &mut Tensor,
+    rule: UpdateRule,
+) -> Result<()> {
+    if p.shape() != g.shape() {
+        return Err(Error::ShapeMismatch {
+            op: "optimizer step",
+            lhs: p.shape().clone(),
+            rhs: g.shape().clone(),
+        });
+    }
+    p.storage_mut()
+        .update(g.storage(), s1.storage_mut(), s2.storage_mut(), rule)
 }
 
 #[cfg(test)]

@@ -15,9 +15,24 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
+use crate::backend::UpdateRule;
 use crate::error::{Error, Result};
+use crate::ops::matmul::WeightUpdate;
 use crate::ops::{CustomOp, Op};
 use crate::tensor::Tensor;
+
+/// A parameter for [`Tape::backward_stepping`]: its variable, the
+/// optimiser's state buffers for it, and, once the pass has stepped it,
+/// its new value.
+pub struct ParamStep<'s> {
+    /// The parameter's variable on the tape.
+    pub var: Var,
+    /// The optimiser's state buffers (velocity, or Adam's moments; `[0]`
+    /// where the rule uses none), updated in place by the step.
+    pub state: (&'s mut Tensor, &'s mut Tensor),
+    /// The stepped parameter, if the backward pass took its step.
+    pub stepped: Option<Tensor>,
+}
 
 /// A value recorded on a tape: the index of its node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -220,6 +235,50 @@ impl Tape {
     /// Fails if `loss` is not a one-element float tensor, or is NaN or
     /// infinite (the gradients would be meaningless).
     pub fn backward(&mut self, loss: Var) -> Result<()> {
+        self.backward_inner(loss, None)
+    }
+
+    /// [`Tape::backward`], taking the optimiser step `rule` of each
+    /// parameter in `steps` inside the backward pass where it can: a
+    /// parameter recorded as a leaf variable and consumed by exactly one
+    /// op, as the weight (second input) of a `matmul` or `linear_act`, is
+    /// stepped inside the product that computes its gradient
+    /// ([`crate::backend::BackendStorage::matmul_update`]): its
+    /// [`ParamStep::stepped`] receives the new value and [`Tape::grad`]
+    /// gives it no gradient. Every other parameter keeps `stepped` at
+    /// `None` and its gradient as usual, for the caller to step.
+    ///
+    /// The step uses the parameter's value on the tape and the state
+    /// buffers in `steps`; the bits are those of the gradient followed by
+    /// [`crate::backend::BackendStorage::update`].
+    pub fn backward_stepping(
+        &mut self,
+        loss: Var,
+        rule: UpdateRule,
+        steps: &mut [ParamStep<'_>],
+    ) -> Result<()> {
+        for step in steps.iter_mut() {
+            self.check(step.var)?;
+            step.stepped = None;
+        }
+        self.backward_inner(loss, Some((rule, steps)))
+    }
+
+    /// Whether `v` is a leaf that requires a gradient and is read by
+    /// exactly one op, as that op's second input.
+    fn sole_weight_of(&self, v: Var, node: usize) -> bool {
+        let leaf = &self.nodes[v.index()];
+        matches!(leaf.op, Op::Leaf)
+            && leaf.requires_grad
+            && self.nodes[node].inputs.iter().position(|&i| i == v) == Some(1)
+            && self.nodes.iter().filter(|n| n.inputs.contains(&v)).count() == 1
+    }
+
+    fn backward_inner(
+        &mut self,
+        loss: Var,
+        mut fused: Option<(UpdateRule, &mut [ParamStep<'_>])>,
+    ) -> Result<()> {
         self.check(loss)?;
         let root = &self.nodes[loss.index()];
         if root.value.numel() != 1 || !root.value.dtype().is_float() {
@@ -260,7 +319,20 @@ impl Tape {
                 .iter()
                 .map(|v| &self.nodes[v.index()].value)
                 .collect();
-            let input_grads = node.op.backward(&inputs, &node.value, &g, &needs)?;
+            let update = match (&mut fused, node.op.steps_weight()) {
+                (Some((rule, steps)), true) => steps
+                    .iter_mut()
+                    .find(|s| node.inputs.get(1) == Some(&s.var) && self.sole_weight_of(s.var, i))
+                    .map(|s| WeightUpdate {
+                        rule: *rule,
+                        state: (&mut *s.state.0, &mut *s.state.1),
+                        updated: &mut s.stepped,
+                    }),
+                _ => None,
+            };
+            let input_grads =
+                node.op
+                    .backward_updating(&inputs, &node.value, &g, &needs, update)?;
             for (k, (v, dg)) in node.inputs.iter().zip(input_grads).enumerate() {
                 let Some(dg) = dg else { continue };
                 if !needs[k] {

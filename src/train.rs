@@ -232,13 +232,31 @@ pub fn gradient_step(
     labels: &Tensor,
     lr: f64,
 ) -> Result<StepStats> {
-    let pass = model.parameter_gradients(tape, x, labels)?;
-    let stats = StepStats {
-        loss: pass.loss.to_scalar()?,
-        correct: pass.logits.argmax_rows()?.count_equal(labels)?,
-    };
-    optimizer.step(&mut model.params_mut(), &pass.grads, lr)?;
-    Ok(stats)
+    if !fused_updates() {
+        let pass = model.parameter_gradients(tape, x, labels)?;
+        let stats = StepStats {
+            loss: pass.loss.to_scalar()?,
+            correct: pass.logits.argmax_rows()?.count_equal(labels)?,
+        };
+        optimizer.step(&mut model.params_mut(), &pass.grads, lr)?;
+        return Ok(stats);
+    }
+    let (loss, logits) = model.optimizer_step(tape, x, labels, optimizer, lr)?;
+    Ok(StepStats {
+        loss: loss.to_scalar()?,
+        correct: logits.argmax_rows()?.count_equal(labels)?,
+    })
+}
+
+/// Whether [`gradient_step`] steps each weight inside the product that
+/// computes its gradient ([`Mlp::optimizer_step`]; the same bits, one pass
+/// over memory fewer): only with `ADVGRAD_FUSED_UPDATE=1`. By default it
+/// computes the gradients and then updates in a pass of its own, which was
+/// as fast or faster on the one machine both were timed on
+/// (`benches/RESULTS.md`).
+pub fn fused_updates() -> bool {
+    static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FUSED.get_or_init(|| std::env::var("ADVGRAD_FUSED_UPDATE").is_ok_and(|v| v == "1"))
 }
 
 fn check_model_fits(model: &Mlp, data: &Dataset) -> Result<()> {

@@ -62,7 +62,14 @@ fn synthetic(rows: usize) -> Dataset {
 
 /// Heap allocations (calls, bytes) made by `passes` passes over `data` in
 /// batches of 128 (the last one smaller), after `warmup` passes.
-fn allocations_per_pass(kind: OptimizerKind, data: &Dataset, warmup: usize) -> (usize, usize) {
+/// With `fused`, each step is `Mlp::optimizer_step` (the weights stepped
+/// inside their gradient products) instead of `gradient_step`'s default.
+fn allocations_per_pass(
+    kind: OptimizerKind,
+    fused: bool,
+    data: &Dataset,
+    warmup: usize,
+) -> (usize, usize) {
     let mut model = Mlp::new("784-256-256-10", Activation::Relu, 0).unwrap();
     let mut optimizer = Optimizer::new(OptimConfig::new(kind, 0.01), &model.params()).unwrap();
     let mut tape = Tape::new();
@@ -72,8 +79,16 @@ fn allocations_per_pass(kind: OptimizerKind, data: &Dataset, warmup: usize) -> (
         COUNTING.store(count, Ordering::SeqCst);
         for idx in Batches::new(&order, 128, false).unwrap() {
             let (x, y) = batch_tensors(data, idx, Device::Cpu, &mut images, &mut labels).unwrap();
-            let stats = gradient_step(&mut model, &mut optimizer, &mut tape, x, &y, 0.01).unwrap();
-            assert!(stats.loss.is_finite() && stats.correct <= idx.len());
+            if fused {
+                let (loss, _) = model
+                    .optimizer_step(&mut tape, x, &y, &mut optimizer, 0.01)
+                    .unwrap();
+                assert!(loss.to_scalar().unwrap().is_finite());
+            } else {
+                let stats =
+                    gradient_step(&mut model, &mut optimizer, &mut tape, x, &y, 0.01).unwrap();
+                assert!(stats.loss.is_finite() && stats.correct <= idx.len());
+            }
         }
         COUNTING.store(false, Ordering::SeqCst);
     };
@@ -100,11 +115,13 @@ fn a_training_step_allocates_nothing_in_steady_state() {
         OptimizerKind::Momentum,
         OptimizerKind::Adam,
     ] {
-        let (calls, bytes) = threads.install(|| allocations_per_pass(kind, &data, 2));
-        assert_eq!(
-            (calls, bytes),
-            (0, 0),
-            "{kind:?}: 8 training steps made {calls} heap allocations ({bytes} bytes)"
-        );
+        for fused in [false, true] {
+            let (calls, bytes) = threads.install(|| allocations_per_pass(kind, fused, &data, 2));
+            assert_eq!(
+                (calls, bytes),
+                (0, 0),
+                "{kind:?} (fused update: {fused}): 8 training steps made {calls} heap allocations ({bytes} bytes)"
+            );
+        }
     }
 }

@@ -181,3 +181,50 @@ fn bad_sizes_and_ops_are_refused() {
     assert!(!ok);
     assert!(stderr.contains("possible values"), "{stderr}");
 }
+
+#[test]
+fn the_lean_epoch_times_full_synthetic_batches_of_any_mlp() {
+    let rows = results(&[
+        "--op",
+        "epoch",
+        "--synthetic",
+        "--device",
+        "cpu",
+        "--arch",
+        "784-24-24-10",
+        "--batch",
+        "32",
+        "--limit",
+        "100",
+    ]);
+    let row = &rows[0];
+    assert_eq!(row["protocol"], "lean", "{row}");
+    assert_eq!(row["arch"], "784-24-24-10", "{row}");
+    assert_eq!(
+        num(row, "steps"),
+        3.0,
+        "100 examples make 3 full batches of 32: {row}"
+    );
+    assert_eq!(num(row, "examples"), 96.0, "{row}");
+    assert!(
+        num(row, "seconds") > 0.0 && num(row, "gflops") > 0.0,
+        "{row}"
+    );
+
+    let (ok, _, stderr) = bench(&[
+        "--op",
+        "epoch",
+        "--synthetic",
+        "--device",
+        "cpu",
+        "--batch",
+        "64",
+        "--limit",
+        "10",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("make no full batch of 64"), "{stderr}");
+    let (ok, _, stderr) = bench(&["--op", "train_step", "--device", "cpu", "--batch", "0"]);
+    assert!(!ok);
+    assert!(stderr.contains("--batch must be at least 1"), "{stderr}");
+}

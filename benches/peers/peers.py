@@ -83,13 +83,13 @@ def load_split(data_dir, split):
     return x, y.astype(np.int64)
 
 
-def init_params(seed=0):
+def init_params(seed=0, widths=ARCH):
     """[(W [out, in], b [out])] with PyTorch's nn.Linear default init."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     params = []
-    for fan_in, fan_out in zip(ARCH[:-1], ARCH[1:]):
+    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
         bound = 1.0 / np.sqrt(fan_in)
         w = rng.uniform(-bound, bound, (fan_out, fan_in)).astype(np.float32)
         b = rng.uniform(-bound, bound, (fan_out,)).astype(np.float32)

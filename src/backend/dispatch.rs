@@ -148,6 +148,17 @@ impl BackendStorage for Storage {
     ) -> Result<()> {
         on_same_device!("update", (a = self, grad = grad, s1 = s1, s2 = s2) => a.update(grad, s1, s2, rule), wrap_plain)
     }
+    fn matmul_update(
+        &self,
+        rhs: &Self,
+        dims: MatmulDims,
+        param: &Self,
+        s1: &mut Self,
+        s2: &mut Self,
+        rule: UpdateRule,
+    ) -> Result<Self> {
+        on_same_device!("matmul_update", (g = self, rhs = rhs, param = param, s1 = s1, s2 = s2) => g.matmul_update(rhs, dims, param, s1, s2, rule), wrap_storage)
+    }
     fn log_softmax(&self, classes: usize) -> Result<Self> {
         on_device!(self, s => s.log_softmax(classes), wrap_storage)
     }

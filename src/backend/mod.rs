@@ -183,6 +183,31 @@ pub trait BackendStorage: Sized {
     /// with state buffers `s1` (velocity, or Adam's m) and `s2` (Adam's v).
     fn update(&mut self, grad: &Self, s1: &mut Self, s2: &mut Self, rule: UpdateRule)
         -> Result<()>;
+    /// One optimiser update of `param` from the gradient `G = op(self)·op(rhs)`,
+    /// fused: `param ← rule(param, G)` (e.g. `param − lr·(G + wd·param)`),
+    /// returned as a new buffer, with the state `s1`, `s2` updated in place
+    /// as [`BackendStorage::update`] does. The CPU applies the rule to each
+    /// finished strip of the product while it is in cache, so `G` never
+    /// makes a pass of its own, and gives the same bits as the product
+    /// followed by the update. The default composes
+    /// [`BackendStorage::matmul`] and [`BackendStorage::update`].
+    fn matmul_update(
+        &self,
+        rhs: &Self,
+        dims: MatmulDims,
+        param: &Self,
+        s1: &mut Self,
+        s2: &mut Self,
+        rule: UpdateRule,
+    ) -> Result<Self>
+    where
+        Self: Clone,
+    {
+        let grad = self.matmul(rhs, dims)?;
+        let mut updated = param.clone();
+        updated.update(&grad, s1, s2, rule)?;
+        Ok(updated)
+    }
 
     // The kernels of robustness evaluation and training (APGD, FAB, TRADES,
     // MART): the CPU backend has them; the others return an error naming

@@ -6,8 +6,9 @@ use smallvec::SmallVec;
 pub use crate::backend::Activation;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::optim::{step_param, Optimizer};
 use crate::rng::Rng;
-use crate::tape::{Tape, Var};
+use crate::tape::{ParamStep, Tape, Var};
 use crate::tensor::Tensor;
 
 use super::linear::Linear;
@@ -238,6 +239,69 @@ impl Mlp {
         };
         tape.clear();
         Ok(step)
+    }
+
+    /// One optimiser step on the mean cross-entropy of the batch `x`
+    /// against `labels`, on `tape` (cleared before and after): the
+    /// forward and backward pass, with every weight stepped inside the
+    /// product that computes its gradient ([`Tape::backward_stepping`]),
+    /// so its gradient never makes a pass over memory of its own, and the
+    /// biases stepped from their gradients after. The parameters end as
+    /// [`Mlp::parameter_gradients`] followed by [`Optimizer::step`] leaves
+    /// them, bit for bit. Returns the loss (a scalar) and the logits, from
+    /// before the step.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `optimizer` was built for other
+    /// parameters; the errors of the forward and backward pass.
+    pub fn optimizer_step(
+        &mut self,
+        tape: &mut Tape,
+        x: Tensor,
+        labels: &Tensor,
+        optimizer: &mut Optimizer,
+        lr: f64,
+    ) -> Result<(Tensor, Tensor)> {
+        tape.clear();
+        let xv = tape.constant(x);
+        let fwd = self.forward(tape, xv, true)?;
+        let loss = tape.softmax_cross_entropy(fwd.logits, labels)?;
+        let (rule, state) = optimizer.begin_step(lr);
+        if state.len() != fwd.params.len() {
+            return Err(Error::invalid(format!(
+                "optimizer: built for {} parameters, the model has {}",
+                state.len(),
+                fwd.params.len()
+            )));
+        }
+        let mut steps: Params<ParamStep<'_>> = fwd
+            .params
+            .iter()
+            .zip(state.iter_mut())
+            .map(|(&var, (s1, s2))| ParamStep {
+                var,
+                state: (s1, s2),
+                stepped: None,
+            })
+            .collect();
+        tape.backward_stepping(loss, rule, &mut steps)?;
+        let grads: Params<Option<Tensor>> =
+            fwd.params.iter().map(|&p| tape.grad(p).cloned()).collect();
+        let values = (tape.value(loss)?.clone(), tape.value(fwd.logits)?.clone());
+        // The tape lets go of the parameters, so that they are stepped in
+        // place rather than copied.
+        tape.clear();
+        for ((step, grad), param) in steps.iter_mut().zip(grads).zip(self.params_mut()) {
+            match (step.stepped.take(), grad) {
+                (Some(stepped), _) => *param = stepped,
+                (None, Some(grad)) => {
+                    let (s1, s2) = &mut step.state;
+                    step_param(param, &grad, s1, s2, rule)?
+                }
+                (None, None) => return Err(Error::Tape("a parameter received no gradient".into())),
+            }
+        }
+        Ok(values)
     }
 
     /// The mean cross-entropy loss of a batch and the gradient of that loss

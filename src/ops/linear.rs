@@ -47,17 +47,20 @@ impl Tape {
 }
 
 /// `z̄ = g ⊙ f'` from the saved output `y`, then the gradients of the
-/// product's operands and the column sums of `z̄`.
+/// product's operands and the column sums of `z̄`; with `update`, `W` is
+/// stepped instead of given a gradient (see [`matmul::WeightUpdate`]).
 pub(super) fn backward(
     inputs: &[&Tensor],
     y: &Tensor,
     g: &Tensor,
     act: Activation,
     needs: &[bool],
+    update: Option<matmul::WeightUpdate<'_>>,
 ) -> Result<InputGrads> {
     let z_bar = g.activation_backward(y, act)?;
     let db = needs[2].then(|| z_bar.sum_rows()).transpose()?;
-    let mut grads = matmul::backward(inputs[0], inputs[1], &z_bar, (false, true), &needs[..2])?;
+    let (x, w) = (inputs[0], inputs[1]);
+    let mut grads = matmul::backward(x, w, &z_bar, (false, true), &needs[..2], update)?;
     grads.push(db);
     Ok(grads)
 }

@@ -12,7 +12,7 @@
 //! Each product is one kernel call that reads its stored operands
 //! transposed where needed: no transpose is ever materialised.
 
-use crate::backend::{BackendStorage, MatmulDims};
+use crate::backend::{BackendStorage, MatmulDims, UpdateRule};
 use crate::error::{Error, Result};
 use smallvec::smallvec;
 
@@ -86,13 +86,28 @@ impl Tape {
     }
 }
 
-/// The gradients of `C = op(A)·op(B)`, per the table in the module docs.
+/// An optimiser step for the `B` operand of a product (a weight), taken
+/// inside the product that computes its gradient `dB`
+/// ([`BackendStorage::matmul_update`]) instead of returning `dB`.
+pub struct WeightUpdate<'u> {
+    /// The optimiser's rule for this step.
+    pub rule: UpdateRule,
+    /// The optimiser's state buffers for the weight (updated in place).
+    pub state: (&'u mut Tensor, &'u mut Tensor),
+    /// Receives the updated weight.
+    pub updated: &'u mut Option<Tensor>,
+}
+
+/// The gradients of `C = op(A)·op(B)`, per the table in the module docs;
+/// with `update`, `B` is stepped (see [`WeightUpdate`]) and its gradient is
+/// returned as `None`.
 pub(super) fn backward(
     a: &Tensor,
     b: &Tensor,
     g: &Tensor,
     (a_trans, b_trans): (bool, bool),
     needs: &[bool],
+    update: Option<WeightUpdate<'_>>,
 ) -> Result<InputGrads> {
     let da = needs[0]
         .then(|| match a_trans {
@@ -100,11 +115,27 @@ pub(super) fn backward(
             true => b.matmul_ex(g, b_trans, true),
         })
         .transpose()?;
-    let db = needs[1]
-        .then(|| match b_trans {
-            false => a.matmul_ex(g, !a_trans, false),
-            true => g.matmul_ex(a, true, a_trans),
-        })
-        .transpose()?;
+    let (lhs, rhs, lhs_trans, rhs_trans) = match b_trans {
+        false => (a, g, !a_trans, false),
+        true => (g, a, true, a_trans),
+    };
+    let db = match (needs[1], update) {
+        (false, _) => None,
+        (true, None) => Some(lhs.matmul_ex(rhs, lhs_trans, rhs_trans)?),
+        (true, Some(u)) => {
+            let dims = lhs.matmul_dims(rhs, lhs_trans, rhs_trans)?;
+            let (s1, s2) = u.state;
+            let stepped = lhs.storage().matmul_update(
+                rhs.storage(),
+                dims,
+                b.storage(),
+                s1.storage_mut(),
+                s2.storage_mut(),
+                u.rule,
+            )?;
+            *u.updated = Some(Tensor::from_storage(stepped, b.shape().clone()));
+            None
+        }
+    };
     Ok(smallvec![da, db])
 }

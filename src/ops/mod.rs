@@ -177,10 +177,29 @@ impl Op {
         g: &Tensor,
         needs: &[bool],
     ) -> Result<InputGrads> {
+        self.backward_updating(inputs, output, g, needs, None)
+    }
+
+    /// Whether [`Op::backward_updating`] can step the op's second input (a
+    /// weight) inside the product that computes its gradient.
+    pub fn steps_weight(&self) -> bool {
+        matches!(self, Op::Matmul { .. } | Op::LinearAct(_))
+    }
+
+    /// [`Op::backward`], with the second input stepped by `update` instead
+    /// of given a gradient where [`Op::steps_weight`] (ignored elsewhere).
+    pub fn backward_updating(
+        &self,
+        inputs: &[&Tensor],
+        output: &Tensor,
+        g: &Tensor,
+        needs: &[bool],
+        update: Option<matmul::WeightUpdate<'_>>,
+    ) -> Result<InputGrads> {
         match self {
             Op::Leaf => Ok(InputGrads::new()),
             Op::Matmul { a_trans, b_trans } => {
-                matmul::backward(inputs[0], inputs[1], g, (*a_trans, *b_trans), needs)
+                matmul::backward(inputs[0], inputs[1], g, (*a_trans, *b_trans), needs, update)
             }
             Op::Add => arith::add_backward(g, needs),
             Op::AddRow => arith::add_row_backward(g, needs),
@@ -191,7 +210,7 @@ impl Op {
             Op::Sigmoid => Ok(smallvec![Some(g.sigmoid_backward(output)?)]),
             Op::Tanh => Ok(smallvec![Some(g.tanh_backward(output)?)]),
             Op::BiasAct(act) => activation::bias_act_backward(output, g, *act, needs),
-            Op::LinearAct(act) => linear::backward(inputs, output, g, *act, needs),
+            Op::LinearAct(act) => linear::backward(inputs, output, g, *act, needs, update),
             Op::SoftmaxCrossEntropy { labels, probs } => Ok(smallvec![Some(
                 loss::softmax_cross_entropy_backward(probs, labels, g)?,
             )]),

@@ -5,6 +5,7 @@
 //! Parallel work is split in fixed chunks, never by thread count, so results
 //! are bit-identical for any number of threads.
 
+mod fused_update;
 pub mod gemm;
 mod kernels;
 
@@ -258,6 +259,18 @@ impl BackendStorage for CpuStorage {
                 d.m, d.n, d.k, a, d.a_trans, b, d.b_trans, &epilogue,
             )))
         })
+    }
+
+    fn matmul_update(
+        &self,
+        rhs: &Self,
+        d: MatmulDims,
+        param: &Self,
+        s1: &mut Self,
+        s2: &mut Self,
+        rule: UpdateRule,
+    ) -> Result<Self> {
+        fused_update::matmul_update(self, rhs, d, param, s1, s2, rule)
     }
 
     fn sum_rows(&self, cols: usize) -> Result<Self> {

@@ -15,6 +15,7 @@ mod kernels;
 mod machine;
 mod model;
 mod sizes;
+mod synthetic;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -50,6 +51,20 @@ pub struct Args {
     /// Steps of `--op pgd` (its rows are named `pgd{steps}`).
     #[arg(long, default_value_t = 20)]
     steps: usize,
+    /// The MLP of `train_step` and `epoch`, e.g. `784-1024-1024-10`
+    /// [default: the peer comparison's 784-256-256-10].
+    #[arg(long)]
+    arch: Option<String>,
+    /// The batch size of `train_step` and `epoch` [default: 128].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// `epoch` on the lean protocol: synthetic data of MNIST's shape
+    /// (60000×784, 10 classes, `--limit` rows), cut into full batches
+    /// that are already tensors on the device before the clock starts, one
+    /// gradient step per batch, no shuffle, no gather (see
+    /// `benches/peers/lean.py`).
+    #[arg(long)]
+    synthetic: bool,
     /// Print one JSON object per result (the first describes the machine).
     #[arg(long)]
     json: bool,
@@ -227,6 +242,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             kernels::memory_bound(op, &sizes()?, timer, args.json)?
         }
         Op::TrainStep => model::train_step(&args, timer)?,
+        Op::Epoch if args.synthetic => model::lean_epoch(&args, timer)?,
         Op::Epoch => model::epoch(&args, timer)?,
         Op::Fgsm => model::attack(&args, timer, "fgsm")?,
         Op::Pgd => model::attack(&args, timer, "pgd")?,

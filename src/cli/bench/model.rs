@@ -3,23 +3,39 @@
 
 use advgrad::attack::{Attack, AttackOptions};
 use advgrad::data::{Dataset, Split};
-use advgrad::nn::{Activation, Mlp};
+use advgrad::nn::{parse_arch, Activation, Mlp};
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
-use advgrad::train::{batch_tensors, train, TrainConfig};
+use advgrad::train::{batch_tensors, fused_updates, train, TrainConfig};
 use advgrad::{Result, Tape, Tensor};
 
-use super::{report, Args, Timer, ARCH, ATTACK_BATCH, BATCH, EPS};
+use super::{report, synthetic, Args, Timer, ARCH, ATTACK_BATCH, BATCH, EPS};
 
-/// FLOPs of one training step of `ARCH` at `BATCH`: forward `2·B·Σ in·out`,
-/// backward twice that, minus the input gradient of the first layer, which
-/// training does not compute.
-fn train_step_flops() -> f64 {
-    let b = BATCH as f64;
-    let macs: f64 = [(784.0, 256.0), (256.0, 256.0), (256.0, 10.0)]
-        .iter()
-        .map(|(i, o)| i * o)
-        .sum();
-    6.0 * b * macs - 2.0 * b * 784.0 * 256.0
+impl Args {
+    /// The MLP of the training ops: `--arch`, or the peers' protocol's.
+    fn arch(&self) -> &str {
+        self.arch.as_deref().unwrap_or(ARCH)
+    }
+
+    /// The batch size of the training ops: `--batch`, or the protocol's.
+    fn batch(&self) -> Result<usize> {
+        match self.batch {
+            Some(0) => Err(advgrad::Error::invalid(
+                "advgrad bench: --batch must be at least 1",
+            )),
+            Some(b) => Ok(b),
+            None => Ok(BATCH),
+        }
+    }
+}
+
+/// FLOPs of one training step of the MLP `arch` at batch `b`: forward
+/// `2·b·Σ in·out`, backward twice that, minus the input gradient of the
+/// first layer, which training does not compute.
+fn train_step_flops(arch: &str, b: usize) -> Result<f64> {
+    let widths = parse_arch(arch)?;
+    let b = b as f64;
+    let macs: f64 = widths.windows(2).map(|w| (w[0] * w[1]) as f64).sum();
+    Ok(6.0 * b * macs - 2.0 * b * (widths[0] * widths[1]) as f64)
 }
 
 /// One SGD step on the first batch of the training set, repeated back to
@@ -27,25 +43,23 @@ fn train_step_flops() -> f64 {
 /// time per step reported.
 pub(super) fn train_step(args: &Args, timer: Timer) -> Result<()> {
     let device = timer.device;
-    let data = args.data.load(Split::Train, Some(BATCH))?;
+    let batch = args.batch()?;
+    let data = args.data.load(Split::Train, Some(batch))?;
     let idx: Vec<usize> = (0..data.rows()).collect();
     let (x, y) = batch_tensors(&data, &idx, device, &mut Vec::new(), &mut Vec::new())?;
-    let mut model = Mlp::new(ARCH, Activation::Relu, 0)?.to_device(device)?;
+    let mut model = Mlp::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
     let mut opt = Optimizer::new(OptimConfig::new(OptimizerKind::Sgd, 0.1), &model.params())?;
     let mut tape = Tape::new();
-    let seconds = timer.per_call(|| {
-        let step = model.parameter_gradients(&mut tape, x.clone(), &y)?;
-        opt.step(&mut model.params_mut(), &step.grads, 0.1)
-    })?;
-    let flops = train_step_flops();
+    let seconds = timer.per_call(|| lean_step(&mut model, &mut opt, &mut tape, &x, &y))?;
+    let flops = train_step_flops(args.arch(), batch)?;
     let gflops = flops / seconds / 1e9;
     report(
         args.json,
         "train_step",
         device,
         seconds,
-        serde_json::json!({"batch": BATCH, "mflop": flops / 1e6, "gflops": gflops}),
-        &format!("batch {BATCH}  {gflops:.1} GFLOP/s"),
+        serde_json::json!({"arch": args.arch(), "batch": batch, "mflop": flops / 1e6, "gflops": gflops}),
+        &format!("{} batch {batch}  {gflops:.1} GFLOP/s", args.arch()),
     );
     Ok(())
 }
@@ -57,7 +71,7 @@ pub(super) fn epoch(args: &Args, timer: Timer) -> Result<()> {
     let train_set = args.data.load(Split::Train, args.limit)?;
     let cfg = TrainConfig {
         epochs: 1,
-        batch_size: BATCH,
+        batch_size: args.batch()?,
         optim: OptimConfig::new(OptimizerKind::Sgd, 0.1),
         schedule: Schedule::Constant,
         seed: 0,
@@ -66,7 +80,7 @@ pub(super) fn epoch(args: &Args, timer: Timer) -> Result<()> {
     };
     let mut times = Vec::new();
     for _ in 0..timer.repeat.max(1) {
-        let mut model = Mlp::new(ARCH, Activation::Relu, 0)?.to_device(device)?;
+        let mut model = Mlp::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
         times.push(train(&mut model, &train_set, None, &cfg)?.seconds);
     }
     let seconds = super::median(times);
@@ -79,6 +93,79 @@ pub(super) fn epoch(args: &Args, timer: Timer) -> Result<()> {
         seconds,
         serde_json::json!({"examples": rows, "examples_per_second": rate}),
         &format!("{rows} examples  {rate:.0} examples/s"),
+    );
+    Ok(())
+}
+
+/// One SGD step (lr 0.1) as training takes it (the weights stepped inside
+/// their gradient products with `ADVGRAD_FUSED_UPDATE=1`), without the
+/// loss and accuracy statistics.
+fn lean_step(
+    model: &mut Mlp,
+    opt: &mut Optimizer,
+    tape: &mut Tape,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<()> {
+    if fused_updates() {
+        model.optimizer_step(tape, x.clone(), y, opt, 0.1)?;
+    } else {
+        let step = model.parameter_gradients(tape, x.clone(), y)?;
+        opt.step(&mut model.params_mut(), &step.grads, 0.1)?;
+    }
+    Ok(())
+}
+
+/// One epoch on the lean protocol (`--synthetic`): the synthetic training
+/// set cut into full batches of `--batch`, each already a tensor on the
+/// device; the clock runs over one SGD step (lr 0.1) per batch, nothing
+/// else. One warm-up epoch, then the median of `--repeat` epochs, each on
+/// a fresh model.
+pub(super) fn lean_epoch(args: &Args, timer: Timer) -> Result<()> {
+    let device = timer.device;
+    let batch = args.batch()?;
+    let rows = args.limit.unwrap_or(synthetic::ROWS);
+    let widths = parse_arch(args.arch())?;
+    let (features, classes) = (widths[0], widths[widths.len() - 1]);
+    let batches = synthetic::batches(rows, features, classes, batch, device)?;
+    if batches.is_empty() {
+        return Err(advgrad::Error::invalid(format!(
+            "advgrad bench: {rows} synthetic examples make no full batch of {batch}"
+        )));
+    }
+    let run_epoch = || -> Result<f64> {
+        let mut model = Mlp::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
+        let config = OptimConfig::new(OptimizerKind::Sgd, 0.1);
+        let mut opt = Optimizer::new(config, &model.params())?;
+        let mut tape = Tape::new();
+        timer.run(1, &mut || {
+            for (x, y) in &batches {
+                lean_step(&mut model, &mut opt, &mut tape, x, y)?;
+            }
+            Ok(())
+        })
+    };
+    run_epoch()?;
+    let times = (0..timer.repeat.max(1))
+        .map(|_| run_epoch())
+        .collect::<Result<Vec<_>>>()?;
+    let seconds = super::median(times.clone());
+    let steps = batches.len();
+    let flops = train_step_flops(args.arch(), batch)? * steps as f64;
+    let gflops = flops / seconds / 1e9;
+    report(
+        args.json,
+        "epoch",
+        device,
+        seconds,
+        serde_json::json!({
+            "protocol": "lean", "arch": args.arch(), "batch": batch, "steps": steps,
+            "examples": steps * batch, "gflops": gflops, "all_seconds": times,
+        }),
+        &format!(
+            "lean {} batch {batch}  {steps} steps  {gflops:.1} GFLOP/s",
+            args.arch()
+        ),
     );
     Ok(())
 }

@@ -1,0 +1,212 @@
+//! The optimiser step fused into the weight-gradient product
+//! (`Mlp::optimizer_step`, `Tape::backward_stepping`,
+//! `BackendStorage::matmul_update`) leaves the parameters and the optimiser
+//! state bit for bit where the gradients followed by `Optimizer::step`
+//! leave them, for every rule; a weight read by two ops is not fused and
+//! keeps its gradient.
+
+use advgrad::backend::cpu::CpuStorage;
+use advgrad::backend::{BackendStorage, MatmulDims, UpdateRule};
+use advgrad::nn::{Activation, Mlp};
+use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
+use advgrad::tape::ParamStep;
+use advgrad::{DType, Tape, Tensor};
+
+fn configs() -> Vec<OptimConfig> {
+    let sgd = OptimConfig::new(OptimizerKind::Sgd, 0.1);
+    let momentum = OptimConfig::new(OptimizerKind::Momentum, 0.05);
+    let adam = OptimConfig::new(OptimizerKind::Adam, 1e-3);
+    vec![
+        sgd,
+        OptimConfig {
+            weight_decay: 1e-2,
+            ..sgd
+        },
+        momentum,
+        OptimConfig {
+            nesterov: true,
+            weight_decay: 5e-4,
+            ..momentum
+        },
+        adam,
+        OptimConfig {
+            weight_decay: 1e-4,
+            ..adam
+        },
+    ]
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.to_vec::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+/// A batch of `rows` examples of a model with `features` inputs.
+fn batch(rows: usize, features: usize, classes: u32, seed: u64) -> (Tensor, Tensor) {
+    let x = Tensor::rand_uniform([rows, features], 0.0, 1.0, seed, DType::F32);
+    let y: Vec<u32> = (0..rows as u32)
+        .map(|i| (i * 7 + seed as u32) % classes)
+        .collect();
+    (x, Tensor::from_vec(y, [rows]).unwrap())
+}
+
+#[test]
+fn fused_steps_give_the_bits_of_gradients_then_update() {
+    // Odd sizes (edge tiles in every direction) and a wide layer.
+    for arch in ["13-37-29-5", "40-300-10"] {
+        for config in configs() {
+            let mut plain = Mlp::new(arch, Activation::Relu, 3).unwrap();
+            let mut fused = plain.clone();
+            let mut plain_opt = Optimizer::new(config, &plain.params()).unwrap();
+            let mut fused_opt = Optimizer::new(config, &fused.params()).unwrap();
+            let mut tape = Tape::new();
+            let features = plain.input_size();
+            for step in 0..4 {
+                let (x, y) = batch(33 + step, features, plain.classes() as u32, step as u64);
+                let pass = plain.parameter_gradients(&mut tape, x.clone(), &y).unwrap();
+                plain_opt
+                    .step(&mut plain.params_mut(), &pass.grads, config.lr)
+                    .unwrap();
+                let (loss, logits) = fused
+                    .optimizer_step(&mut tape, x, &y, &mut fused_opt, config.lr)
+                    .unwrap();
+                assert_eq!(bits(&loss), bits(&pass.loss), "{arch} {config:?}: loss");
+                assert_eq!(
+                    bits(&logits),
+                    bits(&pass.logits),
+                    "{arch} {config:?}: logits"
+                );
+                for (name, (p, f)) in plain
+                    .param_names()
+                    .iter()
+                    .zip(plain.params().iter().zip(fused.params()))
+                {
+                    assert_eq!(bits(p), bits(f), "{arch} {config:?} step {step}: {name}");
+                }
+                for ((p1, p2), (f1, f2)) in plain_opt.buffers().iter().zip(fused_opt.buffers()) {
+                    assert_eq!(bits(p1), bits(f1), "{arch} {config:?}: state 1");
+                    assert_eq!(bits(p2), bits(f2), "{arch} {config:?}: state 2");
+                }
+            }
+            assert_eq!(plain_opt.steps(), fused_opt.steps());
+        }
+    }
+}
+
+#[test]
+fn matmul_update_matches_matmul_then_update_for_every_operand_layout() {
+    let rule = UpdateRule::Sgd {
+        lr: 0.03,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 0.01,
+    };
+    let (m, n, k) = (37, 45, 19);
+    for (a_trans, b_trans) in [(false, false), (false, true), (true, false), (true, true)] {
+        let a_shape = if a_trans { [k, m] } else { [m, k] };
+        let b_shape = if b_trans { [n, k] } else { [k, n] };
+        let a = Tensor::rand_uniform(a_shape, -1.0, 1.0, 1, DType::F32);
+        let b = Tensor::rand_uniform(b_shape, -1.0, 1.0, 2, DType::F32);
+        let p = Tensor::rand_uniform([m, n], -1.0, 1.0, 3, DType::F32);
+        let v = Tensor::rand_uniform([m, n], -0.1, 0.1, 4, DType::F32);
+        let none = Tensor::zeros([0], DType::F32);
+        let dims = MatmulDims {
+            m,
+            n,
+            k,
+            a_trans,
+            b_trans,
+        };
+
+        let (mut v_plain, mut s2_plain) = (v.clone(), none.clone());
+        let grad = a.matmul_ex(&b, a_trans, b_trans).unwrap();
+        let mut p_plain = p.clone();
+        p_plain
+            .storage_mut()
+            .update(
+                grad.storage(),
+                v_plain.storage_mut(),
+                s2_plain.storage_mut(),
+                rule,
+            )
+            .unwrap();
+
+        let (mut v_fused, mut s2_fused) = (v.clone(), none.clone());
+        let stepped = a
+            .storage()
+            .matmul_update(
+                b.storage(),
+                dims,
+                p.storage(),
+                v_fused.storage_mut(),
+                s2_fused.storage_mut(),
+                rule,
+            )
+            .unwrap();
+        let CpuStorage::F32(stepped) = stepped.to_cpu().unwrap() else {
+            panic!("matmul_update changed the dtype");
+        };
+        let stepped = Tensor::from_vec(stepped, [m, n]).unwrap();
+        assert_eq!(
+            bits(&stepped),
+            bits(&p_plain),
+            "{a_trans} {b_trans}: parameter"
+        );
+        assert_eq!(
+            bits(&v_fused),
+            bits(&v_plain),
+            "{a_trans} {b_trans}: velocity"
+        );
+        assert_eq!(
+            bits(&p),
+            bits(&p.clone()),
+            "the input parameter is left as it was"
+        );
+    }
+}
+
+#[test]
+fn a_weight_read_by_two_ops_keeps_its_gradient() {
+    let w = Tensor::rand_uniform([4, 6], -1.0, 1.0, 5, DType::F32);
+    let (x, y) = batch(3, 6, 4, 1);
+    let mut tape = Tape::new();
+    let wv = tape.var(w.clone());
+    let xv = tape.constant(x);
+    let h = tape.matmul_ex(xv, wv, false, true).unwrap();
+    let h2 = tape.matmul_ex(xv, wv, false, true).unwrap();
+    let z = tape.add(h, h2).unwrap();
+    let loss = tape.softmax_cross_entropy(z, &y).unwrap();
+    let rule = UpdateRule::Sgd {
+        lr: 0.1,
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 0.0,
+    };
+    let (mut s1, mut s2) = (
+        Tensor::zeros([0], DType::F32),
+        Tensor::zeros([0], DType::F32),
+    );
+    let mut steps = [ParamStep {
+        var: wv,
+        state: (&mut s1, &mut s2),
+        stepped: None,
+    }];
+    tape.backward_stepping(loss, rule, &mut steps).unwrap();
+    assert!(
+        steps[0].stepped.is_none(),
+        "a shared weight was stepped inside one of its products"
+    );
+    let grad = tape.grad(wv).expect("the shared weight keeps its gradient");
+    let mut reference = Tape::new();
+    let wr = reference.var(w);
+    let xr = reference.constant(tape.value(xv).unwrap().clone());
+    let h = reference.matmul_ex(xr, wr, false, true).unwrap();
+    let h2 = reference.matmul_ex(xr, wr, false, true).unwrap();
+    let z = reference.add(h, h2).unwrap();
+    let loss = reference.softmax_cross_entropy(z, &y).unwrap();
+    reference.backward(loss).unwrap();
+    assert_eq!(bits(grad), bits(reference.grad(wr).unwrap()));
+}
