@@ -220,6 +220,29 @@ impl Tape {
     /// Fails if `loss` is not a one-element float tensor, or is NaN or
     /// infinite (the gradients would be meaningless).
     pub fn backward(&mut self, loss: Var) -> Result<()> {
+        self.check_loss(loss)?;
+        let root = &self.nodes[loss.index()];
+        let value = root.value.to_scalar()?;
+        if !value.is_finite() {
+            return Err(Error::NonFinite {
+                op: "backward",
+                what: format!("the loss (%{} = {}) is {value}", loss.index, root.op.name()),
+            });
+        }
+        self.propagate(loss)
+    }
+
+    /// [`Tape::backward`] without reading the loss to check that it is
+    /// finite, which on a device would wait for it: for loops that check a
+    /// sum of their losses later ([`crate::train::StepTally`]). A NaN or
+    /// infinite loss gives NaN or infinite gradients instead of an error.
+    pub fn backward_unchecked(&mut self, loss: Var) -> Result<()> {
+        self.check_loss(loss)?;
+        self.propagate(loss)
+    }
+
+    /// Fails unless `loss` is a node of this tape holding one float.
+    fn check_loss(&self, loss: Var) -> Result<()> {
         self.check(loss)?;
         let root = &self.nodes[loss.index()];
         if root.value.numel() != 1 || !root.value.dtype().is_float() {
@@ -229,13 +252,12 @@ impl Tape {
                 root.value.dtype()
             )));
         }
-        let value = root.value.to_scalar()?;
-        if !value.is_finite() {
-            return Err(Error::NonFinite {
-                op: "backward",
-                what: format!("the loss (%{} = {}) is {value}", loss.index, root.op.name()),
-            });
-        }
+        Ok(())
+    }
+
+    /// The gradients of every node requiring one, from the scalar `loss`.
+    fn propagate(&mut self, loss: Var) -> Result<()> {
+        let root = &self.nodes[loss.index()];
         self.grads.clear();
         self.grads.resize(self.nodes.len(), None);
         self.grads[loss.index()] = Some(
