@@ -26,6 +26,7 @@ pub mod optim;
 pub mod plan;
 pub mod reduce;
 pub mod softmax_xent;
+pub mod tally;
 mod types;
 
 pub use grid_stride::{Extent, GridStride};
@@ -91,6 +92,11 @@ pub const MODULES: &[Module] = &[
         name: "softmax_xent",
         source: include_str!("softmax_xent.cu"),
         kernels: softmax_xent::KERNELS,
+    },
+    Module {
+        name: "tally",
+        source: include_str!("tally.cu"),
+        kernels: tally::KERNELS,
     },
 ];
 

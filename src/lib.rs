@@ -39,6 +39,7 @@ pub mod report;
 pub mod rng;
 pub mod robust_training;
 pub mod shape;
+pub mod tally;
 pub mod tape;
 pub mod tensor;
 pub mod train;

@@ -235,7 +235,18 @@ impl Tape {
     /// Fails if `loss` is not a one-element float tensor, or is NaN or
     /// infinite (the gradients would be meaningless).
     pub fn backward(&mut self, loss: Var) -> Result<()> {
-        self.backward_inner(loss, None)
+        self.check_loss(loss)?;
+        self.check_finite(loss)?;
+        self.propagate(loss, None)
+    }
+
+    /// [`Tape::backward`] without reading the loss to check that it is
+    /// finite, which on a device would wait for it: for loops that check a
+    /// sum of their losses later ([`crate::tally::StepTally`]). A NaN or
+    /// infinite loss gives NaN or infinite gradients instead of an error.
+    pub fn backward_unchecked(&mut self, loss: Var) -> Result<()> {
+        self.check_loss(loss)?;
+        self.propagate(loss, None)
     }
 
     /// [`Tape::backward`], taking the optimiser step `rule` of each
@@ -261,7 +272,9 @@ impl Tape {
             self.check(step.var)?;
             step.stepped = None;
         }
-        self.backward_inner(loss, Some((rule, steps)))
+        self.check_loss(loss)?;
+        self.check_finite(loss)?;
+        self.propagate(loss, Some((rule, steps)))
     }
 
     /// Whether `v` is a leaf that requires a gradient and is read by
@@ -274,11 +287,8 @@ impl Tape {
             && self.nodes.iter().filter(|n| n.inputs.contains(&v)).count() == 1
     }
 
-    fn backward_inner(
-        &mut self,
-        loss: Var,
-        mut fused: Option<(UpdateRule, &mut [ParamStep<'_>])>,
-    ) -> Result<()> {
+    /// Fails unless `loss` is a node of this tape holding one float.
+    fn check_loss(&self, loss: Var) -> Result<()> {
         self.check(loss)?;
         let root = &self.nodes[loss.index()];
         if root.value.numel() != 1 || !root.value.dtype().is_float() {
@@ -288,6 +298,13 @@ impl Tape {
                 root.value.dtype()
             )));
         }
+        Ok(())
+    }
+
+    /// Fails if the scalar `loss` is NaN or infinite (a read of the loss,
+    /// which on a device waits for it).
+    fn check_finite(&self, loss: Var) -> Result<()> {
+        let root = &self.nodes[loss.index()];
         let value = root.value.to_scalar()?;
         if !value.is_finite() {
             return Err(Error::NonFinite {
@@ -295,6 +312,17 @@ impl Tape {
                 what: format!("the loss (%{} = {}) is {value}", loss.index, root.op.name()),
             });
         }
+        Ok(())
+    }
+
+    /// The gradients of every node requiring one, from the scalar `loss`,
+    /// with the weight steps of `fused` taken inside their products.
+    fn propagate(
+        &mut self,
+        loss: Var,
+        mut fused: Option<(UpdateRule, &mut [ParamStep<'_>])>,
+    ) -> Result<()> {
+        let root = &self.nodes[loss.index()];
         self.grads.clear();
         self.grads.resize(self.nodes.len(), None);
         self.grads[loss.index()] = Some(

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::nn::Mlp;
 use crate::optim::{OptimConfig, Optimizer, Schedule};
 use crate::rng::Rng;
+use crate::tally::StepTally;
 use crate::tape::Tape;
 use crate::tensor::Tensor;
 
@@ -111,6 +112,35 @@ impl AdvTraining {
                 .ok_or_else(|| Error::invalid("adversarial training: no inner maximisation")),
         }
     }
+
+    /// [`AdvTraining::step`] adding the batch's statistics to `tally`.
+    /// FGSM-RS and PGD read nothing back to the host (the batch comes from
+    /// a training set checked once, [`check_pixels`]); TRADES and MART
+    /// read their loss and predictions each step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn tallied_step(
+        &self,
+        model: &mut Mlp,
+        optimizer: &mut Optimizer,
+        tape: &mut Tape,
+        x: Tensor,
+        labels: &Tensor,
+        lr: f64,
+        rng: &mut Rng,
+        tally: &mut StepTally,
+    ) -> Result<()> {
+        match self.attack() {
+            Some(Attack::Pgd(pgd)) => {
+                let x = pgd.run_on_checked_batch(model, &x, labels, rng.next_u64())?;
+                tallied_step(model, optimizer, tape, x, labels, lr, tally)
+            }
+            _ => {
+                let rows = labels.numel();
+                let stats = self.step(model, optimizer, tape, x, labels, lr, rng)?;
+                tally.add_host(stats.loss, rows, stats.correct)
+            }
+        }
+    }
 }
 
 /// Settings of a training run.
@@ -187,6 +217,19 @@ pub fn batch_tensors(
     Ok((x, y))
 }
 
+/// The labels of `data` in the epoch's `order`, uploaded to `device` in
+/// one piece, from which each batch takes its slice on the device; `None`
+/// on the CPU, where a batch takes its labels from the host for free.
+fn labels_on_device(data: &Dataset, order: &[usize], device: Device) -> Result<Option<Tensor>> {
+    if device.is_cpu() {
+        return Ok(None);
+    }
+    let all = data.labels();
+    let labels: Vec<u32> = order.iter().map(|&i| all[i]).collect();
+    let n = labels.len();
+    Ok(Some(Tensor::from_vec(labels, [n])?.to_device(device)?))
+}
+
 /// What one training step saw of its batch.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepStats {
@@ -257,6 +300,46 @@ pub fn gradient_step(
 pub fn fused_updates() -> bool {
     static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FUSED.get_or_init(|| std::env::var("ADVGRAD_FUSED_UPDATE").is_ok_and(|v| v == "1"))
+}
+
+/// [`gradient_step`] that adds the batch's loss and correct count to
+/// `tally` instead of returning them: on a device the step reads nothing
+/// back to the host. The loss is not checked here: a NaN or infinite loss
+/// still updates the model, and [`StepTally::read`] reports it. With
+/// [`fused_updates`] the step is [`Mlp::optimizer_step`]'s, whose backward
+/// checks the loss as it starts.
+pub fn tallied_step(
+    model: &mut Mlp,
+    optimizer: &mut Optimizer,
+    tape: &mut Tape,
+    x: Tensor,
+    labels: &Tensor,
+    lr: f64,
+    tally: &mut StepTally,
+) -> Result<()> {
+    if fused_updates() {
+        let (loss, logits) = model.optimizer_step(tape, x, labels, optimizer, lr)?;
+        return tally.add(&loss, &logits, labels);
+    }
+    let pass = model.parameter_gradients_unchecked(tape, x, labels)?;
+    tally.add(&pass.loss, &pass.logits, labels)?;
+    optimizer.step(&mut model.params_mut(), &pass.grads, lr)
+}
+
+/// Fails unless every pixel of `data` lies in `[0, 1]`, which the attacks
+/// of adversarial training require of their inputs: checked once on the
+/// host instead of on each batch on the device.
+pub fn check_pixels(data: &Dataset) -> Result<()> {
+    let d = data.features().max(1);
+    match data.images().iter().position(|v| !(0.0..=1.0).contains(v)) {
+        None => Ok(()),
+        Some(i) => Err(Error::invalid(format!(
+            "adversarial training: inputs must lie in [0, 1] (pixel / 255), but example {} feature {} is {}",
+            i / d,
+            i % d,
+            data.images()[i]
+        ))),
+    }
 }
 
 fn check_model_fits(model: &Mlp, data: &Dataset) -> Result<()> {
@@ -341,6 +424,30 @@ pub fn train(
     cfg: &TrainConfig,
 ) -> Result<TrainReport> {
     train_with(model, train_set, test_set, cfg, Checkpointing::default())
+}
+
+/// How often, at most, a training loop on a device reads its
+/// [`StepTally`] for the progress bar (besides the end of each epoch, each
+/// checkpoint and a stop). On the CPU it reads after every step, which
+/// costs nothing.
+pub const BAR_REFRESH: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The error of a training loss found NaN or infinite in epoch `epoch`
+/// (from 0), within steps `first..=last` of the run (from 1).
+fn non_finite_loss(epoch: usize, first: usize, last: usize) -> Error {
+    let steps = if first == last {
+        format!("step {last}")
+    } else {
+        format!("steps {first}..={last}")
+    };
+    Error::NonFinite {
+        op: "train",
+        what: format!(
+            "the training loss became NaN or infinite in epoch {} ({steps}): \
+             lower the learning rate or check the data",
+            epoch + 1
+        ),
+    }
 }
 
 /// When a run saves checkpoints on its own.
@@ -489,8 +596,13 @@ fn train_on_worker(
             ),
         })
     };
+    if cfg.adversarial.is_some() {
+        check_pixels(train_set)?;
+    }
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     let mut tape = Tape::new();
+    let mut tally = StepTally::new(device)?;
+    let mut last_read = Instant::now();
 
     while progress.epoch < cfg.epochs {
         let epoch = progress.epoch;
@@ -500,9 +612,21 @@ fn train_on_worker(
         let prefix = format!("epoch {}/{}", epoch + 1, cfg.epochs);
         let bar = progress_bar(steps_per_epoch as u64, prefix, cfg.quiet);
         bar.set_position(progress.batch as u64);
+        tally.set(progress.loss_sum, progress.correct)?;
+        let epoch_labels = labels_on_device(train_set, &order, device)?;
+        // The steps since `progress` last took the tally's sums.
+        let mut unread = 0;
         for idx in Batches::new(&order, cfg.batch_size, false)?.skip(progress.batch) {
             let start = Instant::now();
-            let (x, y) = batch_tensors(train_set, idx, device, &mut images, &mut labels)?;
+            let (x, y) = match &epoch_labels {
+                None => batch_tensors(train_set, idx, device, &mut images, &mut labels)?,
+                Some(all) => {
+                    let lo = progress.batch * cfg.batch_size;
+                    let (x, _) =
+                        batch_tensors(train_set, idx, Device::Cpu, &mut images, &mut labels)?;
+                    (x.to_device(device)?, all.rows(lo..lo + idx.len())?)
+                }
+            };
             let lr = cfg
                 .schedule
                 .lr(cfg.optim.lr, epoch, progress.step, total_steps);
@@ -515,26 +639,40 @@ fn train_on_worker(
                     ),
                 });
             }
-            let batch = match &cfg.adversarial {
-                Some(adv) => adv.step(model, &mut optimizer, &mut tape, x, &y, lr, &mut rng)?,
-                None => gradient_step(model, &mut optimizer, &mut tape, x, &y, lr)?,
-            };
-            progress.epoch_seconds += start.elapsed().as_secs_f64();
+            match &cfg.adversarial {
+                Some(adv) => {
+                    let (opt, t) = (&mut optimizer, &mut tape);
+                    adv.tallied_step(model, opt, t, x, &y, lr, &mut rng, &mut tally)?
+                }
+                None => tallied_step(model, &mut optimizer, &mut tape, x, &y, lr, &mut tally)?,
+            }
             progress.step += 1;
             progress.batch += 1;
-            progress.loss_sum += batch.loss * idx.len() as f64;
-            progress.correct += batch.correct;
             progress.seen += idx.len();
-            bar.inc(1);
-            if !bar.is_hidden() {
-                bar.set_message(format!(
-                    "loss {:.4} acc {:.2}%",
-                    progress.loss_sum / progress.seen as f64,
-                    100.0 * progress.correct as f64 / progress.seen as f64
-                ));
-            }
+            unread += 1;
             let due = matches!(ckpt.every, SaveEvery::Steps(n) if progress.step % n.max(1) == 0);
             let stop = stopped();
+            let refresh = !bar.is_hidden() && last_read.elapsed() >= BAR_REFRESH;
+            let epoch_end = progress.batch == steps_per_epoch;
+            if tally.on_host() || refresh || due || stop || epoch_end {
+                let (loss_sum, correct) = tally.read().map_err(|e| match e {
+                    Error::NonFinite { .. } => {
+                        non_finite_loss(epoch, progress.step + 1 - unread, progress.step)
+                    }
+                    e => e,
+                })?;
+                (progress.loss_sum, progress.correct, unread) = (loss_sum, correct, 0);
+                last_read = Instant::now();
+                if !bar.is_hidden() {
+                    bar.set_message(format!(
+                        "loss {:.4} acc {:.2}%",
+                        progress.loss_sum / progress.seen as f64,
+                        100.0 * progress.correct as f64 / progress.seen as f64
+                    ));
+                }
+            }
+            progress.epoch_seconds += start.elapsed().as_secs_f64();
+            bar.set_position(progress.batch as u64);
             if due || stop {
                 save(model, &optimizer, &rng, &order, &progress)?;
             }

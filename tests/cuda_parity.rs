@@ -868,3 +868,58 @@ fn no_gpu_is_a_clear_error() {
     let t = Tensor::from_vec(vec![1.0f32], [1]).unwrap();
     assert!(t.to_device(Device::Cuda(0)).is_err());
 }
+
+/// The training loop's tally (`tally_step`) and the device-side row slice
+/// (`Storage::range`): the CPU's numbers exactly, on odd sizes, the MLP's
+/// batch, rows with ties, and logits with NaNs.
+#[test]
+fn the_step_tally_and_row_slices_match_the_cpu_exactly() {
+    for device in devices("the_step_tally_and_row_slices_match_the_cpu_exactly") {
+        let mut rng = Rng::new(91);
+        for dtype in [DType::F32, DType::F64] {
+            for (rows, cols) in [(1, 1), (37, 7), (128, 10), (300, 3)] {
+                // Values on a coarse grid, so rows have ties.
+                let mut z: Vec<f64> = rng
+                    .vec(rows * cols, -2.0, 2.0)
+                    .into_iter()
+                    .map(|v| (v * 2.0).round())
+                    .collect();
+                if rows > 3 {
+                    z[cols + 1] = f64::NAN;
+                }
+                let z = pair(&z, dtype, device);
+                let y = labels_pair(&rng.labels(rows, cols), device);
+                let loss = pair(&[0.731], dtype, device);
+                let mut cpu = CpuStorage::F64(vec![2.5, 3.0]);
+                let mut dev = Storage::Cpu(cpu.clone()).to_device(device).unwrap();
+                for _ in 0..3 {
+                    let Storage::Cpu(l) = &loss.cpu else {
+                        unreachable!()
+                    };
+                    let (Storage::Cpu(zc), Storage::Cpu(yc)) = (&z.cpu, &y.cpu) else {
+                        unreachable!()
+                    };
+                    cpu.tally_step(l, zc, yc, cols).unwrap();
+                    dev.tally_step(&loss.dev, &z.dev, &y.dev, cols).unwrap();
+                }
+                let what = format!("tally of {rows}×{cols} {dtype} on {device}");
+                assert_eq!(dev.to_cpu().unwrap(), cpu, "{what}");
+
+                let (lo, hi) = (rows / 3, rows - rows / 4);
+                let got = z.dev.range(lo * cols, hi * cols).unwrap();
+                assert_eq!(got.device(), device);
+                let want = z.cpu.range(lo * cols, hi * cols).unwrap();
+                let (g, w) = (got.to_cpu().unwrap(), want.to_cpu().unwrap());
+                assert_eq!(
+                    format!("{g:?}"),
+                    format!("{w:?}"),
+                    "rows {lo}..{hi} of {what}"
+                );
+            }
+        }
+        let labels = labels_pair(&[3, 1, 4, 1, 5], device);
+        let piece = labels.dev.range(1, 4).unwrap().to_cpu().unwrap();
+        assert_eq!(piece, CpuStorage::U32(vec![1, 4, 1]));
+        assert!(labels.dev.range(4, 6).is_err());
+    }
+}

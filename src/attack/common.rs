@@ -188,11 +188,37 @@ pub(crate) fn inv_or_zero(v: f64) -> f64 {
 /// exactly `∇CE(f(xᵢ), yᵢ)` whatever the batch size: the tape's
 /// cross-entropy backward computes `(g/N)·(p − onehot(y))` and here
 /// `g = ±N`, so `g/N = ±1` exactly.
+///
+/// Fails with [`crate::Error::NonFinite`] if the objective is NaN or
+/// infinite, which reads it back from a device; see
+/// [`objective_gradient_unchecked`].
 pub(crate) fn objective_gradient(
     model: &Mlp,
     x: &Tensor,
     classes: &Tensor,
     targeted: bool,
+) -> Result<(Tensor, Tensor)> {
+    gradient_of_objective(model, x, classes, targeted, true)
+}
+
+/// [`objective_gradient`] without reading the objective back to check it:
+/// the steps of an iterative attack after its first, whose loss was
+/// checked, run on the device without a blocking read.
+pub(crate) fn objective_gradient_unchecked(
+    model: &Mlp,
+    x: &Tensor,
+    classes: &Tensor,
+    targeted: bool,
+) -> Result<(Tensor, Tensor)> {
+    gradient_of_objective(model, x, classes, targeted, false)
+}
+
+fn gradient_of_objective(
+    model: &Mlp,
+    x: &Tensor,
+    classes: &Tensor,
+    targeted: bool,
+    check: bool,
 ) -> Result<(Tensor, Tensor)> {
     let n = x.dims().first().copied().unwrap_or(0) as f64;
     let mut tape = Tape::new();
@@ -200,7 +226,11 @@ pub(crate) fn objective_gradient(
     let fwd = model.forward(&mut tape, xv, false)?;
     let ce = tape.softmax_cross_entropy(fwd.logits, classes)?;
     let objective = tape.scale(ce, if targeted { -n } else { n })?;
-    tape.backward(objective)?;
+    if check {
+        tape.backward(objective)?;
+    } else {
+        tape.backward_unchecked(objective)?;
+    }
     let grad = tape
         .grad(xv)
         .cloned()

@@ -4,8 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{by_pieces, objective_gradient, scores, Rows, Score};
-use super::{restart_seed, Goal, Target, Threat};
+use super::common::{
+    by_pieces, objective_gradient, objective_gradient_unchecked, scores, Rows, Score,
+};
+use super::{enforce, restart_seed, Goal, Target, Threat};
 use crate::error::{Error, Result};
 use crate::nn::Mlp;
 use crate::rng::Rng;
@@ -85,6 +87,49 @@ impl Pgd {
         Ok(())
     }
 
+    /// [`Attack::run`](super::Attack::run) of this attack, untargeted, on a
+    /// batch the caller has checked: `x: [N, inputs]` with every value in
+    /// `[0, 1]` and u32 `labels: [N]` classes of the model (adversarial
+    /// training checks its training set once). With one run (no restarts)
+    /// nothing is read back to the host, not even the first loss; a NaN
+    /// or infinite loss gives a NaN gradient and so NaN inputs, which the
+    /// caller's own loss check then sees. The result is the same bits as
+    /// through `Attack::run`.
+    pub(crate) fn run_on_checked_batch(
+        &self,
+        model: &Mlp,
+        x: &Tensor,
+        labels: &Tensor,
+        seed: u64,
+    ) -> Result<Tensor> {
+        if self.restarts != 1 || self.target != Target::Untargeted {
+            return super::Attack::Pgd(*self).run(model, x, labels, seed);
+        }
+        self.threat
+            .validate(x.dims().get(1).copied().unwrap_or(0))?;
+        if self.threat.eps() == 0.0 {
+            return Ok(x.clone());
+        }
+        let goal = Goal {
+            classes: labels,
+            host: &[],
+            targeted: false,
+        };
+        self.check()?;
+        let adv = self.once(
+            model,
+            x,
+            &goal,
+            &Rows::new(x)?,
+            self.random_start.then_some(restart_seed(seed, 0)),
+            false,
+        )?;
+        match self.threat {
+            Threat::Linf(_) => Ok(adv),
+            Threat::L2(_) => enforce(self.threat, adv, x),
+        }
+    }
+
     pub(crate) fn perturb(
         &self,
         model: &Mlp,
@@ -101,7 +146,7 @@ impl Pgd {
             } else {
                 None
             };
-            let adv = self.once(model, x, goal, &rows, start)?;
+            let adv = self.once(model, x, goal, &rows, start, true)?;
             if self.restarts == 1 {
                 return Ok(adv);
             }
@@ -125,6 +170,10 @@ impl Pgd {
     }
 
     /// One run from `x` or from the random start drawn with `start_seed`.
+    /// With `check_start` the loss of the first step is read back and
+    /// checked to be finite (one blocking read on a device); the later
+    /// steps read nothing (L∞) or only each row's gradient norm (L2, which
+    /// the step needs).
     fn once(
         &self,
         model: &Mlp,
@@ -132,7 +181,15 @@ impl Pgd {
         goal: &Goal,
         rows: &Rows,
         start_seed: Option<u64>,
+        check_start: bool,
     ) -> Result<Tensor> {
+        let gradient = |step: usize, adv: &Tensor, classes: &Tensor| {
+            if step == 0 && check_start {
+                objective_gradient(model, adv, classes, goal.targeted)
+            } else {
+                objective_gradient_unchecked(model, adv, classes, goal.targeted)
+            }
+        };
         let eps = self.threat.eps();
         let alpha = self.step_size();
         let start = match start_seed {
@@ -142,8 +199,8 @@ impl Pgd {
         match self.threat {
             Threat::Linf(_) => {
                 let run = |[mut adv, x, classes]: [Tensor; 3]| {
-                    for _ in 0..self.steps {
-                        let (g, _) = objective_gradient(model, &adv, &classes, goal.targeted)?;
+                    for step in 0..self.steps {
+                        let (g, _) = gradient(step, &adv, &classes)?;
                         adv = adv.sign_step(&g, &x, alpha, eps, 0.0, 1.0)?;
                     }
                     Ok(adv)
@@ -160,8 +217,8 @@ impl Pgd {
             }
             Threat::L2(_) => {
                 let mut adv = start;
-                for _ in 0..self.steps {
-                    let (g, _) = objective_gradient(model, &adv, goal.classes, goal.targeted)?;
+                for step in 0..self.steps {
+                    let (g, _) = gradient(step, &adv, goal.classes)?;
                     let z = adv.add(&rows.normalize_l2(&g)?.scale(alpha)?)?;
                     adv = rows.project_l2(&z.clamp(0.0, 1.0)?, x, eps)?;
                 }

@@ -159,6 +159,9 @@ impl BackendStorage for Storage {
     ) -> Result<Self> {
         on_same_device!("matmul_update", (g = self, rhs = rhs, param = param, s1 = s1, s2 = s2) => g.matmul_update(rhs, dims, param, s1, s2, rule), wrap_storage)
     }
+    fn tally_step(&mut self, loss: &Self, logits: &Self, labels: &Self, cols: usize) -> Result<()> {
+        on_same_device!("tally_step", (t = self, loss = loss, logits = logits, labels = labels) => t.tally_step(loss, logits, labels, cols), wrap_plain)
+    }
     fn log_softmax(&self, classes: usize) -> Result<Self> {
         on_device!(self, s => s.log_softmax(classes), wrap_storage)
     }

@@ -208,6 +208,13 @@ pub trait BackendStorage: Sized {
         updated.update(&grad, s1, s2, rule)?;
         Ok(updated)
     }
+    /// In place, on a loop's running statistics `self = [s, c]` (two f64):
+    /// `s ← s + loss·N` and `c ← c + #{i : argmaxⱼ zᵢⱼ = yᵢ}` for the
+    /// one-element `loss`, logits `z` with rows of `cols` values and the
+    /// `N` u32 labels `y` (argmax as [`BackendStorage::argmax_rows`]). A
+    /// NaN or infinite loss makes `s` non-finite. On a device this runs
+    /// there, so a training step reads nothing back to the host.
+    fn tally_step(&mut self, loss: &Self, logits: &Self, labels: &Self, cols: usize) -> Result<()>;
 
     // The kernels of robustness evaluation and training (APGD, FAB, TRADES,
     // MART): the CPU backend has them; the others return an error naming

@@ -12,7 +12,7 @@ use std::mem;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::cpu::CpuStorage;
-use super::{cuda, pool};
+use super::{cuda, pool, BackendStorage};
 use crate::device::Device;
 use crate::error::Result;
 
@@ -55,6 +55,30 @@ impl Storage {
             Storage::Cuda(s) => s.to_host().map(Cow::Owned),
             #[cfg(feature = "emu")]
             Storage::Emu(s) => s.to_host().map(Cow::Owned),
+        }
+    }
+
+    /// A copy of elements `lo..hi` on the same device (on a device, copied
+    /// there: nothing crosses to the host).
+    pub fn range(&self, lo: usize, hi: usize) -> Result<Storage> {
+        match self {
+            Storage::Cpu(host) => {
+                if lo > hi || hi > host.len() {
+                    return Err(crate::error::Error::invalid(format!(
+                        "elements {lo}..{hi} of a buffer of {}",
+                        host.len()
+                    )));
+                }
+                Ok(Storage::Cpu(match host {
+                    CpuStorage::F32(v) => CpuStorage::F32(v[lo..hi].to_vec()),
+                    CpuStorage::F64(v) => CpuStorage::F64(v[lo..hi].to_vec()),
+                    CpuStorage::U32(v) => CpuStorage::U32(v[lo..hi].to_vec()),
+                }))
+            }
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => s.range(lo, hi).map(Storage::Cuda),
+            #[cfg(feature = "emu")]
+            Storage::Emu(s) => s.range(lo, hi).map(Storage::Emu),
         }
     }
 
@@ -116,8 +140,9 @@ pub(crate) fn cell(storage: Storage) -> Arc<Storage> {
 }
 
 /// Takes back a cell whose tensor is being dropped: if no other tensor
-/// shares it, its host buffer goes to [`pool`] (a device buffer is simply
-/// freed) and the empty cell is kept for [`cell`].
+/// shares it, its host buffer goes to [`pool`] (a device buffer, once no
+/// storage holds it, to its device's pool: `cuda::DeviceMemory`) and the
+/// empty cell is kept for [`cell`].
 pub(crate) fn recycle(mut cell: Arc<Storage>) {
     let Some(slot) = Arc::get_mut(&mut cell) else {
         return;

@@ -45,6 +45,46 @@ impl Case {
     }
 }
 
+/// The input sizes of a case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaseSize {
+    /// The sizes above (odd, non-square): what the CPU and a GPU check.
+    Full,
+    /// Every extent halved, rounding up (7 → 4, 5 → 3, 3 → 2), still
+    /// non-square: about a quarter of the finite differences, for the
+    /// emulated device, where each is a few kernel launches on CPU threads.
+    Small,
+}
+
+impl CaseSize {
+    /// The extent `d` at this size.
+    pub fn n(self, d: usize) -> usize {
+        match self {
+            CaseSize::Full => d,
+            CaseSize::Small => d.div_ceil(2).max(2).min(d),
+        }
+    }
+
+    /// A number of classes at this size.
+    fn classes(self, c: u32) -> u32 {
+        self.n(c as usize) as u32
+    }
+
+    /// A shape at this size.
+    fn of(self, dims: &[usize]) -> Vec<usize> {
+        dims.iter().map(|&d| self.n(d)).collect()
+    }
+
+    /// The size `advgrad gradcheck` uses on `device` by default: small on
+    /// the emulated device, full elsewhere.
+    pub fn for_device(device: Device) -> CaseSize {
+        match device {
+            Device::Emu => CaseSize::Small,
+            _ => CaseSize::Full,
+        }
+    }
+}
+
 /// The names of all built-in cases, in order.
 pub const CASE_NAMES: [&str; 21] = [
     "matmul",
@@ -129,16 +169,22 @@ fn unary_case_with(
 
 /// The case named `name`, or `None` for an unknown name.
 pub fn case(name: &str) -> Result<Option<Case>> {
+    case_sized(name, CaseSize::Full)
+}
+
+/// The case named `name` with inputs of `size`, or `None` for an unknown
+/// name.
+pub fn case_sized(name: &str, size: CaseSize) -> Result<Option<Case>> {
     let c = match name {
         "matmul" => Case {
             // A: [7, 5] and B: [5, 3], used as A·B, A·(Bᵀ)ᵀ, (Aᵀ)ᵀ·B and (Aᵀ)ᵀ·(Bᵀ)ᵀ:
             // inputs 2 and 3 hold the transposes, read transposed.
             name: "matmul",
             inputs: vec![
-                uniform(&[7, 5], 1),
-                uniform(&[5, 3], 2),
-                uniform(&[5, 7], 3),
-                uniform(&[3, 5], 4),
+                uniform(&size.of(&[7, 5]), 1),
+                uniform(&size.of(&[5, 3]), 2),
+                uniform(&size.of(&[5, 7]), 3),
+                uniform(&size.of(&[3, 5]), 4),
             ],
             f: Box::new(|t, v| {
                 let mut total = None;
@@ -163,7 +209,11 @@ pub fn case(name: &str) -> Result<Option<Case>> {
         },
         "add" => Case {
             name: "add",
-            inputs: vec![uniform(&[5, 7], 4), uniform(&[5, 7], 5), uniform(&[7], 6)],
+            inputs: vec![
+                uniform(&size.of(&[5, 7]), 4),
+                uniform(&size.of(&[5, 7]), 5),
+                uniform(&size.of(&[7]), 6),
+            ],
             f: Box::new(|t, v| {
                 let same = t.add(v[0], v[1])?;
                 let bias = t.add(same, v[2])?;
@@ -172,7 +222,7 @@ pub fn case(name: &str) -> Result<Option<Case>> {
         },
         "sub" => Case {
             name: "sub",
-            inputs: vec![uniform(&[3, 9], 8), uniform(&[3, 9], 9)],
+            inputs: vec![uniform(&size.of(&[3, 9]), 8), uniform(&size.of(&[3, 9]), 9)],
             f: Box::new(|t, v| {
                 let y = t.sub(v[0], v[1])?;
                 weighted_sum(t, y, 10)
@@ -180,19 +230,37 @@ pub fn case(name: &str) -> Result<Option<Case>> {
         },
         "mul" => Case {
             name: "mul",
-            inputs: vec![uniform(&[9, 3], 11), uniform(&[9, 3], 12)],
+            inputs: vec![
+                uniform(&size.of(&[9, 3]), 11),
+                uniform(&size.of(&[9, 3]), 12),
+            ],
             f: Box::new(|t, v| {
                 let y = t.mul(v[0], v[1])?;
                 weighted_sum(t, y, 13)
             }),
         },
-        "scale" => unary_case("scale", |t, x| t.scale(x, -2.5), uniform(&[5, 3], 14)),
-        "relu" => unary_case("relu", Tape::relu, away_from_zero(&[7, 9], 15)?),
-        "sigmoid" => unary_case("sigmoid", Tape::sigmoid, uniform(&[7, 9], 16).scale(3.0)?),
-        "tanh" => unary_case("tanh", Tape::tanh, uniform(&[7, 9], 17).scale(2.0)?),
+        "scale" => unary_case(
+            "scale",
+            |t, x| t.scale(x, -2.5),
+            uniform(&size.of(&[5, 3]), 14),
+        ),
+        "relu" => unary_case("relu", Tape::relu, away_from_zero(&size.of(&[7, 9]), 15)?),
+        "sigmoid" => unary_case(
+            "sigmoid",
+            Tape::sigmoid,
+            uniform(&size.of(&[7, 9]), 16).scale(3.0)?,
+        ),
+        "tanh" => unary_case(
+            "tanh",
+            Tape::tanh,
+            uniform(&size.of(&[7, 9]), 17).scale(2.0)?,
+        ),
         "bias_act" => Case {
             name: "bias_act",
-            inputs: vec![uniform(&[7, 9], 18).scale(2.0)?, uniform(&[9], 19)],
+            inputs: vec![
+                uniform(&size.of(&[7, 9]), 18).scale(2.0)?,
+                uniform(&size.of(&[9]), 19),
+            ],
             f: Box::new(|t, v| {
                 let y = t.bias_act(v[0], v[1], Activation::Tanh)?;
                 weighted_sum(t, y, 22)
@@ -201,9 +269,9 @@ pub fn case(name: &str) -> Result<Option<Case>> {
         "linear_act" => Case {
             name: "linear_act",
             inputs: vec![
-                uniform(&[7, 9], 23),
-                uniform(&[5, 9], 24),
-                uniform(&[5], 25),
+                uniform(&size.of(&[7, 9]), 23),
+                uniform(&size.of(&[5, 9]), 24),
+                uniform(&size.of(&[5]), 25),
             ],
             f: Box::new(|t, v| {
                 let y = t.linear_act(v[0], v[1], v[2], Activation::Sigmoid)?;
@@ -211,10 +279,10 @@ pub fn case(name: &str) -> Result<Option<Case>> {
             }),
         },
         "softmax_cross_entropy" => {
-            let y = labels(9, 7, 18)?;
+            let y = labels(size.n(9), size.classes(7), 18)?;
             Case {
                 name: "softmax_cross_entropy",
-                inputs: vec![uniform(&[9, 7], 19).scale(3.0)?],
+                inputs: vec![uniform(&size.of(&[9, 7]), 19).scale(3.0)?],
                 f: Box::new(move |t, v| {
                     let y = y.to_device(t.value(v[0])?.device())?;
                     t.softmax_cross_entropy(v[0], &y)
@@ -223,54 +291,74 @@ pub fn case(name: &str) -> Result<Option<Case>> {
         }
         "sum" => Case {
             name: "sum",
-            inputs: vec![uniform(&[5, 11], 20)],
+            inputs: vec![uniform(&size.of(&[5, 11]), 20)],
             f: Box::new(|t, v| t.sum(v[0])),
         },
         "mean" => Case {
             name: "mean",
-            inputs: vec![uniform(&[11, 5], 21)],
+            inputs: vec![uniform(&size.of(&[11, 5]), 21)],
             f: Box::new(|t, v| t.mean(v[0])),
         },
         "log_softmax" => unary_case(
             "log_softmax",
             Tape::log_softmax,
-            uniform(&[6, 7], 60).scale(3.0)?,
+            uniform(&size.of(&[6, 7]), 60).scale(3.0)?,
         ),
-        "exp" => unary_case("exp", Tape::exp, uniform(&[5, 4], 61).scale(2.0)?),
-        "ln" => unary_case("ln", Tape::ln, uniform(&[5, 4], 62).affine(0.9, 1.1)?),
+        "exp" => unary_case("exp", Tape::exp, uniform(&size.of(&[5, 4]), 61).scale(2.0)?),
+        "ln" => unary_case(
+            "ln",
+            Tape::ln,
+            uniform(&size.of(&[5, 4]), 62).affine(0.9, 1.1)?,
+        ),
         "pick" => {
-            let k = labels(7, 5, 63)?;
-            unary_case_with("pick", move |t, z| t.pick(z, &k), uniform(&[7, 5], 64))
+            let k = labels(size.n(7), size.classes(5), 63)?;
+            unary_case_with(
+                "pick",
+                move |t, z| {
+                    let k = k.to_device(t.value(z)?.device())?;
+                    t.pick(z, &k)
+                },
+                uniform(&size.of(&[7, 5]), 64),
+            )
         }
         "kl_div" => Case {
             name: "kl_div",
             inputs: vec![
-                uniform(&[6, 5], 65).scale(2.0)?,
-                uniform(&[6, 5], 66).scale(2.0)?,
+                uniform(&size.of(&[6, 5]), 65).scale(2.0)?,
+                uniform(&size.of(&[6, 5]), 66).scale(2.0)?,
             ],
             f: Box::new(|t, v| {
                 let kl = t.kl_div(v[0], v[1])?;
                 weighted_sum(t, kl, 67)
             }),
         },
+        // DLR keeps its 6 classes at every size (the targeted loss needs
+        // at least 4).
         "dlr" => {
-            let y = labels(8, 6, 68)?;
+            let y = labels(size.n(8), 6, 68)?;
             unary_case_with(
                 "dlr",
-                move |t, z| t.dlr(z, &y),
-                uniform(&[8, 6], 69).scale(3.0)?,
+                move |t, z| {
+                    let y = y.to_device(t.value(z)?.device())?;
+                    t.dlr(z, &y)
+                },
+                uniform(&[size.n(8), 6], 69).scale(3.0)?,
             )
         }
         "dlr_targeted" => {
-            let y = labels(8, 6, 70)?;
-            let targets = labels(8, 6, 71)?;
+            let y = labels(size.n(8), 6, 70)?;
+            let targets = labels(size.n(8), 6, 71)?;
             unary_case_with(
                 "dlr_targeted",
-                move |t, z| t.dlr_targeted(z, &y, &targets),
-                uniform(&[8, 6], 72).scale(3.0)?,
+                move |t, z| {
+                    let device = t.value(z)?.device();
+                    let (y, targets) = (y.to_device(device)?, targets.to_device(device)?);
+                    t.dlr_targeted(z, &y, &targets)
+                },
+                uniform(&[size.n(8), 6], 72).scale(3.0)?,
             )
         }
-        "mlp" => mlp_case()?,
+        "mlp" => mlp_case(size)?,
         _ => return Ok(None),
     };
     Ok(Some(c))
@@ -278,16 +366,16 @@ pub fn case(name: &str) -> Result<Option<Case>> {
 
 /// x → relu(xW₁+b₁) → sigmoid(·W₂+b₂) → tanh(·W₃+b₃) → ·W₄+b₄ → softmax
 /// cross-entropy; checked with respect to the input and every parameter.
-fn mlp_case() -> Result<Case> {
-    let sizes = [11, 7, 6, 5, 4];
-    let mut inputs = vec![uniform(&[5, sizes[0]], 30)];
+fn mlp_case(size: CaseSize) -> Result<Case> {
+    let sizes = [11, 7, 6, 5, 4].map(|d| size.n(d));
+    let mut inputs = vec![uniform(&[size.n(5), sizes[0]], 30)];
     for (l, w) in sizes.windows(2).enumerate() {
         let bound = 1.0 / (w[0] as f64).sqrt();
         let seed = 31 + 2 * l as u64;
         inputs.push(uniform(&[w[0], w[1]], seed).scale(bound * 2.0)?);
         inputs.push(uniform(&[w[1]], seed + 1).scale(bound)?);
     }
-    let y = labels(5, 4, 40)?;
+    let y = labels(size.n(5), sizes[4] as u32, 40)?;
     Ok(Case {
         name: "mlp",
         inputs,

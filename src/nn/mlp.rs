@@ -218,11 +218,37 @@ impl Mlp {
         x: Tensor,
         labels: &Tensor,
     ) -> Result<StepGradients> {
+        self.gradients(tape, x, labels, true)
+    }
+
+    /// [`Mlp::parameter_gradients`] without the check that the loss is
+    /// finite ([`Tape::backward_unchecked`]), which would read it back from
+    /// a device: for loops that check the sum of their losses later.
+    pub fn parameter_gradients_unchecked(
+        &self,
+        tape: &mut Tape,
+        x: Tensor,
+        labels: &Tensor,
+    ) -> Result<StepGradients> {
+        self.gradients(tape, x, labels, false)
+    }
+
+    fn gradients(
+        &self,
+        tape: &mut Tape,
+        x: Tensor,
+        labels: &Tensor,
+        check_loss: bool,
+    ) -> Result<StepGradients> {
         tape.clear();
         let xv = tape.constant(x);
         let fwd = self.forward(tape, xv, true)?;
         let loss = tape.softmax_cross_entropy(fwd.logits, labels)?;
-        tape.backward(loss)?;
+        if check_loss {
+            tape.backward(loss)?;
+        } else {
+            tape.backward_unchecked(loss)?;
+        }
         let grads = fwd
             .params
             .iter()

@@ -64,7 +64,8 @@ impl Tensor {
         }
     }
 
-    /// A copy of the rows `range` of a tensor `[n, …]` (along the first axis).
+    /// A copy of the rows `range` of a tensor `[n, …]` (along the first
+    /// axis), on its device (copied there, nothing read back).
     pub fn rows(&self, range: Range<usize>) -> Result<Tensor> {
         let n = self.dims().first().copied().unwrap_or(0);
         if self.rank() == 0 || range.start > range.end || range.end > n {
@@ -76,13 +77,8 @@ impl Tensor {
         let row = self.numel() / n.max(1);
         let mut dims = self.dims().to_vec();
         dims[0] = range.len();
-        let (lo, hi) = (range.start * row, range.end * row);
-        let piece = match &*self.storage().on_host()? {
-            CpuStorage::F32(v) => Tensor::from_slice(&v[lo..hi], dims),
-            CpuStorage::F64(v) => Tensor::from_slice(&v[lo..hi], dims),
-            CpuStorage::U32(v) => Tensor::from_slice(&v[lo..hi], dims),
-        }?;
-        piece.to_device(self.device())
+        let piece = self.storage().range(range.start * row, range.end * row)?;
+        Ok(Tensor::from_storage(piece, dims.into()))
     }
 
     /// The tensors stacked along the first axis: `[n₁, …] ⊕ [n₂, …] → [n₁ + n₂, …]`;

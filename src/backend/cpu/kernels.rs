@@ -341,17 +341,31 @@ pub fn argmax_rows<T: Float>(x: &[T], cols: usize) -> Vec<u32> {
         return Vec::new();
     }
     let mut out = pool::take(x.len() / cols);
-    out.par_extend(x.par_chunks(cols).map(|row| {
-        let mut best = 0;
-        for (j, &v) in row.iter().enumerate().skip(1) {
-            let b = row[best];
-            if v > b || (v.to_f64().is_nan() && !b.to_f64().is_nan()) {
-                best = j;
-            }
-        }
-        best as u32
-    }));
+    out.par_extend(x.par_chunks(cols).map(argmax_row));
     out
+}
+
+/// Index of the largest value of a row (first on ties; a NaN wins).
+fn argmax_row<T: Float>(row: &[T]) -> u32 {
+    let mut best = 0;
+    for (j, &v) in row.iter().enumerate().skip(1) {
+        let b = row[best];
+        if v > b || (v.to_f64().is_nan() && !b.to_f64().is_nan()) {
+            best = j;
+        }
+    }
+    best as u32
+}
+
+/// Rows of `x` (`cols` values each) whose [`argmax_rows`] equals the label.
+pub fn count_argmax_hits<T: Float>(x: &[T], cols: usize, labels: &[u32]) -> usize {
+    if cols == 0 {
+        return 0;
+    }
+    x.chunks(cols)
+        .zip(labels)
+        .filter(|(row, &y)| argmax_row(row) == y)
+        .count()
 }
 
 /// Applies `f` to matching fixed chunks of a mutable and some read-only

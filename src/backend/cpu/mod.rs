@@ -390,6 +390,32 @@ impl BackendStorage for CpuStorage {
         Ok(())
     }
 
+    fn tally_step(&mut self, loss: &Self, logits: &Self, labels: &Self, cols: usize) -> Result<()> {
+        let op = "tally_step";
+        let (CpuStorage::F64(tally), CpuStorage::U32(y)) = (&mut *self, labels) else {
+            return Err(Error::invalid(format!(
+                "{op}: the tally must be f64 and the labels u32, got {} and {}",
+                self.dtype(),
+                labels.dtype()
+            )));
+        };
+        if tally.len() != 2 || loss.len() != 1 || logits.len() != y.len() * cols {
+            return Err(Error::invalid(format!(
+                "{op}: a tally of {} values, a loss of {}, {} logits for {} labels of {cols} classes",
+                tally.len(),
+                loss.len(),
+                logits.len(),
+                y.len()
+            )));
+        }
+        let hits = with_float!(op, logits, |z: T| Ok(kernels::count_argmax_hits(
+            z, cols, y
+        )))?;
+        tally[0] += loss.get_f64(0) * y.len() as f64;
+        tally[1] += hits as f64;
+        Ok(())
+    }
+
     // The kernels of robustness evaluation and training, in `robust.rs`.
     fn log_softmax(&self, classes: usize) -> Result<Self> {
         robust::log_softmax(self, classes)

@@ -14,6 +14,7 @@ use kernels::LaunchPlan;
 use simt::{DeviceBuffer as SimtBuffer, Element};
 
 use super::launch::{Arg, DeviceBuffer, Launcher};
+use super::memory::DeviceMemory;
 use crate::backend::cpu::CpuStorage;
 use crate::device::Device;
 use crate::dtype::DType;
@@ -22,14 +23,18 @@ use crate::error::{Error, Result};
 /// The emulated device (there is one).
 #[derive(Debug)]
 pub struct Emulator {
-    _private: (),
+    memory: DeviceMemory<SimtBuffer>,
 }
 
 /// The emulated device.
 pub fn emulator() -> Arc<Emulator> {
     static EMU: OnceLock<Arc<Emulator>> = OnceLock::new();
-    EMU.get_or_init(|| Arc::new(Emulator { _private: () }))
-        .clone()
+    EMU.get_or_init(|| {
+        Arc::new(Emulator {
+            memory: DeviceMemory::default(),
+        })
+    })
+    .clone()
 }
 
 impl DeviceBuffer for SimtBuffer {
@@ -60,6 +65,10 @@ impl Launcher for Emulator {
         Device::Emu
     }
 
+    fn memory(&self) -> &DeviceMemory<SimtBuffer> {
+        &self.memory
+    }
+
     fn alloc(&self, dtype: DType, len: usize) -> Result<SimtBuffer> {
         Ok(SimtBuffer::poisoned(dtype, len.max(1)))
     }
@@ -82,6 +91,37 @@ impl Launcher for Emulator {
 
     fn duplicate(&self, buf: &SimtBuffer) -> Result<SimtBuffer> {
         Ok(buf.clone())
+    }
+
+    /// The emulated device's memory is the host's: the range is read and
+    /// written as a fresh buffer (not a blocking read of a real device).
+    fn copy_into(
+        &self,
+        src: &SimtBuffer,
+        offset: usize,
+        dst: &mut SimtBuffer,
+        len: usize,
+    ) -> Result<()> {
+        fn range<T: Element>(src: &SimtBuffer, offset: usize, len: usize) -> Result<SimtBuffer> {
+            let v: Vec<T> = read(src, offset + len)?;
+            Ok(SimtBuffer::from_slice(&v[offset..]))
+        }
+        if src.dtype() != dst.dtype() || dst.len() < len.max(1) {
+            return Err(Error::Cuda(format!(
+                "emu: copying {len} {} elements into a buffer of {} {}",
+                src.dtype(),
+                dst.len(),
+                dst.dtype()
+            )));
+        }
+        if len > 0 {
+            *dst = match src.dtype() {
+                DType::F32 => range::<f32>(src, offset, len)?,
+                DType::F64 => range::<f64>(src, offset, len)?,
+                DType::U32 => range::<u32>(src, offset, len)?,
+            };
+        }
+        Ok(())
     }
 
     fn run(&self, plan: &LaunchPlan, args: &mut [Arg<'_, SimtBuffer>]) -> Result<()> {

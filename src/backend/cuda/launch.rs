@@ -11,6 +11,7 @@ use std::fmt;
 
 use kernels::{Access, LaunchPlan, PlanError};
 
+use super::memory::DeviceMemory;
 use crate::backend::cpu::CpuStorage;
 use crate::device::Device;
 use crate::dtype::DType;
@@ -53,6 +54,11 @@ pub trait Launcher: Send + Sync + Sized + 'static {
     /// The device this launcher runs on.
     fn device(&self) -> Device;
 
+    /// The device's pool of freed buffers and its counters, which
+    /// [`CudaStorage`](super::CudaStorage) keeps: the launcher's own
+    /// methods neither count nor pool.
+    fn memory(&self) -> &DeviceMemory<Self::Buffer>;
+
     /// An allocation of `len` (at least 1) elements of `dtype` whose
     /// contents are unspecified: only for buffers a kernel overwrites before
     /// anything reads them (plan outputs with `Access::Write`, reduction
@@ -68,6 +74,16 @@ pub trait Launcher: Send + Sync + Sized + 'static {
 
     /// A device copy of `buf`, ordered after every earlier launch.
     fn duplicate(&self, buf: &Self::Buffer) -> Result<Self::Buffer>;
+
+    /// Copies elements `offset..offset + len` of `src` to the first `len`
+    /// of `dst` (same element type), on the device, in launch order.
+    fn copy_into(
+        &self,
+        src: &Self::Buffer,
+        offset: usize,
+        dst: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()>;
 
     /// Streaming multiprocessors of the device, which the matmul's tiling
     /// sizes its grid by. The default, for a device that cannot say (the

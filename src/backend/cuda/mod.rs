@@ -43,6 +43,8 @@ mod emulator;
 #[cfg(any(feature = "cuda", feature = "emu"))]
 mod launch;
 #[cfg(any(feature = "cuda", feature = "emu"))]
+mod memory;
+#[cfg(any(feature = "cuda", feature = "emu"))]
 mod ops;
 #[cfg(any(feature = "cuda", feature = "emu"))]
 mod storage;
@@ -64,7 +66,26 @@ pub use emulator::{emulator, Emulator};
 #[cfg(any(feature = "cuda", feature = "emu"))]
 pub use launch::{launch, Arg, DeviceBuffer, Launcher};
 #[cfg(any(feature = "cuda", feature = "emu"))]
+pub use memory::{DeviceMemory, DeviceStats, POOL_BYTES};
+#[cfg(any(feature = "cuda", feature = "emu"))]
 pub use storage::CudaStorage;
+
+/// The memory counters of `device` ([`DeviceStats`]): allocations,
+/// reuses, uploads and blocking reads since the device was first used;
+/// `None` for the CPU, a device this build lacks, or a GPU not yet used.
+#[cfg(any(feature = "cuda", feature = "emu"))]
+pub fn device_stats(device: crate::device::Device) -> Option<DeviceStats> {
+    use crate::device::Device;
+    match device {
+        Device::Cpu => None,
+        #[cfg(feature = "emu")]
+        Device::Emu => Some(emulator().memory().stats()),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(n) => driver::used(n).map(|g| g.memory().stats()),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
 
 /// A buffer on a GPU, launched through the driver.
 #[cfg(feature = "cuda")]

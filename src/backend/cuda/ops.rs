@@ -11,7 +11,7 @@
 use kernels::grid_stride::Extent;
 use kernels::matmul::{Epilogue, Tile, Tuning};
 use kernels::optim::AdamStep;
-use kernels::{activation, elementwise, matmul, optim, reduce, softmax_xent, LaunchPlan};
+use kernels::{activation, elementwise, matmul, optim, reduce, softmax_xent, tally, LaunchPlan};
 
 use super::launch::{launch, plan_err, Arg, Launcher};
 use super::storage::CudaStorage;
@@ -421,7 +421,7 @@ impl<L: Launcher> BackendStorage for CudaStorage<L> {
         )?;
         labels.check_labels(op, classes)?;
         let extent = Extent::matrix(rows, classes);
-        let inputs = [&*self.buf, &*labels.buf, &*grad.buf];
+        let inputs = [&**self.buf, &**labels.buf, &**grad.buf];
         self.map(&softmax_xent::BACKWARD, extent, &[], &inputs, t)
     }
 
@@ -436,7 +436,7 @@ impl<L: Launcher> BackendStorage for CudaStorage<L> {
         let t = floats(op, self, &[center])?;
         check_len(op, "the center", center.len, self.len)?;
         let extent = Extent::flat(self.len);
-        let inputs = [&*self.buf, &*center.buf];
+        let inputs = [&**self.buf, &**center.buf];
         self.map(
             &elementwise::PROJECT_LINF,
             extent,
@@ -461,7 +461,7 @@ impl<L: Launcher> BackendStorage for CudaStorage<L> {
         check_len(op, "the gradient", grad.len, self.len)?;
         check_len(op, "the center", center.len, self.len)?;
         let extent = Extent::flat(self.len);
-        let inputs = [&*self.buf, &*grad.buf, &*center.buf];
+        let inputs = [&**self.buf, &**grad.buf, &**center.buf];
         self.map(
             &elementwise::SIGN_STEP,
             extent,
@@ -499,6 +499,38 @@ impl<L: Launcher> BackendStorage for CudaStorage<L> {
         let launcher = self.launcher.clone();
         let y = self.buf_mut()?;
         launch(&*launcher, &p, &mut [Arg::In(&*x.buf), Arg::Out(y)])
+    }
+
+    fn tally_step(&mut self, loss: &Self, logits: &Self, labels: &Self, cols: usize) -> Result<()> {
+        let op = "tally_step";
+        let t = floats(op, logits, &[loss])?;
+        let labels = labels_buf(op, labels)?;
+        same_device(op, self, logits)?;
+        same_device(op, self, labels)?;
+        if self.dtype_of() != DType::F64 || self.len != tally::LEN {
+            return Err(Error::invalid(format!(
+                "{op}: the tally must be {} f64 values, got {} {}",
+                tally::LEN,
+                self.len,
+                self.dtype_of()
+            )));
+        }
+        check_len(op, "loss", loss.len, 1)?;
+        let rows = labels.len;
+        check_len(op, "logits", logits.len, rows * cols)?;
+        let p = tally::tally_step(t, rows, cols).map_err(plan_err)?;
+        let launcher = self.launcher.clone();
+        let sums = self.buf_mut()?;
+        launch(
+            &*launcher,
+            &p,
+            &mut [
+                Arg::In(&*loss.buf),
+                Arg::In(&*logits.buf),
+                Arg::In(&*labels.buf),
+                Arg::Out(sums),
+            ],
+        )
     }
 
     fn update(

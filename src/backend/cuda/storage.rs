@@ -2,6 +2,7 @@
 //! device of one launcher.
 
 use std::fmt;
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use super::launch::{DeviceBuffer, Launcher};
@@ -28,13 +29,58 @@ use crate::error::{Error, Result};
 /// out-of-range label is the same [`Error::LabelOutOfRange`] as on the CPU
 /// (the labels are read back only on that error path, to name the row),
 /// and valid labels cost no host round trip.
+///
+/// Every transfer and allocation is counted in the launcher's
+/// [`DeviceMemory`](super::DeviceMemory), and a buffer no storage uses any
+/// more goes back to it for the next output of its size.
 pub struct CudaStorage<L: Launcher> {
-    pub(crate) buf: Arc<L::Buffer>,
+    pub(crate) buf: Arc<Pooled<L>>,
     pub(crate) len: usize,
     pub(crate) launcher: Arc<L>,
     /// For u32 buffers: every element is at most this (`None` when empty
     /// or unknown).
     pub(crate) label_bound: Option<u32>,
+}
+
+/// A device allocation that returns to its launcher's pool when dropped.
+pub(crate) struct Pooled<L: Launcher> {
+    // `None` only inside `drop`.
+    buf: Option<L::Buffer>,
+    launcher: Arc<L>,
+}
+
+impl<L: Launcher> Pooled<L> {
+    fn new(buf: L::Buffer, launcher: &Arc<L>) -> Arc<Pooled<L>> {
+        Arc::new(Pooled {
+            buf: Some(buf),
+            launcher: launcher.clone(),
+        })
+    }
+}
+
+impl<L: Launcher> Deref for Pooled<L> {
+    type Target = L::Buffer;
+    fn deref(&self) -> &L::Buffer {
+        self.buf
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a pooled buffer is taken only when dropped"))
+    }
+}
+
+impl<L: Launcher> DerefMut for Pooled<L> {
+    fn deref_mut(&mut self) -> &mut L::Buffer {
+        self.buf
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("a pooled buffer is taken only when dropped"))
+    }
+}
+
+impl<L: Launcher> Drop for Pooled<L> {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            self.launcher.memory().give(buf);
+        }
+    }
 }
 
 impl<L: Launcher> Clone for CudaStorage<L> {
@@ -74,29 +120,60 @@ impl<L: Launcher> CudaStorage<L> {
             CpuStorage::U32(v) => v.iter().copied().max(),
             _ => None,
         };
+        launcher.memory().note_upload();
         Ok(CudaStorage {
-            buf: Arc::new(launcher.upload(host)?),
+            buf: Pooled::new(launcher.upload(host)?, &launcher),
             len: host.len(),
             launcher,
             label_bound,
         })
     }
 
-    /// A copy of the buffer in host memory (waits for the device).
+    /// A copy of the buffer in host memory (waits for the device: a
+    /// blocking read, counted).
     pub fn to_host(&self) -> Result<CpuStorage> {
+        self.launcher.memory().note_read();
         self.launcher.download(&self.buf, self.len)
     }
 
-    /// A new allocation of `len` elements on the same device, to be fully
-    /// written by a kernel.
+    /// The counters of this buffer's device.
+    pub fn device_stats(&self) -> super::DeviceStats {
+        self.launcher.memory().stats()
+    }
+
+    /// An allocation of `len` elements on the same device, to be fully
+    /// written by a kernel: a freed one of that size if the pool has one.
     pub(crate) fn output(&self, dtype: DType, len: usize) -> Result<L::Buffer> {
-        self.launcher.alloc(dtype, len)
+        let memory = self.launcher.memory();
+        match memory.take(dtype, len) {
+            Some(buf) => Ok(buf),
+            None => {
+                memory.note_allocation();
+                self.launcher.alloc(dtype, len)
+            }
+        }
+    }
+
+    /// Elements `lo..hi` as a new buffer on the same device: a copy on the
+    /// device, no host round trip. Labels keep their upper bound.
+    pub fn range(&self, lo: usize, hi: usize) -> Result<CudaStorage<L>> {
+        if lo > hi || hi > self.len {
+            return Err(Error::invalid(format!(
+                "elements {lo}..{hi} of a buffer of {}",
+                self.len
+            )));
+        }
+        let mut out = self.output(self.dtype_of(), hi - lo)?;
+        self.launcher.copy_into(&self.buf, lo, &mut out, hi - lo)?;
+        let mut piece = self.wrap(out, hi - lo);
+        piece.label_bound = self.label_bound;
+        Ok(piece)
     }
 
     /// Wraps an allocation a kernel has written.
     pub(crate) fn wrap(&self, buf: L::Buffer, len: usize) -> CudaStorage<L> {
         CudaStorage {
-            buf: Arc::new(buf),
+            buf: Pooled::new(buf, &self.launcher),
             len,
             launcher: self.launcher.clone(),
             label_bound: None,
@@ -107,9 +184,12 @@ impl<L: Launcher> CudaStorage<L> {
     /// shares it.
     pub(crate) fn buf_mut(&mut self) -> Result<&mut L::Buffer> {
         if Arc::get_mut(&mut self.buf).is_none() {
-            self.buf = Arc::new(self.launcher.duplicate(&self.buf)?);
+            self.launcher.memory().note_allocation();
+            let copy = self.launcher.duplicate(&self.buf)?;
+            self.buf = Pooled::new(copy, &self.launcher);
         }
         Arc::get_mut(&mut self.buf)
+            .map(|b| &mut **b)
             .ok_or_else(|| Error::Cuda("a device buffer is shared after copy-on-write".into()))
     }
 }

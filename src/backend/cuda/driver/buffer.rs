@@ -7,9 +7,10 @@ use kernels::{LaunchPlan, Param, Scalar};
 use super::{driver_err, Gpu};
 use crate::backend::cpu::CpuStorage;
 use crate::backend::cuda::launch::{Arg, DeviceBuffer, Launcher};
+use crate::backend::cuda::memory::DeviceMemory;
 use crate::device::Device;
 use crate::dtype::DType;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A device allocation on a GPU, by element type. Allocations hold at least
 /// one element (the driver rejects empty ones); the logical length lives in
@@ -78,6 +79,10 @@ impl Launcher for Gpu {
         Device::Cuda(self.ordinal)
     }
 
+    fn memory(&self) -> &DeviceMemory<GpuBuffer> {
+        &self.memory
+    }
+
     fn alloc(&self, dtype: DType, len: usize) -> Result<GpuBuffer> {
         let s = self.stream();
         let n = len.max(1);
@@ -117,6 +122,39 @@ impl Launcher for Gpu {
             GpuBuffer::F64(s) => GpuBuffer::F64(s.try_clone().map_err(driver_err(what))?),
             GpuBuffer::U32(s) => GpuBuffer::U32(s.try_clone().map_err(driver_err(what))?),
         })
+    }
+
+    fn copy_into(
+        &self,
+        src: &GpuBuffer,
+        offset: usize,
+        dst: &mut GpuBuffer,
+        len: usize,
+    ) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let s = self.stream();
+        let range = offset..offset + len;
+        match (src, dst) {
+            (GpuBuffer::F32(a), GpuBuffer::F32(b)) => {
+                s.memcpy_dtod(&a.slice(range), &mut b.slice_mut(..len))
+            }
+            (GpuBuffer::F64(a), GpuBuffer::F64(b)) => {
+                s.memcpy_dtod(&a.slice(range), &mut b.slice_mut(..len))
+            }
+            (GpuBuffer::U32(a), GpuBuffer::U32(b)) => {
+                s.memcpy_dtod(&a.slice(range), &mut b.slice_mut(..len))
+            }
+            (a, b) => {
+                return Err(Error::Cuda(format!(
+                    "copying {} elements into a buffer of {}",
+                    a.dtype(),
+                    b.dtype()
+                )))
+            }
+        }
+        .map_err(driver_err("copying within the GPU"))
     }
 
     /// The device's `CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT` (the

@@ -30,6 +30,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DriverEr
 use serde::Serialize;
 
 use super::availability::Unavailable;
+use super::memory::DeviceMemory;
 use crate::error::{Error, Result};
 use image::Arch;
 
@@ -45,6 +46,7 @@ pub struct Gpu {
     stream: Arc<CudaStream>,
     functions: HashMap<String, CudaFunction>,
     info: GpuInfo,
+    memory: DeviceMemory<GpuBuffer>,
     // Keeps the modules (and so the functions) loaded.
     _modules: Vec<Arc<CudaModule>>,
 }
@@ -225,6 +227,7 @@ impl Gpu {
             stream,
             functions: loaded.functions,
             info,
+            memory: DeviceMemory::default(),
             _modules: loaded.modules,
         })
     }
@@ -247,6 +250,12 @@ fn get(ordinal: usize) -> std::result::Result<Arc<Gpu>, Unavailable> {
     let g = Arc::new(Gpu::create(ordinal)?);
     map.insert(ordinal, g.clone());
     Ok(g)
+}
+
+/// The GPU with `ordinal` if it has been created (never creates one).
+pub(crate) fn used(ordinal: usize) -> Option<Arc<Gpu>> {
+    let map = registry().lock().unwrap_or_else(|p| p.into_inner());
+    map.get(&ordinal).cloned()
 }
 
 /// The GPU with `ordinal`, created on first use.
