@@ -81,6 +81,8 @@ impl Tensor {
             CpuStorage::F32(v) => Tensor::from_slice(&v[lo..hi], dims),
             CpuStorage::F64(v) => Tensor::from_slice(&v[lo..hi], dims),
             CpuStorage::U32(v) => Tensor::from_slice(&v[lo..hi], dims),
+            CpuStorage::F16(v) => Tensor::from_slice(&v[lo..hi], dims),
+            CpuStorage::BF16(v) => Tensor::from_slice(&v[lo..hi], dims),
         }?;
         piece.to_device(self.device())
     }
@@ -115,6 +117,8 @@ impl Tensor {
             DType::F32 => join::<f32>(parts, total, dims),
             DType::F64 => join::<f64>(parts, total, dims),
             DType::U32 => join::<u32>(parts, total, dims),
+            DType::F16 => join::<half::f16>(parts, total, dims),
+            DType::BF16 => join::<half::bf16>(parts, total, dims),
         }?;
         host.to_device(first.device())
     }
