@@ -46,7 +46,7 @@ pub mod train;
 pub use device::Device;
 pub use dtype::{DType, Float};
 pub use error::{Error, Result};
-pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport, InputReport};
+pub use gradcheck::{gradcheck, gradcheck_in, GradcheckOptions, GradcheckReport, InputReport};
 pub use precision::{autocast, Precision};
 pub use shape::Shape;
 pub use tape::{Tape, Var};
