@@ -40,7 +40,11 @@ impl Case {
     /// Runs the check of the function evaluated in f32 with its products
     /// in `precision`, against the f64 reference (see
     /// [`super::gradcheck_in`]).
-    pub fn run_in(&self, options: &GradcheckOptions, precision: Precision) -> Result<GradcheckReport> {
+    pub fn run_in(
+        &self,
+        options: &GradcheckOptions,
+        precision: Precision,
+    ) -> Result<GradcheckReport> {
         super::gradcheck_in(&self.f, &self.inputs, options, precision)
     }
 
