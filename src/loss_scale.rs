@@ -15,7 +15,7 @@
 //! only under f16.
 
 use crate::error::{Error, Result};
-use crate::nn::{Mlp, Params};
+use crate::nn::{gradients_of, Mlp, Params};
 use crate::optim::Optimizer;
 use crate::tape::Tape;
 use crate::tensor::Tensor;
@@ -149,15 +149,7 @@ pub fn scaled_gradient_step(
     let grads = if stats.loss.is_finite() && (stats.loss * scale).is_finite() {
         let scaled = tape.scale(loss, scale)?;
         tape.backward(scaled)?;
-        let grads = fwd
-            .params
-            .iter()
-            .map(|&p| {
-                tape.grad(p)
-                    .cloned()
-                    .ok_or_else(|| Error::Tape("a parameter received no gradient".into()))
-            })
-            .collect::<Result<Params<_>>>()?;
+        let grads = gradients_of(tape, &fwd.params)?;
         all_finite(&grads)?.then_some(grads)
     } else {
         None

@@ -222,15 +222,7 @@ impl Mlp {
         let fwd = self.forward(tape, xv, true)?;
         let loss = tape.softmax_cross_entropy(fwd.logits, labels)?;
         tape.backward(loss)?;
-        let grads = fwd
-            .params
-            .iter()
-            .map(|&p| {
-                tape.grad(p)
-                    .cloned()
-                    .ok_or_else(|| Error::Tape("a parameter received no gradient".into()))
-            })
-            .collect::<Result<Params<_>>>()?;
+        let grads = gradients_of(tape, &fwd.params)?;
         let step = StepGradients {
             loss: tape.value(loss)?.clone(),
             logits: tape.value(fwd.logits)?.clone(),
@@ -255,4 +247,20 @@ impl Mlp {
             .ok_or_else(|| Error::Tape("the input received no gradient".into()))?;
         Ok((value, g))
     }
+}
+
+/// The gradients the last backward pass of `tape` left on `params`, in
+/// order.
+///
+/// # Errors
+/// [`Error::Tape`] if a parameter received none.
+pub(crate) fn gradients_of(tape: &Tape, params: &[Var]) -> Result<Params<Tensor>> {
+    params
+        .iter()
+        .map(|&p| {
+            tape.grad(p)
+                .cloned()
+                .ok_or_else(|| Error::Tape("a parameter received no gradient".into()))
+        })
+        .collect()
 }
