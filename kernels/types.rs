@@ -15,12 +15,17 @@ pub enum DType {
     F64,
     /// Unsigned 32-bit integer (`unsigned`): class labels and argmax results.
     U32,
+    /// 16-bit IEEE half (`__half`): 5 exponent bits, 10 fraction bits.
+    F16,
+    /// bfloat16 (`__nv_bfloat16`): f32's 8 exponent bits, 7 fraction bits.
+    BF16,
 }
 
 impl DType {
     /// Size of one element in bytes.
     pub const fn size(self) -> usize {
         match self {
+            DType::F16 | DType::BF16 => 2,
             DType::F32 | DType::U32 => 4,
             DType::F64 => 8,
         }
@@ -28,16 +33,23 @@ impl DType {
 
     /// Whether the type is a floating-point type (and so differentiable).
     pub const fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F64)
+        matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
     }
 
-    /// The name: `f32`, `f64` or `u32`; also the suffix of the `extern "C"`
+    /// Whether the type is one of the 16-bit floats (f16, bf16).
+    pub const fn is_half(self) -> bool {
+        matches!(self, DType::F16 | DType::BF16)
+    }
+
+    /// The name: `f32`, `f64`, `u32`, `f16` or `bf16`; also the suffix of the `extern "C"`
     /// entry points instantiated for the type (`matmul_f32`).
     pub const fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
             DType::F64 => "f64",
             DType::U32 => "u32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
         }
     }
 }

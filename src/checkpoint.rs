@@ -11,7 +11,9 @@
 //! | `train.order` | the current epoch's order of examples (U64), mid-epoch only |
 //!
 //! and, as metadata, the position (epoch, batch, step), the epoch's running
-//! sums, the finished epochs' statistics and the run's settings. Resuming
+//! sums, the finished epochs' statistics, the run's settings and, for f16
+//! training, the loss scaler's state (`loss_scale`,
+//! `loss_scale_growth_tracker`). Resuming
 //! checks the settings against the new run's and names any that differ.
 
 use std::collections::HashMap;
@@ -23,6 +25,7 @@ use serde_json::Value;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::loss_scale::LossScaler;
 use crate::nn::{le_bytes, load_model_bytes, write_safetensors, Mlp, RawTensor};
 use crate::optim::Optimizer;
 use crate::rng::Rng;
@@ -90,6 +93,8 @@ pub struct Snapshot<'a> {
     pub progress: &'a Progress,
     /// The run's settings (see [`Checkpoint::check_settings`]).
     pub settings: &'a Value,
+    /// The loss scaler of an f16 run.
+    pub loss_scaler: Option<&'a LossScaler>,
 }
 
 /// A checkpoint read back by [`load`].
@@ -110,6 +115,8 @@ pub struct Checkpoint {
     pub progress: Progress,
     /// The settings of the run that wrote it.
     pub settings: Value,
+    /// The loss scaler of an f16 run, as it stood.
+    pub loss_scaler: Option<LossScaler>,
 }
 
 /// Writes a checkpoint of `snap` to `path`, atomically: an existing
@@ -165,7 +172,16 @@ fn check_saved_dtype(name: &str, t: &Tensor) -> Result<()> {
 /// and the settings, as JSON.
 fn metadata(snap: &Snapshot<'_>) -> HashMap<String, String> {
     let p = snap.progress;
-    HashMap::from([
+    let scaler = snap.loss_scaler.map(|s| {
+        [
+            ("loss_scale".to_string(), s.scale().to_string()),
+            (
+                "loss_scale_growth_tracker".to_string(),
+                s.growth_tracker().to_string(),
+            ),
+        ]
+    });
+    let mut meta = HashMap::from([
         (MARKER.to_string(), VERSION.to_string()),
         ("format".to_string(), "pt".to_string()),
         ("arch".to_string(), snap.model.arch()),
@@ -190,7 +206,9 @@ fn metadata(snap: &Snapshot<'_>) -> HashMap<String, String> {
             serde_json::to_string(&p.epochs).expect("epoch statistics serialise"),
         ),
         ("settings".to_string(), snap.settings.to_string()),
-    ])
+    ]);
+    meta.extend(scaler.into_iter().flatten());
+    meta
 }
 
 /// Reads the checkpoint at `path`.
@@ -304,6 +322,16 @@ pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint> {
             order.len()
         )));
     }
+    let loss_scaler = match meta.get("loss_scale") {
+        None => None,
+        Some(_) => Some(
+            LossScaler::restored(
+                float("loss_scale")?,
+                int("loss_scale_growth_tracker")? as u32,
+            )
+            .map_err(|e| fail(format!("metadata \"loss_scale\": {e}")))?,
+        ),
+    };
     Ok(Checkpoint {
         model,
         optimizer_steps,
@@ -312,6 +340,7 @@ pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint> {
         order,
         progress,
         settings,
+        loss_scaler,
     })
 }
 

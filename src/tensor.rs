@@ -191,12 +191,27 @@ impl Tensor {
         ))
     }
 
-    /// A copy converted to `dtype`, on the same device.
+    /// A copy converted to `dtype`, on the same device (`self` when it
+    /// already is `dtype`).
+    ///
+    /// Between float types each value is rounded once, to nearest with
+    /// ties to even (IEEE 754: overflow to ±∞, subnormals kept, NaN stays
+    /// NaN); widening is exact. To u32 values are truncated.
+    ///
+    /// ```
+    /// use advgrad::{DType, Tensor};
+    /// let x = Tensor::from_vec(vec![1.0f32, 1.0 + 1.0 / 128.0, 1.0 + 3.0 / 256.0, 1e6], [4])?;
+    /// let b = x.to_dtype(DType::BF16)?;
+    /// assert_eq!(b.to_f64_vec()?, [1.0, 1.0078125, 1.015625, 999424.0]);
+    /// let h = x.to_dtype(DType::F16)?;
+    /// assert_eq!(h.to_f64_vec()?[3], f64::INFINITY); // beyond f16's 65504
+    /// # Ok::<(), advgrad::Error>(())
+    /// ```
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if self.dtype() == dtype {
             return Ok(self.clone());
         }
-        let host = CpuStorage::from_f64_slice(&self.to_f64_vec()?, dtype);
+        let host = self.storage.on_host()?.cast(dtype);
         Tensor::from_storage(Storage::Cpu(host), self.shape.clone()).to_device(self.device())
     }
 
@@ -241,6 +256,8 @@ impl Tensor {
             CpuStorage::F32(v) => find(v, lo, hi),
             CpuStorage::F64(v) => find(v, lo, hi),
             CpuStorage::U32(v) => find(v, lo, hi),
+            CpuStorage::F16(v) => find(v, lo, hi),
+            CpuStorage::BF16(v) => find(v, lo, hi),
         })
     }
 

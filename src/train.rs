@@ -6,6 +6,12 @@
 //! initialisation, the shuffles and the random starts of adversarial
 //! training all come from seeded generators, and the CPU kernels are
 //! bit-identical for any thread count.
+//!
+//! **Mixed precision.** A run inside [`crate::precision::autocast`] (the
+//! CLI's `--precision`) makes its matrix products in bf16 or f16 while the
+//! parameters, the optimiser state and everything else stay f32. Under f16
+//! the steps scale the loss ([`crate::loss_scale`]): overflowing steps are
+//! skipped and the scaler's state goes into checkpoints.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +27,10 @@ use crate::data::{Batches, Dataset};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::loss_scale::{scaled_gradient_step, LossScaler};
 use crate::nn::Mlp;
 use crate::optim::{OptimConfig, Optimizer, Schedule};
+use crate::precision::Precision;
 use crate::rng::Rng;
 use crate::tally::StepTally;
 use crate::tape::Tape;
@@ -489,7 +497,7 @@ pub fn run_settings(model: &Mlp, train_set: &Dataset, cfg: &TrainConfig) -> serd
         .fold(0xcbf2_9ce4_8422_2325u64, |h, &l| {
             (h ^ u64::from(l)).wrapping_mul(0x100_0000_01b3)
         });
-    serde_json::json!({
+    let mut settings = serde_json::json!({
         "arch": model.arch(),
         "activation": model.activation.name(),
         "dtype": model.params().first().map(|p| p.dtype().to_string()),
@@ -502,7 +510,14 @@ pub fn run_settings(model: &Mlp, train_set: &Dataset, cfg: &TrainConfig) -> serd
         "train_examples": train_set.rows(),
         "features": train_set.features(),
         "labels_fnv1a": format!("{fingerprint:016x}"),
-    })
+    });
+    // Named only when not f32, so checkpoints from before mixed precision
+    // still resume.
+    let precision = Precision::current();
+    if precision.is_half() {
+        settings["precision"] = precision.name().into();
+    }
+    settings
 }
 
 /// [`train`] with checkpoints: saved as `ckpt` says, resumed from
@@ -545,6 +560,14 @@ fn train_on_worker(
         return Err(Error::invalid("model parameters must be f32 or f64"));
     }
     let device = model.device();
+    let precision = Precision::current();
+    if precision == Precision::F16 && cfg.adversarial.is_some() {
+        return Err(Error::invalid(
+            "f16 training scales the loss of plain training only; adversarial training in \
+             mixed precision runs with --precision bf16",
+        ));
+    }
+    let mut scaler = (precision == Precision::F16).then(LossScaler::new);
     let settings = run_settings(model, train_set, cfg);
     let mut optimizer = Optimizer::new(cfg.optim, &model.params())?;
     let steps_per_epoch = crate::data::num_batches(train_set.rows(), cfg.batch_size, false);
@@ -555,6 +578,11 @@ fn train_on_worker(
             saved.check_settings(&settings)?;
             *model = saved.model.to_device(device)?;
             optimizer.restore(saved.optimizer_steps, saved.optimizer_buffers)?;
+            if scaler.is_some() {
+                scaler = Some(saved.loss_scaler.ok_or_else(|| {
+                    Error::invalid("the f16 checkpoint holds no loss-scaler state")
+                })?);
+            }
             (saved.rng, saved.order, saved.progress)
         }
     };
@@ -564,21 +592,26 @@ fn train_on_worker(
             progress.epoch, progress.batch, cfg.epochs
         )));
     }
-    let save =
-        |model: &Mlp, optimizer: &Optimizer, rng: &Rng, order: &[usize], progress: &Progress| {
-            let Some(path) = &ckpt.path else {
-                return Ok(());
-            };
-            let snap = Snapshot {
-                model,
-                optimizer,
-                rng,
-                order,
-                progress,
-                settings: &settings,
-            };
-            checkpoint::save(path, &snap)
+    let save = |model: &Mlp,
+                optimizer: &Optimizer,
+                rng: &Rng,
+                order: &[usize],
+                progress: &Progress,
+                loss_scaler: Option<&LossScaler>| {
+        let Some(path) = &ckpt.path else {
+            return Ok(());
         };
+        let snap = Snapshot {
+            model,
+            optimizer,
+            rng,
+            order,
+            progress,
+            settings: &settings,
+            loss_scaler,
+        };
+        checkpoint::save(path, &snap)
+    };
     let stopped = || ckpt.stop.is_some_and(|s| s.load(Ordering::SeqCst));
     let interrupted = |progress: &Progress| {
         Error::Interrupted(match &ckpt.path {
@@ -639,12 +672,19 @@ fn train_on_worker(
                     ),
                 });
             }
-            match &cfg.adversarial {
-                Some(adv) => {
+            match (&cfg.adversarial, &mut scaler) {
+                (Some(adv), _) => {
                     let (opt, t) = (&mut optimizer, &mut tape);
                     adv.tallied_step(model, opt, t, x, &y, lr, &mut rng, &mut tally)?
                 }
-                None => tallied_step(model, &mut optimizer, &mut tape, x, &y, lr, &mut tally)?,
+                (None, Some(s)) => {
+                    let step =
+                        scaled_gradient_step(model, &mut optimizer, &mut tape, x, &y, lr, s)?;
+                    tally.add_host(step.stats.loss, idx.len(), step.stats.correct)?;
+                }
+                (None, None) => {
+                    tallied_step(model, &mut optimizer, &mut tape, x, &y, lr, &mut tally)?
+                }
             }
             progress.step += 1;
             progress.batch += 1;
@@ -674,7 +714,7 @@ fn train_on_worker(
             progress.epoch_seconds += start.elapsed().as_secs_f64();
             bar.set_position(progress.batch as u64);
             if due || stop {
-                save(model, &optimizer, &rng, &order, &progress)?;
+                save(model, &optimizer, &rng, &order, &progress, scaler.as_ref())?;
             }
             if stop {
                 bar.finish_and_clear();
@@ -708,7 +748,7 @@ fn train_on_worker(
         order.clear();
         let stop = stopped() && progress.epoch < cfg.epochs;
         if ckpt.every == SaveEvery::Epoch || stop {
-            save(model, &optimizer, &rng, &order, &progress)?;
+            save(model, &optimizer, &rng, &order, &progress, scaler.as_ref())?;
         }
         if stop {
             return Err(interrupted(&progress));

@@ -2,8 +2,8 @@
 """Peer timings for `benches/peers/run.sh`: the same protocol in JAX, PyTorch,
 NumPy and advgrad, on the CPU, on the same threads.
 
-    peers.py run --framework jax|torch|torch-compile|numpy   # one JSON line per op
-    peers.py run --framework advgrad --bin target/release/advgrad
+    peers.py run --framework jax|torch|torch-compile|torch-bf16|numpy   # one JSON line per op
+    peers.py run --framework advgrad|advgrad-bf16 --bin target/release/advgrad
     peers.py report raw.jsonl --json results.json             # the table
 
 The protocol (the same everywhere; `src/cli/bench.rs` is advgrad's side):
@@ -21,6 +21,11 @@ read from the Fashion-MNIST IDX .gz files.
 - pgd20: L-inf PGD, eps 0.1, alpha 0.01, 20 steps, no random start, projection
   onto the eps-ball intersected with [0, 1]; batches of 1000; total seconds,
   median of 3. Attacks use the freshly initialised model.
+
+The bf16 variants run the same protocol in mixed precision: `torch-bf16`
+wraps every forward pass in `torch.autocast("cpu", dtype=torch.bfloat16)`
+(matrix products in bf16, f32 master weights and optimiser), `advgrad-bf16`
+passes `--precision bf16` (the same rule).
 """
 
 import argparse
@@ -189,7 +194,9 @@ class Jax:
 class Torch:
     name = "torch"
 
-    def __init__(self, threads, compile_model=False):
+    def __init__(self, threads, compile_model=False, autocast=None):
+        import contextlib
+
         import torch
         import torch.nn.functional as F
 
@@ -203,6 +210,11 @@ class Torch:
         self.compiled = compile_model
         if compile_model:
             self.name = "torch-compile"
+        # Mixed precision: the forward passes (and so their backward
+        # products) under CPU autocast.
+        self.autocast = (lambda: torch.autocast("cpu", dtype=autocast)) if autocast else contextlib.nullcontext
+        if autocast is torch.bfloat16:
+            self.name = "torch-bf16"
         self.model = self._mlp(requires_grad=True)
         self.attack_model = self._mlp(requires_grad=False)
         if compile_model:
@@ -236,13 +248,15 @@ class Torch:
 
     def step_prepared(self, x, y):
         self.opt.zero_grad(set_to_none=True)
-        loss = self.F.cross_entropy(self.model_fn(x), y)
+        with self.autocast():
+            loss = self.F.cross_entropy(self.model_fn(x), y)
         loss.backward()
         self.opt.step()
 
     def _input_grad(self, x, y):
         x = x.detach().requires_grad_(True)
-        loss = self.F.cross_entropy(self.attack_fn(x), y)
+        with self.autocast():
+            loss = self.F.cross_entropy(self.attack_fn(x), y)
         (g,) = self.torch.autograd.grad(loss, x)
         return g
 
@@ -269,6 +283,7 @@ class Torch:
         torch = self.torch
         return {
             "torch": torch.__version__,
+            "autocast": self.name == "torch-bf16",
             "torch_threads": torch.get_num_threads(),
             "torch_interop_threads": torch.get_num_interop_threads(),
             "mkldnn": torch.backends.mkldnn.is_available(),
@@ -445,13 +460,14 @@ def run_python_framework(fw, data_dir, ops, seed):
         })
 
 
-def run_advgrad(binary, data_dir, ops):
+def run_advgrad(binary, data_dir, ops, precision="f32"):
+    name = "advgrad" if precision == "f32" else f"advgrad-{precision}"
     version = subprocess.run([binary, "--version"], capture_output=True, text=True)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(binary))))
     git = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty"],
                          capture_output=True, text=True)
     emit({
-        "framework": "advgrad", "op": "meta",
+        "framework": name, "op": "meta", "precision": precision,
         "advgrad": version.stdout.strip() or "?",
         "git": git.stdout.strip() or "?",
         "threads": int(os.environ.get("RAYON_NUM_THREADS", "0")) or os.cpu_count(),
@@ -461,22 +477,22 @@ def run_advgrad(binary, data_dir, ops):
             continue
         repeat = "5" if op == "train_step" else str(EPOCH_REPEATS)
         cmd = [binary, "bench", "--op", op, "--device", "cpu", "--json",
-               "--repeat", repeat, "--data", data_dir]
+               "--repeat", repeat, "--data", data_dir, "--precision", precision]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            emit({"framework": "advgrad", "op": op, "error": proc.stderr.strip()[-2000:]})
+            emit({"framework": name, "op": op, "error": proc.stderr.strip()[-2000:]})
             continue
         for line in proc.stdout.splitlines():
             line = line.strip()
             if line.startswith("{"):
                 rec = json.loads(line)
-                rec["framework"] = "advgrad"
+                rec["framework"] = name
                 emit(rec)
 
 
 # -------------------------------------------------------------------- report
 
-FRAMEWORK_ORDER = ["advgrad", "jax", "torch", "torch-compile", "numpy"]
+FRAMEWORK_ORDER = ["advgrad", "advgrad-bf16", "jax", "torch", "torch-compile", "torch-bf16", "numpy"]
 OPS = [("epoch", "s", 1.0), ("train_step", "ms", 1e3), ("fgsm", "s", 1.0), ("pgd20", "s", 1.0)]
 
 
@@ -575,7 +591,7 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="time one framework, one JSON line per op")
     r.add_argument("--framework", required=True,
-                   choices=["jax", "torch", "torch-compile", "numpy", "advgrad"])
+                   choices=["jax", "torch", "torch-compile", "torch-bf16", "numpy", "advgrad", "advgrad-bf16"])
     r.add_argument("--data", default=os.environ.get("ADVGRAD_DATA", "/usr/share/datasets/fashion-mnist"))
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--ops", default="epoch,train_step,fgsm,pgd")
@@ -591,15 +607,16 @@ def main():
         return report(args.raw, args.json, json.loads(args.machine))
 
     ops = set(args.ops.split(","))
-    if args.framework == "advgrad":
+    if args.framework in ("advgrad", "advgrad-bf16"):
         if not args.bin:
-            ap.error("--framework advgrad needs --bin")
-        run_advgrad(args.bin, args.data, ops)
+            ap.error(f"--framework {args.framework} needs --bin")
+        run_advgrad(args.bin, args.data, ops, "bf16" if args.framework == "advgrad-bf16" else "f32")
         return 0
     fw = {
         "jax": lambda: Jax(args.threads),
         "torch": lambda: Torch(args.threads),
         "torch-compile": lambda: Torch(args.threads, compile_model=True),
+        "torch-bf16": lambda: Torch(args.threads, autocast=__import__("torch").bfloat16),
         "numpy": lambda: Numpy(args.threads),
     }[args.framework]()
     run_python_framework(fw, args.data, ops, args.seed)

@@ -4,6 +4,7 @@
 # ratios (advgrad time / peer time) and writes benches/peers/results.json.
 #
 #   benches/peers/run.sh [--frameworks advgrad,jax,torch,torch-compile,numpy]
+#   (also: advgrad-bf16 and torch-bf16, the same protocol in bf16 mixed precision)
 #                        [--ops epoch,train_step,fgsm,pgd] [--threads N]
 #                        [--skip-build] [--update]
 #
@@ -47,7 +48,7 @@ done
 
 # ---- the virtualenv ------------------------------------------------------
 needs_python=0
-case ",$FRAMEWORKS," in *,jax,*|*,torch,*|*,torch-compile,*|*,numpy,*) needs_python=1 ;; esac
+case ",$FRAMEWORKS," in *,jax,*|*,torch,*|*,torch-compile,*|*,torch-bf16,*|*,numpy,*) needs_python=1 ;; esac
 
 # shellcheck source=venv.sh
 . "$HERE/venv.sh"
@@ -102,10 +103,10 @@ IFS=',' read -r -a fws <<< "$FRAMEWORKS"
 for fw in "${fws[@]}"; do
   log "running $fw ($OPS)"
   start=$(date +%s)
-  if [ "$fw" = advgrad ]; then
-    "$VPY" "$HERE/peers.py" run --framework advgrad --bin "$BIN" --data "$DATA" \
+  if [ "$fw" = advgrad ] || [ "$fw" = advgrad-bf16 ]; then
+    "$VPY" "$HERE/peers.py" run --framework "$fw" --bin "$BIN" --data "$DATA" \
       --threads "$THREADS" --ops "$OPS" >> "$RAW" \
-      || echo "{\"framework\": \"advgrad\", \"op\": \"all\", \"error\": \"exit $?\"}" >> "$RAW"
+      || echo "{\"framework\": \"$fw\", \"op\": \"all\", \"error\": \"exit $?\"}" >> "$RAW"
   else
     "$VPY" "$HERE/peers.py" run --framework "$fw" --data "$DATA" \
       --threads "$THREADS" --ops "$OPS" >> "$RAW" \

@@ -35,7 +35,7 @@ pub(crate) fn check_batch<M: Classifier + ?Sized>(
         op: "attack",
         msg: format!("inputs must be a batch [N, features], got {}", x.shape()),
     })?;
-    if !x.dtype().is_float() {
+    if !x.dtype().is_float() || x.dtype().is_half() {
         return Err(Error::invalid(format!(
             "attack: inputs must be f32 or f64 pixels in [0, 1], got {}",
             x.dtype()
@@ -263,6 +263,7 @@ pub(crate) fn by_pieces<const K: usize>(
     let bounds: Vec<(usize, usize)> = (0..pieces)
         .map(|i| (i * n / pieces, (i + 1) * n / pieces))
         .collect();
+    let precision = crate::precision::Precision::current();
     let parts = bounds
         .par_iter()
         .map(|&(lo, hi)| {
@@ -271,7 +272,7 @@ pub(crate) fn by_pieces<const K: usize>(
                 piece.push(t.rows(lo..hi)?);
             }
             let piece: [Tensor; K] = piece.try_into().map_err(|_| Error::invalid("by_pieces"))?;
-            attack(piece)
+            crate::precision::autocast(precision, || attack(piece))
         })
         .collect::<Result<Vec<_>>>()?;
     Tensor::cat_rows(&parts)

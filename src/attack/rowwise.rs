@@ -77,6 +77,8 @@ pub fn take_rows(t: &Tensor, idx: &[usize]) -> Result<Tensor> {
         CpuStorage::F32(v) => Tensor::from_vec(gather(v, idx, row), dims.clone()),
         CpuStorage::F64(v) => Tensor::from_vec(gather(v, idx, row), dims.clone()),
         CpuStorage::U32(v) => Tensor::from_vec(gather(v, idx, row), dims.clone()),
+        CpuStorage::F16(v) => Tensor::from_vec(gather(v, idx, row), dims.clone()),
+        CpuStorage::BF16(v) => Tensor::from_vec(gather(v, idx, row), dims.clone()),
     };
     match t.storage() {
         Storage::Cpu(host) => pick(host),
@@ -120,9 +122,10 @@ pub(crate) fn in_pieces<R: Send>(
     if !cpu || pieces < 2 {
         return Ok(vec![f(0..n)?]);
     }
+    let precision = crate::precision::Precision::current();
     (0..pieces)
         .into_par_iter()
-        .map(|i| f(i * n / pieces..(i + 1) * n / pieces))
+        .map(|i| crate::precision::autocast(precision, || f(i * n / pieces..(i + 1) * n / pieces)))
         .collect()
 }
 

@@ -5,6 +5,7 @@ use super::cpu::CpuStorage;
 use super::{Activation, BackendStorage, Binary, MatmulDims, Norm, Storage, UpdateRule};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::precision::Precision;
 
 /// Forwards a method with no buffer arguments to the backend of `self`.
 macro_rules! on_device {
@@ -70,6 +71,21 @@ impl BackendStorage for Storage {
     }
     fn matmul(&self, rhs: &Self, dims: MatmulDims) -> Result<Self> {
         on_same_device!("matmul", (a = self, rhs = rhs) => a.matmul(rhs, dims), wrap_storage)
+    }
+
+    fn matmul_in(&self, rhs: &Self, dims: MatmulDims, precision: Precision) -> Result<Self> {
+        on_same_device!("matmul", (a = self, rhs = rhs) => a.matmul_in(rhs, dims, precision), wrap_storage)
+    }
+
+    fn matmul_bias_act_in(
+        &self,
+        rhs: &Self,
+        dims: MatmulDims,
+        row: &Self,
+        act: Activation,
+        precision: Precision,
+    ) -> Result<Self> {
+        on_same_device!("linear_act", (a = self, rhs = rhs, row = row) => a.matmul_bias_act_in(rhs, dims, row, act, precision), wrap_storage)
     }
     fn activation(&self, act: Activation) -> Result<Self> {
         on_device!(self, s => s.activation(act), wrap_storage)

@@ -21,6 +21,7 @@ pub(crate) mod storage;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::precision::Precision;
 
 use cpu::CpuStorage;
 
@@ -82,6 +83,23 @@ fn not_on_this_device<S>(op: &str) -> Error {
     ))
 }
 
+/// The error of a backend without half-precision products, for a product
+/// that would need one.
+fn full_precision_only<S>(op: &str, dtypes: [DType; 2], precision: Precision) -> Result<()> {
+    let half = dtypes.iter().find(|d| d.is_half());
+    let autocast = precision.is_half() && dtypes.contains(&DType::F32);
+    if half.is_none() && !autocast {
+        return Ok(());
+    }
+    let what = half.map_or(format!("--precision {precision}"), |d| {
+        format!("{d} operands")
+    });
+    Err(Error::invalid(format!(
+        "{op} with {what}: {} (or with --precision f32 and f32 tensors)",
+        not_on_this_device::<S>("a half-precision product")
+    )))
+}
+
 /// The kernels a device provides. Every method computes on buffers of one
 /// device and returns a new buffer there (or updates one in place).
 ///
@@ -135,6 +153,28 @@ pub trait BackendStorage: Sized {
         act: Activation,
     ) -> Result<Self> {
         self.matmul(rhs, dims)?.bias_act(row, dims.n, act)
+    }
+    /// [`BackendStorage::matmul`] with the operands rounded to `precision`
+    /// (see [`crate::precision`]), summed in f32, with an f32 result; a
+    /// bf16 or f16 operand sets the type itself. The default runs f32 and
+    /// f64 products and refuses half ones with an error naming the device.
+    fn matmul_in(&self, rhs: &Self, dims: MatmulDims, precision: Precision) -> Result<Self> {
+        full_precision_only::<Self>("matmul", [self.dtype(), rhs.dtype()], precision)?;
+        self.matmul(rhs, dims)
+    }
+    /// [`BackendStorage::matmul_bias_act`] with the product in `precision`
+    /// as for [`BackendStorage::matmul_in`]; the bias and the activation are
+    /// applied in f32.
+    fn matmul_bias_act_in(
+        &self,
+        rhs: &Self,
+        dims: MatmulDims,
+        row: &Self,
+        act: Activation,
+        precision: Precision,
+    ) -> Result<Self> {
+        full_precision_only::<Self>("linear_act", [self.dtype(), rhs.dtype()], precision)?;
+        self.matmul_bias_act(rhs, dims, row, act)
     }
     /// Column sums: `s[j] = Σᵢ x[i, j]` for `x` with `cols` columns.
     fn sum_rows(&self, cols: usize) -> Result<Self>;

@@ -73,6 +73,8 @@ impl Storage {
                     CpuStorage::F32(v) => CpuStorage::F32(v[lo..hi].to_vec()),
                     CpuStorage::F64(v) => CpuStorage::F64(v[lo..hi].to_vec()),
                     CpuStorage::U32(v) => CpuStorage::U32(v[lo..hi].to_vec()),
+                    CpuStorage::F16(v) => CpuStorage::F16(v[lo..hi].to_vec()),
+                    CpuStorage::BF16(v) => CpuStorage::BF16(v[lo..hi].to_vec()),
                 }))
             }
             #[cfg(feature = "cuda")]

@@ -15,7 +15,7 @@ use advgrad::report::{self, LinePlot, Table};
 use advgrad::train::progress_bar;
 use advgrad::{Error, Result};
 
-use super::common::{follow, DataArgs, ModelArgs};
+use super::common::{follow, DataArgs, ModelArgs, PrecisionArgs};
 
 /// Options of `advgrad attack`.
 #[derive(clap::Args, Debug)]
@@ -24,6 +24,8 @@ pub struct Args {
     data: DataArgs,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    precision: PrecisionArgs,
     /// fgsm, fgm, bim, pgd, pgd-l2, mifgsm, deepfool, cw, apgd-ce,
     /// apgd-dlr, apgd-t, fab, fab-t, square or autoattack.
     #[arg(long)]
@@ -97,7 +99,11 @@ pub struct Args {
     quiet: bool,
 }
 
-pub fn run(mut args: Args) -> Result<ExitCode> {
+pub fn run(args: Args) -> Result<ExitCode> {
+    args.precision.clone().run(|| run_in_precision(args))
+}
+
+fn run_in_precision(mut args: Args) -> Result<ExitCode> {
     args.data.quiet = args.quiet || args.json;
     if !ATTACK_NAMES.contains(&args.attack.as_str()) {
         return Err(Error::invalid(format!(

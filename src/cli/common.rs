@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use advgrad::data::{resolve_data_dir, Dataset, Fetch, Split};
 use advgrad::nn::{load_model, Activation, Mlp};
-use advgrad::{Device, Error, Result};
+use advgrad::{autocast, Device, Error, Precision, Result};
 
 /// Where the data is and which device to run on.
 #[derive(clap::Args, Debug, Clone)]
@@ -88,5 +88,23 @@ pub fn follow(bar: &indicatif::ProgressBar) -> impl FnMut(usize, usize) + '_ {
     |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
+    }
+}
+
+/// The precision of the matrix products (`--precision`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PrecisionArgs {
+    /// Matrix products in f32, bf16 or f16: operands rounded to it, sums
+    /// and results in f32; weights, optimiser state, activations, losses
+    /// and attack steps stay f32. f16 training scales the loss
+    /// (GradScaler's rule). The CPU only.
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
+}
+
+impl PrecisionArgs {
+    /// Runs `f` with this thread's products in the chosen precision.
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        autocast(self.precision, f)
     }
 }

@@ -6,7 +6,7 @@ use advgrad::data::Split;
 use advgrad::train::evaluate;
 use advgrad::{Error, Result};
 
-use super::common::{DataArgs, ModelArgs};
+use super::common::{DataArgs, ModelArgs, PrecisionArgs};
 
 /// Options of `advgrad eval`.
 #[derive(clap::Args, Debug)]
@@ -15,6 +15,8 @@ pub struct Args {
     data: DataArgs,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    precision: PrecisionArgs,
     /// test or train.
     #[arg(long, default_value = "test")]
     split: String,
@@ -26,7 +28,11 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(mut args: Args) -> Result<ExitCode> {
+pub fn run(args: Args) -> Result<ExitCode> {
+    args.precision.clone().run(|| run_in_precision(args))
+}
+
+fn run_in_precision(mut args: Args) -> Result<ExitCode> {
     args.data.quiet = args.json;
     let model = args.model.load(args.data.device()?)?;
     let split: Split = args.split.parse()?;

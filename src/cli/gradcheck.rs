@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use advgrad::gradcheck::suite::{self, CaseSize, CASE_NAMES};
-use advgrad::{Device, Error, GradcheckOptions, Result};
+use advgrad::{Device, Error, GradcheckOptions, Precision, Result};
 
 /// Options of `advgrad gradcheck`.
 #[derive(clap::Args, Debug)]
@@ -18,12 +18,17 @@ pub struct Args {
     /// Relative finite-difference step.
     #[arg(long, default_value_t = GradcheckOptions::default().eps)]
     eps: f64,
-    /// Absolute tolerance.
-    #[arg(long, default_value_t = GradcheckOptions::default().atol)]
-    atol: f64,
-    /// Relative tolerance.
-    #[arg(long, default_value_t = GradcheckOptions::default().rtol)]
-    rtol: f64,
+    /// Absolute tolerance [default: 1e-8; with --precision, 16·u of it].
+    #[arg(long)]
+    atol: Option<f64>,
+    /// Relative tolerance [default: 1e-6; with --precision, 16·u of it].
+    #[arg(long)]
+    rtol: Option<f64>,
+    /// Evaluate the gradient in f32 with its matrix products in f32, bf16
+    /// or f16 and compare it with the f64 reference, at that precision's
+    /// tolerance (the CPU only).
+    #[arg(long)]
+    precision: Option<Precision>,
     /// The device the checks run on: cpu, cuda, cuda:N, or emu (all in f64).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -48,10 +53,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         )));
     };
     let device = Device::resolve(&args.device)?;
+    let defaults = args
+        .precision
+        .map_or_else(GradcheckOptions::default, GradcheckOptions::for_precision);
     let options = GradcheckOptions {
         eps: args.eps,
-        atol: args.atol,
-        rtol: args.rtol,
+        atol: args.atol.unwrap_or(defaults.atol),
+        rtol: args.rtol.unwrap_or(defaults.rtol),
     };
     let size = match args.size.as_str() {
         "full" => CaseSize::Full,
@@ -66,7 +74,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let case = suite::case_sized(name, size)?
             .expect("names come from CASE_NAMES")
             .to_device(device)?;
-        match case.run(&options) {
+        let run = match args.precision {
+            None => case.run(&options),
+            Some(p) => case.run_in(&options, p),
+        };
+        match run {
             Ok(report) => rows.push((*name, report)),
             Err(e) if names.len() > 1 && lacks_kernel(&e) => no_kernel.push(*name),
             Err(e) => return Err(e),
@@ -92,6 +104,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let json: Vec<_> = checked.chain(unchecked).collect();
         println!("{}", serde_json::Value::Array(json));
     } else {
+        if let Some(p) = args.precision {
+            println!("gradients in f32 with {p} products against the f64 reference");
+        }
         println!(
             "{:<22} {:>7} {:>12} {:>12}  result   (eps {:e}, atol {:e}, rtol {:e}, {size:?} sizes, {device})",
             "op", "inputs", "max abs err", "max rel err", options.eps, options.atol, options.rtol

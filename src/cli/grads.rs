@@ -10,7 +10,7 @@ use advgrad::nn::save_tensors;
 use advgrad::train::batch_tensors;
 use advgrad::{Error, Result, Tape, Tensor};
 
-use super::common::{DataArgs, ModelArgs};
+use super::common::{DataArgs, ModelArgs, PrecisionArgs};
 
 /// Options of `advgrad grads`.
 #[derive(clap::Args, Debug)]
@@ -19,6 +19,8 @@ pub struct Args {
     data: DataArgs,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    precision: PrecisionArgs,
     /// Number of test examples (the first N in file order).
     #[arg(long, default_value_t = 128)]
     limit: usize,
@@ -28,6 +30,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    args.precision.clone().run(|| run_in_precision(args))
+}
+
+fn run_in_precision(args: Args) -> Result<ExitCode> {
     let model = args.model.load(args.data.device()?)?;
     let data = args.data.load(Split::Test, Some(args.limit))?;
     let idx: Vec<usize> = (0..data.rows()).collect();
@@ -53,6 +59,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let metadata = HashMap::from([
         ("loss".to_string(), format!("{value:.9}")),
         ("n".to_string(), data.rows().to_string()),
+        (
+            "precision".to_string(),
+            args.precision.precision.to_string(),
+        ),
         ("arch".to_string(), model.arch()),
         (
             "activation".to_string(),

@@ -6,18 +6,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use advgrad::checkpoint;
 use advgrad::data::Split;
-use advgrad::nn::{save_model, Activation, Mlp};
+use advgrad::nn::{save_model_as, Activation, Mlp};
 use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
 use advgrad::train::{train_with, AdvTraining, Checkpointing, SaveEvery, TrainConfig};
-use advgrad::{Error, Result};
+use advgrad::{DType, Error, Result};
 
-use super::common::{quiet, DataArgs};
+use super::common::{quiet, DataArgs, PrecisionArgs};
 
 /// Options of `advgrad train`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    precision: PrecisionArgs,
+    /// The type the saved model's parameters are stored in: f32, f16 or
+    /// bf16 (half the size; rounded to nearest even, loaded back as f32).
+    #[arg(long, default_value = "f32", value_parser = parse_save_dtype)]
+    save_dtype: DType,
     /// Layer widths, input first.
     #[arg(long, default_value = "784-256-256-10")]
     arch: String,
@@ -138,7 +144,21 @@ pub fn adv_training(
     })
 }
 
-pub fn run(mut args: Args) -> Result<ExitCode> {
+/// `--save-dtype`: f32, f16 or bf16.
+fn parse_save_dtype(s: &str) -> std::result::Result<DType, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        _ => Err(format!("unknown dtype `{s}`: expected f32, f16 or bf16")),
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    args.precision.clone().run(|| run_in_precision(args))
+}
+
+fn run_in_precision(mut args: Args) -> Result<ExitCode> {
     args.data.quiet = quiet(args.quiet, args.json);
     let kind: OptimizerKind = args.optim.parse()?;
     let mut optim = OptimConfig::new(kind, args.lr);
@@ -167,11 +187,12 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     let mut model = Mlp::new(&args.arch, activation, args.seed)?.to_device(device)?;
     if !cfg.quiet {
         eprintln!(
-            "training {} {} ({} parameters) on {} examples, device {device}",
+            "training {} {} ({} parameters) on {} examples, device {device}, {} products",
             model.arch(),
             activation,
             model.num_params(),
-            train_set.rows()
+            train_set.rows(),
+            args.precision.precision
         );
     }
     let resume = args.resume.as_deref().map(checkpoint::load).transpose()?;
@@ -195,7 +216,7 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
         }
     }
     let report = train_with(&mut model, &train_set, Some(&test_set), &cfg, ckpt)?;
-    save_model(&model, &args.out)?;
+    save_model_as(&model, &args.out, args.save_dtype)?;
     let last = report.epochs.last().expect("at least one epoch");
     let test_accuracy = last.test_accuracy.unwrap_or(f64::NAN);
     if args.json {

@@ -9,11 +9,18 @@
 //! `O(h⁴)`, so with the default `eps = 1e-4` the comparison is limited by
 //! rounding (about `1e-12·|f|`), not by the stencil. Keep inputs at least
 //! `2h` away from kinks (ReLU at 0), where no finite difference is right.
+//!
+//! [`gradcheck_in`] checks the same function evaluated in f32 with its
+//! matrix products in a [`Precision`] (f32, bf16 or f16): the reference
+//! stays the f64 finite difference, and the tolerances are that
+//! precision's ([`GradcheckOptions::for_precision`]), so the report shows
+//! how far the reduced-precision gradient is from the exact one.
 
 use std::fmt;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::precision::{autocast, Precision};
 use crate::shape::Shape;
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
@@ -36,6 +43,21 @@ impl Default for GradcheckOptions {
             eps: 1e-4,
             atol: 1e-8,
             rtol: 1e-6,
+        }
+    }
+}
+
+impl GradcheckOptions {
+    /// The tolerances of a gradient evaluated in f32 with products in
+    /// `precision`: `atol = rtol = 16·u`, `u` the unit roundoff of the
+    /// products' type (`2⁻²⁴`, `2⁻⁸`, `2⁻¹¹`): a few roundings of each
+    /// operand and of the f32 sums along the chain of a small function.
+    pub fn for_precision(precision: Precision) -> GradcheckOptions {
+        let tol = 16.0 * precision.unit_roundoff();
+        GradcheckOptions {
+            atol: tol,
+            rtol: tol,
+            ..GradcheckOptions::default()
         }
     }
 }
@@ -70,6 +92,9 @@ pub struct GradcheckReport {
     pub inputs: Vec<InputReport>,
     /// The tolerances used.
     pub options: GradcheckOptions,
+    /// What the analytic gradient was computed in: `None` for f64, else
+    /// f32 with products in this precision ([`gradcheck_in`]).
+    pub products: Option<Precision>,
 }
 
 impl GradcheckReport {
@@ -118,6 +143,14 @@ impl GradcheckReport {
 
 impl fmt::Display for GradcheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = self.products {
+            writeln!(
+                f,
+                "gradient in f32 with {p} products against the f64 reference \
+                 (atol {:e}, rtol {:e})",
+                self.options.atol, self.options.rtol
+            )?;
+        }
         writeln!(
             f,
             "{:<6} {:<12} {:>12} {:>12} {:<14} {:>16} {:>16}  result",
@@ -183,6 +216,53 @@ pub fn gradcheck<F>(f: F, inputs: &[Tensor], options: &GradcheckOptions) -> Resu
 where
     F: Fn(&mut Tape, &[Var]) -> Result<Var>,
 {
+    check(f, inputs, options, None)
+}
+
+/// [`gradcheck`] of `f` evaluated in f32 with its matrix products in
+/// `precision`: the inputs (f64) are rounded to f32, the tape's gradient
+/// is taken under [`autocast`]`(precision, …)`, and each element is
+/// compared with the f64 finite difference of `f` in f64. Use
+/// [`GradcheckOptions::for_precision`] for the tolerances.
+///
+/// ```
+/// use advgrad::{gradcheck_in, GradcheckOptions, Precision, Tensor, DType};
+/// let x = Tensor::rand_uniform([4, 30], -1.0, 1.0, 0, DType::F64);
+/// let w = Tensor::rand_uniform([30, 5], -1.0, 1.0, 1, DType::F64);
+/// let f = |tape: &mut advgrad::Tape, v: &[advgrad::Var]| {
+///     let y = tape.matmul(v[0], v[1])?;
+///     let y = tape.tanh(y)?;
+///     tape.sum(y)
+/// };
+/// let bf16 = GradcheckOptions::for_precision(Precision::Bf16);
+/// let report = gradcheck_in(f, &[x, w], &bf16, Precision::Bf16)?;
+/// assert!(report.passed(), "{report}");
+/// assert!(report.max_abs_err() > 1e-4); // bf16 shows
+/// # Ok::<(), advgrad::Error>(())
+/// ```
+pub fn gradcheck_in<F>(
+    f: F,
+    inputs: &[Tensor],
+    options: &GradcheckOptions,
+    precision: Precision,
+) -> Result<GradcheckReport>
+where
+    F: Fn(&mut Tape, &[Var]) -> Result<Var>,
+{
+    check(f, inputs, options, Some(precision))
+}
+
+/// The check, with the analytic gradient in f64 (`products: None`) or in
+/// f32 with products in a precision.
+fn check<F>(
+    f: F,
+    inputs: &[Tensor],
+    options: &GradcheckOptions,
+    products: Option<Precision>,
+) -> Result<GradcheckReport>
+where
+    F: Fn(&mut Tape, &[Var]) -> Result<Var>,
+{
     let GradcheckOptions { eps, atol, rtol } = *options;
     let valid = eps > 0.0 && eps.is_finite() && atol >= 0.0 && rtol >= 0.0;
     if !valid {
@@ -203,8 +283,15 @@ where
     }
 
     let mut tape = Tape::new();
-    let vars: Vec<Var> = inputs.iter().map(|t| tape.var(t.clone())).collect();
-    let out = f(&mut tape, &vars)?;
+    let evaluated: Vec<Tensor> = match products {
+        None => inputs.to_vec(),
+        Some(_) => inputs
+            .iter()
+            .map(|t| t.to_dtype(DType::F32))
+            .collect::<Result<_>>()?,
+    };
+    let vars: Vec<Var> = evaluated.into_iter().map(|t| tape.var(t)).collect();
+    let out = autocast(products.unwrap_or_default(), || f(&mut tape, &vars))?;
     if tape.value(out)?.numel() != 1 {
         return Err(Error::invalid(format!(
             "gradcheck: the function must return a scalar, got shape {}; reduce it with tape.sum(..)",
@@ -271,6 +358,7 @@ where
     Ok(GradcheckReport {
         inputs: reports,
         options: *options,
+        products,
     })
 }
 

@@ -14,6 +14,7 @@ use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
+use crate::precision::Precision;
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 
@@ -34,6 +35,17 @@ impl Case {
     /// Runs the check with `options`.
     pub fn run(&self, options: &GradcheckOptions) -> Result<GradcheckReport> {
         gradcheck(&self.f, &self.inputs, options)
+    }
+
+    /// Runs the check of the function evaluated in f32 with its products
+    /// in `precision`, against the f64 reference (see
+    /// [`super::gradcheck_in`]).
+    pub fn run_in(
+        &self,
+        options: &GradcheckOptions,
+        precision: Precision,
+    ) -> Result<GradcheckReport> {
+        super::gradcheck_in(&self.f, &self.inputs, options, precision)
     }
 
     /// The same case with its inputs on `device`.
@@ -124,10 +136,13 @@ fn away_from_zero(dims: &[usize], seed: u64) -> Result<Tensor> {
     Tensor::from_vec(v, dims)
 }
 
-/// `Σ y ⊙ w` for a fixed random `w` shaped like `y`, on its device.
+/// `Σ y ⊙ w` for a fixed random `w` shaped like `y`, of its type, on its
+/// device.
 fn weighted_sum(tape: &mut Tape, y: Var, seed: u64) -> Result<Var> {
     let value = tape.value(y)?;
-    let w = uniform(value.dims(), seed).to_device(value.device())?;
+    let w = uniform(value.dims(), seed)
+        .to_dtype(value.dtype())?
+        .to_device(value.device())?;
     let w = tape.constant(w);
     let p = tape.mul(y, w)?;
     tape.sum(p)

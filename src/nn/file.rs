@@ -2,8 +2,9 @@
 //! `Linear` and activation layers.
 //!
 //! Keys `0.weight` (`[out, in]`), `0.bias`, `2.weight`, `2.bias`, … (the
-//! activations take the odd indices), f32, with metadata
-//! `{"arch": "784-256-256-10", "activation": "relu"}`. A state dict saved by
+//! activations take the odd indices), f32 (or F16 or BF16, see
+//! [`save_model_as`]), with metadata
+//! `{"arch": "784-256-256-10", "activation": "relu", "dtype": "f32"}`. A state dict saved by
 //! `safetensors.torch.save_file(model.state_dict(), path)` loads: the
 //! architecture comes from the shapes, the activation from the metadata or
 //! the caller. Parameters stored as F32, F64, F16 or BF16 load (as f32);
@@ -39,10 +40,19 @@ pub struct RawTensor {
 }
 
 impl RawTensor {
-    /// `t` (any device) in its own type if that is f32 or f64, else as f32.
+    /// `t` (any device) in its own type if that is f32, f64, f16 or bf16,
+    /// else as f32.
     pub fn from_tensor(name: impl Into<String>, t: &Tensor) -> Result<RawTensor> {
         let (dtype, bytes) = match t.dtype() {
             DType::F64 => (Dtype::F64, le_bytes(&t.to_vec::<f64>()?, f64::to_le_bytes)),
+            DType::F16 => (
+                Dtype::F16,
+                le_bytes(&t.to_vec::<half::f16>()?, half::f16::to_le_bytes),
+            ),
+            DType::BF16 => (
+                Dtype::BF16,
+                le_bytes(&t.to_vec::<half::bf16>()?, half::bf16::to_le_bytes),
+            ),
             _ => (
                 Dtype::F32,
                 le_bytes(&t.to_dtype(DType::F32)?.to_vec::<f32>()?, f32::to_le_bytes),
@@ -101,15 +111,40 @@ pub fn save_tensors(
     write_safetensors(path, &raw, metadata)
 }
 
-/// Saves a model: parameters under their PyTorch names, with its
+/// Saves a model: f32 parameters under their PyTorch names, with its
 /// architecture and activation as metadata.
 pub fn save_model(model: &Mlp, path: &Path) -> Result<()> {
-    let tensors: Vec<(String, Tensor)> = model
-        .param_names()
-        .into_iter()
-        .zip(model.params().into_iter().cloned())
-        .collect();
+    save_model_as(model, path, DType::F32)
+}
+
+/// Saves a model with its parameters stored as `dtype` (f32, f16 or bf16;
+/// each value rounded to nearest even), which the metadata's `"dtype"`
+/// names. Half the size in f16 or bf16; [`load_model`] reads every one
+/// back as f32.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for another dtype, or for a parameter beyond
+/// the range of `dtype` (f16 ends at 65504), named; as [`write_safetensors`].
+pub fn save_model_as(model: &Mlp, path: &Path, dtype: DType) -> Result<()> {
+    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        return Err(Error::invalid(format!(
+            "a model is saved as f32, f16 or bf16, not {dtype}"
+        )));
+    }
+    let mut raw = Vec::new();
+    for (name, p) in model.param_names().into_iter().zip(model.params()) {
+        let stored = p.to_dtype(DType::F32)?.to_dtype(dtype)?;
+        if let Some((i, v)) = stored.first_outside(f64::MIN, f64::MAX)? {
+            let original = p.to_dtype(DType::F64)?.to_f64_vec()?[i];
+            return Err(Error::invalid(format!(
+                "cannot save {name} as {dtype}: element {i} ({original}) becomes {v}; \
+                 save as bf16 or f32"
+            )));
+        }
+        raw.push(RawTensor::from_tensor(name, &stored)?);
+    }
     let metadata = HashMap::from([
+        ("dtype".to_string(), dtype.to_string()),
         ("arch".to_string(), model.arch()),
         (
             "activation".to_string(),
@@ -117,7 +152,7 @@ pub fn save_model(model: &Mlp, path: &Path) -> Result<()> {
         ),
         ("format".to_string(), "pt".to_string()),
     ]);
-    save_tensors(path, &tensors, metadata)
+    write_safetensors(path, &raw, metadata)
 }
 
 /// The values of a floating-point tensor as f32.

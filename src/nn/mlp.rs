@@ -249,15 +249,7 @@ impl Mlp {
         } else {
             tape.backward_unchecked(loss)?;
         }
-        let grads = fwd
-            .params
-            .iter()
-            .map(|&p| {
-                tape.grad(p)
-                    .cloned()
-                    .ok_or_else(|| Error::Tape("a parameter received no gradient".into()))
-            })
-            .collect::<Result<Params<_>>>()?;
+        let grads = gradients_of(tape, &fwd.params)?;
         let step = StepGradients {
             loss: tape.value(loss)?.clone(),
             logits: tape.value(fwd.logits)?.clone(),
@@ -345,4 +337,20 @@ impl Mlp {
             .ok_or_else(|| Error::Tape("the input received no gradient".into()))?;
         Ok((value, g))
     }
+}
+
+/// The gradients the last backward pass of `tape` left on `params`, in
+/// order.
+///
+/// # Errors
+/// [`Error::Tape`] if a parameter received none.
+pub(crate) fn gradients_of(tape: &Tape, params: &[Var]) -> Result<Params<Tensor>> {
+    params
+        .iter()
+        .map(|&p| {
+            tape.grad(p)
+                .cloned()
+                .ok_or_else(|| Error::Tape("a parameter received no gradient".into()))
+        })
+        .collect()
 }

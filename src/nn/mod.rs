@@ -6,6 +6,7 @@ mod linear;
 mod mlp;
 
 pub use file::{le_bytes, save_tensors, write_safetensors, RawTensor};
-pub use file::{load_model, load_model_bytes, save_model};
+pub use file::{load_model, load_model_bytes, save_model, save_model_as};
 pub use linear::Linear;
+pub(crate) use mlp::gradients_of;
 pub use mlp::{parse_arch, Activation, Forward, Mlp, Params, StepGradients};

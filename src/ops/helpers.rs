@@ -111,6 +111,8 @@ impl Tensor {
             DType::F32 => join::<f32>(parts, total, dims),
             DType::F64 => join::<f64>(parts, total, dims),
             DType::U32 => join::<u32>(parts, total, dims),
+            DType::F16 => join::<half::f16>(parts, total, dims),
+            DType::BF16 => join::<half::bf16>(parts, total, dims),
         }?;
         host.to_device(first.device())
     }

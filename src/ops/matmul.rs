@@ -11,9 +11,19 @@
 //!
 //! Each product is one kernel call that reads its stored operands
 //! transposed where needed: no transpose is ever materialised.
+//!
+//! **Precision.** Products of f32 tensors run in the thread's autocast
+//! precision ([`crate::precision`]): under bf16 or f16 the operands are
+//! rounded to it as they are packed and summed in f32. A bf16 or f16
+//! operand makes the product run in its own type (with an f32 operand, or
+//! one of the same type). The result is always f32 (f64 for f64 operands,
+//! which are never rounded). A tape records the precision with the op and
+//! runs the two products of the backward pass in it too; the gradient of a
+//! half tensor is f32.
 
 use crate::backend::{BackendStorage, MatmulDims, UpdateRule};
 use crate::error::{Error, Result};
+use crate::precision::Precision;
 use smallvec::smallvec;
 
 use crate::ops::{InputGrads, Op};
@@ -28,10 +38,34 @@ impl Tensor {
 
     /// `op(self) · op(rhs)`, where `op` transposes the stored operand when
     /// its flag is set: `self` is `[m, k]` (or `[k, m]` with `a_trans`),
-    /// `rhs` is `[k, n]` (or `[n, k]` with `b_trans`).
+    /// `rhs` is `[k, n]` (or `[n, k]` with `b_trans`). f32 operands are
+    /// multiplied in the thread's autocast precision (see the module docs).
     pub fn matmul_ex(&self, rhs: &Tensor, a_trans: bool, b_trans: bool) -> Result<Tensor> {
+        self.matmul_in(rhs, a_trans, b_trans, Precision::current())
+    }
+
+    /// [`Tensor::matmul_ex`] with f32 operands rounded to `precision`
+    /// whatever the autocast setting; an f32 result (f64 for f64 operands).
+    ///
+    /// ```
+    /// use advgrad::{DType, Precision, Tensor};
+    /// let a = Tensor::rand_uniform([3, 300], -1.0, 1.0, 1, DType::F32);
+    /// let b = Tensor::rand_uniform([300, 2], -1.0, 1.0, 2, DType::F32);
+    /// let c = a.matmul_in(&b, false, false, Precision::Bf16)?;
+    /// // the same bits as the product of operands stored in bf16
+    /// let (a16, b16) = (a.to_dtype(DType::BF16)?, b.to_dtype(DType::BF16)?);
+    /// assert_eq!(c.to_vec::<f32>()?, a16.matmul(&b16)?.to_vec::<f32>()?);
+    /// # Ok::<(), advgrad::Error>(())
+    /// ```
+    pub fn matmul_in(
+        &self,
+        rhs: &Tensor,
+        a_trans: bool,
+        b_trans: bool,
+        precision: Precision,
+    ) -> Result<Tensor> {
         let dims = self.matmul_dims(rhs, a_trans, b_trans)?;
-        let out = self.storage().matmul(rhs.storage(), dims)?;
+        let out = self.storage().matmul_in(rhs.storage(), dims, precision)?;
         Ok(Tensor::from_storage(out, [dims.m, dims.n].into()))
     }
 
@@ -78,11 +112,20 @@ impl Tape {
         self.matmul_ex(a, b, false, false)
     }
 
-    /// Records `op(a) · op(b)` (see [`Tensor::matmul_ex`]); a linear layer
+    /// Records `op(a) · op(b)` (see [`Tensor::matmul_ex`]) in the thread's
+    /// autocast precision, which the backward pass uses too; a linear layer
     /// with a PyTorch-layout weight `[out, in]` is `matmul_ex(x, w, false, true)`.
     pub fn matmul_ex(&mut self, a: Var, b: Var, a_trans: bool, b_trans: bool) -> Result<Var> {
-        let out = self.value(a)?.matmul_ex(self.value(b)?, a_trans, b_trans)?;
-        self.record(Op::Matmul { a_trans, b_trans }, &[a, b], out)
+        let precision = Precision::for_operands(self.value(a)?.dtype(), self.value(b)?.dtype());
+        let out = self
+            .value(a)?
+            .matmul_in(self.value(b)?, a_trans, b_trans, precision)?;
+        let op = Op::Matmul {
+            a_trans,
+            b_trans,
+            precision,
+        };
+        self.record(op, &[a, b], out)
     }
 }
 
@@ -98,21 +141,24 @@ pub struct WeightUpdate<'u> {
     pub updated: &'u mut Option<Tensor>,
 }
 
-/// The gradients of `C = op(A)·op(B)`, per the table in the module docs;
-/// with `update`, `B` is stepped (see [`WeightUpdate`]) and its gradient is
-/// returned as `None`.
+/// The gradients of `C = op(A)·op(B)`, per the table in the module docs,
+/// with the products in `precision`; with `update`, `B` is stepped (see
+/// [`WeightUpdate`]) and its gradient is returned as `None`. The step is
+/// fused into the product in f32; in another precision the product is
+/// computed first and the step follows it.
 pub(super) fn backward(
     a: &Tensor,
     b: &Tensor,
     g: &Tensor,
     (a_trans, b_trans): (bool, bool),
+    precision: Precision,
     needs: &[bool],
     update: Option<WeightUpdate<'_>>,
 ) -> Result<InputGrads> {
     let da = needs[0]
         .then(|| match a_trans {
-            false => g.matmul_ex(b, false, !b_trans),
-            true => b.matmul_ex(g, b_trans, true),
+            false => g.matmul_in(b, false, !b_trans, precision),
+            true => b.matmul_in(g, b_trans, true, precision),
         })
         .transpose()?;
     let (lhs, rhs, lhs_trans, rhs_trans) = match b_trans {
@@ -121,18 +167,25 @@ pub(super) fn backward(
     };
     let db = match (needs[1], update) {
         (false, _) => None,
-        (true, None) => Some(lhs.matmul_ex(rhs, lhs_trans, rhs_trans)?),
+        (true, None) => Some(lhs.matmul_in(rhs, lhs_trans, rhs_trans, precision)?),
         (true, Some(u)) => {
-            let dims = lhs.matmul_dims(rhs, lhs_trans, rhs_trans)?;
             let (s1, s2) = u.state;
-            let stepped = lhs.storage().matmul_update(
-                rhs.storage(),
-                dims,
-                b.storage(),
-                s1.storage_mut(),
-                s2.storage_mut(),
-                u.rule,
-            )?;
+            let stepped = if precision == Precision::F32 {
+                let dims = lhs.matmul_dims(rhs, lhs_trans, rhs_trans)?;
+                lhs.storage().matmul_update(
+                    rhs.storage(),
+                    dims,
+                    b.storage(),
+                    s1.storage_mut(),
+                    s2.storage_mut(),
+                    u.rule,
+                )?
+            } else {
+                let grad = lhs.matmul_in(rhs, lhs_trans, rhs_trans, precision)?;
+                let mut param = b.storage().clone();
+                param.update(grad.storage(), s1.storage_mut(), s2.storage_mut(), u.rule)?;
+                param
+            };
             *u.updated = Some(Tensor::from_storage(stepped, b.shape().clone()));
             None
         }

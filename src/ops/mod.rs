@@ -80,6 +80,8 @@ pub enum Op {
         a_trans: bool,
         /// Whether B is read transposed.
         b_trans: bool,
+        /// The autocast precision of the product and its backward products.
+        precision: crate::precision::Precision,
     },
     /// `a + b`, same shapes.
     Add,
@@ -101,8 +103,8 @@ pub enum Op {
     /// or tanh), fused.
     BiasAct(crate::backend::Activation),
     /// `f(x·Wᵀ + b)`: a linear layer (weight `[out, in]`) and its
-    /// activation, fused.
-    LinearAct(crate::backend::Activation),
+    /// activation, fused, with the products in the recorded precision.
+    LinearAct(crate::backend::Activation, crate::precision::Precision),
     /// Mean softmax cross-entropy of logits against integer labels.
     SoftmaxCrossEntropy {
         /// The labels (u32, one per row).
@@ -151,7 +153,7 @@ impl Op {
             Op::Sigmoid => "sigmoid",
             Op::Tanh => "tanh",
             Op::BiasAct(_) => "bias_act",
-            Op::LinearAct(_) => "linear_act",
+            Op::LinearAct(..) => "linear_act",
             Op::SoftmaxCrossEntropy { .. } => "softmax_cross_entropy",
             Op::Sum => "sum",
             Op::Mean => "mean",
@@ -183,7 +185,7 @@ impl Op {
     /// Whether [`Op::backward_updating`] can step the op's second input (a
     /// weight) inside the product that computes its gradient.
     pub fn steps_weight(&self) -> bool {
-        matches!(self, Op::Matmul { .. } | Op::LinearAct(_))
+        matches!(self, Op::Matmul { .. } | Op::LinearAct(..))
     }
 
     /// [`Op::backward`], with the second input stepped by `update` instead
@@ -198,9 +200,19 @@ impl Op {
     ) -> Result<InputGrads> {
         match self {
             Op::Leaf => Ok(InputGrads::new()),
-            Op::Matmul { a_trans, b_trans } => {
-                matmul::backward(inputs[0], inputs[1], g, (*a_trans, *b_trans), needs, update)
-            }
+            Op::Matmul {
+                a_trans,
+                b_trans,
+                precision,
+            } => matmul::backward(
+                inputs[0],
+                inputs[1],
+                g,
+                (*a_trans, *b_trans),
+                *precision,
+                needs,
+                update,
+            ),
             Op::Add => arith::add_backward(g, needs),
             Op::AddRow => arith::add_row_backward(g, needs),
             Op::Sub => arith::sub_backward(g, needs),
@@ -210,7 +222,9 @@ impl Op {
             Op::Sigmoid => Ok(smallvec![Some(g.sigmoid_backward(output)?)]),
             Op::Tanh => Ok(smallvec![Some(g.tanh_backward(output)?)]),
             Op::BiasAct(act) => activation::bias_act_backward(output, g, *act, needs),
-            Op::LinearAct(act) => linear::backward(inputs, output, g, *act, needs, update),
+            Op::LinearAct(act, precision) => {
+                linear::backward(inputs, output, g, *act, *precision, needs, update)
+            }
             Op::SoftmaxCrossEntropy { labels, probs } => Ok(smallvec![Some(
                 loss::softmax_cross_entropy_backward(probs, labels, g)?,
             )]),
@@ -248,12 +262,37 @@ impl fmt::Debug for Op {
         match self {
             Op::Scale(s) => write!(f, "scale({s})"),
             Op::BiasAct(act) => write!(f, "bias_{}", format!("{act:?}").to_lowercase()),
-            Op::LinearAct(act) => write!(f, "linear_{}", format!("{act:?}").to_lowercase()),
-            Op::Matmul { a_trans, b_trans } => {
+            Op::LinearAct(act, precision) => write!(
+                f,
+                "linear_{}{}",
+                format!("{act:?}").to_lowercase(),
+                precision_tag(*precision)
+            ),
+            Op::Matmul {
+                a_trans,
+                b_trans,
+                precision,
+            } => {
                 let t = |flag: &bool| if *flag { "ᵀ" } else { "" };
-                write!(f, "matmul{}{}", t(a_trans), t(b_trans))
+                write!(
+                    f,
+                    "matmul{}{}{}",
+                    t(a_trans),
+                    t(b_trans),
+                    precision_tag(*precision)
+                )
             }
             other => f.write_str(other.name()),
         }
+    }
+}
+
+/// How a printed product shows an autocast precision: nothing for f32,
+/// `@bf16` or `@f16` otherwise.
+fn precision_tag(p: crate::precision::Precision) -> String {
+    if p.is_half() {
+        format!("@{p}")
+    } else {
+        String::new()
     }
 }

@@ -2,16 +2,25 @@
 //! against.
 //!
 //! Kernels are generic over [`Float`] and instantiated for f32 and f64.
+//! Buffers of f16 and bf16 (through `half`) are for storage and matrix
+//! products: [`CpuStorage::cast`] converts between every float type, the
+//! product runs on [`gemm::gemm_half`] with an f32 result (see
+//! [`CpuStorage::matmul_in`]), and the other kernels ask for f32 or f64.
 //! Parallel work is split in fixed chunks, never by thread count, so results
 //! are bit-identical for any number of threads.
 
+mod cast;
 mod fused_update;
 pub mod gemm;
 mod kernels;
+mod mixed;
+
+use half::{bf16, f16};
 
 use crate::backend::{pool, Activation, BackendStorage, Binary, MatmulDims, Norm, UpdateRule};
 use crate::dtype::{DType, Float};
 use crate::error::{Error, Result};
+use crate::precision::{autocast, Precision};
 
 /// A host buffer of one element type.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,6 +31,10 @@ pub enum CpuStorage {
     F64(Vec<f64>),
     /// u32 elements (labels, class indices).
     U32(Vec<u32>),
+    /// IEEE half elements.
+    F16(Vec<f16>),
+    /// bfloat16 elements.
+    BF16(Vec<bf16>),
 }
 
 /// Element types a [`CpuStorage`] can hold.
@@ -53,6 +66,8 @@ macro_rules! impl_cpu_element {
 impl_cpu_element!(f32, F32);
 impl_cpu_element!(f64, F64);
 impl_cpu_element!(u32, U32);
+impl_cpu_element!(f16, F16);
+impl_cpu_element!(bf16, BF16);
 
 impl CpuStorage {
     /// The elements converted to f64 (exact for every dtype).
@@ -61,16 +76,20 @@ impl CpuStorage {
             CpuStorage::F32(v) => v.iter().map(|&x| x as f64).collect(),
             CpuStorage::F64(v) => v.clone(),
             CpuStorage::U32(v) => v.iter().map(|&x| x as f64).collect(),
+            CpuStorage::F16(v) => v.iter().map(|&x| x.to_f64()).collect(),
+            CpuStorage::BF16(v) => v.iter().map(|&x| x.to_f64()).collect(),
         }
     }
 
-    /// `len` copies of `value` as `dtype` (rounded for f32, truncated for
-    /// u32).
+    /// `len` copies of `value` as `dtype` (rounded to nearest even for the
+    /// float types, truncated for u32).
     pub fn filled(len: usize, value: f64, dtype: DType) -> CpuStorage {
         match dtype {
             DType::F32 => CpuStorage::F32(pool::filled(len, value as f32)),
             DType::F64 => CpuStorage::F64(pool::filled(len, value)),
             DType::U32 => CpuStorage::U32(pool::filled(len, value as u32)),
+            DType::F16 => CpuStorage::F16(vec![cast::f16_from_f64(value); len]),
+            DType::BF16 => CpuStorage::BF16(vec![cast::bf16_from_f64(value); len]),
         }
     }
 
@@ -84,16 +103,22 @@ impl CpuStorage {
             CpuStorage::F32(v) => v[i] as f64,
             CpuStorage::F64(v) => v[i],
             CpuStorage::U32(v) => v[i] as f64,
+            CpuStorage::F16(v) => v[i].to_f64(),
+            CpuStorage::BF16(v) => v[i].to_f64(),
         }
     }
 
-    /// A buffer of `dtype` from f64 values (rounded for f32, truncated for
-    /// u32).
+    /// A buffer of `dtype` from f64 values (rounded to nearest even for the
+    /// float types, truncated for u32).
     pub fn from_f64_slice(values: &[f64], dtype: DType) -> CpuStorage {
         match dtype {
             DType::F32 => CpuStorage::F32(values.iter().map(|&x| x as f32).collect()),
             DType::F64 => CpuStorage::F64(values.to_vec()),
             DType::U32 => CpuStorage::U32(values.iter().map(|&x| x as u32).collect()),
+            DType::F16 => CpuStorage::F16(values.iter().map(|&x| cast::f16_from_f64(x)).collect()),
+            DType::BF16 => {
+                CpuStorage::BF16(values.iter().map(|&x| cast::bf16_from_f64(x)).collect())
+            }
         }
     }
 }
@@ -105,17 +130,26 @@ impl CpuStorage {
 /// thread's own queue. Launched from outside, every parallel kernel goes
 /// through the pool's shared injector, which allocates a block every few
 /// dozen launches and hands the work to another thread and back. Loops that
-/// launch many kernels (training, attacks, the CLI) run inside this.
+/// launch many kernels (training, attacks, the CLI) run inside this. The
+/// caller's autocast precision ([`crate::precision`]) goes with `f`.
 pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         f()
     } else {
+        let precision = Precision::current();
         // `scope` runs its body on a pool thread when called from outside.
-        rayon::scope(|_| f())
+        rayon::scope(|_| autocast(precision, f))
     }
 }
 
 fn unsupported(op: &'static str, dtype: DType) -> Error {
+    if dtype.is_half() {
+        return Error::invalid(format!(
+            "{op} takes f32 or f64, not {dtype}: {dtype} tensors hold values and feed matrix \
+             products; convert with `to_dtype(DType::F32)` (elementwise ops, reductions and \
+             losses run in f32)"
+        ));
+    }
     Error::UnsupportedDType { op, dtype }
 }
 
@@ -173,6 +207,8 @@ impl BackendStorage for CpuStorage {
             CpuStorage::F32(_) => DType::F32,
             CpuStorage::F64(_) => DType::F64,
             CpuStorage::U32(_) => DType::U32,
+            CpuStorage::F16(_) => DType::F16,
+            CpuStorage::BF16(_) => DType::BF16,
         }
     }
 
@@ -181,6 +217,8 @@ impl BackendStorage for CpuStorage {
             CpuStorage::F32(v) => v.len(),
             CpuStorage::F64(v) => v.len(),
             CpuStorage::U32(v) => v.len(),
+            CpuStorage::F16(v) => v.len(),
+            CpuStorage::BF16(v) => v.len(),
         }
     }
 
@@ -193,6 +231,21 @@ impl BackendStorage for CpuStorage {
             let c = gemm::gemm_new(d.m, d.n, d.k, a, d.a_trans, b, d.b_trans);
             Ok(CpuElement::into_storage(c))
         })
+    }
+
+    fn matmul_in(&self, rhs: &Self, d: MatmulDims, precision: Precision) -> Result<Self> {
+        mixed::matmul_in(self, rhs, d, precision)
+    }
+
+    fn matmul_bias_act_in(
+        &self,
+        rhs: &Self,
+        d: MatmulDims,
+        row: &Self,
+        act: Activation,
+        precision: Precision,
+    ) -> Result<Self> {
+        mixed::matmul_bias_act_in(self, rhs, d, row, act, precision)
     }
 
     fn activation(&self, act: Activation) -> Result<Self> {

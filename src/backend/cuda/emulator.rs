@@ -78,6 +78,10 @@ impl Launcher for Emulator {
             CpuStorage::F32(v) => SimtBuffer::from_slice(v),
             CpuStorage::F64(v) => SimtBuffer::from_slice(v),
             CpuStorage::U32(v) => SimtBuffer::from_slice(v),
+            half => {
+                let dtype = crate::backend::BackendStorage::dtype(half);
+                return Err(super::half_buffers_unavailable(dtype));
+            }
         })
     }
 
@@ -86,6 +90,7 @@ impl Launcher for Emulator {
             DType::F32 => CpuStorage::F32(read(buf, len)?),
             DType::F64 => CpuStorage::F64(read(buf, len)?),
             DType::U32 => CpuStorage::U32(read(buf, len)?),
+            half => return Err(super::half_buffers_unavailable(half)),
         })
     }
 

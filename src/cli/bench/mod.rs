@@ -22,13 +22,15 @@ use std::time::Instant;
 
 use advgrad::{Device, Result};
 
-use super::common::DataArgs;
+use super::common::{DataArgs, PrecisionArgs};
 
 /// Options of `advgrad bench`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    precision: PrecisionArgs,
     /// What to time (`--list-ops` prints them one per line).
     #[arg(long, value_enum, required_unless_present = "list_ops")]
     op: Option<Op>,
@@ -217,6 +219,10 @@ fn report(
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    args.precision.clone().run(|| run_in_precision(args))
+}
+
+fn run_in_precision(args: Args) -> Result<ExitCode> {
     if args.list_ops {
         for op in <Op as clap::ValueEnum>::value_variants() {
             println!("{}", op.name());

@@ -95,6 +95,7 @@ impl Launcher for Gpu {
                 DType::F32 => GpuBuffer::F32(s.alloc::<f32>(n).map_err(driver_err(what))?),
                 DType::F64 => GpuBuffer::F64(s.alloc::<f64>(n).map_err(driver_err(what))?),
                 DType::U32 => GpuBuffer::U32(s.alloc::<u32>(n).map_err(driver_err(what))?),
+                half => return Err(crate::backend::cuda::half_buffers_unavailable(half)),
             })
         }
     }
@@ -104,6 +105,10 @@ impl Launcher for Gpu {
             CpuStorage::F32(v) => GpuBuffer::F32(upload(self, v)?),
             CpuStorage::F64(v) => GpuBuffer::F64(upload(self, v)?),
             CpuStorage::U32(v) => GpuBuffer::U32(upload(self, v)?),
+            half => {
+                let dtype = crate::backend::BackendStorage::dtype(half);
+                return Err(crate::backend::cuda::half_buffers_unavailable(dtype));
+            }
         })
     }
 
