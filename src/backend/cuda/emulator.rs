@@ -124,6 +124,7 @@ impl Launcher for Emulator {
                 DType::F32 => range::<f32>(src, offset, len)?,
                 DType::F64 => range::<f64>(src, offset, len)?,
                 DType::U32 => range::<u32>(src, offset, len)?,
+                half => return Err(super::half_buffers_unavailable(half)),
             };
         }
         Ok(())
