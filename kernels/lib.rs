@@ -19,12 +19,14 @@
 //! softmax cross-entropy forward) have a planning function each.
 
 pub mod activation;
+pub mod attack_step;
 pub mod elementwise;
 pub mod grid_stride;
 pub mod matmul;
 pub mod optim;
 pub mod plan;
 pub mod reduce;
+pub mod robust_loss;
 pub mod softmax_xent;
 mod types;
 
@@ -68,6 +70,11 @@ pub const MODULES: &[Module] = &[
         kernels: activation::KERNELS,
     },
     Module {
+        name: "attack_step",
+        source: include_str!("attack_step.cu"),
+        kernels: attack_step::KERNELS,
+    },
+    Module {
         name: "elementwise",
         source: include_str!("elementwise.cu"),
         kernels: elementwise::KERNELS,
@@ -86,6 +93,11 @@ pub const MODULES: &[Module] = &[
         name: "reduce",
         source: include_str!("reduce.cu"),
         kernels: reduce::KERNELS,
+    },
+    Module {
+        name: "robust_loss",
+        source: include_str!("robust_loss.cu"),
+        kernels: robust_loss::KERNELS,
     },
     Module {
         name: "softmax_xent",

@@ -868,3 +868,336 @@ fn no_gpu_is_a_clear_error() {
     let t = Tensor::from_vec(vec![1.0f32], [1]).unwrap();
     assert!(t.to_device(Device::Cuda(0)).is_err());
 }
+
+// The kernels of robustness evaluation and training (robust_loss.cu,
+// attack_step.cu): each against the CPU, then their backward rules by
+// gradcheck, the attacks and TRADES/MART training end to end.
+
+/// Logits for the row-wise losses: uniform in ±4, and, when there are at
+/// least 8 rows of 4 classes, rows with ties among the top classes (three
+/// equal maxima; a tie for second and third; all equal), a NaN ranked
+/// first and one ranked after the top four, a −inf and a +inf.
+fn robust_logits(rows: usize, cols: usize, rng: &mut Rng) -> Vec<f64> {
+    let mut v = rng.vec(rows * cols, -4.0, 4.0);
+    if rows >= 8 && cols >= 4 {
+        let at = |r: usize, c: usize| r * cols + c;
+        for c in 1..4 {
+            v[at(0, c)] = 5.0;
+        }
+        (v[at(1, 0)], v[at(1, 2)], v[at(1, cols - 1)]) = (6.0, 5.5, 5.5);
+        v[at(2, 0)..at(3, 0)].fill(1.25);
+        v[at(3, 0)] = f64::NAN;
+        v[at(4, cols - 1)] = f64::NAN;
+        v[at(5, 1)] = f64::NEG_INFINITY;
+        v[at(6, 2)] = f64::INFINITY;
+    }
+    v
+}
+
+/// A device result equal to the CPU's bit for bit (NaNs of any payload).
+#[track_caller]
+fn same_bits(what: &str, dev: &Storage, cpu: &Storage) {
+    let exactly = Tolerance {
+        tol: 0.0,
+        floor: f64::MIN_POSITIVE,
+    };
+    check(what, dev, cpu, Scale::Value, exactly);
+}
+
+/// The row max and `ln Σ e^{x − max}` over the finite values of a row.
+fn max_and_lse(row: &[f64]) -> (f64, f64) {
+    let finite = || row.iter().copied().filter(|v| v.is_finite());
+    let m = finite().fold(f64::NEG_INFINITY, f64::max);
+    (m, finite().map(|v| (v - m).exp()).sum::<f64>().ln())
+}
+
+/// The largest |value| among the finite values of a row.
+fn max_abs(row: &[f64]) -> f64 {
+    row.iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0, |m, v| m.max(v.abs()))
+}
+
+/// The CPU's DLR of one row, for the error scales: numerator, denominator,
+/// the class subtracted, ∂D as (class, coefficient), and the relative
+/// error of D in roundings (its inputs' sum, when targeted, can cancel).
+struct DlrReference {
+    num: f64,
+    den: f64,
+    other: usize,
+    den_grad: [(usize, f64); 3],
+    den_roundings: f64,
+}
+
+fn dlr_reference(z: &[f64], y: usize, t: usize, targeted: bool) -> DlrReference {
+    // The CPU's ranking: insertion in column order (a NaN stops there).
+    let mut top = [usize::MAX; 4];
+    for (j, &v) in z.iter().enumerate() {
+        let mut k = 4;
+        while k > 0 && (top[k - 1] == usize::MAX || z[top[k - 1]] < v) {
+            k -= 1;
+        }
+        if k < 4 {
+            top.copy_within(k..3, k + 1);
+            top[k] = j;
+        }
+    }
+    let last = top
+        .iter()
+        .rposition(|&t| t != usize::MAX)
+        .map_or(0, |p| top[p]);
+    let top = top.map(|t| if t == usize::MAX { last } else { t });
+    if targeted {
+        let den = z[top[0]] - 0.5 * (z[top[2]] + z[top[3]]) + 1e-12;
+        DlrReference {
+            num: z[y] - z[t],
+            den,
+            other: t,
+            den_grad: [(top[0], 1.0), (top[2], -0.5), (top[3], -0.5)],
+            den_roundings: 3.0 + (z[top[2]].abs() + z[top[3]].abs()) / den.abs(),
+        }
+    } else {
+        let m = if top[0] == y { top[1] } else { top[0] };
+        DlrReference {
+            num: z[y] - z[m],
+            den: z[top[0]] - z[top[2]] + 1e-12,
+            other: m,
+            den_grad: [(top[0], 1.0), (top[2], -1.0), (top[0], 0.0)],
+            den_roundings: 3.0,
+        }
+    }
+}
+
+/// Log-softmax, `exp`, `ln`, pick and the KL divergence, forward and
+/// backward, against the CPU: the real shapes (128 × 10, 1000 × 10), odd
+/// ones, rows longer than a warp's 128 values, and rows with ties, NaN and
+/// ±inf. Scales: each log-probability carries the rounding of
+/// `|x| + |max| + |ln Σ|` (the row's `R`), a probability carries it
+/// relatively.
+#[test]
+fn robust_losses_log_softmax_exp_ln_pick_kl() {
+    const SHAPES: [(usize, usize); 5] = [(128, 10), (1000, 10), (37, 29), (9, 130), (3, 1)];
+    for device in devices("robust_losses_log_softmax_exp_ln_pick_kl") {
+        for dtype in DTYPES {
+            let t = Tolerance::kernel(dtype);
+            for (s, &(r, c)) in SHAPES.iter().enumerate() {
+                let mut rng = Rng::new(200 + s as u64);
+                let what = |op: &str| format!("{dtype} {op} {r}x{c}");
+                let a = pair(&robust_logits(r, c, &mut rng), dtype, device);
+                let b = pair(&robust_logits(r, c, &mut rng), dtype, device);
+                let (av, bv) = (host(&a.cpu), host(&b.cpu));
+                let row = |v: &[f64], i: usize| v[i * c..(i + 1) * c].to_vec();
+
+                let y = a.cpu.log_softmax(c).unwrap();
+                let terms: Vec<f64> = (0..r * c)
+                    .map(|k| {
+                        let (m, lse) = max_and_lse(&row(&av, k / c));
+                        av[k].abs() + m.abs() + lse.abs()
+                    })
+                    .collect();
+                let yd = a.dev.log_softmax(c).unwrap();
+                check(&what("log_softmax"), &yd, &y, Scale::Terms(&terms), t);
+
+                // Backward from the CPU's output: g − e^y·Σg.
+                let g = pair(&rng.vec(r * c, -1.0, 1.0), dtype, device);
+                let (gv, yv) = (host(&g.cpu), host(&y));
+                let terms: Vec<f64> = (0..r * c)
+                    .map(|k| {
+                        let abs_sum: f64 = row(&gv, k / c).iter().map(|v| v.abs()).sum();
+                        gv[k].abs() + yv[k].exp() * abs_sum
+                    })
+                    .collect();
+                let yc = y.to_device(device).unwrap();
+                check(
+                    &what("log_softmax_backward"),
+                    &g.dev.log_softmax_backward(&yc, c).unwrap(),
+                    &g.cpu.log_softmax_backward(&y, c).unwrap(),
+                    Scale::Terms(&terms),
+                    t,
+                );
+
+                check_op(&what("exp"), &a.dev.exp().unwrap(), &a.cpu.exp().unwrap());
+                // ln of positive values, zeros (−inf) and negatives (NaN).
+                check_op(
+                    &what("ln"),
+                    &a.dev.exp().unwrap().ln().unwrap(),
+                    &a.cpu.exp().unwrap().ln().unwrap(),
+                );
+                check_op(&what("ln ±"), &a.dev.ln().unwrap(), &a.cpu.ln().unwrap());
+
+                let k = labels_pair(&rng.labels(r, c), device);
+                same_bits(
+                    &what("pick"),
+                    &a.dev.pick_rows(&k.dev, c).unwrap(),
+                    &a.cpu.pick_rows(&k.cpu, c).unwrap(),
+                );
+                let gr = pair(&rng.vec(r, -1.0, 1.0), dtype, device);
+                same_bits(
+                    &what("pick_backward"),
+                    &gr.dev.pick_rows_backward(&k.dev, c).unwrap(),
+                    &gr.cpu.pick_rows_backward(&k.cpu, c).unwrap(),
+                );
+
+                // KL(p ‖ q): R·Σ p(1 + |lp − lq|); its gradients' terms.
+                let grv = host(&gr.cpu);
+                let mut kl_terms = vec![0.0; r];
+                let (mut da_terms, mut db_terms) = (vec![0.0; r * c], vec![0.0; r * c]);
+                for i in 0..r {
+                    let (ra, rb) = (row(&av, i), row(&bv, i));
+                    let ((ma, la), (mb, lb)) = (max_and_lse(&ra), max_and_lse(&rb));
+                    let big_r = 2.0 * (max_abs(&ra) + max_abs(&rb)) + la.abs() + lb.abs() + 1.0;
+                    let lp: Vec<f64> = ra.iter().map(|v| v - ma - la).collect();
+                    let lq: Vec<f64> = rb.iter().map(|v| v - mb - lb).collect();
+                    let kl: f64 = (0..c).map(|j| lp[j].exp() * (lp[j] - lq[j])).sum();
+                    kl_terms[i] = big_r
+                        * (0..c)
+                            .map(|j| lp[j].exp() * (1.0 + (lp[j] - lq[j]).abs()))
+                            .sum::<f64>();
+                    for j in 0..c {
+                        let (p, q) = (lp[j].exp(), lq[j].exp());
+                        let gi = grv[i].abs();
+                        da_terms[i * c + j] =
+                            gi * p * (big_r * (1.0 + (lp[j] - lq[j] - kl).abs()) + kl_terms[i]);
+                        db_terms[i * c + j] = gi * (p + q) * big_r;
+                    }
+                }
+                check(
+                    &what("kl_div"),
+                    &a.dev.kl_div_rows(&b.dev, c).unwrap(),
+                    &a.cpu.kl_div_rows(&b.cpu, c).unwrap(),
+                    Scale::Terms(&kl_terms),
+                    t,
+                );
+                let (dad, dbd) = a.dev.kl_div_rows_backward(&b.dev, &gr.dev, c).unwrap();
+                let (dac, dbc) = a.cpu.kl_div_rows_backward(&b.cpu, &gr.cpu, c).unwrap();
+                check(
+                    &what("kl_div_backward da"),
+                    &dad,
+                    &dac,
+                    Scale::Terms(&da_terms),
+                    t,
+                );
+                check(
+                    &what("kl_div_backward db"),
+                    &dbd,
+                    &dbc,
+                    Scale::Terms(&db_terms),
+                    t,
+                );
+            }
+        }
+        // Bad indices and shapes are the CPU's errors.
+        let x = pair(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], DType::F32, device);
+        let k = labels_pair(&[1, 3], device);
+        for (dev, cpu) in [
+            (x.dev.pick_rows(&k.dev, 3), x.cpu.pick_rows(&k.cpu, 3)),
+            (x.dev.log_softmax(4), x.cpu.log_softmax(4)),
+        ] {
+            assert_eq!(dev.unwrap_err().to_string(), cpu.unwrap_err().to_string());
+        }
+    }
+}
+
+/// The DLR loss, untargeted and targeted, and its gradient against the
+/// CPU, with ties among the top classes, a target equal to the label, NaN
+/// and ±inf rows. The gradient's nonzero entries must sit where the CPU's
+/// do (a wrong rank among tied classes moves them); its values are
+/// measured against their terms `|g/D|` and `|g·n/D²|`, times the
+/// roundings of n and D.
+#[test]
+fn robust_losses_dlr() {
+    const SHAPES: [(usize, usize); 5] = [(128, 10), (1000, 10), (37, 29), (9, 130), (5, 4)];
+    for device in devices("robust_losses_dlr") {
+        for dtype in DTYPES {
+            let tol = Tolerance::kernel(dtype);
+            for (s, &(r, c)) in SHAPES.iter().enumerate() {
+                let mut rng = Rng::new(300 + s as u64);
+                let z = pair(&robust_logits(r, c, &mut rng), dtype, device);
+                let zv = host(&z.cpu);
+                let yv = rng.labels(r, c);
+                let mut tv = rng.labels(r, c);
+                tv[r / 2] = yv[r / 2];
+                let (y, tg) = (labels_pair(&yv, device), labels_pair(&tv, device));
+                let g = pair(&rng.vec(r, -1.0, 1.0), dtype, device);
+                let gv = host(&g.cpu);
+                for targeted in [false, true] {
+                    let what = |op: &str| format!("{dtype} {op} targeted={targeted} {r}x{c}");
+                    let refs: Vec<DlrReference> = (0..r)
+                        .map(|i| {
+                            let row = &zv[i * c..(i + 1) * c];
+                            dlr_reference(row, yv[i] as usize, tv[i] as usize, targeted)
+                        })
+                        .collect();
+                    let want = z.cpu.dlr_rows(&y.cpu, &tg.cpu, targeted, c).unwrap();
+                    let terms: Vec<f64> = refs
+                        .iter()
+                        .map(|d| (d.num / d.den).abs() * (3.0 + d.den_roundings))
+                        .collect();
+                    let got = z.dev.dlr_rows(&y.dev, &tg.dev, targeted, c).unwrap();
+                    check(&what("dlr"), &got, &want, Scale::Terms(&terms), tol);
+
+                    let want = z
+                        .cpu
+                        .dlr_rows_backward(&y.cpu, &tg.cpu, targeted, &g.cpu, c);
+                    let want = want.unwrap();
+                    let mut terms = vec![0.0; r * c];
+                    for (i, d) in refs.iter().enumerate() {
+                        let step = (gv[i] / d.den).abs();
+                        let curve = (gv[i] * d.num / (d.den * d.den)).abs();
+                        let roundings = 3.0 + 2.0 * d.den_roundings;
+                        terms[i * c + yv[i] as usize] += step * roundings;
+                        terms[i * c + d.other] += step * roundings;
+                        for (k, coef) in d.den_grad {
+                            terms[i * c + k] += curve * coef.abs() * roundings;
+                        }
+                    }
+                    let got = z
+                        .dev
+                        .dlr_rows_backward(&y.dev, &tg.dev, targeted, &g.dev, c)
+                        .unwrap();
+                    // An entry is there when it is more than a rounding of
+                    // the row's terms |g/D| + |g·n/D²| (a cancellation to zero
+                    // may leave 1e-13 in the CPU's f64 and 0 in f32).
+                    let (gh, wh) = (host(&got), host(&want));
+                    let there = |v: f64, k: usize| {
+                        let d = &refs[k / c];
+                        let (i, den) = (k / c, d.den);
+                        let size = (gv[i] / den).abs() + (gv[i] * d.num / (den * den)).abs();
+                        v.abs() > tol.tol * size.max(tol.floor)
+                    };
+                    let moved = |k: usize| there(gh[k], k) != there(wh[k], k);
+                    if let Some(k) = (0..r * c).find(|&k| moved(k)) {
+                        panic!(
+                            "{}[{k}]: got {}, want {}: a gradient entry moved",
+                            what("dlr_backward"),
+                            gh[k],
+                            wh[k]
+                        );
+                    }
+                    check(
+                        &what("dlr_backward"),
+                        &got,
+                        &want,
+                        Scale::Terms(&terms),
+                        tol,
+                    );
+                }
+            }
+        }
+        // Too few classes and a label out of range are the CPU's errors.
+        let z = pair(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], DType::F32, device);
+        let (ok, bad) = (labels_pair(&[0, 1], device), labels_pair(&[0, 3], device));
+        for (dev, cpu) in [
+            (
+                z.dev.dlr_rows(&ok.dev, &ok.dev, true, 3),
+                z.cpu.dlr_rows(&ok.cpu, &ok.cpu, true, 3),
+            ),
+            (
+                z.dev.dlr_rows(&bad.dev, &bad.dev, false, 3),
+                z.cpu.dlr_rows(&bad.cpu, &bad.cpu, false, 3),
+            ),
+        ] {
+            assert_eq!(dev.unwrap_err().to_string(), cpu.unwrap_err().to_string());
+        }
+    }
+}
