@@ -1201,3 +1201,176 @@ fn robust_losses_dlr() {
         }
     }
 }
+
+/// Clean images in [0, 1] and points within `radius` of them (clipped to
+/// the box), `rows × cols`.
+fn images_and_points(rows: usize, cols: usize, radius: f64, rng: &mut Rng) -> (Vec<f64>, Vec<f64>) {
+    let c = rng.vec(rows * cols, 0.0, 1.0);
+    let x = c
+        .iter()
+        .map(|v| (v + rng.uniform(-radius, radius)).clamp(0.0, 1.0))
+        .collect();
+    (c, x)
+}
+
+/// APGD's step in L∞ and L2 against the CPU: a Fashion-MNIST batch
+/// (128 × 784) and odd sizes, zeros in the gradient and a row whose
+/// gradient is all zero. Every intermediate is bounded by
+/// `|x| + |x_prev| + |c| + eps + η`: that is each element's scale.
+#[test]
+fn apgd_step_fused() {
+    use advgrad::backend::Norm;
+    for device in devices("apgd_step_fused") {
+        for dtype in DTYPES {
+            for (s, &(r, c)) in [(128, 784), (7, 13), (1, 1)].iter().enumerate() {
+                if dtype == DType::F64 && r == 128 {
+                    continue;
+                }
+                let mut rng = Rng::new(400 + s as u64);
+                for (norm, eps) in [(Norm::Linf, 0.1), (Norm::L2, 1.0)] {
+                    let (cv, xv) = images_and_points(r, c, eps / 2.0, &mut rng);
+                    let prev: Vec<f64> = cv
+                        .iter()
+                        .map(|v| (v + rng.uniform(-eps / 2.0, eps / 2.0)).clamp(0.0, 1.0))
+                        .collect();
+                    let mut gv = rng.vec(r * c, -1.0, 1.0);
+                    gv[0] = 0.0;
+                    if r > 2 {
+                        gv[c..2 * c].fill(0.0);
+                    }
+                    let etas = rng.vec(r, 0.01, 0.2);
+                    let [x, p, g, cc, eta] =
+                        [&xv, &prev, &gv, &cv, &etas].map(|v| pair(v, dtype, device));
+                    let terms: Vec<f64> = (0..r * c)
+                        .map(|k| xv[k].abs() + prev[k].abs() + cv[k] + eps + etas[k / c])
+                        .collect();
+                    check(
+                        &format!("{dtype} apgd_step {norm:?} {r}x{c}"),
+                        &x.dev
+                            .apgd_step(&p.dev, &g.dev, &cc.dev, &eta.dev, 0.75, eps, norm, c)
+                            .unwrap(),
+                        &x.cpu
+                            .apgd_step(&p.cpu, &g.cpu, &cc.cpu, &eta.cpu, 0.75, eps, norm, c)
+                            .unwrap(),
+                        Scale::Terms(&terms),
+                        Tolerance::kernel(dtype),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// FAB's step in L∞ and L2 against the CPU (both compute in f64): a
+/// batch of Fashion-MNIST rows and odd sizes, zeros in the hyperplane's
+/// normal, a row on the hyperplane (f = 0) and one the box cannot reach.
+/// The new points are pixel-sized combinations of pixels (scale
+/// `1 + |x| + |x₀|`); the distances are measured on the stored points.
+#[test]
+fn fab_step_fused() {
+    use advgrad::backend::Norm;
+    for device in devices("fab_step_fused") {
+        for dtype in DTYPES {
+            for (s, &(r, c)) in [(32, 784), (5, 7), (1, 1)].iter().enumerate() {
+                let mut rng = Rng::new(500 + s as u64);
+                let (x0v, xv) = images_and_points(r, c, 0.05, &mut rng);
+                let wv: Vec<f64> = (0..r * c)
+                    .map(|_| {
+                        let w = rng.uniform(-1.0, 1.0);
+                        if w.abs() < 0.1 {
+                            0.0
+                        } else {
+                            w
+                        }
+                    })
+                    .collect();
+                let mut fv = rng.vec(r, -2.0, 2.0);
+                if r > 2 {
+                    fv[1] = 0.0;
+                    fv[2] = 1e4;
+                }
+                let [x, x0, w, f] = [&xv, &x0v, &wv, &fv].map(|v| pair(v, dtype, device));
+                let terms: Vec<f64> = (0..r * c).map(|k| 1.0 + xv[k] + x0v[k]).collect();
+                for norm in [Norm::Linf, Norm::L2] {
+                    let what = format!("{dtype} fab_step {norm:?} {r}x{c}");
+                    let (pd, dd) = x
+                        .dev
+                        .fab_step(&x0.dev, &w.dev, &f.dev, 1.05, 0.1, norm, c)
+                        .unwrap();
+                    let (pc, dc) = x
+                        .cpu
+                        .fab_step(&x0.cpu, &w.cpu, &f.cpu, 1.05, 0.1, norm, c)
+                        .unwrap();
+                    let t = Tolerance::kernel(dtype);
+                    check(&format!("{what} point"), &pd, &pc, Scale::Terms(&terms), t);
+                    check(&format!("{what} distance"), &dd, &dc, Scale::Value, t);
+                }
+            }
+        }
+    }
+}
+
+/// The in-place update of listed rows against the CPU, for t = 0 (a copy)
+/// and t = 0.5; a clone keeps its values (copy-on-write), and a row past
+/// the end is the CPU's error.
+#[test]
+fn lerp_rows_in_place() {
+    for device in devices("lerp_rows_in_place") {
+        for dtype in DTYPES {
+            let (r, c) = (10, 13);
+            let mut rng = Rng::new(600);
+            let (xv, sv) = (rng.vec(r * c, -1.0, 1.0), rng.vec(r * c, -1.0, 1.0));
+            let (x, src) = (pair(&xv, dtype, device), pair(&sv, dtype, device));
+            let rows = labels_pair(&[7, 2, 9, 0], device);
+            for t in [0.0, 0.5] {
+                let (mut xd, mut xc) = (x.dev.clone(), x.cpu.clone());
+                xd.lerp_rows(&src.dev, &rows.dev, t, c).unwrap();
+                xc.lerp_rows(&src.cpu, &rows.cpu, t, c).unwrap();
+                let terms: Vec<f64> = (0..r * c)
+                    .map(|k| sv[k].abs() + t * (xv[k] - sv[k]).abs() + xv[k].abs())
+                    .collect();
+                let what = format!("{dtype} lerp_rows t={t}");
+                check(
+                    &what,
+                    &xd,
+                    &xc,
+                    Scale::Terms(&terms),
+                    Tolerance::kernel(dtype),
+                );
+                same_bits(&format!("{what} source"), &x.dev, &x.cpu);
+            }
+            let past = labels_pair(&[3, 10], device);
+            let (mut xd, mut xc) = (x.dev.clone(), x.cpu.clone());
+            let ed = xd.lerp_rows(&src.dev, &past.dev, 0.0, c).unwrap_err();
+            let ec = xc.lerp_rows(&src.cpu, &past.cpu, 0.0, c).unwrap_err();
+            assert_eq!(ed.to_string(), ec.to_string());
+        }
+    }
+}
+
+/// The backward rules of the robustness losses by finite differences, in
+/// f64 on the device (the gradcheck suite's cases).
+#[test]
+fn gradcheck_robust_losses_on_the_device() {
+    use advgrad::gradcheck::suite;
+    let names = [
+        "log_softmax",
+        "exp",
+        "ln",
+        "pick",
+        "kl_div",
+        "dlr",
+        "dlr_targeted",
+    ];
+    for device in devices("gradcheck_robust_losses_on_the_device") {
+        for name in names {
+            let case = suite::case(name).unwrap().expect("a built-in case");
+            let report = case
+                .to_device(device)
+                .unwrap()
+                .run(&advgrad::GradcheckOptions::default())
+                .unwrap();
+            assert!(report.passed(), "{name} on {device}: {report}");
+        }
+    }
+}

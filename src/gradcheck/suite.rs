@@ -93,6 +93,11 @@ fn weighted_sum(tape: &mut Tape, y: Var, seed: u64) -> Result<Var> {
     tape.sum(p)
 }
 
+/// `k` (labels, indices) on the device of the recorded `z`.
+fn beside(tape: &Tape, z: Var, k: &Tensor) -> Result<Tensor> {
+    k.to_device(tape.value(z)?.device())
+}
+
 fn labels(n: usize, classes: u32, seed: u64) -> Result<Tensor> {
     let mut rng = crate::rng::Rng::new(seed);
     let v: Vec<u32> = (0..n).map(|_| rng.below(classes as u64) as u32).collect();
@@ -240,7 +245,14 @@ pub fn case(name: &str) -> Result<Option<Case>> {
         "ln" => unary_case("ln", Tape::ln, uniform(&[5, 4], 62).affine(0.9, 1.1)?),
         "pick" => {
             let k = labels(7, 5, 63)?;
-            unary_case_with("pick", move |t, z| t.pick(z, &k), uniform(&[7, 5], 64))
+            unary_case_with(
+                "pick",
+                move |t, z| {
+                    let k = beside(t, z, &k)?;
+                    t.pick(z, &k)
+                },
+                uniform(&[7, 5], 64),
+            )
         }
         "kl_div" => Case {
             name: "kl_div",
@@ -257,7 +269,10 @@ pub fn case(name: &str) -> Result<Option<Case>> {
             let y = labels(8, 6, 68)?;
             unary_case_with(
                 "dlr",
-                move |t, z| t.dlr(z, &y),
+                move |t, z| {
+                    let y = beside(t, z, &y)?;
+                    t.dlr(z, &y)
+                },
                 uniform(&[8, 6], 69).scale(3.0)?,
             )
         }
@@ -266,7 +281,10 @@ pub fn case(name: &str) -> Result<Option<Case>> {
             let targets = labels(8, 6, 71)?;
             unary_case_with(
                 "dlr_targeted",
-                move |t, z| t.dlr_targeted(z, &y, &targets),
+                move |t, z| {
+                    let (y, targets) = (beside(t, z, &y)?, beside(t, z, &targets)?);
+                    t.dlr_targeted(z, &y, &targets)
+                },
                 uniform(&[8, 6], 72).scale(3.0)?,
             )
         }
