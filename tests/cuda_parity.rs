@@ -1374,3 +1374,162 @@ fn gradcheck_robust_losses_on_the_device() {
         }
     }
 }
+
+/// `n` noisy copies of five fixed 4×4 templates (labels cycling), for the
+/// attack and training tests: no data download, and small enough for the
+/// emulator.
+fn tiny_images(n: usize, seed: u64) -> advgrad::data::Dataset {
+    const D: usize = 16;
+    const CLASSES: usize = 5;
+    let mut templates = Rng::new(1);
+    let t = templates.vec(CLASSES * D, 0.2, 0.8);
+    let mut rng = Rng::new(seed);
+    let mut images = Vec::with_capacity(n * D);
+    for i in 0..n {
+        let c = i % CLASSES;
+        for j in 0..D {
+            let v = t[c * D + j] + rng.uniform(-0.3, 0.3);
+            images.push(v.clamp(0.0, 1.0) as f32);
+        }
+    }
+    let labels = (0..n).map(|i| (i % CLASSES) as u32).collect();
+    advgrad::data::Dataset::from_parts(images, labels, D, CLASSES).unwrap()
+}
+
+fn tiny_config(
+    epochs: usize,
+    adversarial: Option<advgrad::train::AdvTraining>,
+) -> advgrad::train::TrainConfig {
+    advgrad::train::TrainConfig {
+        epochs,
+        batch_size: 50,
+        optim: OptimConfig::new(OptimizerKind::Sgd, 0.1),
+        schedule: advgrad::optim::Schedule::Constant,
+        seed: 3,
+        adversarial,
+        quiet: true,
+    }
+}
+
+/// The evaluation attacks end to end on the device: APGD-CE, APGD-DLR,
+/// APGD-T, FAB-T, Square and the AutoAttack ensemble (and APGD-CE and
+/// FAB-T in L2) on a 16-12-5 MLP trained on the CPU, the same seed on
+/// both sides, give the CPU's robust accuracy.
+#[test]
+fn evaluation_attacks_give_the_cpus_robust_accuracy() {
+    use advgrad::backend::Norm;
+    let mut model = Mlp::new("16-12-5", Activation::Relu, 7).unwrap();
+    advgrad::train::train(
+        &mut model,
+        &tiny_images(500, 2),
+        None,
+        &tiny_config(20, None),
+    )
+    .unwrap();
+    let data = tiny_images(24, 99);
+    let n = data.labels().len();
+    let x = Tensor::from_vec(data.images().to_vec(), [n, 16]).unwrap();
+    let y = Tensor::from_vec(data.labels().to_vec(), [n]).unwrap();
+    let cases = [
+        ("apgd-ce", Norm::Linf, 0.05),
+        ("apgd-dlr", Norm::Linf, 0.05),
+        ("apgd-t", Norm::Linf, 0.05),
+        ("fab-t", Norm::Linf, 0.05),
+        ("square", Norm::Linf, 0.05),
+        ("autoattack", Norm::Linf, 0.05),
+        ("apgd-ce", Norm::L2, 0.25),
+        ("fab-t", Norm::L2, 0.25),
+    ];
+    for device in devices("evaluation_attacks_give_the_cpus_robust_accuracy") {
+        let (dm, dx, dy) = (
+            model.to_device(device).unwrap(),
+            x.to_device(device).unwrap(),
+            y.to_device(device).unwrap(),
+        );
+        for (name, norm, eps) in cases {
+            let options = AttackOptions {
+                norm: Some(norm),
+                steps: (name != "square").then_some(10),
+                queries: matches!(name, "square" | "autoattack").then_some(100),
+                targets: matches!(name, "apgd-t" | "fab-t").then_some(3),
+                ..AttackOptions::default()
+            };
+            let attack = Attack::build(name, eps, &options).unwrap();
+            let on_cpu = attack.outcome(&model, &x, &y, 5).unwrap();
+            let on_dev = attack.outcome(&dm, &dx, &dy, 5).unwrap();
+            assert_eq!(
+                on_dev.adv.device(),
+                device,
+                "{name}: the points left the device"
+            );
+            let robust = |fooled: &[bool]| fooled.iter().filter(|f| !**f).count();
+            let differ = (0..n)
+                .filter(|&i| on_cpu.fooled[i] != on_dev.fooled[i])
+                .count();
+            assert_eq!(
+                robust(&on_dev.fooled),
+                robust(&on_cpu.fooled),
+                "{name} {norm:?} eps {eps} on {device}: robust points (of {n}), {differ} differ"
+            );
+            let clean = model.predict(&x).unwrap().to_vec::<u32>().unwrap();
+            let correct = clean
+                .iter()
+                .zip(data.labels())
+                .filter(|(p, l)| p == l)
+                .count();
+            eprintln!(
+                "{name} {norm:?} eps {eps}: {} of {n} robust on cpu and {device} ({correct} correct clean)",
+                robust(&on_cpu.fooled)
+            );
+        }
+    }
+}
+
+/// TRADES and MART training on the device: a few steps from the same
+/// weights give the CPU's losses and weights (a chain of kernels: the
+/// composite tolerance).
+#[test]
+fn trades_and_mart_train_on_the_device() {
+    use advgrad::train::{train, AdvTraining};
+    let data = tiny_images(100, 2);
+    for device in devices("trades_and_mart_train_on_the_device") {
+        for adv in [
+            AdvTraining::Trades {
+                eps: 0.1,
+                steps: 3,
+                alpha: 0.05,
+                beta: 6.0,
+            },
+            AdvTraining::Mart {
+                eps: 0.1,
+                steps: 3,
+                alpha: 0.05,
+                beta: 6.0,
+            },
+        ] {
+            let start = Mlp::new("16-12-5", Activation::Relu, 7).unwrap();
+            let (mut mc, mut md) = (start.clone(), start.to_device(device).unwrap());
+            let rc = train(&mut mc, &data, None, &tiny_config(1, Some(adv))).unwrap();
+            let rd = train(&mut md, &data, None, &tiny_config(1, Some(adv))).unwrap();
+            assert_eq!(md.device(), device);
+            let t = Tolerance::composite(DType::F32);
+            let (lc, ld) = (rc.epochs[0].train_loss, rd.epochs[0].train_loss);
+            assert_close(
+                &format!("{adv:?} loss on {device}"),
+                &[ld],
+                &[lc],
+                Scale::Value,
+                t,
+            );
+            for ((pd, pc), name) in md.params().iter().zip(mc.params()).zip(mc.param_names()) {
+                check(
+                    &format!("{adv:?} {name} on {device}"),
+                    pd.storage(),
+                    pc.storage(),
+                    Scale::Value,
+                    t,
+                );
+            }
+        }
+    }
+}
