@@ -141,7 +141,8 @@ __device__ __forceinline__ void kl_div_bwd(const T* __restrict__ a, const T* __r
     }
 }
 
-// The four best classes of a row, best first (−1: none yet).
+// The four best classes of a row, best first (−1: none yet). Every loop
+// over the slots is unrolled, so the lists stay in registers.
 template <typename T>
 struct Top4 {
     T v[4];
@@ -155,26 +156,53 @@ struct Top4 {
         }
     }
 
-    // Whether (va, ia) ranks above slot k: a larger value, or the same
-    // with a lower index (no NaN here).
-    __device__ __forceinline__ bool above(T va, int ia, int k) const {
-        return i[k] < 0 || va > v[k] || (va == v[k] && ia < i[k]);
+    // Inserts (va, ia) where it ranks: above an empty slot, a smaller value,
+    // or the same value at a higher index (no NaN here). The candidate
+    // walks down the list, swapping with each entry it ranks above.
+    __device__ __forceinline__ void insert(T va, int ia) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const bool above =
+                ia >= 0 && (i[k] < 0 || va > v[k] || (va == v[k] && ia < i[k]));
+            if (above) {
+                const T tv = v[k];
+                const int ti = i[k];
+                v[k] = va;
+                i[k] = ia;
+                va = tv;
+                ia = ti;
+            }
+        }
     }
 
-    __device__ __forceinline__ void insert(T va, int ia) {
-        if (ia < 0 || !above(va, ia, 3)) return;
-        int k = 3;
-        while (k > 0 && above(va, ia, k - 1)) {
-            v[k] = v[k - 1];
-            i[k] = i[k - 1];
-            --k;
+    // The CPU's insertion (robust.rs `top4`): from the bottom, the value
+    // moves up past empty slots and smaller values; a NaN compares as
+    // neither, so nothing passes it and it passes nothing but empty slots.
+    __device__ __forceinline__ void insert_in_order(T va, int ia) {
+        int at = 4;
+        bool climbing = true;
+#pragma unroll
+        for (int k = 3; k >= 0; --k) {
+            climbing = climbing && (i[k] < 0 || v[k] < va);
+            if (climbing) at = k;
         }
-        v[k] = va;
-        i[k] = ia;
+#pragma unroll
+        for (int k = 3; k > 0; --k)
+            if (k > at) {
+                v[k] = v[k - 1];
+                i[k] = i[k - 1];
+            }
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+            if (k == at) {
+                v[k] = va;
+                i[k] = ia;
+            }
     }
 
     // Empty slots (rows of fewer than 4 classes) repeat the last class.
     __device__ __forceinline__ void fill() {
+#pragma unroll
         for (int k = 1; k < 4; ++k)
             if (i[k] < 0) {
                 v[k] = v[k - 1];
@@ -183,25 +211,11 @@ struct Top4 {
     }
 };
 
-// The CPU's ranking (robust.rs `top4`), sequential in column order: a
-// value moves up past empty slots and past smaller values; a NaN compares
-// as neither, so it stops there and nothing after it passes it.
+// The CPU's ranking of a whole row, in column order (for rows with a NaN).
 template <typename T>
 __device__ __forceinline__ Top4<T> top4_in_order(const T* z, int cols) {
     Top4<T> t;
-    for (int c = 0; c < cols; ++c) {
-        const T v = z[c];
-        int k = 4;
-        while (k > 0 && (t.i[k - 1] < 0 || t.v[k - 1] < v)) --k;
-        if (k < 4) {
-            for (int s = 3; s > k; --s) {
-                t.v[s] = t.v[s - 1];
-                t.i[s] = t.i[s - 1];
-            }
-            t.v[k] = v;
-            t.i[k] = c;
-        }
-    }
+    for (int c = 0; c < cols; ++c) t.insert_in_order(z[c], c);
     t.fill();
     return t;
 }
