@@ -23,11 +23,11 @@
 //   lerp_rows (grid-stride over the listed rows' elements, in place):
 //       x[i] ← t == 0 ? src[i] : src[i] + t·(x[i] − src[i]); each listed row
 //       must appear once (the attacks list distinct rows).
+// Blocks are 256 threads (attack_step.rs); no __launch_bounds__, with which
+// ptxas 12.9 spilled FAB's f32 instantiation on sm_90.
 #include "common.cuh"
 
 namespace adv {
-
-constexpr int AS_THREADS = 256;
 
 template <typename T>
 __device__ __forceinline__ T sign_of(T v) {
@@ -246,13 +246,13 @@ __device__ __forceinline__ void lerp_rows(T* __restrict__ x, const T* __restrict
         T momentum, u64 n, u64 cols) {                                                         \
         adv::apgd_linf_step<T>(x, prev, g, center, step, out, eps, momentum, n, cols);         \
     }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(adv::AS_THREADS) apgd_l2_step_##S(           \
+    extern "C" __global__ void apgd_l2_step_##S(           \
         const T* __restrict__ x, const T* __restrict__ prev, const T* __restrict__ g,          \
         const T* __restrict__ center, const T* __restrict__ step, T* __restrict__ out, T eps,  \
         T momentum, int rows, int cols, int group) {                                           \
         adv::apgd_l2_step<T>(x, prev, g, center, step, out, eps, momentum, rows, cols, group); \
     }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(adv::AS_THREADS) fab_step_##S(               \
+    extern "C" __global__ void fab_step_##S(               \
         const T* __restrict__ x, const T* __restrict__ x0, const T* __restrict__ w,            \
         const T* __restrict__ f, T* __restrict__ out, T* __restrict__ dist, double eta,        \
         double alpha_max, int rows, int cols, int linf) {                                      \

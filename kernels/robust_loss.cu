@@ -35,12 +35,12 @@
 // (rare) is ranked the same way, sequentially, by every lane of its group.
 //
 // The host checks every class index (< cols) before launching, and the
-// class counts DLR needs (3, 4 when targeted).
+// class counts DLR needs (3, 4 when targeted). Blocks are 256 threads
+// (robust_loss.rs); the kernels declare no __launch_bounds__, with which
+// ptxas 12.9 spilled a few bytes of the f64 KL and DLR kernels on sm_90.
 #include "common.cuh"
 
 namespace adv {
-
-constexpr int RL_THREADS = 256;
 
 // The row of the calling lane's group, the lane's index in the group, and
 // the number of values the lane reads (0 past the last row).
@@ -361,32 +361,32 @@ __device__ __forceinline__ void ln_map(const T* __restrict__ x, T* __restrict__ 
 }  // namespace adv
 
 #define ADV_ROBUST_LOSS(T, S)                                                                  \
-    extern "C" __global__ void __launch_bounds__(adv::RL_THREADS) log_softmax_fwd_##S(        \
+    extern "C" __global__ void log_softmax_fwd_##S(        \
         const T* __restrict__ x, T* __restrict__ y, int rows, int cols, int group) {           \
         adv::log_softmax_fwd<T>(x, y, rows, cols, group);                                      \
     }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(adv::RL_THREADS) log_softmax_bwd_##S(        \
+    extern "C" __global__ void log_softmax_bwd_##S(        \
         const T* __restrict__ g, const T* __restrict__ y, T* __restrict__ dx, int rows,        \
         int cols, int group) {                                                                 \
         adv::log_softmax_bwd<T>(g, y, dx, rows, cols, group);                                  \
     }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(adv::RL_THREADS) kl_div_fwd_##S(             \
+    extern "C" __global__ void kl_div_fwd_##S(             \
         const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ kl, int rows,        \
         int cols, int group) {                                                                 \
         adv::kl_div_fwd<T>(a, b, kl, rows, cols, group);                                       \
     }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(adv::RL_THREADS) kl_div_bwd_##S(             \
+    extern "C" __global__ void kl_div_bwd_##S(             \
         const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ g,             \
         T* __restrict__ da, T* __restrict__ db, int rows, int cols, int group) {               \
         adv::kl_div_bwd<T>(a, b, g, da, db, rows, cols, group);                                \
     }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(adv::RL_THREADS) dlr_fwd_##S(                \
+    extern "C" __global__ void dlr_fwd_##S(                \
         const T* __restrict__ z, const u32* __restrict__ labels,                               \
         const u32* __restrict__ targets, T* __restrict__ out, int rows, int cols, int group,   \
         int targeted) {                                                                        \
         adv::dlr_fwd<T>(z, labels, targets, out, rows, cols, group, targeted);                 \
     }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(adv::RL_THREADS) dlr_bwd_##S(                \
+    extern "C" __global__ void dlr_bwd_##S(                \
         const T* __restrict__ z, const u32* __restrict__ labels,                               \
         const u32* __restrict__ targets, const T* __restrict__ g, T* __restrict__ dz,          \
         int rows, int cols, int group, int targeted) {                                         \
