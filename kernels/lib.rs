@@ -16,7 +16,8 @@
 //!
 //! Most kernels are grid-stride loops described as data
 //! ([`grid_stride::GridStride`]); the others (matmul, the reductions, the
-//! softmax cross-entropy forward) have a planning function each.
+//! softmax cross-entropy forward, the robustness losses and attack steps)
+//! have a planning function each.
 
 pub mod activation;
 pub mod attack_step;
