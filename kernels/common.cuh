@@ -210,6 +210,23 @@ __device__ __forceinline__ T warp_max(T v) {
     return v;
 }
 
+// Max (NaN-propagating) and sum over a group of `group` lanes (a power of
+// two up to 32, aligned in the warp) that share one row: every lane of the
+// group gets the result, bitwise the same in each (the butterfly adds the
+// same pairs in every lane, and IEEE addition commutes). Every lane of the
+// warp must take part, also those of groups past the last row.
+template <typename T>
+__device__ __forceinline__ T group_max(T v, int group) {
+    for (int o = group / 2; o > 0; o >>= 1) v = max_(v, __shfl_xor_sync(ADV_FULL_MASK, v, o));
+    return v;
+}
+
+template <typename T>
+__device__ __forceinline__ T group_sum(T v, int group) {
+    for (int o = group / 2; o > 0; o >>= 1) v += __shfl_xor_sync(ADV_FULL_MASK, v, o);
+    return v;
+}
+
 // Sum over a whole block (blockDim.x a multiple of 32, at most 1024) with a
 // fixed tree: warp sums, then warp 0 sums the per-warp results. `scratch`
 // holds 32 values of shared memory. The result is valid in thread 0.

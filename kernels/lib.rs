@@ -16,15 +16,18 @@
 //!
 //! Most kernels are grid-stride loops described as data
 //! ([`grid_stride::GridStride`]); the others (matmul, the reductions, the
-//! softmax cross-entropy forward) have a planning function each.
+//! softmax cross-entropy forward, the robustness losses and attack steps)
+//! have a planning function each.
 
 pub mod activation;
+pub mod attack_step;
 pub mod elementwise;
 pub mod grid_stride;
 pub mod matmul;
 pub mod optim;
 pub mod plan;
 pub mod reduce;
+pub mod robust_loss;
 pub mod softmax_xent;
 pub mod tally;
 mod types;
@@ -69,6 +72,11 @@ pub const MODULES: &[Module] = &[
         kernels: activation::KERNELS,
     },
     Module {
+        name: "attack_step",
+        source: include_str!("attack_step.cu"),
+        kernels: attack_step::KERNELS,
+    },
+    Module {
         name: "elementwise",
         source: include_str!("elementwise.cu"),
         kernels: elementwise::KERNELS,
@@ -87,6 +95,11 @@ pub const MODULES: &[Module] = &[
         name: "reduce",
         source: include_str!("reduce.cu"),
         kernels: reduce::KERNELS,
+    },
+    Module {
+        name: "robust_loss",
+        source: include_str!("robust_loss.cu"),
+        kernels: robust_loss::KERNELS,
     },
     Module {
         name: "softmax_xent",

@@ -37,18 +37,6 @@ namespace adv {
 
 constexpr int SX_THREADS = 256;
 
-template <typename T>
-__device__ __forceinline__ T group_max(T v, int group) {
-    for (int o = group / 2; o > 0; o >>= 1) v = max_(v, __shfl_xor_sync(ADV_FULL_MASK, v, o));
-    return v;
-}
-
-template <typename T>
-__device__ __forceinline__ T group_sum(T v, int group) {
-    for (int o = group / 2; o > 0; o >>= 1) v += __shfl_xor_sync(ADV_FULL_MASK, v, o);
-    return v;
-}
-
 template <typename T, int HELD>
 __device__ __forceinline__ void softmax_xent_fwd(const T* __restrict__ logits,
                                                  const u32* __restrict__ labels,

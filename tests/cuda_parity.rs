@@ -923,3 +923,668 @@ fn the_step_tally_and_row_slices_match_the_cpu_exactly() {
         assert!(labels.dev.range(4, 6).is_err());
     }
 }
+
+// The kernels of robustness evaluation and training (robust_loss.cu,
+// attack_step.cu): each against the CPU, then their backward rules by
+// gradcheck, the attacks and TRADES/MART training end to end.
+
+/// Logits for the row-wise losses: uniform in ±4, and, when there are at
+/// least 8 rows of 4 classes, rows with ties among the top classes (three
+/// equal maxima; a tie for second and third; all equal), a NaN ranked
+/// first and one ranked after the top four, a −inf and a +inf.
+fn robust_logits(rows: usize, cols: usize, rng: &mut Rng) -> Vec<f64> {
+    let mut v = rng.vec(rows * cols, -4.0, 4.0);
+    if rows >= 8 && cols >= 4 {
+        let at = |r: usize, c: usize| r * cols + c;
+        for c in 1..4 {
+            v[at(0, c)] = 5.0;
+        }
+        (v[at(1, 0)], v[at(1, 2)], v[at(1, cols - 1)]) = (6.0, 5.5, 5.5);
+        v[at(2, 0)..at(3, 0)].fill(1.25);
+        v[at(3, 0)] = f64::NAN;
+        v[at(4, cols - 1)] = f64::NAN;
+        v[at(5, 1)] = f64::NEG_INFINITY;
+        v[at(6, 2)] = f64::INFINITY;
+    }
+    v
+}
+
+/// A device result equal to the CPU's bit for bit (NaNs of any payload).
+#[track_caller]
+fn same_bits(what: &str, dev: &Storage, cpu: &Storage) {
+    let exactly = Tolerance {
+        tol: 0.0,
+        floor: f64::MIN_POSITIVE,
+    };
+    check(what, dev, cpu, Scale::Value, exactly);
+}
+
+/// The row max and `ln Σ e^{x − max}` over the finite values of a row.
+fn max_and_lse(row: &[f64]) -> (f64, f64) {
+    let finite = || row.iter().copied().filter(|v| v.is_finite());
+    let m = finite().fold(f64::NEG_INFINITY, f64::max);
+    (m, finite().map(|v| (v - m).exp()).sum::<f64>().ln())
+}
+
+/// The largest |value| among the finite values of a row.
+fn max_abs(row: &[f64]) -> f64 {
+    row.iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0, |m, v| m.max(v.abs()))
+}
+
+/// The CPU's DLR of one row, for the error scales: numerator, denominator,
+/// the class subtracted, ∂D as (class, coefficient), and the relative
+/// error of D in roundings (its inputs' sum, when targeted, can cancel).
+struct DlrReference {
+    num: f64,
+    den: f64,
+    other: usize,
+    den_grad: [(usize, f64); 3],
+    den_roundings: f64,
+}
+
+fn dlr_reference(z: &[f64], y: usize, t: usize, targeted: bool) -> DlrReference {
+    // The CPU's ranking: insertion in column order (a NaN stops there).
+    let mut top = [usize::MAX; 4];
+    for (j, &v) in z.iter().enumerate() {
+        let mut k = 4;
+        while k > 0 && (top[k - 1] == usize::MAX || z[top[k - 1]] < v) {
+            k -= 1;
+        }
+        if k < 4 {
+            top.copy_within(k..3, k + 1);
+            top[k] = j;
+        }
+    }
+    let last = top
+        .iter()
+        .rposition(|&t| t != usize::MAX)
+        .map_or(0, |p| top[p]);
+    let top = top.map(|t| if t == usize::MAX { last } else { t });
+    if targeted {
+        let den = z[top[0]] - 0.5 * (z[top[2]] + z[top[3]]) + 1e-12;
+        DlrReference {
+            num: z[y] - z[t],
+            den,
+            other: t,
+            den_grad: [(top[0], 1.0), (top[2], -0.5), (top[3], -0.5)],
+            den_roundings: 3.0 + (z[top[2]].abs() + z[top[3]].abs()) / den.abs(),
+        }
+    } else {
+        let m = if top[0] == y { top[1] } else { top[0] };
+        DlrReference {
+            num: z[y] - z[m],
+            den: z[top[0]] - z[top[2]] + 1e-12,
+            other: m,
+            den_grad: [(top[0], 1.0), (top[2], -1.0), (top[0], 0.0)],
+            den_roundings: 3.0,
+        }
+    }
+}
+
+/// Log-softmax, `exp`, `ln`, pick and the KL divergence, forward and
+/// backward, against the CPU: the real shapes (128 × 10, 1000 × 10), odd
+/// ones, rows longer than a warp's 128 values, and rows with ties, NaN and
+/// ±inf. Scales: each log-probability carries the rounding of
+/// `|x| + |max| + |ln Σ|` (the row's `R`), a probability carries it
+/// relatively.
+#[test]
+fn robust_losses_log_softmax_exp_ln_pick_kl() {
+    const SHAPES: [(usize, usize); 5] = [(128, 10), (1000, 10), (37, 29), (9, 130), (3, 1)];
+    for device in devices("robust_losses_log_softmax_exp_ln_pick_kl") {
+        for dtype in DTYPES {
+            let t = Tolerance::kernel(dtype);
+            for (s, &(r, c)) in SHAPES.iter().enumerate() {
+                let mut rng = Rng::new(200 + s as u64);
+                let what = |op: &str| format!("{dtype} {op} {r}x{c}");
+                let a = pair(&robust_logits(r, c, &mut rng), dtype, device);
+                let b = pair(&robust_logits(r, c, &mut rng), dtype, device);
+                let (av, bv) = (host(&a.cpu), host(&b.cpu));
+                let row = |v: &[f64], i: usize| v[i * c..(i + 1) * c].to_vec();
+
+                let y = a.cpu.log_softmax(c).unwrap();
+                let terms: Vec<f64> = (0..r * c)
+                    .map(|k| {
+                        let (m, lse) = max_and_lse(&row(&av, k / c));
+                        av[k].abs() + m.abs() + lse.abs()
+                    })
+                    .collect();
+                let yd = a.dev.log_softmax(c).unwrap();
+                check(&what("log_softmax"), &yd, &y, Scale::Terms(&terms), t);
+
+                // Backward from the CPU's output: g − e^y·Σg.
+                let g = pair(&rng.vec(r * c, -1.0, 1.0), dtype, device);
+                let (gv, yv) = (host(&g.cpu), host(&y));
+                let terms: Vec<f64> = (0..r * c)
+                    .map(|k| {
+                        let abs_sum: f64 = row(&gv, k / c).iter().map(|v| v.abs()).sum();
+                        gv[k].abs() + yv[k].exp() * abs_sum
+                    })
+                    .collect();
+                let yc = y.to_device(device).unwrap();
+                check(
+                    &what("log_softmax_backward"),
+                    &g.dev.log_softmax_backward(&yc, c).unwrap(),
+                    &g.cpu.log_softmax_backward(&y, c).unwrap(),
+                    Scale::Terms(&terms),
+                    t,
+                );
+
+                check_op(&what("exp"), &a.dev.exp().unwrap(), &a.cpu.exp().unwrap());
+                // ln of positive values, zeros (−inf) and negatives (NaN).
+                check_op(
+                    &what("ln"),
+                    &a.dev.exp().unwrap().ln().unwrap(),
+                    &a.cpu.exp().unwrap().ln().unwrap(),
+                );
+                check_op(&what("ln ±"), &a.dev.ln().unwrap(), &a.cpu.ln().unwrap());
+
+                let k = labels_pair(&rng.labels(r, c), device);
+                same_bits(
+                    &what("pick"),
+                    &a.dev.pick_rows(&k.dev, c).unwrap(),
+                    &a.cpu.pick_rows(&k.cpu, c).unwrap(),
+                );
+                let gr = pair(&rng.vec(r, -1.0, 1.0), dtype, device);
+                same_bits(
+                    &what("pick_backward"),
+                    &gr.dev.pick_rows_backward(&k.dev, c).unwrap(),
+                    &gr.cpu.pick_rows_backward(&k.cpu, c).unwrap(),
+                );
+
+                // KL(p ‖ q): R·Σ p(1 + |lp − lq|); its gradients' terms.
+                let grv = host(&gr.cpu);
+                let mut kl_terms = vec![0.0; r];
+                let (mut da_terms, mut db_terms) = (vec![0.0; r * c], vec![0.0; r * c]);
+                for i in 0..r {
+                    let (ra, rb) = (row(&av, i), row(&bv, i));
+                    let ((ma, la), (mb, lb)) = (max_and_lse(&ra), max_and_lse(&rb));
+                    let big_r = 2.0 * (max_abs(&ra) + max_abs(&rb)) + la.abs() + lb.abs() + 1.0;
+                    let lp: Vec<f64> = ra.iter().map(|v| v - ma - la).collect();
+                    let lq: Vec<f64> = rb.iter().map(|v| v - mb - lb).collect();
+                    let kl: f64 = (0..c).map(|j| lp[j].exp() * (lp[j] - lq[j])).sum();
+                    kl_terms[i] = big_r
+                        * (0..c)
+                            .map(|j| lp[j].exp() * (1.0 + (lp[j] - lq[j]).abs()))
+                            .sum::<f64>();
+                    for j in 0..c {
+                        let (p, q) = (lp[j].exp(), lq[j].exp());
+                        let gi = grv[i].abs();
+                        da_terms[i * c + j] =
+                            gi * p * (big_r * (1.0 + (lp[j] - lq[j] - kl).abs()) + kl_terms[i]);
+                        db_terms[i * c + j] = gi * (p + q) * big_r;
+                    }
+                }
+                check(
+                    &what("kl_div"),
+                    &a.dev.kl_div_rows(&b.dev, c).unwrap(),
+                    &a.cpu.kl_div_rows(&b.cpu, c).unwrap(),
+                    Scale::Terms(&kl_terms),
+                    t,
+                );
+                let (dad, dbd) = a.dev.kl_div_rows_backward(&b.dev, &gr.dev, c).unwrap();
+                let (dac, dbc) = a.cpu.kl_div_rows_backward(&b.cpu, &gr.cpu, c).unwrap();
+                check(
+                    &what("kl_div_backward da"),
+                    &dad,
+                    &dac,
+                    Scale::Terms(&da_terms),
+                    t,
+                );
+                check(
+                    &what("kl_div_backward db"),
+                    &dbd,
+                    &dbc,
+                    Scale::Terms(&db_terms),
+                    t,
+                );
+            }
+        }
+        // Bad indices and shapes are the CPU's errors.
+        let x = pair(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], DType::F32, device);
+        let k = labels_pair(&[1, 3], device);
+        for (dev, cpu) in [
+            (x.dev.pick_rows(&k.dev, 3), x.cpu.pick_rows(&k.cpu, 3)),
+            (x.dev.log_softmax(4), x.cpu.log_softmax(4)),
+        ] {
+            assert_eq!(dev.unwrap_err().to_string(), cpu.unwrap_err().to_string());
+        }
+    }
+}
+
+/// The DLR loss, untargeted and targeted, and its gradient against the
+/// CPU, with ties among the top classes, a target equal to the label, NaN
+/// and ±inf rows. The gradient's nonzero entries must sit where the CPU's
+/// do (a wrong rank among tied classes moves them); its values are
+/// measured against their terms `|g/D|` and `|g·n/D²|`, times the
+/// roundings of n and D.
+#[test]
+fn robust_losses_dlr() {
+    const SHAPES: [(usize, usize); 5] = [(128, 10), (1000, 10), (37, 29), (9, 130), (5, 4)];
+    for device in devices("robust_losses_dlr") {
+        for dtype in DTYPES {
+            let tol = Tolerance::kernel(dtype);
+            for (s, &(r, c)) in SHAPES.iter().enumerate() {
+                let mut rng = Rng::new(300 + s as u64);
+                let z = pair(&robust_logits(r, c, &mut rng), dtype, device);
+                let zv = host(&z.cpu);
+                let yv = rng.labels(r, c);
+                let mut tv = rng.labels(r, c);
+                tv[r / 2] = yv[r / 2];
+                let (y, tg) = (labels_pair(&yv, device), labels_pair(&tv, device));
+                let g = pair(&rng.vec(r, -1.0, 1.0), dtype, device);
+                let gv = host(&g.cpu);
+                for targeted in [false, true] {
+                    let what = |op: &str| format!("{dtype} {op} targeted={targeted} {r}x{c}");
+                    let refs: Vec<DlrReference> = (0..r)
+                        .map(|i| {
+                            let row = &zv[i * c..(i + 1) * c];
+                            dlr_reference(row, yv[i] as usize, tv[i] as usize, targeted)
+                        })
+                        .collect();
+                    let want = z.cpu.dlr_rows(&y.cpu, &tg.cpu, targeted, c).unwrap();
+                    let terms: Vec<f64> = refs
+                        .iter()
+                        .map(|d| (d.num / d.den).abs() * (3.0 + d.den_roundings))
+                        .collect();
+                    let got = z.dev.dlr_rows(&y.dev, &tg.dev, targeted, c).unwrap();
+                    check(&what("dlr"), &got, &want, Scale::Terms(&terms), tol);
+
+                    let want = z
+                        .cpu
+                        .dlr_rows_backward(&y.cpu, &tg.cpu, targeted, &g.cpu, c);
+                    let want = want.unwrap();
+                    let mut terms = vec![0.0; r * c];
+                    for (i, d) in refs.iter().enumerate() {
+                        let step = (gv[i] / d.den).abs();
+                        let curve = (gv[i] * d.num / (d.den * d.den)).abs();
+                        let roundings = 3.0 + 2.0 * d.den_roundings;
+                        terms[i * c + yv[i] as usize] += step * roundings;
+                        terms[i * c + d.other] += step * roundings;
+                        for (k, coef) in d.den_grad {
+                            terms[i * c + k] += curve * coef.abs() * roundings;
+                        }
+                    }
+                    let got = z
+                        .dev
+                        .dlr_rows_backward(&y.dev, &tg.dev, targeted, &g.dev, c)
+                        .unwrap();
+                    // An entry is there when it is more than a rounding of
+                    // the row's terms |g/D| + |g·n/D²| (a cancellation to zero
+                    // may leave 1e-13 in the CPU's f64 and 0 in f32).
+                    let (gh, wh) = (host(&got), host(&want));
+                    let there = |v: f64, k: usize| {
+                        let d = &refs[k / c];
+                        let (i, den) = (k / c, d.den);
+                        let size = (gv[i] / den).abs() + (gv[i] * d.num / (den * den)).abs();
+                        v.abs() > tol.tol * size.max(tol.floor)
+                    };
+                    let moved = |k: usize| there(gh[k], k) != there(wh[k], k);
+                    if let Some(k) = (0..r * c).find(|&k| moved(k)) {
+                        panic!(
+                            "{}[{k}]: got {}, want {}: a gradient entry moved",
+                            what("dlr_backward"),
+                            gh[k],
+                            wh[k]
+                        );
+                    }
+                    check(
+                        &what("dlr_backward"),
+                        &got,
+                        &want,
+                        Scale::Terms(&terms),
+                        tol,
+                    );
+                }
+            }
+        }
+        // Too few classes and a label out of range are the CPU's errors.
+        let z = pair(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], DType::F32, device);
+        let (ok, bad) = (labels_pair(&[0, 1], device), labels_pair(&[0, 3], device));
+        for (dev, cpu) in [
+            (
+                z.dev.dlr_rows(&ok.dev, &ok.dev, true, 3),
+                z.cpu.dlr_rows(&ok.cpu, &ok.cpu, true, 3),
+            ),
+            (
+                z.dev.dlr_rows(&bad.dev, &bad.dev, false, 3),
+                z.cpu.dlr_rows(&bad.cpu, &bad.cpu, false, 3),
+            ),
+        ] {
+            assert_eq!(dev.unwrap_err().to_string(), cpu.unwrap_err().to_string());
+        }
+    }
+}
+
+/// Clean images in [0, 1] and points within `radius` of them (clipped to
+/// the box), `rows × cols`.
+fn images_and_points(rows: usize, cols: usize, radius: f64, rng: &mut Rng) -> (Vec<f64>, Vec<f64>) {
+    let c = rng.vec(rows * cols, 0.0, 1.0);
+    let x = c
+        .iter()
+        .map(|v| (v + rng.uniform(-radius, radius)).clamp(0.0, 1.0))
+        .collect();
+    (c, x)
+}
+
+/// APGD's step in L∞ and L2 against the CPU: a Fashion-MNIST batch
+/// (128 × 784) and odd sizes, zeros in the gradient and a row whose
+/// gradient is all zero. Every intermediate is bounded by
+/// `|x| + |x_prev| + |c| + eps + η`: that is each element's scale.
+#[test]
+fn apgd_step_fused() {
+    use advgrad::backend::Norm;
+    for device in devices("apgd_step_fused") {
+        for dtype in DTYPES {
+            for (s, &(r, c)) in [(128, 784), (7, 13), (1, 1)].iter().enumerate() {
+                if dtype == DType::F64 && r == 128 {
+                    continue;
+                }
+                let mut rng = Rng::new(400 + s as u64);
+                for (norm, eps) in [(Norm::Linf, 0.1), (Norm::L2, 1.0)] {
+                    let (cv, xv) = images_and_points(r, c, eps / 2.0, &mut rng);
+                    let prev: Vec<f64> = cv
+                        .iter()
+                        .map(|v| (v + rng.uniform(-eps / 2.0, eps / 2.0)).clamp(0.0, 1.0))
+                        .collect();
+                    let mut gv = rng.vec(r * c, -1.0, 1.0);
+                    gv[0] = 0.0;
+                    if r > 2 {
+                        gv[c..2 * c].fill(0.0);
+                    }
+                    let etas = rng.vec(r, 0.01, 0.2);
+                    let [x, p, g, cc, eta] =
+                        [&xv, &prev, &gv, &cv, &etas].map(|v| pair(v, dtype, device));
+                    let terms: Vec<f64> = (0..r * c)
+                        .map(|k| xv[k].abs() + prev[k].abs() + cv[k] + eps + etas[k / c])
+                        .collect();
+                    check(
+                        &format!("{dtype} apgd_step {norm:?} {r}x{c}"),
+                        &x.dev
+                            .apgd_step(&p.dev, &g.dev, &cc.dev, &eta.dev, 0.75, eps, norm, c)
+                            .unwrap(),
+                        &x.cpu
+                            .apgd_step(&p.cpu, &g.cpu, &cc.cpu, &eta.cpu, 0.75, eps, norm, c)
+                            .unwrap(),
+                        Scale::Terms(&terms),
+                        Tolerance::kernel(dtype),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// FAB's step in L∞ and L2 against the CPU (both compute in f64): a
+/// batch of Fashion-MNIST rows and odd sizes, zeros in the hyperplane's
+/// normal, a row on the hyperplane (f = 0) and one the box cannot reach.
+/// The new points are pixel-sized combinations of pixels (scale
+/// `1 + |x| + |x₀|`); the distances are measured on the stored points.
+#[test]
+fn fab_step_fused() {
+    use advgrad::backend::Norm;
+    for device in devices("fab_step_fused") {
+        for dtype in DTYPES {
+            for (s, &(r, c)) in [(32, 784), (5, 7), (1, 1)].iter().enumerate() {
+                let mut rng = Rng::new(500 + s as u64);
+                let (x0v, xv) = images_and_points(r, c, 0.05, &mut rng);
+                let wv: Vec<f64> = (0..r * c)
+                    .map(|_| {
+                        let w = rng.uniform(-1.0, 1.0);
+                        if w.abs() < 0.1 {
+                            0.0
+                        } else {
+                            w
+                        }
+                    })
+                    .collect();
+                let mut fv = rng.vec(r, -2.0, 2.0);
+                if r > 2 {
+                    fv[1] = 0.0;
+                    fv[2] = 1e4;
+                }
+                let [x, x0, w, f] = [&xv, &x0v, &wv, &fv].map(|v| pair(v, dtype, device));
+                let terms: Vec<f64> = (0..r * c).map(|k| 1.0 + xv[k] + x0v[k]).collect();
+                for norm in [Norm::Linf, Norm::L2] {
+                    let what = format!("{dtype} fab_step {norm:?} {r}x{c}");
+                    let (pd, dd) = x
+                        .dev
+                        .fab_step(&x0.dev, &w.dev, &f.dev, 1.05, 0.1, norm, c)
+                        .unwrap();
+                    let (pc, dc) = x
+                        .cpu
+                        .fab_step(&x0.cpu, &w.cpu, &f.cpu, 1.05, 0.1, norm, c)
+                        .unwrap();
+                    let t = Tolerance::kernel(dtype);
+                    check(&format!("{what} point"), &pd, &pc, Scale::Terms(&terms), t);
+                    check(&format!("{what} distance"), &dd, &dc, Scale::Value, t);
+                }
+            }
+        }
+    }
+}
+
+/// The in-place update of listed rows against the CPU, for t = 0 (a copy)
+/// and t = 0.5; a clone keeps its values (copy-on-write), and a row past
+/// the end is the CPU's error.
+#[test]
+fn lerp_rows_in_place() {
+    for device in devices("lerp_rows_in_place") {
+        for dtype in DTYPES {
+            let (r, c) = (10, 13);
+            let mut rng = Rng::new(600);
+            let (xv, sv) = (rng.vec(r * c, -1.0, 1.0), rng.vec(r * c, -1.0, 1.0));
+            let (x, src) = (pair(&xv, dtype, device), pair(&sv, dtype, device));
+            let rows = labels_pair(&[7, 2, 9, 0], device);
+            for t in [0.0, 0.5] {
+                let (mut xd, mut xc) = (x.dev.clone(), x.cpu.clone());
+                xd.lerp_rows(&src.dev, &rows.dev, t, c).unwrap();
+                xc.lerp_rows(&src.cpu, &rows.cpu, t, c).unwrap();
+                let terms: Vec<f64> = (0..r * c)
+                    .map(|k| sv[k].abs() + t * (xv[k] - sv[k]).abs() + xv[k].abs())
+                    .collect();
+                let what = format!("{dtype} lerp_rows t={t}");
+                check(
+                    &what,
+                    &xd,
+                    &xc,
+                    Scale::Terms(&terms),
+                    Tolerance::kernel(dtype),
+                );
+                same_bits(&format!("{what} source"), &x.dev, &x.cpu);
+            }
+            let past = labels_pair(&[3, 10], device);
+            let (mut xd, mut xc) = (x.dev.clone(), x.cpu.clone());
+            let ed = xd.lerp_rows(&src.dev, &past.dev, 0.0, c).unwrap_err();
+            let ec = xc.lerp_rows(&src.cpu, &past.cpu, 0.0, c).unwrap_err();
+            assert_eq!(ed.to_string(), ec.to_string());
+        }
+    }
+}
+
+/// The backward rules of the robustness losses by finite differences, in
+/// f64 on the device (the gradcheck suite's cases).
+#[test]
+fn gradcheck_robust_losses_on_the_device() {
+    use advgrad::gradcheck::suite;
+    let names = [
+        "log_softmax",
+        "exp",
+        "ln",
+        "pick",
+        "kl_div",
+        "dlr",
+        "dlr_targeted",
+    ];
+    for device in devices("gradcheck_robust_losses_on_the_device") {
+        for name in names {
+            let case = suite::case(name).unwrap().expect("a built-in case");
+            let report = case
+                .to_device(device)
+                .unwrap()
+                .run(&advgrad::GradcheckOptions::default())
+                .unwrap();
+            assert!(report.passed(), "{name} on {device}: {report}");
+        }
+    }
+}
+
+/// `n` noisy copies of five fixed 4×4 templates (labels cycling), for the
+/// attack and training tests: no data download, and small enough for the
+/// emulator.
+fn tiny_images(n: usize, seed: u64) -> advgrad::data::Dataset {
+    const D: usize = 16;
+    const CLASSES: usize = 5;
+    let mut templates = Rng::new(1);
+    let t = templates.vec(CLASSES * D, 0.2, 0.8);
+    let mut rng = Rng::new(seed);
+    let mut images = Vec::with_capacity(n * D);
+    for i in 0..n {
+        let c = i % CLASSES;
+        for j in 0..D {
+            let v = t[c * D + j] + rng.uniform(-0.3, 0.3);
+            images.push(v.clamp(0.0, 1.0) as f32);
+        }
+    }
+    let labels = (0..n).map(|i| (i % CLASSES) as u32).collect();
+    advgrad::data::Dataset::from_parts(images, labels, D, CLASSES).unwrap()
+}
+
+fn tiny_config(
+    epochs: usize,
+    adversarial: Option<advgrad::train::AdvTraining>,
+) -> advgrad::train::TrainConfig {
+    advgrad::train::TrainConfig {
+        epochs,
+        batch_size: 50,
+        optim: OptimConfig::new(OptimizerKind::Sgd, 0.1),
+        schedule: advgrad::optim::Schedule::Constant,
+        seed: 3,
+        adversarial,
+        quiet: true,
+    }
+}
+
+/// The evaluation attacks end to end on the device: APGD-CE, APGD-DLR,
+/// APGD-T, FAB-T, Square and the AutoAttack ensemble (and APGD-CE and
+/// FAB-T in L2) on a 16-12-5 MLP trained on the CPU, the same seed on
+/// both sides, give the CPU's robust accuracy.
+#[test]
+fn evaluation_attacks_give_the_cpus_robust_accuracy() {
+    use advgrad::backend::Norm;
+    let mut model = Mlp::new("16-12-5", Activation::Relu, 7).unwrap();
+    advgrad::train::train(
+        &mut model,
+        &tiny_images(500, 2),
+        None,
+        &tiny_config(20, None),
+    )
+    .unwrap();
+    let data = tiny_images(24, 99);
+    let n = data.labels().len();
+    let x = Tensor::from_vec(data.images().to_vec(), [n, 16]).unwrap();
+    let y = Tensor::from_vec(data.labels().to_vec(), [n]).unwrap();
+    let cases = [
+        ("apgd-ce", Norm::Linf, 0.05),
+        ("apgd-dlr", Norm::Linf, 0.05),
+        ("apgd-t", Norm::Linf, 0.05),
+        ("fab-t", Norm::Linf, 0.05),
+        ("square", Norm::Linf, 0.05),
+        ("autoattack", Norm::Linf, 0.05),
+        ("apgd-ce", Norm::L2, 0.25),
+        ("fab-t", Norm::L2, 0.25),
+    ];
+    for device in devices("evaluation_attacks_give_the_cpus_robust_accuracy") {
+        let (dm, dx, dy) = (
+            model.to_device(device).unwrap(),
+            x.to_device(device).unwrap(),
+            y.to_device(device).unwrap(),
+        );
+        for (name, norm, eps) in cases {
+            let options = AttackOptions {
+                norm: Some(norm),
+                steps: (name != "square").then_some(10),
+                queries: matches!(name, "square" | "autoattack").then_some(100),
+                targets: matches!(name, "apgd-t" | "fab-t").then_some(3),
+                ..AttackOptions::default()
+            };
+            let attack = Attack::build(name, eps, &options).unwrap();
+            let on_cpu = attack.outcome(&model, &x, &y, 5).unwrap();
+            let on_dev = attack.outcome(&dm, &dx, &dy, 5).unwrap();
+            assert_eq!(
+                on_dev.adv.device(),
+                device,
+                "{name}: the points left the device"
+            );
+            let robust = |fooled: &[bool]| fooled.iter().filter(|f| !**f).count();
+            let differ = (0..n)
+                .filter(|&i| on_cpu.fooled[i] != on_dev.fooled[i])
+                .count();
+            assert_eq!(
+                robust(&on_dev.fooled),
+                robust(&on_cpu.fooled),
+                "{name} {norm:?} eps {eps} on {device}: robust points (of {n}), {differ} differ"
+            );
+            let clean = model.predict(&x).unwrap().to_vec::<u32>().unwrap();
+            let correct = clean
+                .iter()
+                .zip(data.labels())
+                .filter(|(p, l)| p == l)
+                .count();
+            eprintln!(
+                "{name} {norm:?} eps {eps}: {} of {n} robust on cpu and {device} ({correct} correct clean)",
+                robust(&on_cpu.fooled)
+            );
+        }
+    }
+}
+
+/// TRADES and MART training on the device: a few steps from the same
+/// weights give the CPU's losses and weights (a chain of kernels: the
+/// composite tolerance).
+#[test]
+fn trades_and_mart_train_on_the_device() {
+    use advgrad::train::{train, AdvTraining};
+    let data = tiny_images(100, 2);
+    for device in devices("trades_and_mart_train_on_the_device") {
+        for adv in [
+            AdvTraining::Trades {
+                eps: 0.1,
+                steps: 3,
+                alpha: 0.05,
+                beta: 6.0,
+            },
+            AdvTraining::Mart {
+                eps: 0.1,
+                steps: 3,
+                alpha: 0.05,
+                beta: 6.0,
+            },
+        ] {
+            let start = Mlp::new("16-12-5", Activation::Relu, 7).unwrap();
+            let (mut mc, mut md) = (start.clone(), start.to_device(device).unwrap());
+            let rc = train(&mut mc, &data, None, &tiny_config(1, Some(adv))).unwrap();
+            let rd = train(&mut md, &data, None, &tiny_config(1, Some(adv))).unwrap();
+            assert_eq!(md.device(), device);
+            let t = Tolerance::composite(DType::F32);
+            let (lc, ld) = (rc.epochs[0].train_loss, rd.epochs[0].train_loss);
+            assert_close(
+                &format!("{adv:?} loss on {device}"),
+                &[ld],
+                &[lc],
+                Scale::Value,
+                t,
+            );
+            for ((pd, pc), name) in md.params().iter().zip(mc.params()).zip(mc.param_names()) {
+                check(
+                    &format!("{adv:?} {name} on {device}"),
+                    pd.storage(),
+                    pc.storage(),
+                    Scale::Value,
+                    t,
+                );
+            }
+        }
+    }
+}

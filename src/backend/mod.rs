@@ -257,84 +257,48 @@ pub trait BackendStorage: Sized {
     fn tally_step(&mut self, loss: &Self, logits: &Self, labels: &Self, cols: usize) -> Result<()>;
 
     // The kernels of robustness evaluation and training (APGD, FAB, TRADES,
-    // MART): the CPU backend has them; the others return an error naming
-    // the op until they do. Rows have `classes` (or `cols`) values; `[N]` is
-    // one value per row.
+    // MART). Rows have `classes` (or `cols`) values; `[N]` is one value per
+    // row.
 
     /// Row-wise log-softmax: `yᵢⱼ = xᵢⱼ − mᵢ − ln Σₖ e^{xᵢₖ − mᵢ}`, `mᵢ = maxⱼ xᵢⱼ`.
-    // CUDA kernel: next milestone
-    fn log_softmax(&self, classes: usize) -> Result<Self> {
-        let _ = classes;
-        Err(not_on_this_device::<Self>("log_softmax"))
-    }
+    fn log_softmax(&self, classes: usize) -> Result<Self>;
     /// With `self = g` and `y` the log-softmax output:
     /// `dxᵢⱼ = gᵢⱼ − e^{yᵢⱼ}·Σₖ gᵢₖ`.
-    // CUDA kernel: next milestone
-    fn log_softmax_backward(&self, y: &Self, classes: usize) -> Result<Self> {
-        let _ = (y, classes);
-        Err(not_on_this_device::<Self>("log_softmax_backward"))
-    }
+    fn log_softmax_backward(&self, y: &Self, classes: usize) -> Result<Self>;
     /// `y = eˣ` elementwise.
-    // CUDA kernel: next milestone
-    fn exp(&self) -> Result<Self> {
-        Err(not_on_this_device::<Self>("exp"))
-    }
+    fn exp(&self) -> Result<Self>;
     /// `y = ln x` elementwise.
-    // CUDA kernel: next milestone
-    fn ln(&self) -> Result<Self> {
-        Err(not_on_this_device::<Self>("ln"))
-    }
+    fn ln(&self) -> Result<Self>;
     /// One entry per row, `[N, classes] → [N]`: `yᵢ = xᵢ,ₖᵢ` with the u32
     /// column indices `k` (`[N]`).
-    // CUDA kernel: next milestone
-    fn pick_rows(&self, index: &Self, classes: usize) -> Result<Self> {
-        let _ = (index, classes);
-        Err(not_on_this_device::<Self>("pick"))
-    }
+    fn pick_rows(&self, index: &Self, classes: usize) -> Result<Self>;
     /// With `self = g` (`[N]`): `dxᵢⱼ = gᵢ·[j = kᵢ]` (`[N, classes]`).
-    // CUDA kernel: next milestone
-    fn pick_rows_backward(&self, index: &Self, classes: usize) -> Result<Self> {
-        let _ = (index, classes);
-        Err(not_on_this_device::<Self>("pick_backward"))
-    }
+    fn pick_rows_backward(&self, index: &Self, classes: usize) -> Result<Self>;
     /// Per row, the KL divergence between the softmax distributions of two
     /// logit rows, `self = a` and `b`: with `p = softmax(aᵢ)`,
     /// `q = softmax(bᵢ)`, `KLᵢ = Σⱼ pⱼ (ln pⱼ − ln qⱼ)` (`[N]`).
-    // CUDA kernel: next milestone
-    fn kl_div_rows(&self, b: &Self, classes: usize) -> Result<Self> {
-        let _ = (b, classes);
-        Err(not_on_this_device::<Self>("kl_div"))
-    }
+    fn kl_div_rows(&self, b: &Self, classes: usize) -> Result<Self>;
     /// The gradients of `Σᵢ gᵢ·KLᵢ` (`grad = g`, `[N]`), with `self = a`:
     /// `daᵢⱼ = gᵢ·pᵢⱼ·(ln pᵢⱼ − ln qᵢⱼ − KLᵢ)` and `dbᵢⱼ = gᵢ·(qᵢⱼ − pᵢⱼ)`.
-    // CUDA kernel: next milestone
-    fn kl_div_rows_backward(&self, b: &Self, grad: &Self, classes: usize) -> Result<(Self, Self)> {
-        let _ = (b, grad, classes);
-        Err(not_on_this_device::<Self>("kl_div_backward"))
-    }
+    fn kl_div_rows_backward(&self, b: &Self, grad: &Self, classes: usize) -> Result<(Self, Self)>;
     /// Per row, the difference-of-logits-ratio loss of Croce & Hein (2020)
     /// with u32 `labels` y and `targets` t (`[N]` each), `π` the classes
     /// sorted by decreasing logit (lower index first on ties):
     /// untargeted `DLRᵢ = −(z_y − max_{j≠y} z_j) / (z_π1 − z_π3 + 1e−12)`;
     /// with `targeted`, `−(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2 + 1e−12)`
     /// (`targets` is then read; untargeted it is ignored).
-    // CUDA kernel: next milestone
     fn dlr_rows(
         &self,
         labels: &Self,
         targets: &Self,
         targeted: bool,
         classes: usize,
-    ) -> Result<Self> {
-        let _ = (labels, targets, targeted, classes);
-        Err(not_on_this_device::<Self>("dlr"))
-    }
+    ) -> Result<Self>;
     /// The gradient of `Σᵢ gᵢ·DLRᵢ` (`grad = g`, `[N]`) with `self` the
     /// logits: with `D` the denominator and `n` the numerator of row i,
     /// `dz = −g·(e_y − e_m)/D + g·n/D²·∂D`, where `m = argmax_{j≠y}` (the
     /// target t when targeted) and `∂D = e_π1 − e_π3`
     /// (targeted: `e_π1 − (e_π3 + e_π4)/2`); `e_k` is the k-th unit row.
-    // CUDA kernel: next milestone
     fn dlr_rows_backward(
         &self,
         labels: &Self,
@@ -342,10 +306,7 @@ pub trait BackendStorage: Sized {
         targeted: bool,
         grad: &Self,
         classes: usize,
-    ) -> Result<Self> {
-        let _ = (labels, targets, targeted, grad, classes);
-        Err(not_on_this_device::<Self>("dlr_backward"))
-    }
+    ) -> Result<Self>;
     /// One APGD step (Croce & Hein 2020) per row of `cols` values, with
     /// `self = x⁽ᵏ⁾`, the previous iterate `x⁽ᵏ⁻¹⁾`, the gradient `g`, the
     /// clean input `c`, the per-row step sizes `η` (`[N]`) and momentum
@@ -354,7 +315,6 @@ pub trait BackendStorage: Sized {
     /// L∞: `s(g) = sign g`, `P(v) = min(max(v, c − eps, 0), c + eps, 1)`;
     /// L2: `s(g) = g/(‖g‖₂ + 1e−12)`,
     /// `P(v) = clip₀¹(c + δ·min(eps, ‖δ‖₂)/(‖δ‖₂ + 1e−12))`, `δ = v − c`.
-    // CUDA kernel: next milestone
     #[allow(clippy::too_many_arguments)]
     fn apgd_step(
         &self,
@@ -366,10 +326,7 @@ pub trait BackendStorage: Sized {
         eps: f64,
         norm: Norm,
         cols: usize,
-    ) -> Result<Self> {
-        let _ = (previous, grad, center, step, momentum, eps, norm, cols);
-        Err(not_on_this_device::<Self>("apgd_step"))
-    }
+    ) -> Result<Self>;
     /// One FAB step (Croce & Hein 2019) per row of `cols` values, with
     /// `self = x⁽ᵏ⁾`, the clean input `x₀`, and the decision boundary
     /// linearised at `x⁽ᵏ⁾`, `{z : f + w·(z − x⁽ᵏ⁾) = 0}` (`w` `[N, cols]`
@@ -380,7 +337,6 @@ pub trait BackendStorage: Sized {
     /// `[0, α_max]` (norms at least 1e−8):
     /// `x⁽ᵏ⁺¹⁾ = clip₀¹((1 − a)(x⁽ᵏ⁾ + η·d₁) + a(x₀ + η·d₂))`. Returns
     /// `x⁽ᵏ⁺¹⁾` and `‖x⁽ᵏ⁺¹⁾ − x₀‖` per row (`[N]`), in `norm`.
-    // CUDA kernel: next milestone
     #[allow(clippy::too_many_arguments)]
     fn fab_step(
         &self,
@@ -391,15 +347,10 @@ pub trait BackendStorage: Sized {
         alpha_max: f64,
         norm: Norm,
         cols: usize,
-    ) -> Result<(Self, Self)> {
-        let _ = (x0, w, f, eta, alpha_max, norm, cols);
-        Err(not_on_this_device::<Self>("fab_step"))
-    }
+    ) -> Result<(Self, Self)>;
     /// In place, for each u32 row index `i` in `rows`:
     /// `selfᵢ ← srcᵢ + t·(selfᵢ − srcᵢ)` (`t = 0` copies the rows of `src`).
-    // CUDA kernel: next milestone
-    fn lerp_rows(&mut self, src: &Self, rows: &Self, t: f64, cols: usize) -> Result<()> {
-        let _ = (src, rows, t, cols);
-        Err(not_on_this_device::<Self>("lerp_rows"))
-    }
+    /// Each row is listed at most once (the CUDA backend updates the listed
+    /// rows in parallel).
+    fn lerp_rows(&mut self, src: &Self, rows: &Self, t: f64, cols: usize) -> Result<()>;
 }

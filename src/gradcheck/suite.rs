@@ -148,6 +148,11 @@ fn weighted_sum(tape: &mut Tape, y: Var, seed: u64) -> Result<Var> {
     tape.sum(p)
 }
 
+/// `k` (labels, indices) on the device of the recorded `z`.
+fn beside(tape: &Tape, z: Var, k: &Tensor) -> Result<Tensor> {
+    k.to_device(tape.value(z)?.device())
+}
+
 fn labels(n: usize, classes: u32, seed: u64) -> Result<Tensor> {
     let mut rng = crate::rng::Rng::new(seed);
     let v: Vec<u32> = (0..n).map(|_| rng.below(classes as u64) as u32).collect();
@@ -330,7 +335,7 @@ pub fn case_sized(name: &str, size: CaseSize) -> Result<Option<Case>> {
             unary_case_with(
                 "pick",
                 move |t, z| {
-                    let k = k.to_device(t.value(z)?.device())?;
+                    let k = beside(t, z, &k)?;
                     t.pick(z, &k)
                 },
                 uniform(&size.of(&[7, 5]), 64),
@@ -354,7 +359,7 @@ pub fn case_sized(name: &str, size: CaseSize) -> Result<Option<Case>> {
             unary_case_with(
                 "dlr",
                 move |t, z| {
-                    let y = y.to_device(t.value(z)?.device())?;
+                    let y = beside(t, z, &y)?;
                     t.dlr(z, &y)
                 },
                 uniform(&[size.n(8), 6], 69).scale(3.0)?,
@@ -366,8 +371,7 @@ pub fn case_sized(name: &str, size: CaseSize) -> Result<Option<Case>> {
             unary_case_with(
                 "dlr_targeted",
                 move |t, z| {
-                    let device = t.value(z)?.device();
-                    let (y, targets) = (y.to_device(device)?, targets.to_device(device)?);
+                    let (y, targets) = (beside(t, z, &y)?, beside(t, z, &targets)?);
                     t.dlr_targeted(z, &y, &targets)
                 },
                 uniform(&[size.n(8), 6], 72).scale(3.0)?,

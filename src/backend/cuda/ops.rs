@@ -16,9 +16,11 @@ use kernels::{activation, elementwise, matmul, optim, reduce, softmax_xent, tall
 use super::launch::{launch, plan_err, Arg, Launcher};
 use super::storage::CudaStorage;
 use crate::backend::cpu::CpuStorage;
-use crate::backend::{Activation, BackendStorage, Binary, MatmulDims, UpdateRule};
+use crate::backend::{Activation, BackendStorage, Binary, MatmulDims, Norm, UpdateRule};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+
+mod robust;
 
 /// The element type of a float buffer.
 fn float_type<L: Launcher>(op: &'static str, s: &CudaStorage<L>) -> Result<DType> {
@@ -604,5 +606,99 @@ impl<L: Launcher> BackendStorage for CudaStorage<L> {
                 )
             }
         }
+    }
+
+    // The kernels of robustness evaluation and training (ops/robust.rs).
+
+    fn log_softmax(&self, classes: usize) -> Result<Self> {
+        robust::log_softmax(self, classes)
+    }
+
+    fn log_softmax_backward(&self, y: &Self, classes: usize) -> Result<Self> {
+        robust::log_softmax_backward(self, y, classes)
+    }
+
+    fn exp(&self) -> Result<Self> {
+        robust::map(self, &kernels::robust_loss::EXP, "exp")
+    }
+
+    fn ln(&self) -> Result<Self> {
+        robust::map(self, &kernels::robust_loss::LN, "ln")
+    }
+
+    fn pick_rows(&self, index: &Self, classes: usize) -> Result<Self> {
+        robust::pick_rows(self, index, classes)
+    }
+
+    fn pick_rows_backward(&self, index: &Self, classes: usize) -> Result<Self> {
+        robust::pick_rows_backward(self, index, classes)
+    }
+
+    fn kl_div_rows(&self, b: &Self, classes: usize) -> Result<Self> {
+        robust::kl_div_rows(self, b, classes)
+    }
+
+    fn kl_div_rows_backward(&self, b: &Self, grad: &Self, classes: usize) -> Result<(Self, Self)> {
+        robust::kl_div_rows_backward(self, b, grad, classes)
+    }
+
+    fn dlr_rows(
+        &self,
+        labels: &Self,
+        targets: &Self,
+        targeted: bool,
+        classes: usize,
+    ) -> Result<Self> {
+        robust::dlr_rows(self, labels, targets, targeted, classes)
+    }
+
+    fn dlr_rows_backward(
+        &self,
+        labels: &Self,
+        targets: &Self,
+        targeted: bool,
+        grad: &Self,
+        classes: usize,
+    ) -> Result<Self> {
+        robust::dlr_rows_backward(self, labels, targets, targeted, grad, classes)
+    }
+
+    fn apgd_step(
+        &self,
+        previous: &Self,
+        grad: &Self,
+        center: &Self,
+        step: &Self,
+        momentum: f64,
+        eps: f64,
+        norm: Norm,
+        cols: usize,
+    ) -> Result<Self> {
+        let operands = robust::ApgdOperands {
+            x: self,
+            previous,
+            grad,
+            center,
+            step,
+        };
+        robust::apgd_step(operands, momentum, eps, norm, cols)
+    }
+
+    fn fab_step(
+        &self,
+        x0: &Self,
+        w: &Self,
+        f: &Self,
+        eta: f64,
+        alpha_max: f64,
+        norm: Norm,
+        cols: usize,
+    ) -> Result<(Self, Self)> {
+        let operands = robust::FabOperands { x: self, x0, w, f };
+        robust::fab_step(operands, eta, alpha_max, norm, cols)
+    }
+
+    fn lerp_rows(&mut self, src: &Self, rows: &Self, t: f64, cols: usize) -> Result<()> {
+        robust::lerp_rows(self, src, rows, t, cols)
     }
 }
