@@ -265,10 +265,10 @@ fn sigkill_at_random_steps_never_damages_files_and_resuming_gives_the_same_bits(
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     use std::io::{BufRead, BufReader};
-    // Long enough that the signal lands mid-run even on a loaded machine,
-    // where the handler's thread may wait to be scheduled (30 epochs, about
-    // 0.1 s, once finished first).
-    const EPOCHS: usize = 400;
+    // Long enough (about a second here) that the signal lands mid-run even
+    // on a loaded machine, where ctrlc's handler thread may wait to be
+    // scheduled: a 30-epoch run (a few milliseconds) once finished first.
+    const EPOCHS: usize = 2000;
     let home = sandbox::temp_dir();
     let data = home.path().join("data");
     sandbox::write_synthetic_data(&data, 2000, 200, 8);
