@@ -52,6 +52,7 @@ fuzz_target!(|o: Options| {
             TargetChoice::RandomOther => Target::RandomOther,
             TargetChoice::Class(k) => Target::Class(k),
         },
+        ..AttackOptions::default()
     };
     let first = o.eps.first().copied().unwrap_or(0.0);
     let Ok(attack) = Attack::build(&name, first, &options) else {
