@@ -59,42 +59,59 @@ trap 'rm -f "$tmp" "$tmp.body"' EXIT
         spill_store spill_load threads blocks/SM occupancy
 } >"$tmp"
 
+# One ptxas run per (architecture, module), as many at a time as there are
+# cores; each writes its rows to its own part, sorted together below.
+check_one() {
+    local arch="$1" f="$2" part="$3" log
+    log="$("$ptxas" -v ${PTXAS_FLAGS:-} --gpu-name "$arch" "$f" -o /dev/null 2>&1)" || {
+        echo "ptxas failed on $f for $arch:" >&2
+        echo "$log" >&2
+        exit 1
+    }
+    # ptxas prints, per entry: "Compiling entry function 'NAME'", then
+    # "N bytes stack frame, S bytes spill stores, L bytes spill loads",
+    # then "Used R registers, ... B bytes smem ...".
+    # First the PTX (the block size each entry declares), then the log.
+    echo "$log" | awk -v arch="$arch" '
+        function ceil_to(v, unit) { return int((v + unit - 1) / unit) * unit }
+        function min(a, b) { return a < b ? a : b }
+        FNR == NR {
+            if ($0 ~ /\.entry /) { e = $0; sub(/.*\.entry /, "", e); sub(/\(.*/, "", e) }
+            if ($1 == ".maxntid") ntid[e] = $2 * $3 * $4
+            next
+        }
+        /Compiling entry function/ { match($0, /'\''[^'\'']+'\''/); name = substr($0, RSTART + 1, RLENGTH - 2); stack = 0; st = 0; ld = 0 }
+        /bytes stack frame/ { stack = $1; st = $5; ld = $9 }
+        /Used [0-9]+ registers/ {
+            regs = 0; smem = 0
+            for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^registers/) regs = $i; if ($(i+1) == "bytes" && $(i+2) ~ /^smem/) smem = $i }
+            threads = (name in ntid) ? ntid[name] : 256
+            warps = int((threads + 31) / 32)
+            per_warp = ceil_to((regs > 0 ? regs : 1) * 32, 256)
+            by_regs = int(4 * int(16384 / per_warp) / warps)
+            smem_sm = arch == "sm_80" ? 167936 : 233472
+            by_smem = int(smem_sm / ceil_to(smem + 1024, 128))
+            blocks = min(min(by_regs, by_smem), min(int(2048 / threads), 32))
+            printf "%-6s %-26s %5d %9d %7d %12d %11d %7d %9d %8.1f%%\n", arch, name, regs, smem, stack, st, ld, threads, blocks, 100 * blocks * warps / 64
+        }' "$f" - >"$part"
+}
+
 status=0
+parts="$(mktemp -d)"
+trap 'rm -rf "$tmp" "$tmp.body" "$parts"' EXIT
+jobs_max="$(nproc 2>/dev/null || echo 2)"
+i=0
 for arch in $archs; do
     for f in "${files[@]}"; do
-        log="$("$ptxas" -v ${PTXAS_FLAGS:-} --gpu-name "$arch" "$f" -o /dev/null 2>&1)" || {
-            echo "ptxas failed on $f for $arch:" >&2
-            echo "$log" >&2
-            exit 1
-        }
-        # ptxas prints, per entry: "Compiling entry function 'NAME'", then
-        # "N bytes stack frame, S bytes spill stores, L bytes spill loads",
-        # then "Used R registers, ... B bytes smem ...".
-        # First the PTX (the block size each entry declares), then the log.
-        echo "$log" | awk -v arch="$arch" '
-            function ceil_to(v, unit) { return int((v + unit - 1) / unit) * unit }
-            function min(a, b) { return a < b ? a : b }
-            FNR == NR {
-                if ($0 ~ /\.entry /) { e = $0; sub(/.*\.entry /, "", e); sub(/\(.*/, "", e) }
-                if ($1 == ".maxntid") ntid[e] = $2 * $3 * $4
-                next
-            }
-            /Compiling entry function/ { match($0, /'\''[^'\'']+'\''/); name = substr($0, RSTART + 1, RLENGTH - 2); stack = 0; st = 0; ld = 0 }
-            /bytes stack frame/ { stack = $1; st = $5; ld = $9 }
-            /Used [0-9]+ registers/ {
-                regs = 0; smem = 0
-                for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^registers/) regs = $i; if ($(i+1) == "bytes" && $(i+2) ~ /^smem/) smem = $i }
-                threads = (name in ntid) ? ntid[name] : 256
-                warps = int((threads + 31) / 32)
-                per_warp = ceil_to((regs > 0 ? regs : 1) * 32, 256)
-                by_regs = int(4 * int(16384 / per_warp) / warps)
-                smem_sm = arch == "sm_80" ? 167936 : 233472
-                by_smem = int(smem_sm / ceil_to(smem + 1024, 128))
-                blocks = min(min(by_regs, by_smem), min(int(2048 / threads), 32))
-                printf "%-6s %-26s %5d %9d %7d %12d %11d %7d %9d %8.1f%%\n", arch, name, regs, smem, stack, st, ld, threads, blocks, 100 * blocks * warps / 64
-            }' "$f" - >>"$tmp.body"
+        i=$((i + 1))
+        check_one "$arch" "$f" "$parts/$i" &
+        while (($(jobs -rp | wc -l) >= jobs_max)); do wait -n; done
     done
 done
+while (($(jobs -rp | wc -l) > 0)); do
+    wait -n || { echo "ptxas-check: a ptxas run failed" >&2; exit 1; }
+done
+cat "$parts"/* >"$tmp.body"
 sort -k1,1 -k2,2 "$tmp.body" >>"$tmp"
 rm -f "$tmp.body"
 spills="$(awk '!/^#/ && NR > 1 && ($6 > 0 || $7 > 0) { print }' "$tmp" | grep -v '^arch' || true)"

@@ -1,10 +1,11 @@
 //! The command line, end to end. Tests that need Fashion-MNIST skip with a
 //! note when it is not installed, and fail under `CI=true`.
 
+mod sandbox;
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use advgrad::data::Split;
@@ -24,12 +25,6 @@ fn advgrad(args: &[&str]) -> (bool, String, String) {
 fn last_json(stdout: &str) -> serde_json::Value {
     let line = stdout.lines().last().expect("some output");
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
-}
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("advgrad-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
 }
 
 /// `advgrad train` of a 784-32-10 MLP for one epoch on the first `limit`
@@ -135,7 +130,8 @@ fn train_eval_grads_round_trip() {
     if !have_data() {
         return;
     }
-    let model = temp("m.safetensors");
+    let dir = sandbox::temp_dir();
+    let model = dir.path().join("m.safetensors");
     let m = model.to_str().unwrap();
     let (ok, stdout, stderr) = train_small_model(m, "2000");
     assert!(ok, "{stderr}");
@@ -160,7 +156,7 @@ fn train_eval_grads_round_trip() {
         "{e}"
     );
 
-    let grads = temp("g.safetensors");
+    let grads = dir.path().join("g.safetensors");
     let (ok, stdout, stderr) = advgrad(&[
         "grads",
         "--model",
@@ -213,7 +209,8 @@ fn the_emulated_device_gives_the_cpu_numbers() {
     if !have_data() {
         return;
     }
-    let model = temp("emu.safetensors");
+    let dir = sandbox::temp_dir();
+    let model = dir.path().join("emu.safetensors");
     let m = model.to_str().unwrap();
     let (ok, _, stderr) = train_small_model(m, "1000");
     assert!(ok, "{stderr}");
@@ -240,7 +237,7 @@ fn the_emulated_device_gives_the_cpu_numbers() {
         t,
     );
 
-    let outs = [temp("grads-cpu.safetensors"), temp("grads-emu.safetensors")];
+    let outs = ["grads-cpu.safetensors", "grads-emu.safetensors"].map(|f| dir.path().join(f));
     for (out, device) in outs.iter().zip(["cpu", "emu"]) {
         let a = [
             "grads", "--model", m, "--limit", "32", "--device", device, "--out",

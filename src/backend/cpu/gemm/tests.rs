@@ -109,6 +109,10 @@ fn portable_f64_matches_reference() {
 
 #[cfg(target_arch = "x86_64")]
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "Miri runs no SIMD intrinsics; the portable kernel is its subject"
+)]
 fn simd_kernels_match_reference() {
     use super::x86::{Avx2Fma, Avx512};
     if let Some(k) = Avx2Fma::detect() {
