@@ -170,10 +170,21 @@ impl HalfBits for f16 {
     }
 
     fn widen(src: &[f16], dst: &mut [f32]) {
-        src.convert_to_f32_slice(&mut dst[..src.len()]);
+        let dst = &mut dst[..src.len()];
+        #[cfg(target_arch = "x86_64")]
+        if avx512_halves() {
+            // SAFETY: `avx512_halves` checked the features.
+            return unsafe { f16_avx512::widen(src, dst) };
+        }
+        src.convert_to_f32_slice(dst);
     }
 
     fn widen_rounded(src: &[f32], dst: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if avx512_halves() {
+            // SAFETY: `avx512_halves` checked the features.
+            return unsafe { f16_avx512::widen_rounded(src, &mut dst[..src.len()]) };
+        }
         const CHUNK: usize = 64;
         let mut halves = [f16::ZERO; CHUNK];
         for (s, d) in src.chunks(CHUNK).zip(dst.chunks_mut(CHUNK)) {
@@ -198,6 +209,73 @@ impl HalfBits for f16 {
             let x = _mm512_maskz_loadu_ps(mask, src);
             let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
             _mm512_cvtepu16_epi32(h)
+        }
+    }
+}
+
+/// Whether the f16 conversions of the widening path run 16 lanes per
+/// AVX-512 instruction (`vcvtph2ps`, `vcvtps2ph`) rather than through
+/// `half`'s slices: when the f32 gemm runs its AVX-512 kernel (so
+/// `ADVGRAD_GEMM=avx2|portable` forces `half`'s conversions too) and the
+/// CPU has AVX-512BW and VL for the masked 16-bit loads. Both round to
+/// nearest, ties to even, and quiet a NaN the same way: the bits agree.
+#[cfg(target_arch = "x86_64")]
+fn avx512_halves() -> bool {
+    use crate::backend::cpu::gemm::select::F32Kernel;
+    use std::sync::OnceLock;
+    static CELL: OnceLock<bool> = OnceLock::new();
+    *CELL.get_or_init(|| {
+        !cfg!(miri)
+            && matches!(F32Kernel::selected(), Ok(F32Kernel::Avx512))
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+    })
+}
+
+/// f16 ↔ f32 conversions on 16 lanes, masked at the tail.
+#[cfg(target_arch = "x86_64")]
+mod f16_avx512 {
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// The lanes of a chunk of `len ≤ 16` values.
+    fn mask(len: usize) -> __mmask16 {
+        (((1u32 << len) - 1) & 0xFFFF) as __mmask16
+    }
+
+    /// `dst[i] = src[i]` widened (exactly); `dst.len() == src.len()`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F, BW and VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn widen(src: &[f16], dst: &mut [f32]) {
+        for (s, d) in src.chunks(16).zip(dst.chunks_mut(16)) {
+            let m = mask(s.len());
+            // SAFETY: lanes `m` of `s` and `d` are in bounds (`d` is as long as `s`).
+            unsafe {
+                let h = _mm256_maskz_loadu_epi16(m, s.as_ptr().cast());
+                _mm512_mask_storeu_ps(d.as_mut_ptr(), m, _mm512_cvtph_ps(h));
+            }
+        }
+    }
+
+    /// `dst[i] = src[i]` rounded to f16 (to nearest, ties to even) and
+    /// widened back; `dst.len() == src.len()`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F, BW and VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn widen_rounded(src: &[f32], dst: &mut [f32]) {
+        for (s, d) in src.chunks(16).zip(dst.chunks_mut(16)) {
+            let m = mask(s.len());
+            // SAFETY: lanes `m` of `s` and `d` are in bounds (`d` is as long as `s`).
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(m, s.as_ptr());
+                let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+                _mm512_mask_storeu_ps(d.as_mut_ptr(), m, _mm512_cvtph_ps(h));
+            }
         }
     }
 }
@@ -270,6 +348,32 @@ mod tests {
             let mut w = [0.0f32];
             <f32 as HalfSource<f16>>::widen_run(&[x], &mut w);
             assert_eq!(w[0].to_bits(), want.to_f32().to_bits(), "{x:e}");
+        }
+    }
+
+    /// Runs of every length up to three vectors and a tail, at every
+    /// offset of the delicate values (NaNs included): the widening path's
+    /// f16 conversions, whichever the CPU runs, give `half`'s bits.
+    #[test]
+    fn f16_runs_widen_as_half_does() {
+        let mut values = delicate();
+        values.extend([f32::NAN, -f32::NAN, f32::from_bits(0x7F80_0001)]);
+        let step = if cfg!(miri) { 97 } else { 1 };
+        for len in (0..=50).step_by(if cfg!(miri) { 7 } else { 1 }) {
+            for start in (0..values.len() - len).step_by(step * 37) {
+                let src = &values[start..start + len];
+                let halves: Vec<f16> = src.iter().map(|&x| f16::from_f32(x)).collect();
+                let want: Vec<u32> = halves.iter().map(|h| h.to_f32().to_bits()).collect();
+                let mut got = vec![0.0f32; len + 3];
+                <f32 as HalfSource<f16>>::widen_run(src, &mut got);
+                let bits: Vec<u32> = got[..len].iter().map(|v| v.to_bits()).collect();
+                assert_eq!(bits, want, "rounded, {len} from {start}");
+                assert!(got[len..].iter().all(|&v| v == 0.0), "wrote past the run");
+                let mut got = vec![0.0f32; len];
+                <f16 as HalfSource<f16>>::widen_run(&halves, &mut got);
+                let bits: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(bits, want, "stored, {len} from {start}");
+            }
         }
     }
 
