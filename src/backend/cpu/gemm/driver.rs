@@ -33,8 +33,14 @@ pub struct Problem<'a, SA, SB = SA, C = SA> {
 /// complete, and may rewrite it; every element of `C` is handed over once.
 pub type Epilogue<'e, T> = dyn Fn(usize, usize, &mut [T]) + Sync + 'e;
 
-/// Below this many multiply-adds a call stays on the calling thread.
-const PAR_MIN_WORK: usize = 96 * 96 * 96;
+/// Below this many multiply-adds a call stays on the calling thread. Under
+/// Miri (`scripts/miri.sh`), which runs hundreds of times slower, 16³, so
+/// that products small enough for it still take the threaded path.
+const PAR_MIN_WORK: usize = if cfg!(miri) {
+    16 * 16 * 16
+} else {
+    96 * 96 * 96
+};
 
 /// From this many multiply-adds on, `C` is cut into a few tiles per thread
 /// (the kernel's `TILES_PER_THREAD`) instead of one, so that a thread slowed

@@ -272,7 +272,8 @@ fn the_epilogue_sees_every_finished_element_once() {
 // Under Miri (scripts/miri.sh), hundreds of times slower than native code,
 // the tests run on smaller problems that still reach every path: partial
 // panels and tiles, two `k` blocks (`k > KC`), every transpose, and one
-// product just big enough (`PAR_MIN_WORK`) to be split across threads.
+// product just above `PAR_MIN_WORK` (16³ under Miri) to be split across
+// threads.
 
 /// The products `check_all` and the public-entry test run.
 fn sizes() -> &'static [(usize, usize, usize)] {
@@ -293,7 +294,8 @@ fn sizes() -> &'static [(usize, usize, usize)] {
 /// The products split across threads.
 fn threaded_sizes() -> &'static [(usize, usize, usize)] {
     if cfg!(miri) {
-        &[(96, 96, 96)]
+        // Above Miri's `PAR_MIN_WORK` (16³), partial tiles both ways.
+        &[(27, 41, 20)]
     } else {
         &[
             (128, 256, 784),
