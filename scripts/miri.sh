@@ -21,7 +21,12 @@ fi
 # rayon's thread pool, whose scheduler (crossbeam-epoch) breaks the rules of
 # Stacked Borrows, the default model, but not those of Tree Borrows
 # (crossbeam's own CI runs Miri with -Zmiri-tree-borrows; rayon-rs/rayon#1185).
-export MIRIFLAGS="${MIRIFLAGS:-} -Zmiri-tree-borrows"
+#
+# -Zmiri-ignore-leaks: the gemm's larger test products run on rayon's
+# global thread pool, whose threads live as long as the process; without the
+# flag Miri fails every such test at exit ("the main thread terminated
+# without waiting for all remaining threads") after the test has passed.
+export MIRIFLAGS="${MIRIFLAGS:-} -Zmiri-tree-borrows -Zmiri-ignore-leaks"
 if [ $# -eq 0 ]; then
   set -- backend::cpu::gemm backend::pool
 fi
