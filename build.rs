@@ -25,11 +25,18 @@
 //! - `ADVGRAD_CUDA_CUBINS`: the real architectures to build cubins for,
 //!   comma-separated (default `sm_80,sm_90`; empty for none);
 //! - `ADVGRAD_PTX_DIR`: also copy each `.ptx` there (the ptxas check uses it).
+//!
+//! Each image is also kept in `<target dir>/nvrtc-cache`, under the exact
+//! text it was compiled from (NVRTC's version and library, the options,
+//! the architecture, every header and the source): a later build that
+//! compiles the same text, in another profile (`cargo clippy` then
+//! `cargo build --release`) or after a `cargo clean -p advgrad`, reuses it
+//! instead of running NVRTC again. Delete the folder to drop the cache.
 
 use std::env;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process;
 
 const SETUP_HINT: &str = "run `eval \"$(scripts/cuda-env.sh)\"` first: it installs NVRTC \
@@ -89,7 +96,7 @@ fn main() {
                 .map(move |a| (m, a))
         })
         .collect();
-    let images = compile_all(&nvrtc, &jobs, &headers);
+    let images = compile_all(&nvrtc, &jobs, &headers, cache_dir(&out).as_deref());
 
     let mut ptx_table = String::new();
     let mut cubin_table = String::new();
@@ -169,11 +176,89 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The image cache's folder, `<target dir>/nvrtc-cache`, from `OUT_DIR`
+/// (`<target dir>/<profile>/build/<package>/out`).
+fn cache_dir(out: &Path) -> Option<PathBuf> {
+    out.ancestors()
+        .nth(4)
+        .map(|target| target.join("nvrtc-cache"))
+}
+
+/// The whole text an image is compiled from; equal texts give equal images.
+fn cache_key(
+    nvrtc: &Nvrtc,
+    module: &kernels::Module,
+    arch: &str,
+    headers: &[(String, String)],
+) -> String {
+    let mut key = format!(
+        "{}\n{}\n{}.cu\n",
+        nvrtc.identity,
+        nvrtc_options(arch).join(" "),
+        module.name
+    );
+    for (name, text) in headers {
+        key.push_str(&format!("header {name} {}\n{text}\n", text.len()));
+    }
+    key.push_str(module.source);
+    key
+}
+
+/// The cached image compiled from `key`, if the cache holds one for
+/// exactly that text.
+fn cached(dir: &Path, stem: &str, key: &str) -> Option<Vec<u8>> {
+    let stored = fs::read(dir.join(format!("{stem}.key"))).ok()?;
+    (stored == key.as_bytes())
+        .then(|| fs::read(dir.join(format!("{stem}.img"))).ok())
+        .flatten()
+}
+
+/// Stores `image` under `key`; a failure only costs the next build a
+/// compile. The image is renamed into place before its key, so a key is
+/// never seen beside a partial image.
+fn store(dir: &Path, stem: &str, key: &str, image: &[u8]) {
+    let put = |ext: &str, bytes: &[u8]| -> std::io::Result<()> {
+        let tmp = dir.join(format!("{stem}.{ext}.{}.tmp", process::id()));
+        fs::write(&tmp, bytes)?;
+        fs::rename(&tmp, dir.join(format!("{stem}.{ext}")))
+    };
+    let _ = fs::create_dir_all(dir)
+        .and_then(|()| put("img", image))
+        .and_then(|()| put("key", key.as_bytes()));
+}
+
+/// The image of one job: from the cache when it holds the same text, else
+/// from NVRTC (and then cached).
+fn compile_cached(
+    nvrtc: &Nvrtc,
+    module: &kernels::Module,
+    arch: &str,
+    headers: &[(String, String)],
+    cache: Option<&Path>,
+) -> Vec<u8> {
+    use std::hash::{Hash, Hasher};
+    let file = format!("{}.cu", module.name);
+    let Some(dir) = cache else {
+        return nvrtc.compile(&file, module.source, headers, arch);
+    };
+    let key = cache_key(nvrtc, module, arch, headers);
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    let stem = format!("{}.{arch}.{:016x}", module.name, hasher.finish());
+    if let Some(image) = cached(dir, &stem, &key) {
+        return image;
+    }
+    let image = nvrtc.compile(&file, module.source, headers, arch);
+    store(dir, &stem, &key, &image);
+    image
+}
+
 /// Compiles every `(module, arch)` job, in order, on scoped threads.
 fn compile_all(
     nvrtc: &Nvrtc,
     jobs: &[(&kernels::Module, &str)],
     headers: &[(String, String)],
+    cache: Option<&Path>,
 ) -> Vec<Vec<u8>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -186,8 +271,7 @@ fn compile_all(
                 let Some(&(module, arch)) = jobs.get(i) else {
                     break;
                 };
-                let file = format!("{}.cu", module.name);
-                let image = nvrtc.compile(&file, module.source, headers, arch);
+                let image = compile_cached(nvrtc, module, arch, headers, cache);
                 *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(image);
             });
         }
@@ -208,6 +292,16 @@ fn fail(msg: &str) -> ! {
 }
 
 type Program = *mut std::ffi::c_void;
+
+/// NVRTC's options for `arch`.
+fn nvrtc_options(arch: &str) -> [String; 4] {
+    [
+        format!("--gpu-architecture={arch}"),
+        "-std=c++17".into(),
+        "--fmad=true".into(),
+        "-lineinfo".into(),
+    ]
+}
 type CreateFn = unsafe extern "C" fn(
     *mut Program,
     *const c_char,
@@ -225,6 +319,8 @@ type VersionFn = unsafe extern "C" fn(*mut c_int, *mut c_int) -> c_int;
 /// The few NVRTC entry points the build needs, loaded with dlopen.
 struct Nvrtc {
     _lib: libloading::Library,
+    /// Its version and library, e.g. `NVRTC 12.9 (/path/libnvrtc.so.12)`.
+    identity: String,
     create: CreateFn,
     compile: CompileFn,
     log_size: SizeFn,
@@ -281,6 +377,7 @@ impl Nvrtc {
             cubin_size: sym(&lib, name, "nvrtcGetCUBINSize"),
             cubin: sym(&lib, name, "nvrtcGetCUBIN"),
             destroy: sym(&lib, name, "nvrtcDestroyProgram"),
+            identity: format!("NVRTC {major}.{minor} ({name})"),
             _lib: lib,
         }
     }
@@ -296,15 +393,7 @@ impl Nvrtc {
         let h_name: Vec<CString> = headers.iter().map(|h| cstr(&h.0)).collect();
         let h_src_p: Vec<*const c_char> = h_src.iter().map(|c| c.as_ptr()).collect();
         let h_name_p: Vec<*const c_char> = h_name.iter().map(|c| c.as_ptr()).collect();
-        let opts: Vec<CString> = [
-            format!("--gpu-architecture={arch}"),
-            "-std=c++17".into(),
-            "--fmad=true".into(),
-            "-lineinfo".into(),
-        ]
-        .iter()
-        .map(|o| cstr(o))
-        .collect();
+        let opts: Vec<CString> = nvrtc_options(arch).iter().map(|o| cstr(o)).collect();
         let opts_p: Vec<*const c_char> = opts.iter().map(|c| c.as_ptr()).collect();
 
         let mut prog: Program = std::ptr::null_mut();
