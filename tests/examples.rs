@@ -14,11 +14,12 @@ use advgrad::nn::{load_model, save_model, Activation, Mlp};
 
 /// The examples, in course order; each has a test below and a row in
 /// README's course table.
-const COURSE: [&str; 5] = [
+const COURSE: [&str; 6] = [
     "01_tape_by_hand",
     "02_gradcheck_and_custom_op",
     "03_training_loop",
     "04_attacks_by_hand",
+    "05_reading_the_tape",
     "07_same_weights",
 ];
 
@@ -228,6 +229,41 @@ fn chapter_4_attacks_by_hand_equal_advgrads_bit_for_bit() {
             "largest pixel change: FGSM 0.1000, PGD 0.1000 (budget 0.1)",
         ],
     );
+}
+
+#[test]
+fn chapter_5_draws_the_tape_and_shows_the_vanishing_gradient() {
+    let dir = temp_dir("05");
+    let out = run(
+        "05_reading_the_tape",
+        &[dir.to_str().expect("a UTF-8 path")],
+    );
+    assert_says(
+        "05",
+        &out,
+        &["%11   softmax_cross_entropy (loss)", "wrote "],
+    );
+    let dot = std::fs::read_to_string(dir.join("tape.dot")).expect("tape.dot");
+    assert!(
+        dot.starts_with("digraph tape {") && dot.matches(" -> ").count() == 11,
+        "{dot}"
+    );
+    let png = std::fs::File::open(dir.join("tape.png")).expect("tape.png");
+    let mut reader = png::Decoder::new(png).read_info().expect("a PNG");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    reader.next_frame(&mut pixels).expect("the PNG decodes");
+    let ratio = |act: &str| -> f64 {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(act))
+            .expect(act);
+        line.rsplit(' ')
+            .next()
+            .and_then(|r| r.parse().ok())
+            .expect(line)
+    };
+    assert!(ratio("sigmoid") < 1e-2 * ratio("relu"), "{out}");
+    std::fs::remove_dir_all(dir).ok();
 }
 
 /// advgrad's half of `benches/peers/same_weights.py`, on files written
