@@ -14,12 +14,13 @@ use advgrad::nn::{load_model, save_model, Activation, Mlp};
 
 /// The examples, in course order; each has a test below and a row in
 /// README's course table.
-const COURSE: [&str; 6] = [
+const COURSE: [&str; 7] = [
     "01_tape_by_hand",
     "02_gradcheck_and_custom_op",
     "03_training_loop",
     "04_attacks_by_hand",
     "05_reading_the_tape",
+    "06_writing_a_cuda_kernel",
     "07_same_weights",
 ];
 
@@ -174,7 +175,7 @@ fn chapter_3_matches_advgrad_train_bit_for_bit() {
         &out,
         &["epoch 1: train loss", "epoch 2: train loss", "saved "],
     );
-    let status = Command::new(env!("CARGO_BIN_EXE_advgrad"))
+    let train = Command::new(env!("CARGO_BIN_EXE_advgrad"))
         .args([
             "train",
             "--arch",
@@ -189,9 +190,10 @@ fn chapter_3_matches_advgrad_train_bit_for_bit() {
         ])
         .args(["--device", "cpu", "--quiet", "--out"])
         .arg(&cli)
-        .status()
+        .output()
         .expect("advgrad starts");
-    assert!(status.success());
+    let stderr = String::from_utf8_lossy(&train.stderr);
+    assert!(train.status.success(), "advgrad train failed:\n{stderr}");
     let (a, b) = (
         load_model(&ours, None).unwrap(),
         load_model(&cli, None).unwrap(),
@@ -264,6 +266,29 @@ fn chapter_5_draws_the_tape_and_shows_the_vanishing_gradient() {
     };
     assert!(ratio("sigmoid") < 1e-2 * ratio("relu"), "{out}");
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// The kernel runs on the emulator and agrees with its reference; ptxas
+/// either runs or the example says why not and shows the committed rows;
+/// without a GPU it says that nothing was timed.
+#[test]
+fn chapter_6_runs_the_new_kernel_on_the_emulator() {
+    let out = run("06_writing_a_cuda_kernel", &[]);
+    assert_says(
+        "06",
+        &out,
+        &[
+            "launch plan of gelu_fwd_f32",
+            "every element agrees: f64 within 1e-12, f32 within 1e-5",
+            "101 points in [-6, 6]: max error",
+        ],
+    );
+    let ptxas_ran = out.contains("Used ") && out.contains("registers");
+    let said_why = out.contains("ptxas was not run here: ") && out.contains("sm_80  gelu_fwd_f32");
+    assert!(ptxas_ran || said_why, "{out}");
+    if !advgrad::backend::cuda::is_available() {
+        assert_says("06", &out, &["not timed: no GPU in this run"]);
+    }
 }
 
 /// advgrad's half of `benches/peers/same_weights.py`, on files written
