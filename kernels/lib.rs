@@ -19,9 +19,12 @@
 //! softmax cross-entropy forward, the robustness losses and attack steps)
 //! have a planning function each.
 
+#![deny(missing_docs)]
+
 pub mod activation;
 pub mod attack_step;
 pub mod elementwise;
+pub mod gelu;
 pub mod grid_stride;
 pub mod matmul;
 pub mod optim;
@@ -80,6 +83,11 @@ pub const MODULES: &[Module] = &[
         name: "elementwise",
         source: include_str!("elementwise.cu"),
         kernels: elementwise::KERNELS,
+    },
+    Module {
+        name: "gelu",
+        source: include_str!("gelu.cu"),
+        kernels: gelu::KERNELS,
     },
     Module {
         name: "matmul",

@@ -12,41 +12,69 @@ pub enum Error {
     /// Two operands whose shapes do not fit together.
     #[error("{op}: shape mismatch: {lhs} vs {rhs}")]
     ShapeMismatch {
+        /// The op that refused them.
         op: &'static str,
+        /// The first operand's shape.
         lhs: Shape,
+        /// The second operand's shape.
         rhs: Shape,
     },
     /// One operand with a shape the op does not accept.
     #[error("{op}: {msg}")]
-    BadShape { op: &'static str, msg: String },
+    BadShape {
+        /// The op that refused it.
+        op: &'static str,
+        /// What is wrong with the shape.
+        msg: String,
+    },
     /// Operands of different element types.
     #[error("{op}: dtype mismatch: {lhs} vs {rhs}")]
     DTypeMismatch {
+        /// The op that refused them.
         op: &'static str,
+        /// The first operand's element type.
         lhs: DType,
+        /// The second operand's element type.
         rhs: DType,
     },
     /// An op asked of an element type it does not support.
     #[error("{op}: unsupported dtype {dtype}")]
-    UnsupportedDType { op: &'static str, dtype: DType },
+    UnsupportedDType {
+        /// The op that refused it.
+        op: &'static str,
+        /// The element type it was given.
+        dtype: DType,
+    },
     /// Operands on different devices.
     #[error("{op}: device mismatch: {lhs} vs {rhs}")]
     DeviceMismatch {
+        /// The op that refused them.
         op: &'static str,
+        /// The first operand's device.
         lhs: String,
+        /// The second operand's device.
         rhs: String,
     },
     /// A class label outside `0..classes`.
     #[error("{op}: label {label} in row {row} is out of range for {classes} classes")]
     LabelOutOfRange {
+        /// The op that read the label.
         op: &'static str,
+        /// The row (example) it belongs to.
         row: usize,
+        /// The label.
         label: u64,
+        /// The number of classes, so labels lie in `0..classes`.
         classes: usize,
     },
     /// A NaN or infinity where a finite number is required.
     #[error("{op}: non-finite value: {what}")]
-    NonFinite { op: &'static str, what: String },
+    NonFinite {
+        /// The op or loop that found it.
+        op: &'static str,
+        /// Which value, and where.
+        what: String,
+    },
     /// An argument outside its documented domain.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -55,18 +83,30 @@ pub enum Error {
     Tape(String),
     /// A file that is missing, truncated, corrupt or inconsistent.
     #[error("{}: {msg}", path.display())]
-    File { path: PathBuf, msg: String },
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
     /// An I/O failure on a named file.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// A download that failed: unreachable server, HTTP error, or a file
     /// whose length or digest is not the expected one.
     #[error("download {url}: {msg}")]
-    Download { url: String, msg: String },
+    Download {
+        /// The URL that was fetched.
+        url: String,
+        /// What went wrong.
+        msg: String,
+    },
     /// Training stopped on Ctrl-C (SIGINT) or SIGTERM after saving a
     /// checkpoint, whose path and resume command the message gives.
     #[error("interrupted: {0}")]

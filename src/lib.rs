@@ -6,7 +6,8 @@
 //! tape and its ops ([`Tape`], [`ops`]), gradient checking ([`gradcheck()`]),
 //! then models, data, training and attacks. `ARCHITECTURE.md` in the
 //! repository maps them to files and follows one op from its math to its
-//! CUDA kernel.
+//! CUDA kernel. `examples/` is a course through the same layers, from the
+//! tape by hand (chapter 1) to writing a CUDA kernel (chapter 6).
 //!
 //! ```
 //! use advgrad::{DType, Tape, Tensor};
@@ -22,6 +23,8 @@
 //! assert_eq!(tape.grad(w).unwrap().dims(), &[3, 5]);
 //! # Ok::<(), advgrad::Error>(())
 //! ```
+
+#![deny(missing_docs)]
 
 pub mod atomic_file;
 pub mod attack;
@@ -54,3 +57,9 @@ pub use precision::{autocast, Precision};
 pub use shape::Shape;
 pub use tape::{Tape, Var};
 pub use tensor::Tensor;
+
+/// README.md's Rust snippets, compiled and run as doctests by `cargo test`
+/// (its shell, Python and text blocks are marked as such and skipped).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

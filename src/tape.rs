@@ -126,6 +126,14 @@ impl Tape {
         &self.nodes
     }
 
+    /// The variable of every node, in the order they were recorded.
+    pub fn vars(&self) -> impl Iterator<Item = Var> + '_ {
+        (0..self.nodes.len() as u32).map(|index| Var {
+            index,
+            tape: self.id,
+        })
+    }
+
     /// Records a leaf that requires a gradient: a parameter, or an input
     /// whose gradient an attack wants.
     pub fn var(&mut self, value: Tensor) -> Var {

@@ -5,7 +5,7 @@ writes them to a folder (init.safetensors in advgrad's model format and
 order.u32, the epochs' permutations back to back), trains the 784-256-256-10
 ReLU MLP with SGD lr 0.1, batch 128, and reports test accuracy clean, under
 FGSM (eps 0.1) and PGD-20 (step 0.01, no random start). Then
-`cargo run --release --example same_weights -- DIR EPOCHS` does the same in
+`cargo run --release --example 07_same_weights -- DIR EPOCHS` does the same in
 advgrad from those files. With the randomness shared, the two should agree to
 a fraction of a point: what is left is float32 summation order.
 
@@ -37,7 +37,7 @@ def main():
         np.concatenate(orders).astype("<u4").tofile(os.path.join(tmp, "order.u32"))
         clean, fgsm, pgd = ref.run(params, orders, "sgd")
         print(f"numpy   : clean {clean:.4f} fgsm {fgsm:.4f} pgd20 {pgd:.4f}", flush=True)
-        subprocess.run(["cargo", "run", "--quiet", "--release", "--example", "same_weights", "--",
+        subprocess.run(["cargo", "run", "--quiet", "--release", "--example", "07_same_weights", "--",
                         tmp, str(args.epochs)], cwd=ROOT, check=True)
 
 

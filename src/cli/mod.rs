@@ -8,6 +8,7 @@ mod demo;
 mod eval;
 mod gradcheck;
 mod grads;
+mod tape;
 mod train;
 
 use std::process::ExitCode;
@@ -44,6 +45,9 @@ enum Command {
     Grads(grads::Args),
     /// Time the training step, an epoch, FGSM, PGD-20 or matmul.
     Bench(bench::Args),
+    /// The tape of one forward and backward pass of a tiny model: printed
+    /// with every gradient norm, and drawn as DOT and PNG.
+    Tape(tape::Args),
 }
 
 /// Runs the parsed command; the exit code reports failures that are not
@@ -58,5 +62,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(args) => eval::run(args),
         Command::Grads(args) => grads::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Tape(args) => tape::run(args),
     }
 }

@@ -69,8 +69,9 @@ where
 }
 
 impl CpuStorage {
-    /// The buffer converted to `dtype` (see the [module docs](self) for the
-    /// rounding); a copy when it already is `dtype`.
+    /// The buffer converted to `dtype`, each value rounded once to nearest
+    /// with ties to even (widening is exact); a copy when it already is
+    /// `dtype`.
     pub fn cast(&self, dtype: DType) -> CpuStorage {
         use CpuStorage as S;
         match (self, dtype) {

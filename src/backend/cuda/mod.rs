@@ -2,15 +2,15 @@
 //!
 //! The kernels are `kernels/*.cu`; their launch plans (grid, block, shared
 //! memory and argument order of every launch) live beside them in the
-//! `kernels` crate. [`CudaStorage`] is a buffer of device memory, and its
+//! `kernels` crate. `CudaStorage` is a buffer of device memory, and its
 //! [`BackendStorage`](crate::backend::BackendStorage) kernels check their
 //! operands, plan the launch, allocate the outputs and launch — the same
-//! Rust for both launchers behind the [`Launcher`] trait:
+//! Rust for both launchers behind the `Launcher` trait:
 //!
 //! | launcher | feature | device | memory | launches |
 //! |---|---|---|---|---|
-//! | [`Gpu`] | `cuda` | `cuda:N` | the GPU's, through cudarc | the embedded PTX, asynchronous on one stream |
-//! | [`Emulator`] | `emu` | `emu` | host allocations between guard zones | the same `.cu` compiled as C++ by `crates/simt`, on CPU threads |
+//! | `Gpu` | `cuda` | `cuda:N` | the GPU's, through cudarc | the embedded PTX, asynchronous on one stream |
+//! | `Emulator` | `emu` | `emu` | host allocations between guard zones | the same `.cu` compiled as C++ by `crates/simt`, on CPU threads |
 //!
 //! So the copy-on-write of shared buffers, the launch-time buffer checks
 //! and the label bounds run, on every change, in CI (on the emulator), and a
@@ -18,22 +18,22 @@
 //! of the glue.
 //!
 //! Modules:
-//! - `launch`: the [`Launcher`] trait and [`launch`], which checks every
+//! - `launch`: the `Launcher` trait and `launch`, which checks every
 //!   buffer against the plan before the launcher runs it;
-//! - `storage`: [`CudaStorage`] and its host transfers;
+//! - `storage`: `CudaStorage` and its host transfers;
 //! - `ops`: the `BackendStorage` kernels;
-//! - `driver` (feature `cuda`): [`Gpu`], one context, stream and set of
+//! - `driver` (feature `cuda`): `Gpu`, one context, stream and set of
 //!   loaded modules per GPU ordinal (each module from the cubin that fits
 //!   the device, else the PTX), and the yardsticks `advgrad bench` compares
 //!   with (device-to-device copy, cuBLAS SGEMM);
-//! - `emulator` (feature `emu`): [`Emulator`], the one emulated device;
+//! - `emulator` (feature `emu`): `Emulator`, the one emulated device;
 //! - `availability`: whether `cuda:N` and `emu` can be used, and why not.
 //!
 //! Everything stays on the device: a loss is a one-element device buffer,
 //! the gradient fed to the softmax-cross-entropy backward is one too, and
 //! optimiser updates run in place. Host round trips happen only in
-//! [`CudaStorage::to_host`] and on the error path of a label check (see
-//! [`CudaStorage`]).
+//! `CudaStorage::to_host` and on the error path of a label check (see
+//! `CudaStorage`).
 
 mod availability;
 #[cfg(feature = "cuda")]

@@ -13,8 +13,8 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 
 /// A buffer in device memory: what a tensor on `cuda:N` (launcher
-/// [`Gpu`](super::Gpu)) or on `emu` (launcher
-/// [`Emulator`](super::Emulator)) holds.
+/// `Gpu`) or on `emu` (launcher
+/// `Emulator`) holds.
 ///
 /// Cloning is cheap (the allocation is shared); an in-place update
 /// ([`axpy`](crate::backend::BackendStorage::axpy),

@@ -3,7 +3,7 @@
 //! advgrad's half of `benches/peers/same_weights.py`, which compares it with
 //! NumPy on the same weights and order.
 //!
-//! `cargo run --release --example same_weights -- DIR EPOCHS`, where `DIR`
+//! `cargo run --release --example 07_same_weights -- DIR EPOCHS`, where `DIR`
 //! holds `init.safetensors` (a model file) and `order.u32` (one permutation
 //! of the 60k training examples per epoch, little-endian u32).
 
@@ -22,7 +22,7 @@ fn main() -> Result<()> {
         args.get(1),
         args.get(2).and_then(|e| e.parse::<usize>().ok()),
     ) else {
-        return Err(Error::invalid("usage: same_weights DIR EPOCHS"));
+        return Err(Error::invalid("usage: 07_same_weights DIR EPOCHS"));
     };
     let dir = PathBuf::from(dir);
     let mut model = load_model(&dir.join("init.safetensors"), None)?;
