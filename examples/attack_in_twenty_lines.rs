@@ -9,7 +9,7 @@
 
 use advgrad::attack::{Attack, Fgsm};
 use advgrad::data::{default_data_dir, Dataset, Split, FASHION_MNIST_CLASSES as NAMES};
-use advgrad::nn::{load_model, Activation, Mlp};
+use advgrad::nn::{load_model, Activation, Model};
 use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
 use advgrad::train::{train, TrainConfig};
 use advgrad::{Result, Tensor};
@@ -41,8 +41,8 @@ fn main() -> Result<()> {
 }
 
 /// One epoch of plain SGD (lr 0.1, batches of 64) on `784-128-10`.
-fn train_quickly(train_set: &Dataset) -> Result<Mlp> {
-    let mut model = Mlp::new("784-128-10", Activation::Relu, 0)?;
+fn train_quickly(train_set: &Dataset) -> Result<Model> {
+    let mut model = Model::new("784-128-10", Activation::Relu, 0)?;
     let cfg = TrainConfig {
         epochs: 1,
         batch_size: 64,

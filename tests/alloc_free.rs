@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use advgrad::data::{Batches, Dataset};
-use advgrad::nn::{Activation, Mlp};
+use advgrad::nn::{Activation, Model};
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
 use advgrad::rng::Rng;
 use advgrad::train::{batch_tensors, gradient_step};
@@ -62,7 +62,7 @@ fn synthetic(rows: usize) -> Dataset {
 
 /// Heap allocations (calls, bytes) made by `passes` passes over `data` in
 /// batches of 128 (the last one smaller), after `warmup` passes.
-/// With `fused`, each step is `Mlp::optimizer_step` (the weights stepped
+/// With `fused`, each step is `Model::optimizer_step` (the weights stepped
 /// inside their gradient products) instead of `gradient_step`'s default.
 fn allocations_per_pass(
     kind: OptimizerKind,
@@ -70,7 +70,7 @@ fn allocations_per_pass(
     data: &Dataset,
     warmup: usize,
 ) -> (usize, usize) {
-    let mut model = Mlp::new("784-256-256-10", Activation::Relu, 0).unwrap();
+    let mut model = Model::new("784-256-256-10", Activation::Relu, 0).unwrap();
     let mut optimizer = Optimizer::new(OptimConfig::new(kind, 0.01), &model.params()).unwrap();
     let mut tape = Tape::new();
     let (mut images, mut labels) = (Vec::new(), Vec::new());

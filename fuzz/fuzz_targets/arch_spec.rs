@@ -3,7 +3,7 @@
 #![no_main]
 
 use advgrad::data::Split;
-use advgrad::nn::{parse_arch, Activation, Mlp};
+use advgrad::nn::{parse_arch, Activation, Model};
 use advgrad::optim::{OptimizerKind, Schedule};
 use libfuzzer_sys::fuzz_target;
 
@@ -14,7 +14,7 @@ fuzz_target!(|text: &str| {
             .windows(2)
             .try_fold(0usize, |n, w| n.checked_add(w[0].checked_mul(w[1])?));
         if params.is_some_and(|p| p <= 100_000) {
-            let model = Mlp::new(text, Activation::Relu, 0).expect("a parsed spec builds");
+            let model = Model::new(text, Activation::Relu, 0).expect("a parsed spec builds");
             assert_eq!(model.input_size(), widths[0]);
             assert_eq!(model.classes(), *widths.last().unwrap());
         }

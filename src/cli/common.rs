@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use advgrad::data::{resolve_data_dir, Dataset, Fetch, Split};
-use advgrad::nn::{load_model, Activation, Mlp};
+use advgrad::nn::{load_model, Activation, Model};
 use advgrad::{autocast, Device, Error, Precision, Result};
 
 /// Where the data is and which device to run on.
@@ -73,7 +73,7 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     /// Loads the model onto `device`.
-    pub fn load(&self, device: Device) -> Result<Mlp> {
+    pub fn load(&self, device: Device) -> Result<Model> {
         let act = self
             .act
             .as_deref()

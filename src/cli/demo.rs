@@ -11,7 +11,7 @@ use advgrad::attack::{
     EvalOptions, Threat, Version,
 };
 use advgrad::data::{Split, FASHION_MNIST_CLASSES};
-use advgrad::nn::{save_model, Activation, Mlp};
+use advgrad::nn::{save_model, Activation, Model};
 use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
 use advgrad::report::{save_grid, LinePlot, Table};
 use advgrad::train::{evaluate, progress_bar, train, AdvTraining, TrainConfig};
@@ -119,7 +119,7 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
                 train_set.rows()
             ),
         );
-        let mut model = Mlp::new(&args.arch, Activation::Relu, args.seed)?.to_device(device)?;
+        let mut model = Model::new(&args.arch, Activation::Relu, args.seed)?.to_device(device)?;
         let cfg = TrainConfig {
             adversarial,
             ..base.clone()

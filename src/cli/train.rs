@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use advgrad::checkpoint;
 use advgrad::data::Split;
-use advgrad::nn::{save_model_as, Activation, Mlp};
+use advgrad::nn::{save_model_as, Activation, Model};
 use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
 use advgrad::train::{train_with, AdvTraining, Checkpointing, SaveEvery, TrainConfig};
 use advgrad::{DType, Error, Result};
@@ -184,7 +184,7 @@ fn run_in_precision(mut args: Args) -> Result<ExitCode> {
     let device = args.data.device()?;
     let train_set = args.data.load(Split::Train, args.limit)?;
     let test_set = args.data.load(Split::Test, None)?;
-    let mut model = Mlp::new(&args.arch, activation, args.seed)?.to_device(device)?;
+    let mut model = Model::new(&args.arch, activation, args.seed)?.to_device(device)?;
     if !cfg.quiet {
         eprintln!(
             "training {} {} ({} parameters) on {} examples, device {device}, {} products",

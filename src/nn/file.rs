@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 use super::linear::Linear;
-use super::mlp::{Activation, Mlp};
+use super::model::{Activation, Model};
 
 /// One tensor as a safetensors file stores it: a name, a dtype, a shape and
 /// the little-endian bytes.
@@ -113,7 +113,7 @@ pub fn save_tensors(
 
 /// Saves a model: f32 parameters under their PyTorch names, with its
 /// architecture and activation as metadata.
-pub fn save_model(model: &Mlp, path: &Path) -> Result<()> {
+pub fn save_model(model: &Model, path: &Path) -> Result<()> {
     save_model_as(model, path, DType::F32)
 }
 
@@ -125,7 +125,7 @@ pub fn save_model(model: &Mlp, path: &Path) -> Result<()> {
 /// # Errors
 /// [`Error::InvalidArgument`] for another dtype, or for a parameter beyond
 /// the range of `dtype` (f16 ends at 65504), named; as [`write_safetensors`].
-pub fn save_model_as(model: &Mlp, path: &Path, dtype: DType) -> Result<()> {
+pub fn save_model_as(model: &Model, path: &Path, dtype: DType) -> Result<()> {
     if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
         return Err(Error::invalid(format!(
             "a model is saved as f32, f16 or bf16, not {dtype}"
@@ -219,7 +219,7 @@ fn check_finite(path: &Path, name: &str, values: &[f32]) -> Result<()> {
 /// if it is not safetensors, misses or mis-shapes a layer, holds an
 /// unexpected key, an integer tensor (its dtype is named) or a NaN or
 /// infinite value (the tensor and the counts are named).
-pub fn load_model(path: &Path, activation: Option<Activation>) -> Result<Mlp> {
+pub fn load_model(path: &Path, activation: Option<Activation>) -> Result<Model> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -232,7 +232,11 @@ pub fn load_model(path: &Path, activation: Option<Activation>) -> Result<Mlp> {
 ///
 /// # Errors
 /// As [`load_model`].
-pub fn load_model_bytes(path: &Path, bytes: &[u8], activation: Option<Activation>) -> Result<Mlp> {
+pub fn load_model_bytes(
+    path: &Path,
+    bytes: &[u8],
+    activation: Option<Activation>,
+) -> Result<Model> {
     let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
     let file = SafeTensors::deserialize(bytes)
@@ -319,7 +323,7 @@ pub fn load_model_bytes(path: &Path, bytes: &[u8], activation: Option<Activation
             format!("unexpected key {extra}: not an MLP of Linear layers"),
         ));
     }
-    let model = Mlp { layers, activation };
+    let model = Model { layers, activation };
     if let Some(arch) = metadata.get("arch") {
         if *arch != model.arch() {
             return Err(Error::file(

@@ -3,10 +3,10 @@
 
 mod file;
 mod linear;
-mod mlp;
+mod model;
 
 pub use file::{le_bytes, save_tensors, write_safetensors, RawTensor};
 pub use file::{load_model, load_model_bytes, save_model, save_model_as};
 pub use linear::Linear;
-pub(crate) use mlp::gradients_of;
-pub use mlp::{parse_arch, Activation, Forward, Mlp, Params, StepGradients};
+pub(crate) use model::gradients_of;
+pub use model::{parse_arch, Activation, Forward, Model, Params, StepGradients};

@@ -3,7 +3,7 @@
 
 use advgrad::attack::{Attack, AttackOptions};
 use advgrad::data::{Dataset, Split};
-use advgrad::nn::{parse_arch, Activation, Mlp};
+use advgrad::nn::{parse_arch, Activation, Model};
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
 use advgrad::tally::StepTally;
 use advgrad::train::{batch_tensors, fused_updates, tallied_step, train, TrainConfig};
@@ -49,7 +49,7 @@ pub(super) fn train_step(args: &Args, timer: Timer) -> Result<()> {
     let data = args.data.load(Split::Train, Some(batch))?;
     let idx: Vec<usize> = (0..data.rows()).collect();
     let (x, y) = batch_tensors(&data, &idx, device, &mut Vec::new(), &mut Vec::new())?;
-    let mut model = Mlp::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
+    let mut model = Model::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
     let mut opt = Optimizer::new(OptimConfig::new(OptimizerKind::Sgd, 0.1), &model.params())?;
     let mut tape = Tape::new();
     let mut tally = StepTally::new(device)?;
@@ -93,7 +93,7 @@ pub(super) fn epoch(args: &Args, timer: Timer) -> Result<()> {
     };
     let mut times = Vec::new();
     for _ in 0..timer.repeat.max(1) {
-        let mut model = Mlp::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
+        let mut model = Model::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
         times.push(train(&mut model, &train_set, None, &cfg)?.seconds);
     }
     let seconds = super::median(times);
@@ -114,7 +114,7 @@ pub(super) fn epoch(args: &Args, timer: Timer) -> Result<()> {
 /// their gradient products with `ADVGRAD_FUSED_UPDATE=1`), without the
 /// loss and accuracy statistics.
 fn lean_step(
-    model: &mut Mlp,
+    model: &mut Model,
     opt: &mut Optimizer,
     tape: &mut Tape,
     x: &Tensor,
@@ -147,7 +147,7 @@ pub(super) fn lean_epoch(args: &Args, timer: Timer) -> Result<()> {
         )));
     }
     let run_epoch = || -> Result<f64> {
-        let mut model = Mlp::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
+        let mut model = Model::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
         let config = OptimConfig::new(OptimizerKind::Sgd, 0.1);
         let mut opt = Optimizer::new(config, &model.params())?;
         let mut tape = Tape::new();
@@ -188,7 +188,7 @@ pub(super) fn lean_epoch(args: &Args, timer: Timer) -> Result<()> {
 pub(super) fn attack(args: &Args, timer: Timer, name: &str) -> Result<()> {
     let device = timer.device;
     let test_set: Dataset = args.data.load(Split::Test, args.limit)?;
-    let model = Mlp::new(ARCH, Activation::Relu, 0)?.to_device(device)?;
+    let model = Model::new(ARCH, Activation::Relu, 0)?.to_device(device)?;
     let options = AttackOptions {
         steps: (name == "pgd").then_some(args.steps),
         alpha: (name == "pgd").then_some(EPS / 10.0),

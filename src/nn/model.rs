@@ -1,5 +1,5 @@
-//! Multi-layer perceptrons: linear layers with one activation between them,
-//! logits out.
+//! The sequential model: layers in order, logits out (today linear layers
+//! with one activation between them).
 
 use smallvec::SmallVec;
 
@@ -17,14 +17,14 @@ use super::linear::Linear;
 /// logits out. Parameters are named as in a PyTorch `nn.Sequential` of
 /// linear and activation layers: `0.weight`, `0.bias`, `2.weight`, …
 #[derive(Clone, Debug)]
-pub struct Mlp {
+pub struct Model {
     /// The linear layers, input first.
     pub layers: Vec<Linear>,
     /// The activation after every layer but the last.
     pub activation: Activation,
 }
 
-/// One item per parameter, in [`Mlp::param_names`] order; inline (no heap
+/// One item per parameter, in [`Model::param_names`] order; inline (no heap
 /// allocation) for up to four layers.
 pub type Params<T> = SmallVec<[T; 8]>;
 
@@ -33,11 +33,11 @@ pub type Params<T> = SmallVec<[T; 8]>;
 pub struct Forward {
     /// The logits, `[N, classes]`.
     pub logits: Var,
-    /// The parameter variables, in [`Mlp::param_names`] order.
+    /// The parameter variables, in [`Model::param_names`] order.
     pub params: Params<Var>,
 }
 
-/// What [`Mlp::parameter_gradients`] returns.
+/// What [`Model::parameter_gradients`] returns.
 #[derive(Clone, Debug)]
 pub struct StepGradients {
     /// The mean loss (a scalar tensor).
@@ -45,7 +45,7 @@ pub struct StepGradients {
     /// The logits `[N, classes]`.
     pub logits: Tensor,
     /// The gradient of the loss for each parameter, in
-    /// [`Mlp::param_names`] order.
+    /// [`Model::param_names`] order.
     pub grads: Params<Tensor>,
 }
 
@@ -61,16 +61,16 @@ pub fn parse_arch(spec: &str) -> Result<Vec<usize>> {
     }
 }
 
-impl Mlp {
+impl Model {
     /// A freshly initialised MLP (PyTorch's default init), fixed by `seed`.
-    pub fn new(arch: &str, activation: Activation, seed: u64) -> Result<Mlp> {
+    pub fn new(arch: &str, activation: Activation, seed: u64) -> Result<Model> {
         let widths = parse_arch(arch)?;
         let mut rng = Rng::new(seed);
         let layers = widths
             .windows(2)
             .map(|w| Linear::new(w[0], w[1], &mut rng))
             .collect::<Result<_>>()?;
-        Ok(Mlp { layers, activation })
+        Ok(Model { layers, activation })
     }
 
     /// The architecture spec, e.g. `784-256-256-10`.
@@ -101,7 +101,7 @@ impl Mlp {
             .collect()
     }
 
-    /// The parameters, in [`Mlp::param_names`] order.
+    /// The parameters, in [`Model::param_names`] order.
     pub fn params(&self) -> Params<&Tensor> {
         self.layers
             .iter()
@@ -109,7 +109,7 @@ impl Mlp {
             .collect()
     }
 
-    /// The parameters, mutable, in [`Mlp::param_names`] order.
+    /// The parameters, mutable, in [`Model::param_names`] order.
     pub fn params_mut(&mut self) -> Params<&mut Tensor> {
         self.layers
             .iter_mut()
@@ -123,7 +123,7 @@ impl Mlp {
     }
 
     /// The same model with its parameters on `device`.
-    pub fn to_device(&self, device: Device) -> Result<Mlp> {
+    pub fn to_device(&self, device: Device) -> Result<Model> {
         let layers = self
             .layers
             .iter()
@@ -134,7 +134,7 @@ impl Mlp {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(Mlp {
+        Ok(Model {
             layers,
             activation: self.activation,
         })
@@ -151,7 +151,7 @@ impl Mlp {
         match x.shape().as_matrix() {
             Some((_, f)) if f == self.input_size() => Ok(()),
             _ => Err(Error::BadShape {
-                op: "mlp",
+                op: "model",
                 msg: format!(
                     "the model {} expects inputs [N, {}], got {}",
                     self.arch(),
@@ -221,7 +221,7 @@ impl Mlp {
         self.gradients(tape, x, labels, true)
     }
 
-    /// [`Mlp::parameter_gradients`] without the check that the loss is
+    /// [`Model::parameter_gradients`] without the check that the loss is
     /// finite ([`Tape::backward_unchecked`]), which would read it back from
     /// a device: for loops that check the sum of their losses later.
     pub fn parameter_gradients_unchecked(
@@ -265,7 +265,7 @@ impl Mlp {
     /// product that computes its gradient ([`Tape::backward_stepping`]),
     /// so its gradient never makes a pass over memory of its own, and the
     /// biases stepped from their gradients after. The parameters end as
-    /// [`Mlp::parameter_gradients`] followed by [`Optimizer::step`] leaves
+    /// [`Model::parameter_gradients`] followed by [`Optimizer::step`] leaves
     /// them, bit for bit. Returns the loss (a scalar) and the logits, from
     /// before the step.
     ///
