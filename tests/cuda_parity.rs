@@ -659,9 +659,8 @@ fn optimiser_updates_in_place() {
 fn model_and_batch(dtype: DType) -> (Model, Tensor, Tensor) {
     let mut model = Model::new("37-29-11", Activation::Relu, 7).unwrap();
     if dtype == DType::F64 {
-        for l in &mut model.layers {
-            l.weight = l.weight.to_dtype(dtype).unwrap();
-            l.bias = l.bias.to_dtype(dtype).unwrap();
+        for p in model.params_mut() {
+            *p = p.to_dtype(dtype).unwrap();
         }
     }
     let mut rng = Rng::new(60);

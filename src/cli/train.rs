@@ -24,7 +24,10 @@ pub struct Args {
     /// bf16 (half the size; rounded to nearest even, loaded back as f32).
     #[arg(long, default_value = "f32", value_parser = parse_save_dtype)]
     save_dtype: DType,
-    /// Layer widths, input first.
+    /// The architecture: layer widths, input first (784-256-256-10), or
+    /// an image input and its layers, such as
+    /// 1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10 (cOkK[sS][pP] a convolution,
+    /// mpK/apK max-/average-pooling, a number a linear layer).
     #[arg(long, default_value = "784-256-256-10")]
     arch: String,
     /// Activation between layers: relu, sigmoid or tanh.

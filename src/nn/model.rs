@@ -1,5 +1,5 @@
-//! The sequential model: layers in order, logits out (today linear layers
-//! with one activation between them).
+//! The sequential model: layers in order, logits out, with parameters
+//! named as in a PyTorch `nn.Sequential`.
 
 use smallvec::SmallVec;
 
@@ -11,16 +11,63 @@ use crate::rng::Rng;
 use crate::tape::{ParamStep, Tape, Var};
 use crate::tensor::Tensor;
 
+use super::arch::{parse_arch, Arch, Input, LayerSpec};
+use super::conv::Conv2d;
 use super::linear::Linear;
 
-/// A multi-layer perceptron `784-256-256-10`: `Linear → act → … → Linear`,
-/// logits out. Parameters are named as in a PyTorch `nn.Sequential` of
-/// linear and activation layers: `0.weight`, `0.bias`, `2.weight`, …
+/// One layer of a [`Model`], as one entry of a PyTorch `nn.Sequential`.
+#[derive(Clone, Debug)]
+pub enum Layer {
+    /// A 2-D convolution.
+    Conv2d(Conv2d),
+    /// A fully connected layer.
+    Linear(Linear),
+    /// The model's activation.
+    Activation(Activation),
+    /// Max-pooling with this kernel = stride.
+    MaxPool2d(usize),
+    /// Average-pooling with this kernel = stride.
+    AvgPool2d(usize),
+    /// `[N, C, H, W] → [N, C·H·W]`, sharing the buffer.
+    Flatten,
+}
+
+impl Layer {
+    /// The layer's weight and bias, if it has parameters.
+    fn params(&self) -> Option<[&Tensor; 2]> {
+        match self {
+            Layer::Conv2d(c) => Some([&c.weight, &c.bias]),
+            Layer::Linear(l) => Some([&l.weight, &l.bias]),
+            _ => None,
+        }
+    }
+
+    /// The layer's weight and bias, mutable, if it has parameters.
+    fn params_mut(&mut self) -> Option<[&mut Tensor; 2]> {
+        match self {
+            Layer::Conv2d(c) => Some([&mut c.weight, &mut c.bias]),
+            Layer::Linear(l) => Some([&mut l.weight, &mut l.bias]),
+            _ => None,
+        }
+    }
+}
+
+/// A sequential model, such as the MLP `784-256-256-10`
+/// (`Linear → act → … → Linear`) or the CNN
+/// `1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10` (see [`super::arch`]), logits
+/// out. Its layers are the entries of the matching PyTorch
+/// `nn.Sequential`, activations, pools and the flatten included, so the
+/// parameters are named `0.weight`, `0.bias`, `2.weight`, … for an MLP and
+/// `0.weight`, `0.bias`, `3.weight`, … for that CNN.
 #[derive(Clone, Debug)]
 pub struct Model {
-    /// The linear layers, input first.
-    pub layers: Vec<Linear>,
-    /// The activation after every layer but the last.
+    /// What the model takes: features, or images (given as `[N, C, H, W]`
+    /// or flattened as `[N, C·H·W]`).
+    pub input: Input,
+    /// The layers, input first.
+    pub layers: Vec<Layer>,
+    /// The activation after every convolution and every linear layer but
+    /// the last.
     pub activation: Activation,
 }
 
@@ -49,55 +96,129 @@ pub struct StepGradients {
     pub grads: Params<Tensor>,
 }
 
-/// Parses an architecture spec such as `784-256-256-10` into layer widths.
-pub fn parse_arch(spec: &str) -> Result<Vec<usize>> {
-    let widths: std::result::Result<Vec<usize>, _> =
-        spec.split('-').map(|w| w.trim().parse()).collect();
-    match widths {
-        Ok(w) if w.len() >= 2 && w.iter().all(|&x| x > 0) => Ok(w),
-        _ => Err(Error::invalid(format!(
-            "bad architecture `{spec}`: expected layer widths joined by '-', such as 784-256-256-10"
-        ))),
-    }
-}
-
 impl Model {
-    /// A freshly initialised MLP (PyTorch's default init), fixed by `seed`.
+    /// A freshly initialised model (PyTorch's default init), fixed by
+    /// `seed`, from an architecture spec (see [`super::arch`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the bad token of `arch`.
     pub fn new(arch: &str, activation: Activation, seed: u64) -> Result<Model> {
-        let widths = parse_arch(arch)?;
+        let arch = parse_arch(arch)?;
         let mut rng = Rng::new(seed);
-        let layers = widths
-            .windows(2)
-            .map(|w| Linear::new(w[0], w[1], &mut rng))
-            .collect::<Result<_>>()?;
-        Ok(Model { layers, activation })
+        Model::build(&arch, activation, |layer| match layer {
+            LayerSizes::Linear(i, o) => Ok(Layer::Linear(Linear::new(i, o, &mut rng)?)),
+            LayerSizes::Conv2d(i, o, k, s, p) => {
+                Ok(Layer::Conv2d(Conv2d::new(i, o, k, s, p, &mut rng)?))
+            }
+        })
     }
 
-    /// The architecture spec, e.g. `784-256-256-10`.
-    pub fn arch(&self) -> String {
-        let mut widths = vec![self.input_size()];
-        widths.extend(self.layers.iter().map(Linear::outputs));
-        widths
+    /// The model of `arch` with every parameterised layer made by `make`,
+    /// in order.
+    pub(super) fn build(
+        arch: &Arch,
+        activation: Activation,
+        mut make: impl FnMut(LayerSizes) -> Result<Layer>,
+    ) -> Result<Model> {
+        let mut layers = Vec::new();
+        let (mut channels, mut features) = match arch.input {
+            Input::Features(n) => (0, n),
+            Input::Image { channels, .. } => (channels, 0),
+        };
+        let mut shape = arch.input;
+        let last = arch.layers.len() - 1;
+        for (i, spec) in arch.layers.iter().enumerate() {
+            match *spec {
+                LayerSpec::Conv2d {
+                    out,
+                    kernel,
+                    stride,
+                    padding,
+                } => {
+                    layers.push(make(LayerSizes::Conv2d(
+                        channels, out, kernel, stride, padding,
+                    ))?);
+                    layers.push(Layer::Activation(activation));
+                    channels = out;
+                }
+                LayerSpec::MaxPool2d(k) => layers.push(Layer::MaxPool2d(k)),
+                LayerSpec::AvgPool2d(k) => layers.push(Layer::AvgPool2d(k)),
+                LayerSpec::Linear(n) => {
+                    if let Input::Image { .. } = shape {
+                        layers.push(Layer::Flatten);
+                        features = image_features(arch, i);
+                        shape = Input::Features(features);
+                    }
+                    layers.push(make(LayerSizes::Linear(features, n))?);
+                    if i < last {
+                        layers.push(Layer::Activation(activation));
+                    }
+                    features = n;
+                }
+            }
+        }
+        Ok(Model {
+            input: arch.input,
+            layers,
+            activation,
+        })
+    }
+
+    /// The architecture, read back from the layers.
+    pub fn architecture(&self) -> Arch {
+        let layers = self
+            .layers
             .iter()
-            .map(usize::to_string)
-            .collect::<Vec<_>>()
-            .join("-")
+            .filter_map(|layer| match layer {
+                Layer::Conv2d(c) => Some(LayerSpec::Conv2d {
+                    out: c.outputs(),
+                    kernel: c.kernel(),
+                    stride: c.stride,
+                    padding: c.padding,
+                }),
+                Layer::Linear(l) => Some(LayerSpec::Linear(l.outputs())),
+                Layer::MaxPool2d(k) => Some(LayerSpec::MaxPool2d(*k)),
+                Layer::AvgPool2d(k) => Some(LayerSpec::AvgPool2d(*k)),
+                Layer::Activation(_) | Layer::Flatten => None,
+            })
+            .collect();
+        Arch {
+            input: self.input,
+            layers,
+        }
     }
 
-    /// Number of input features.
+    /// The architecture spec, e.g. `784-256-256-10` or
+    /// `1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10`.
+    pub fn arch(&self) -> String {
+        self.architecture().to_string()
+    }
+
+    /// Number of input features (`C·H·W` for images).
     pub fn input_size(&self) -> usize {
-        self.layers.first().map_or(0, Linear::inputs)
+        self.input.size()
     }
 
     /// Number of classes (outputs).
     pub fn classes(&self) -> usize {
-        self.layers.last().map_or(0, Linear::outputs)
+        self.layers
+            .iter()
+            .rev()
+            .find_map(|l| match l {
+                Layer::Linear(l) => Some(l.outputs()),
+                _ => None,
+            })
+            .unwrap_or(0)
     }
 
-    /// Parameter names in PyTorch `nn.Sequential` style, in order.
+    /// Parameter names in PyTorch `nn.Sequential` style, in order: the
+    /// index of the layer, then `weight` or `bias`.
     pub fn param_names(&self) -> Vec<String> {
-        (0..self.layers.len())
-            .flat_map(|l| [format!("{}.weight", 2 * l), format!("{}.bias", 2 * l)])
+        self.layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.params().is_some())
+            .flat_map(|(i, _)| [format!("{i}.weight"), format!("{i}.bias")])
             .collect()
     }
 
@@ -105,7 +226,8 @@ impl Model {
     pub fn params(&self) -> Params<&Tensor> {
         self.layers
             .iter()
-            .flat_map(|l| [&l.weight, &l.bias])
+            .filter_map(Layer::params)
+            .flatten()
             .collect()
     }
 
@@ -113,7 +235,8 @@ impl Model {
     pub fn params_mut(&mut self) -> Params<&mut Tensor> {
         self.layers
             .iter_mut()
-            .flat_map(|l| [&mut l.weight, &mut l.bias])
+            .filter_map(Layer::params_mut)
+            .flatten()
             .collect()
     }
 
@@ -124,80 +247,136 @@ impl Model {
 
     /// The same model with its parameters on `device`.
     pub fn to_device(&self, device: Device) -> Result<Model> {
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| {
-                Ok(Linear {
-                    weight: l.weight.to_device(device)?,
-                    bias: l.bias.to_device(device)?,
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(Model {
-            layers,
-            activation: self.activation,
-        })
+        let mut model = self.clone();
+        for p in model.params_mut() {
+            *p = p.to_device(device)?;
+        }
+        Ok(model)
     }
 
     /// The device of the parameters.
     pub fn device(&self) -> Device {
-        self.layers
-            .first()
-            .map_or(Device::Cpu, |l| l.weight.device())
+        self.params().first().map_or(Device::Cpu, |p| p.device())
     }
 
-    fn check_input(&self, x: &Tensor) -> Result<()> {
-        match x.shape().as_matrix() {
-            Some((_, f)) if f == self.input_size() => Ok(()),
-            _ => Err(Error::BadShape {
-                op: "model",
-                msg: format!(
-                    "the model {} expects inputs [N, {}], got {}",
+    /// The shape the first layer takes for a batch of `x`: `x`'s own, or
+    /// `[N, C, H, W]` for an image model given flattened rows.
+    fn input_shape(&self, x: &Tensor) -> Result<Option<[usize; 4]>> {
+        let bad = || {
+            Error::BadShape {
+            op: "model",
+            msg: match self.input {
+                Input::Features(f) => format!(
+                    "the model {} expects inputs [N, {f}], got {}",
+                    self.arch(),
+                    x.shape()
+                ),
+                Input::Image {
+                    channels,
+                    height,
+                    width,
+                } => format!(
+                    "the model {} expects inputs [N, {channels}, {height}, {width}] or [N, {}], got {}",
                     self.arch(),
                     self.input_size(),
                     x.shape()
                 ),
-            }),
+            },
+        }
+        };
+        match (self.input, x.dims()) {
+            (Input::Features(f), &[_, d]) if d == f => Ok(None),
+            (Input::Image { .. }, &[n, d]) if d == self.input_size() => {
+                let Input::Image {
+                    channels,
+                    height,
+                    width,
+                } = self.input
+                else {
+                    unreachable!()
+                };
+                Ok(Some([n, channels, height, width]))
+            }
+            (
+                Input::Image {
+                    channels,
+                    height,
+                    width,
+                },
+                &[_, c, h, w],
+            ) if [c, h, w] == [channels, height, width] => Ok(None),
+            _ => Err(bad()),
         }
     }
 
     /// Records the forward pass of the batch variable `x` on `tape`. With
     /// `param_grads` the parameters are recorded as variables that receive
     /// gradients (training); without, as constants (attacks, which only
-    /// want the gradient of the input, skip the weight gradients).
+    /// want the gradient of the input, skip the weight gradients). A linear
+    /// layer and the activation after it are recorded as one op
+    /// ([`Tape::linear_act`]).
     pub fn forward(&self, tape: &mut Tape, x: Var, param_grads: bool) -> Result<Forward> {
-        self.check_input(tape.value(x)?)?;
+        let mut h = match self.input_shape(tape.value(x)?)? {
+            Some(image) => tape.reshape(x, image)?,
+            None => x,
+        };
         let mut params = Params::new();
-        let mut h = x;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let (w, b) = if param_grads {
-                (tape.var(layer.weight.clone()), tape.var(layer.bias.clone()))
-            } else {
-                (
-                    tape.constant(layer.weight.clone()),
-                    tape.constant(layer.bias.clone()),
-                )
-            };
-            params.extend([w, b]);
-            h = if i + 1 < self.layers.len() {
-                tape.linear_act(h, w, b, self.activation)?
-            } else {
-                Linear::record(tape, h, w, b)?
+        let mut layers = self.layers.iter().peekable();
+        while let Some(layer) = layers.next() {
+            let vars = layer.params().map(|[w, b]| {
+                if param_grads {
+                    [tape.var(w.clone()), tape.var(b.clone())]
+                } else {
+                    [tape.constant(w.clone()), tape.constant(b.clone())]
+                }
+            });
+            if let Some([w, b]) = vars {
+                params.extend([w, b]);
+            }
+            h = match (layer, vars) {
+                (Layer::Conv2d(c), Some([w, b])) => c.record(tape, h, w, b)?,
+                (Layer::Linear(_), Some([w, b])) => match layers.peek() {
+                    Some(Layer::Activation(act)) => {
+                        layers.next();
+                        tape.linear_act(h, w, b, *act)?
+                    }
+                    _ => Linear::record(tape, h, w, b)?,
+                },
+                (Layer::Activation(act), _) => tape.activation(*act, h)?,
+                (Layer::MaxPool2d(k), _) => tape.max_pool2d(h, *k)?,
+                (Layer::AvgPool2d(k), _) => tape.avg_pool2d(h, *k)?,
+                (Layer::Flatten, _) => tape.flatten(h)?,
+                (Layer::Conv2d(_) | Layer::Linear(_), None) => unreachable!("they have parameters"),
             };
         }
         Ok(Forward { logits: h, params })
     }
 
-    /// The logits of a batch `[N, in] → [N, classes]`, without a tape.
+    /// The logits of a batch `[N, in] → [N, classes]` (or
+    /// `[N, C, H, W] → [N, classes]`), without a tape.
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
-        self.check_input(x)?;
-        let mut h = x.clone();
-        for (i, layer) in self.layers.iter().enumerate() {
-            h = if i + 1 < self.layers.len() {
-                h.linear_act(&layer.weight, &layer.bias, self.activation)?
-            } else {
-                layer.forward(&h)?
+        let mut h = match self.input_shape(x)? {
+            Some(image) => x.reshape(image)?,
+            None => x.clone(),
+        };
+        let mut layers = self.layers.iter().peekable();
+        while let Some(layer) = layers.next() {
+            h = match layer {
+                Layer::Conv2d(c) => c.forward(&h)?,
+                Layer::Linear(l) => match layers.peek() {
+                    Some(Layer::Activation(act)) => {
+                        layers.next();
+                        h.linear_act(&l.weight, &l.bias, *act)?
+                    }
+                    _ => l.forward(&h)?,
+                },
+                Layer::Activation(act) => h.activation(*act)?,
+                Layer::MaxPool2d(k) => h.max_pool2d(*k)?,
+                Layer::AvgPool2d(k) => h.avg_pool2d(*k)?,
+                Layer::Flatten => {
+                    let n = h.dims()[0];
+                    h.reshape([n, h.numel() / n.max(1)])?
+                }
             };
         }
         Ok(h)
@@ -353,4 +532,47 @@ pub(crate) fn gradients_of(tape: &Tape, params: &[Var]) -> Result<Params<Tensor>
                 .ok_or_else(|| Error::Tape("a parameter received no gradient".into()))
         })
         .collect()
+}
+
+/// The sizes of a parameterised layer for [`Model::build`]:
+/// `Linear(in, out)` or `Conv2d(in, out, kernel, stride, padding)`.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum LayerSizes {
+    /// A linear layer.
+    Linear(usize, usize),
+    /// A convolution.
+    Conv2d(usize, usize, usize, usize, usize),
+}
+
+/// The features of the image that reaches layer `i` of `arch` (a linear
+/// layer after convolutions and pools).
+fn image_features(arch: &Arch, i: usize) -> usize {
+    let Input::Image {
+        mut channels,
+        mut height,
+        mut width,
+    } = arch.input
+    else {
+        return arch.input.size();
+    };
+    for spec in &arch.layers[..i] {
+        match *spec {
+            LayerSpec::Conv2d {
+                out,
+                kernel,
+                stride,
+                padding,
+            } => {
+                channels = out;
+                height = (height + 2 * padding - kernel) / stride + 1;
+                width = (width + 2 * padding - kernel) / stride + 1;
+            }
+            LayerSpec::MaxPool2d(k) | LayerSpec::AvgPool2d(k) => {
+                height /= k;
+                width /= k;
+            }
+            LayerSpec::Linear(_) => {}
+        }
+    }
+    channels * height * width
 }

@@ -29,14 +29,21 @@ impl Args {
     }
 }
 
-/// FLOPs of one training step of the MLP `arch` at batch `b`: forward
-/// `2·b·Σ in·out`, backward twice that, minus the input gradient of the
-/// first layer, which training does not compute.
+/// FLOPs of one training step of the model `arch` at batch `b`: forward
+/// `2·b·Σ macs` over its linear and convolution layers (`in·out` for a
+/// linear layer, `O·OH·OW·C·K²` for a convolution), backward twice that,
+/// minus the input gradient of the first layer, which training does not
+/// compute.
 fn train_step_flops(arch: &str, b: usize) -> Result<f64> {
-    let widths = parse_arch(arch)?;
+    let layers = parse_arch(arch)?.layer_macs();
     let b = b as f64;
-    let macs: f64 = widths.windows(2).map(|w| (w[0] * w[1]) as f64).sum();
-    Ok(6.0 * b * macs - 2.0 * b * (widths[0] * widths[1]) as f64)
+    let macs: f64 = layers.iter().map(|(m, _)| m).sum();
+    let first: f64 = layers
+        .iter()
+        .filter(|(_, first)| *first)
+        .map(|(m, _)| m)
+        .sum();
+    Ok(6.0 * b * macs - 2.0 * b * first)
 }
 
 /// One SGD step on the first batch of the training set, repeated back to
@@ -138,8 +145,8 @@ pub(super) fn lean_epoch(args: &Args, timer: Timer) -> Result<()> {
     let device = timer.device;
     let batch = args.batch()?;
     let rows = args.limit.unwrap_or(synthetic::ROWS);
-    let widths = parse_arch(args.arch())?;
-    let (features, classes) = (widths[0], widths[widths.len() - 1]);
+    let arch = parse_arch(args.arch())?;
+    let (features, classes) = (arch.input_size(), arch.classes());
     let batches = synthetic::batches(rows, features, classes, batch, device)?;
     if batches.is_empty() {
         return Err(advgrad::Error::invalid(format!(
