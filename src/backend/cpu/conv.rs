@@ -135,9 +135,45 @@ pub fn conv2d<T: GemmElem>(x: &[T], weight: &[T], bias: &[T], d: &Conv2dDims) ->
     y
 }
 
-/// [`crate::backend::BackendStorage::conv2d_backward_input`]:
-/// `dx_n = col2im(Wᵀ·g_n)`.
+/// [`crate::backend::BackendStorage::conv2d_backward_input`]. With stride
+/// 1, a square kernel and `pad < K`, it is the convolution of `g` with the
+/// filters flipped and their channels swapped, padded by `K − 1 − pad`
+/// (one product per image with the long sum inside, like the forward);
+/// otherwise `dx_n = col2im(Wᵀ·g_n)`.
 pub fn conv2d_backward_input<T: GemmElem>(g: &[T], weight: &[T], d: &Conv2dDims) -> Vec<T> {
+    let k = d.kernel_h;
+    if d.stride == 1 && d.kernel_w == k && d.padding < k {
+        let (o, c) = (d.out_channels, d.in_channels);
+        let mut flipped = filled(weight.len(), T::ZERO);
+        for (oc, filter) in weight.chunks_exact(k * k).enumerate() {
+            let (oi, ci) = (oc / c, oc % c);
+            let dst = &mut flipped[(ci * o + oi) * k * k..][..k * k];
+            for (to, &from) in dst.iter_mut().zip(filter.iter().rev()) {
+                *to = from;
+            }
+        }
+        let zero = filled(c, T::ZERO);
+        let transposed = Conv2dDims {
+            batch: d.batch,
+            in_channels: o,
+            height: d.out_h(),
+            width: d.out_w(),
+            out_channels: c,
+            kernel_h: k,
+            kernel_w: k,
+            stride: 1,
+            padding: k - 1 - d.padding,
+        };
+        let dx = conv2d(g, &flipped, &zero, &transposed);
+        pool::give(flipped);
+        pool::give(zero);
+        return dx;
+    }
+    col2im_backward_input(g, weight, d)
+}
+
+/// `dx_n = col2im(Wᵀ·g_n)`: the input gradient of any convolution.
+fn col2im_backward_input<T: GemmElem>(g: &[T], weight: &[T], d: &Conv2dDims) -> Vec<T> {
     let (o, patch, pixels) = (d.out_channels, d.patch_len(), d.out_h() * d.out_w());
     let (image_in, image_out) = (d.in_channels * d.height * d.width, o * pixels);
     let mut dx = filled(d.batch * image_in, T::ZERO);
@@ -198,48 +234,86 @@ pub fn conv2d_backward_params<T: GemmElem>(g: &[T], x: &[T], d: &Conv2dDims) -> 
     (dw, db)
 }
 
-/// The offset in its plane of the first maximum of the window `(i, j)`
-/// (row-major order; a NaN counts as a maximum, as in PyTorch).
-fn window_argmax<T: Float>(plane: &[T], d: &PoolDims, i: usize, j: usize) -> usize {
-    let k = d.kernel;
-    let mut best = (i * k) * d.width + j * k;
+/// Output columns handled at once by [`row_argmax`].
+const COLUMNS: usize = 64;
+
+/// For the output row `i` of a plane and its columns `j0..j0 + best.len()`,
+/// the offset in the plane of the first maximum of each window, in
+/// row-major order within the window (a NaN counts as a maximum, as in
+/// PyTorch), written to `at`.
+/// `K` is the kernel when known at compile time (2, the common case, lets
+/// the compiler unroll the window), 0 to read it from `d`.
+fn row_argmax<T: Float, const K: usize>(
+    plane: &[T],
+    d: &PoolDims,
+    i: usize,
+    j0: usize,
+    at: &mut [usize],
+) {
+    let k = if K == 0 { d.kernel } else { K };
+    let (w, n) = (d.width, at.len());
+    let mut best = [T::ZERO; COLUMNS];
+    let best = &mut best[..n];
     for a in 0..k {
+        let start = (i * k + a) * w + j0 * k;
+        let row = &plane[start..start + n * k];
         for b in 0..k {
-            let at = (i * k + a) * d.width + j * k + b;
-            let v = plane[at];
-            #[allow(clippy::eq_op)]
-            let nan = v != v;
-            if v > plane[best] || nan {
-                best = at;
+            let first = a == 0 && b == 0;
+            for (jj, (bv, bi)) in best.iter_mut().zip(at.iter_mut()).enumerate() {
+                let v = row[jj * k + b];
+                // Branch-free: the comparisons of random data mispredict.
+                #[allow(clippy::eq_op)]
+                let take = first | (v > *bv) | (v != v);
+                *bv = if take { v } else { *bv };
+                *bi = if take { start + jj * k + b } else { *bi };
             }
         }
     }
-    best
 }
 
-/// Runs `window` on every output position of every plane, in parallel
-/// over fixed runs of planes: `window(in_plane, out_plane_values, i, j)`.
-fn pool_map<T: Float>(
-    x: &[T],
-    d: &PoolDims,
-    out_len: usize,
-    window: impl Fn(&[T], usize, usize) -> T + Sync,
-) -> Vec<T> {
+/// Runs `visit(out_offset, in_offset)` for the first maximum of every
+/// window of a plane.
+fn each_argmax<T: Float>(plane: &[T], d: &PoolDims, mut visit: impl FnMut(usize, usize)) {
     let (oh, ow) = (d.out_h(), d.out_w());
-    let plane_in = d.height * d.width;
-    let mut y = filled(out_len, T::ZERO);
-    if oh * ow == 0 {
+    let mut at = [0usize; COLUMNS];
+    for i in 0..oh {
+        for j0 in (0..ow).step_by(COLUMNS) {
+            let at = &mut at[..COLUMNS.min(ow - j0)];
+            if d.kernel == 2 {
+                row_argmax::<T, 2>(plane, d, i, j0, at);
+            } else {
+                row_argmax::<T, 0>(plane, d, i, j0, at);
+            }
+            for (jj, &pos) in at.iter().enumerate() {
+                visit(i * ow + j0 + jj, pos);
+            }
+        }
+    }
+}
+
+/// Runs `plane_fn(in_plane, out_plane)` on every plane, in parallel over
+/// fixed runs of planes, into a new buffer of `out_plane` values a plane.
+fn per_plane<T: Float>(
+    x: &[T],
+    in_plane: usize,
+    out_plane: usize,
+    planes: usize,
+    plane_fn: impl Fn(usize, &[T], &mut [T]) + Sync,
+) -> Vec<T> {
+    let mut y = filled(planes * out_plane, T::ZERO);
+    if in_plane == 0 || out_plane == 0 {
         return y;
     }
-    y.par_chunks_mut(PLANES_PER_TASK * oh * ow)
-        .zip(x.par_chunks(PLANES_PER_TASK * plane_in))
-        .for_each(|(ys, xs)| {
-            for (yp, xp) in ys.chunks_exact_mut(oh * ow).zip(xs.chunks_exact(plane_in)) {
-                for i in 0..oh {
-                    for j in 0..ow {
-                        yp[i * ow + j] = window(xp, i, j);
-                    }
-                }
+    y.par_chunks_mut(PLANES_PER_TASK * out_plane)
+        .zip(x.par_chunks(PLANES_PER_TASK * in_plane))
+        .enumerate()
+        .for_each(|(task, (ys, xs))| {
+            for (p, (yp, xp)) in ys
+                .chunks_exact_mut(out_plane)
+                .zip(xs.chunks_exact(in_plane))
+                .enumerate()
+            {
+                plane_fn(task * PLANES_PER_TASK + p, xp, yp);
             }
         });
     y
@@ -247,63 +321,36 @@ fn pool_map<T: Float>(
 
 /// [`crate::backend::BackendStorage::max_pool2d`].
 pub fn max_pool2d<T: Float>(x: &[T], d: &PoolDims) -> Vec<T> {
-    let len = d.planes * d.out_h() * d.out_w();
-    pool_map(x, d, len, |plane, i, j| {
-        plane[window_argmax(plane, d, i, j)]
+    let (plane_in, plane_out) = (d.height * d.width, d.out_h() * d.out_w());
+    per_plane(x, plane_in, plane_out, d.planes, |_, xp, yp| {
+        each_argmax(xp, d, |o, i| yp[o] = xp[i]);
     })
 }
 
 /// [`crate::backend::BackendStorage::avg_pool2d`].
 pub fn avg_pool2d<T: Float>(x: &[T], d: &PoolDims) -> Vec<T> {
-    let len = d.planes * d.out_h() * d.out_w();
-    let k = d.kernel;
+    let (oh, ow, k) = (d.out_h(), d.out_w(), d.kernel);
     let scale = T::from_f64(1.0 / (k * k) as f64);
-    pool_map(x, d, len, |plane, i, j| {
-        let mut sum = T::ZERO;
-        for a in 0..k {
-            let row = &plane[(i * k + a) * d.width + j * k..][..k];
-            sum += row.iter().copied().sum::<T>();
-        }
-        sum * scale
-    })
-}
-
-/// Runs `scatter(g_plane, dx_plane)` on every plane pair in parallel over
-/// fixed runs of planes; `dx` starts at 0.
-fn pool_scatter<T: Float>(
-    g: &[T],
-    d: &PoolDims,
-    scatter: impl Fn(usize, &[T], &mut [T]) + Sync,
-) -> Vec<T> {
-    let (oh, ow) = (d.out_h(), d.out_w());
-    let plane_in = d.height * d.width;
-    let mut dx = filled(d.planes * plane_in, T::ZERO);
-    if oh * ow == 0 || plane_in == 0 {
-        return dx;
-    }
-    dx.par_chunks_mut(PLANES_PER_TASK * plane_in)
-        .zip(g.par_chunks(PLANES_PER_TASK * oh * ow))
-        .enumerate()
-        .for_each(|(task, (dxs, gs))| {
-            for (p, (dxp, gp)) in dxs
-                .chunks_exact_mut(plane_in)
-                .zip(gs.chunks_exact(oh * ow))
-                .enumerate()
-            {
-                scatter(task * PLANES_PER_TASK + p, gp, dxp);
+    per_plane(x, d.height * d.width, oh * ow, d.planes, |_, xp, yp| {
+        for i in 0..oh {
+            for j in 0..ow {
+                let mut sum = T::ZERO;
+                for a in 0..k {
+                    let row = &xp[(i * k + a) * d.width + j * k..][..k];
+                    sum += row.iter().copied().sum::<T>();
+                }
+                yp[i * ow + j] = sum * scale;
             }
-        });
-    dx
+        }
+    })
 }
 
 /// [`crate::backend::BackendStorage::max_pool2d_backward`].
 pub fn max_pool2d_backward<T: Float>(g: &[T], x: &[T], d: &PoolDims) -> Vec<T> {
-    let (ow, plane_in) = (d.out_w(), d.height * d.width);
-    pool_scatter(g, d, |p, gp, dxp| {
-        let plane = &x[p * plane_in..][..plane_in];
-        for (at, &gv) in gp.iter().enumerate() {
-            dxp[window_argmax(plane, d, at / ow, at % ow)] = gv;
-        }
+    let (plane_in, plane_out) = (d.height * d.width, d.out_h() * d.out_w());
+    per_plane(g, plane_out, plane_in, d.planes, |p, gp, dxp| {
+        let xp = &x[p * plane_in..][..plane_in];
+        each_argmax(xp, d, |o, i| dxp[i] = gp[o]);
     })
 }
 
@@ -311,7 +358,8 @@ pub fn max_pool2d_backward<T: Float>(g: &[T], x: &[T], d: &PoolDims) -> Vec<T> {
 pub fn avg_pool2d_backward<T: Float>(g: &[T], d: &PoolDims) -> Vec<T> {
     let (ow, k) = (d.out_w(), d.kernel);
     let scale = T::from_f64(1.0 / (k * k) as f64);
-    pool_scatter(g, d, |_, gp, dxp| {
+    let plane_out = d.out_h() * ow;
+    per_plane(g, plane_out, d.height * d.width, d.planes, |_, gp, dxp| {
         for (at, &gv) in gp.iter().enumerate() {
             let (i, j) = (at / ow, at % ow);
             for a in 0..k {

@@ -12,7 +12,8 @@ use advgrad::{Result, Tape, Tensor};
 use super::{report, synthetic, Args, Timer, ARCH, ATTACK_BATCH, BATCH, EPS};
 
 impl Args {
-    /// The MLP of the training ops: `--arch`, or the peers' protocol's.
+    /// The model of the training and attack ops: `--arch`, or the peers'
+    /// protocol's MLP.
     fn arch(&self) -> &str {
         self.arch.as_deref().unwrap_or(ARCH)
     }
@@ -111,8 +112,8 @@ pub(super) fn epoch(args: &Args, timer: Timer) -> Result<()> {
         "epoch",
         device,
         seconds,
-        serde_json::json!({"examples": rows, "examples_per_second": rate}),
-        &format!("{rows} examples  {rate:.0} examples/s"),
+        serde_json::json!({"examples": rows, "examples_per_second": rate, "arch": args.arch()}),
+        &format!("{} {rows} examples  {rate:.0} examples/s", args.arch()),
     );
     Ok(())
 }
@@ -191,11 +192,12 @@ pub(super) fn lean_epoch(args: &Args, timer: Timer) -> Result<()> {
 }
 
 /// FGSM or PGD (`--steps` steps of alpha eps/10) over the test set (or its
-/// first `--limit` examples) in batches of 1000, on an untrained model.
+/// first `--limit` examples) in batches of 1000, on an untrained model of
+/// `--arch`.
 pub(super) fn attack(args: &Args, timer: Timer, name: &str) -> Result<()> {
     let device = timer.device;
     let test_set: Dataset = args.data.load(Split::Test, args.limit)?;
-    let model = Model::new(ARCH, Activation::Relu, 0)?.to_device(device)?;
+    let model = Model::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
     let options = AttackOptions {
         steps: (name == "pgd").then_some(args.steps),
         alpha: (name == "pgd").then_some(EPS / 10.0),
@@ -223,8 +225,8 @@ pub(super) fn attack(args: &Args, timer: Timer, name: &str) -> Result<()> {
         &op,
         device,
         seconds,
-        serde_json::json!({"examples": rows, "eps": EPS}),
-        &format!("{rows} examples  eps {EPS}"),
+        serde_json::json!({"examples": rows, "eps": EPS, "arch": args.arch()}),
+        &format!("{} {rows} examples  eps {EPS}", args.arch()),
     );
     Ok(())
 }
