@@ -474,7 +474,9 @@ fn conv_case(
 fn cnn_case(size: CaseSize) -> Result<Case> {
     let x = size.of(&[3, 2, 9, 8]);
     let w1 = size.of(&[4, 2, 3, 3]);
-    let (oh, ow) = ((x[2] + 2 - w1[2] + 1) / 2, (x[3] + 2 - w1[3] + 1) / 2);
+    // The convolution keeps `H + 2 − K + 1` rows (padding 1); the pool halves them.
+    let conv = |d: usize, k: usize| d + 2 - k + 1;
+    let (oh, ow) = (conv(x[2], w1[2]) / 2, conv(x[3], w1[3]) / 2);
     let (features, classes) = (w1[0] * oh * ow, size.n(5));
     let y = labels(x[0], classes as u32, 57)?;
     Ok(Case {
