@@ -136,7 +136,7 @@ def cnn_check(x, y):
     train_y = torch.from_numpy(idx(f"{DATA}/train-labels-idx1-ubyte.gz").astype(np.int64))
     model = sequential(SMALL_CNN, "relu")
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    for i in range(0, 60000, 128):
+    for i in range(0, 60000, 128):  # one epoch in file order
         xb, yb = train_x[i:i + 128].reshape(-1, 1, 28, 28), train_y[i:i + 128]
         opt.zero_grad()
         nn.functional.cross_entropy(model(xb), yb).backward()

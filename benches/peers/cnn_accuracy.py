@@ -14,25 +14,18 @@ import sys
 import tempfile
 
 import torch
-import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from advgrad_arch import sequential  # noqa: E402
 from cnn_common import ADVGRAD, SMALL_CNN, images  # noqa: E402
+from cnn_common import train as fit  # noqa: E402
 
 
-def torch_run(seed, epochs, train, test):
+def torch_run(seed, epochs, data, test):
     torch.manual_seed(seed)
     model = sequential(SMALL_CNN)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    (x, y), (xs, ys) = train, test
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 128):
-            b = perm[i:i + 128]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[b]), y[b]).backward()
-            opt.step()
+    (x, y), (xs, ys) = data, test
+    fit(model, x, y, epochs, torch.optim.Adam(model.parameters(), lr=1e-3))
     with torch.no_grad():
         return (model(xs).argmax(1) == ys).float().mean().item()
 

@@ -1,10 +1,11 @@
 """What the CNN peer scripts share: Fashion-MNIST as tensors, the small CNN's
-spec, advgrad's binary."""
+spec, advgrad's binary, the PyTorch training loop."""
 import gzip
 import os
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ADVGRAD = os.path.join(ROOT, "target", "release", "advgrad")
@@ -24,3 +25,16 @@ def images(split, n=None):
     x = idx(f"{DATA}/{split}-images-idx3-ubyte.gz")[:n].astype(np.float32) / 255
     y = idx(f"{DATA}/{split}-labels-idx1-ubyte.gz")[:n].astype(np.int64)
     return torch.from_numpy(x.reshape(-1, 1, 28, 28).copy()), torch.from_numpy(y)
+
+
+def train(model, x, y, epochs, opt):
+    """`epochs` passes of `opt` over (x, y) in shuffled batches of 128
+    (torch's global generator draws the shuffles)."""
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 128):
+            b = perm[i:i + 128]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[b]), y[b]).backward()
+            opt.step()
+    return model

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from advgrad_arch import sequential  # noqa: E402
-from cnn_common import ADVGRAD, SMALL_CNN, images  # noqa: E402
+from cnn_common import ADVGRAD, SMALL_CNN, images, train  # noqa: E402
 
 ARCHS = {
     "small CNN": SMALL_CNN,
@@ -37,13 +37,8 @@ def torch_epoch(arch, x, y):
     torch.manual_seed(0)
     model = sequential(arch)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    perm = torch.randperm(len(x))
     start = time.perf_counter()
-    for i in range(0, len(x), 128):
-        b = perm[i:i + 128]
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x[b]), y[b]).backward()
-        opt.step()
+    train(model, x, y, 1, opt)
     return time.perf_counter() - start
 
 

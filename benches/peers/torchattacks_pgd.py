@@ -17,13 +17,12 @@ import tempfile
 import time
 
 import torch
-import torch.nn as nn
 import torchattacks
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from advgrad_arch import sequential  # noqa: E402
-from cnn_common import ADVGRAD, SMALL_CNN, images  # noqa: E402
+from cnn_common import ADVGRAD, SMALL_CNN, images, train  # noqa: E402
 
 
 def main():
@@ -36,14 +35,7 @@ def main():
     torch.manual_seed(0)
     (x, y), (xs, ys) = images("train"), images("t10k", args.limit)
     model = sequential(SMALL_CNN)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(args.epochs):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 128):
-            b = perm[i:i + 128]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[b]), y[b]).backward()
-            opt.step()
+    train(model, x, y, args.epochs, torch.optim.Adam(model.parameters(), lr=1e-3))
     model.eval()
     attack = torchattacks.PGD(model, eps=0.1, alpha=0.01, steps=20, random_start=False)
     start, correct = time.perf_counter(), 0

@@ -87,6 +87,19 @@ enum Flow {
     Features(usize),
 }
 
+impl Flow {
+    fn of(input: Input) -> Flow {
+        match input {
+            Input::Features(n) => Flow::Features(n),
+            Input::Image {
+                channels,
+                height,
+                width,
+            } => Flow::Image(channels, height, width),
+        }
+    }
+}
+
 /// Parses an architecture spec (see the module docs).
 ///
 /// # Errors
@@ -110,14 +123,7 @@ pub fn parse_arch(spec: &str) -> Result<Arch> {
                 )),
             },
         };
-    let mut flow = match input {
-        Input::Features(n) => Flow::Features(n),
-        Input::Image {
-            channels,
-            height,
-            width,
-        } => Flow::Image(channels, height, width),
-    };
+    let mut flow = Flow::of(input);
     let mut layers = Vec::new();
     for (i, token) in tokens.iter().enumerate().skip(rest) {
         let layer = parse_layer(token).map_err(|msg| token_err(i, &msg))?;
@@ -295,18 +301,26 @@ impl Arch {
         matches!(self.input, Input::Features(_))
     }
 
+    /// The features reaching each layer, in order (`C·H·W` after an
+    /// image).
+    pub fn layer_inputs(&self) -> Vec<usize> {
+        let mut flow = Flow::of(self.input);
+        let mut sizes = Vec::new();
+        for &layer in &self.layers {
+            sizes.push(match flow {
+                Flow::Features(n) => n,
+                Flow::Image(c, h, w) => c * h * w,
+            });
+            flow = next_flow(flow, layer).expect("a parsed architecture is consistent");
+        }
+        sizes
+    }
+
     /// The multiply-adds of one input's forward pass, per layer in order,
     /// and whether each layer's input is the model's input (whose gradient
     /// training does not compute).
     pub fn layer_macs(&self) -> Vec<(f64, bool)> {
-        let mut flow = match self.input {
-            Input::Features(n) => Flow::Features(n),
-            Input::Image {
-                channels,
-                height,
-                width,
-            } => Flow::Image(channels, height, width),
-        };
+        let mut flow = Flow::of(self.input);
         let mut macs = Vec::new();
         for (i, &layer) in self.layers.iter().enumerate() {
             let next = next_flow(flow, layer).expect("a parsed architecture is consistent");

@@ -121,11 +121,12 @@ impl Model {
         mut make: impl FnMut(LayerSizes) -> Result<Layer>,
     ) -> Result<Model> {
         let mut layers = Vec::new();
-        let (mut channels, mut features) = match arch.input {
-            Input::Features(n) => (0, n),
-            Input::Image { channels, .. } => (channels, 0),
+        let mut channels = match arch.input {
+            Input::Features(_) => 0,
+            Input::Image { channels, .. } => channels,
         };
-        let mut shape = arch.input;
+        let mut image = !arch.is_mlp();
+        let inputs = arch.layer_inputs();
         let last = arch.layers.len() - 1;
         for (i, spec) in arch.layers.iter().enumerate() {
             match *spec {
@@ -144,16 +145,14 @@ impl Model {
                 LayerSpec::MaxPool2d(k) => layers.push(Layer::MaxPool2d(k)),
                 LayerSpec::AvgPool2d(k) => layers.push(Layer::AvgPool2d(k)),
                 LayerSpec::Linear(n) => {
-                    if let Input::Image { .. } = shape {
+                    if image {
                         layers.push(Layer::Flatten);
-                        features = image_features(arch, i);
-                        shape = Input::Features(features);
+                        image = false;
                     }
-                    layers.push(make(LayerSizes::Linear(features, n))?);
+                    layers.push(make(LayerSizes::Linear(inputs[i], n))?);
                     if i < last {
                         layers.push(Layer::Activation(activation));
                     }
-                    features = n;
                 }
             }
         }
@@ -542,37 +541,4 @@ pub(super) enum LayerSizes {
     Linear(usize, usize),
     /// A convolution.
     Conv2d(usize, usize, usize, usize, usize),
-}
-
-/// The features of the image that reaches layer `i` of `arch` (a linear
-/// layer after convolutions and pools).
-fn image_features(arch: &Arch, i: usize) -> usize {
-    let Input::Image {
-        mut channels,
-        mut height,
-        mut width,
-    } = arch.input
-    else {
-        return arch.input.size();
-    };
-    for spec in &arch.layers[..i] {
-        match *spec {
-            LayerSpec::Conv2d {
-                out,
-                kernel,
-                stride,
-                padding,
-            } => {
-                channels = out;
-                height = (height + 2 * padding - kernel) / stride + 1;
-                width = (width + 2 * padding - kernel) / stride + 1;
-            }
-            LayerSpec::MaxPool2d(k) | LayerSpec::AvgPool2d(k) => {
-                height /= k;
-                width /= k;
-            }
-            LayerSpec::Linear(_) => {}
-        }
-    }
-    channels * height * width
 }
