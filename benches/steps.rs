@@ -20,7 +20,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use advgrad::attack::{Attack, AttackOptions};
 use advgrad::backend::cpu::on_worker;
-use advgrad::nn::{Activation, Mlp};
+use advgrad::nn::{Activation, Model};
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
 use advgrad::train::gradient_step;
 use advgrad::{DType, Tape, Tensor};
@@ -47,7 +47,7 @@ fn train_step(cr: &mut Criterion) {
     group.throughput(Throughput::Elements(
         2 * 128 * (2 * FIRST_MACS + 3 * REST_MACS),
     ));
-    let mut model = Mlp::new(ARCH, Activation::Relu, 0).expect("valid arch");
+    let mut model = Model::new(ARCH, Activation::Relu, 0).expect("valid arch");
     let config = OptimConfig::new(OptimizerKind::Sgd, 0.01);
     let mut optimizer = Optimizer::new(config, &model.params()).expect("valid config");
     let mut tape = Tape::new();
@@ -73,7 +73,7 @@ fn pgd_step(cr: &mut Criterion) {
     group.throughput(Throughput::Elements(
         2 * 1000 * 2 * (FIRST_MACS + REST_MACS),
     ));
-    let model = Mlp::new(ARCH, Activation::Relu, 0).expect("valid arch");
+    let model = Model::new(ARCH, Activation::Relu, 0).expect("valid arch");
     let options = AttackOptions {
         steps: Some(1),
         alpha: Some(0.01),

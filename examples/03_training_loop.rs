@@ -24,7 +24,7 @@
 use std::path::PathBuf;
 
 use advgrad::data::{default_data_dir, Batches, Dataset, Rng, Split};
-use advgrad::nn::{save_model, Activation, Mlp};
+use advgrad::nn::{save_model, Activation, Model};
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
 use advgrad::train::{batch_tensors, evaluate};
 use advgrad::{Device, Result, Tape, Tensor};
@@ -39,7 +39,7 @@ fn main() -> Result<()> {
     let dir = default_data_dir();
     let train_set = Dataset::load(&dir, Split::Train)?;
     let test_set = Dataset::load(&dir, Split::Test)?;
-    let mut model = Mlp::new(ARCH, Activation::Relu, SEED)?;
+    let mut model = Model::new(ARCH, Activation::Relu, SEED)?;
     let mut optimizer = Optimizer::new(OptimConfig::new(OptimizerKind::Sgd, LR), &model.params())?;
     let mut rng = Rng::new(SEED);
     let mut tape = Tape::new();

@@ -24,7 +24,7 @@
 
 use advgrad::attack::{Attack, Fgsm, Pgd, Threat};
 use advgrad::data::{default_data_dir, Dataset, Split, FASHION_MNIST_CLASSES as NAMES};
-use advgrad::nn::{load_model, Activation, Mlp};
+use advgrad::nn::{load_model, Activation, Model};
 use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
 use advgrad::train::{train, TrainConfig};
 use advgrad::{Error, Result, Tape, Tensor};
@@ -35,7 +35,7 @@ const PGD_ALPHA: f64 = 0.025;
 
 /// `∇ₓ Σᵢ CE(f(xᵢ), yᵢ)`: the batch's summed cross-entropy differentiated
 /// with respect to the input. The parameters go on the tape as constants.
-fn input_gradient(model: &Mlp, x: &Tensor, labels: &Tensor) -> Result<Tensor> {
+fn input_gradient(model: &Model, x: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let mut tape = Tape::new();
     let xv = tape.var(x.clone());
     let logits = model.forward(&mut tape, xv, false)?.logits;
@@ -48,7 +48,7 @@ fn input_gradient(model: &Mlp, x: &Tensor, labels: &Tensor) -> Result<Tensor> {
 }
 
 /// One signed step of size `eps`, clipped to the image range.
-fn fgsm_by_hand(model: &Mlp, x: &Tensor, labels: &Tensor, eps: f64) -> Result<Tensor> {
+fn fgsm_by_hand(model: &Model, x: &Tensor, labels: &Tensor, eps: f64) -> Result<Tensor> {
     let g = input_gradient(model, x, labels)?;
     x.add(&g.sign()?.scale(eps)?)?.clamp(0.0, 1.0)
 }
@@ -56,7 +56,7 @@ fn fgsm_by_hand(model: &Mlp, x: &Tensor, labels: &Tensor, eps: f64) -> Result<Te
 /// `steps` signed steps of size `alpha` from `x`, each projected back onto
 /// the L∞ ball of radius `eps` around `x` and onto `[0, 1]`.
 fn pgd_by_hand(
-    model: &Mlp,
+    model: &Model,
     x: &Tensor,
     labels: &Tensor,
     eps: f64,
@@ -166,8 +166,8 @@ fn main() -> Result<()> {
 }
 
 /// One epoch of plain SGD (lr 0.1, batches of 64) on `784-128-10`.
-fn train_quickly(train_set: &Dataset) -> Result<Mlp> {
-    let mut model = Mlp::new("784-128-10", Activation::Relu, 0)?;
+fn train_quickly(train_set: &Dataset) -> Result<Model> {
+    let mut model = Model::new("784-128-10", Activation::Relu, 0)?;
     let cfg = TrainConfig {
         epochs: 1,
         batch_size: 64,

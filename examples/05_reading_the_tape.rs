@@ -26,13 +26,13 @@
 
 use std::path::PathBuf;
 
-use advgrad::nn::{Activation, Mlp};
+use advgrad::nn::{Activation, Model};
 use advgrad::report::tape_graph::{record_model_pass, TapeGraph};
 use advgrad::{Error, Result};
 
 /// `‖∂L/∂W‖` of each layer's weight, first layer first.
 fn weight_gradient_norms(arch: &str, act: Activation) -> Result<Vec<f64>> {
-    let model = Mlp::new(arch, act, 0)?;
+    let model = Model::new(arch, act, 0)?;
     let (tape, _) = record_model_pass(&model, 16, 0)?;
     let graph = TapeGraph::of(&tape)?;
     let norms = graph
@@ -58,7 +58,7 @@ fn main() -> Result<()> {
         source,
     })?;
     println!("Chapter 5: reading the tape\n");
-    let model = Mlp::new("784-16-16-10", Activation::Relu, 0)?;
+    let model = Model::new("784-16-16-10", Activation::Relu, 0)?;
     let (tape, loss) = record_model_pass(&model, 4, 0)?;
     let graph = TapeGraph::of(&tape)?;
     println!("784-16-16-10 ReLU on a random batch of 4, loss {loss:.4}:\n{graph}");

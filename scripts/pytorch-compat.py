@@ -11,6 +11,11 @@
    widened to f32 (exact), and stay within a point of the f32 model's.
 4. `advgrad train --save-dtype bf16` (and f16) files load into PyTorch with
    the dtype the metadata names, and score there as in `advgrad eval`.
+5. The small CNN 1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10, built and trained
+   for one epoch in PyTorch and saved as a bare state dict, loads in
+   advgrad with --arch and --act and gives PyTorch's test accuracy, and
+   `advgrad grads` gives PyTorch's loss and input gradient ([N, 1, 28, 28])
+   on the same images.
 
 Run with the peers virtualenv (it has torch):
     benches/peers/.venv/bin/python scripts/pytorch-compat.py MODEL.safetensors
@@ -40,14 +45,10 @@ def idx(path):
     return np.frombuffer(b[4 + 4 * nd:], dtype=np.uint8).reshape(dims)
 
 
-def sequential(arch, act):
-    widths = [int(w) for w in arch.split("-")]
-    layers = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 2:
-            layers.append({"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[act]())
-    return nn.Sequential(*layers)
+sys.path.insert(0, os.path.join(ROOT, "benches", "peers"))
+from advgrad_arch import input_shape, sequential  # noqa: E402
+
+SMALL_CNN = "1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10"
 
 
 def torch_accuracy(model, x, y):
@@ -70,7 +71,8 @@ def main():
         meta = f.metadata()
     model = sequential(meta["arch"], meta["activation"])
     model.load_state_dict(load_file(path))
-    a_torch, a_adv = torch_accuracy(model, x, y), advgrad_accuracy(path)
+    shaped = x.reshape(-1, *input_shape(meta["arch"]))
+    a_torch, a_adv = torch_accuracy(model, shaped, y), advgrad_accuracy(path)
     print(f"advgrad's file in PyTorch: {a_torch:.4f}; advgrad eval: {a_adv:.4f}")
     assert abs(a_torch - a_adv) < 1e-3, "accuracies differ"
 
@@ -82,6 +84,11 @@ def main():
         a_torch, a_adv = torch_accuracy(fresh, x, y), advgrad_accuracy(out, "--act", "relu")
     print(f"PyTorch's state_dict: {a_torch:.4f} in PyTorch; advgrad eval: {a_adv:.4f}")
     assert abs(a_torch - a_adv) < 1e-3, "accuracies differ"
+
+    cnn_check(x, y)
+    if "x" in meta["arch"].split("-")[0]:
+        print("ok (the half-precision checks below take an MLP file)")
+        return
 
     # A trained model, so that rounding its weights could show.
     trained = sequential(meta["arch"], meta["activation"])
@@ -120,6 +127,44 @@ def main():
             print(f"advgrad's --save-dtype {name} file in PyTorch: {a_torch:.4f}; advgrad eval: {a_adv:.4f}")
             assert abs(a_torch - a_adv) < 1e-3, "accuracies differ"
     print("ok")
+
+
+def cnn_check(x, y):
+    """Item 5 of the module docs."""
+    torch.manual_seed(0)
+    train_x = torch.from_numpy(idx(f"{DATA}/train-images-idx3-ubyte.gz").astype(np.float32) / 255)
+    train_y = torch.from_numpy(idx(f"{DATA}/train-labels-idx1-ubyte.gz").astype(np.int64))
+    model = sequential(SMALL_CNN, "relu")
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for i in range(0, 60000, 128):  # one epoch in file order
+        xb, yb = train_x[i:i + 128].reshape(-1, 1, 28, 28), train_y[i:i + 128]
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    images = x.reshape(-1, 1, 28, 28)
+    n = 128
+    xg = images[:n].clone().requires_grad_(True)
+    loss = nn.functional.cross_entropy(model(xg), y[:n])
+    loss.backward()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "cnn_from_torch.safetensors")
+        save_file(model.state_dict(), out)
+        flags = ["--arch", SMALL_CNN, "--act", "relu"]
+        a_torch, a_adv = torch_accuracy(model, images, y), advgrad_accuracy(out, *flags)
+        print(f"PyTorch's CNN state_dict: {a_torch:.4f} in PyTorch; advgrad eval: {a_adv:.4f}")
+        assert abs(a_torch - a_adv) < 1e-3, "accuracies differ"
+        grads = os.path.join(tmp, "grads.safetensors")
+        subprocess.run([ADVGRAD, "grads", "--model", out, *flags, "--device", "cpu", "--limit", str(n),
+                        "--out", grads], check=True, capture_output=True)
+        with safe_open(grads, "pt") as f:
+            g_adv, loss_adv = f.get_tensor("input"), float(f.metadata()["loss"])
+    g_torch = xg.grad
+    assert tuple(g_adv.shape) == (n, 1, 28, 28), g_adv.shape
+    rel = ((g_adv - g_torch).abs().max() / g_torch.abs().max()).item()
+    print(f"CNN input gradient on {n} test images: loss {loss_adv:.6f} (PyTorch {loss.item():.6f}); "
+          f"max |difference| / max |gradient| = {rel:.2e}")
+    assert abs(loss_adv - loss.item()) < 1e-4 * max(1.0, loss.item()), "losses differ"
+    assert rel < 1e-3, "input gradients differ"
 
 
 if __name__ == "__main__":

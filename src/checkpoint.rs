@@ -26,7 +26,7 @@ use serde_json::Value;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::loss_scale::LossScaler;
-use crate::nn::{le_bytes, load_model_bytes, write_safetensors, Mlp, RawTensor};
+use crate::nn::{le_bytes, load_model_bytes, write_safetensors, Model, RawTensor};
 use crate::optim::Optimizer;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -82,7 +82,7 @@ impl Progress {
 #[derive(Clone, Copy, Debug)]
 pub struct Snapshot<'a> {
     /// The model being trained.
-    pub model: &'a Mlp,
+    pub model: &'a Model,
     /// Its optimiser.
     pub optimizer: &'a Optimizer,
     /// The run's generator, as it stands.
@@ -101,7 +101,7 @@ pub struct Snapshot<'a> {
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
     /// The model, on the CPU.
-    pub model: Mlp,
+    pub model: Model,
     /// Optimiser steps taken.
     pub optimizer_steps: u64,
     /// The optimiser's state buffers, in parameter order (shape `[0]` where

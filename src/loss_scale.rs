@@ -15,7 +15,7 @@
 //! only under f16.
 
 use crate::error::{Error, Result};
-use crate::nn::{gradients_of, Mlp, Params};
+use crate::nn::{gradients_of, Model, Params};
 use crate::optim::Optimizer;
 use crate::tape::Tape;
 use crate::tensor::Tensor;
@@ -129,7 +129,7 @@ pub struct ScaledStep {
 /// The scaler is updated either way (see [`LossScaler::update`]). A loss
 /// that is itself NaN or infinite counts as an overflow.
 pub fn scaled_gradient_step(
-    model: &mut Mlp,
+    model: &mut Model,
     optimizer: &mut Optimizer,
     tape: &mut Tape,
     x: Tensor,

@@ -24,7 +24,7 @@
 
 use crate::attack::rowwise::{row_hashes, row_rng};
 use crate::error::{Error, Result};
-use crate::nn::{Mlp, Params};
+use crate::nn::{Model, Params};
 use crate::optim::Optimizer;
 use crate::rng::Rng;
 use crate::tape::{Tape, Var};
@@ -57,7 +57,7 @@ impl AdvTraining {
     #[allow(clippy::too_many_arguments)]
     pub fn step(
         &self,
-        model: &mut Mlp,
+        model: &mut Model,
         optimizer: &mut Optimizer,
         tape: &mut Tape,
         x: Tensor,
@@ -111,7 +111,7 @@ impl AdvTraining {
     /// maximisation), drawn with `seed`; `None` for FGSM-RS and PGD.
     pub fn inner_maximum(
         &self,
-        model: &Mlp,
+        model: &Model,
         x: &Tensor,
         labels: &Tensor,
         seed: u64,
@@ -125,7 +125,13 @@ impl AdvTraining {
 impl Settings {
     /// `x + 0.001·N(0, I)`, clipped, then `steps` projected sign steps on
     /// the KL divergence (TRADES) or the cross-entropy (MART).
-    fn inner_maximum(&self, model: &Mlp, x: &Tensor, labels: &Tensor, seed: u64) -> Result<Tensor> {
+    fn inner_maximum(
+        &self,
+        model: &Model,
+        x: &Tensor,
+        labels: &Tensor,
+        seed: u64,
+    ) -> Result<Tensor> {
         let (n, d) = x.shape().as_matrix().ok_or_else(|| Error::BadShape {
             op: "robust training",
             msg: format!("expected a batch [N, features], got {}", x.shape()),
@@ -171,7 +177,7 @@ impl Settings {
     #[allow(clippy::too_many_arguments)]
     fn outer_step(
         &self,
-        model: &mut Mlp,
+        model: &mut Model,
         optimizer: &mut Optimizer,
         tape: &mut Tape,
         x: &Tensor,

@@ -28,7 +28,7 @@ use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::loss_scale::{scaled_gradient_step, LossScaler};
-use crate::nn::Mlp;
+use crate::nn::Model;
 use crate::optim::{OptimConfig, Optimizer, Schedule};
 use crate::precision::Precision;
 use crate::rng::Rng;
@@ -107,7 +107,7 @@ impl AdvTraining {
     /// the random start drawn from `rng`.
     pub fn perturb(
         &self,
-        model: &Mlp,
+        model: &Model,
         x: &Tensor,
         labels: &Tensor,
         rng: &mut Rng,
@@ -128,7 +128,7 @@ impl AdvTraining {
     #[allow(clippy::too_many_arguments)]
     pub fn tallied_step(
         &self,
-        model: &mut Mlp,
+        model: &mut Model,
         optimizer: &mut Optimizer,
         tape: &mut Tape,
         x: Tensor,
@@ -257,11 +257,11 @@ pub struct StepStats {
 /// [`crate::backend::pool`] (`tests/alloc_free.rs` counts them).
 ///
 /// ```
-/// use advgrad::nn::{Activation, Mlp};
+/// use advgrad::nn::{Activation, Model};
 /// use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
 /// use advgrad::train::gradient_step;
 /// use advgrad::{DType, Tape, Tensor};
-/// let mut model = Mlp::new("4-8-3", Activation::Relu, 0)?;
+/// let mut model = Model::new("4-8-3", Activation::Relu, 0)?;
 /// let config = OptimConfig::new(OptimizerKind::Sgd, 0.1);
 /// let mut optimizer = Optimizer::new(config, &model.params())?;
 /// let mut tape = Tape::new();
@@ -276,7 +276,7 @@ pub struct StepStats {
 /// # Ok::<(), advgrad::Error>(())
 /// ```
 pub fn gradient_step(
-    model: &mut Mlp,
+    model: &mut Model,
     optimizer: &mut Optimizer,
     tape: &mut Tape,
     x: Tensor,
@@ -300,7 +300,7 @@ pub fn gradient_step(
 }
 
 /// Whether [`gradient_step`] steps each weight inside the product that
-/// computes its gradient ([`Mlp::optimizer_step`]; the same bits, one pass
+/// computes its gradient ([`Model::optimizer_step`]; the same bits, one pass
 /// over memory fewer): only with `ADVGRAD_FUSED_UPDATE=1`. By default it
 /// computes the gradients and then updates in a pass of its own, which was
 /// as fast or faster on the one machine both were timed on
@@ -314,10 +314,10 @@ pub fn fused_updates() -> bool {
 /// `tally` instead of returning them: on a device the step reads nothing
 /// back to the host. The loss is not checked here: a NaN or infinite loss
 /// still updates the model, and [`StepTally::read`] reports it. With
-/// [`fused_updates`] the step is [`Mlp::optimizer_step`]'s, whose backward
+/// [`fused_updates`] the step is [`Model::optimizer_step`]'s, whose backward
 /// checks the loss as it starts.
 pub fn tallied_step(
-    model: &mut Mlp,
+    model: &mut Model,
     optimizer: &mut Optimizer,
     tape: &mut Tape,
     x: Tensor,
@@ -350,7 +350,7 @@ pub fn check_pixels(data: &Dataset) -> Result<()> {
     }
 }
 
-fn check_model_fits(model: &Mlp, data: &Dataset) -> Result<()> {
+fn check_model_fits(model: &Model, data: &Dataset) -> Result<()> {
     if model.input_size() != data.features() {
         return Err(Error::invalid(format!(
             "the model {} takes {} inputs but the data has {} features per example",
@@ -375,7 +375,7 @@ fn check_model_fits(model: &Mlp, data: &Dataset) -> Result<()> {
 /// # Errors
 /// A model that does not fit the data; [`Error::NonFinite`] if the loss of
 /// a batch is NaN or infinite (finite but huge weights can overflow).
-pub fn evaluate(model: &Mlp, data: &Dataset, batch_size: usize) -> Result<EvalStats> {
+pub fn evaluate(model: &Model, data: &Dataset, batch_size: usize) -> Result<EvalStats> {
     check_model_fits(model, data)?;
     let order: Vec<usize> = (0..data.rows()).collect();
     let (mut images, mut labels) = (Vec::new(), Vec::new());
@@ -426,7 +426,7 @@ pub fn progress_bar(len: u64, prefix: impl Into<String>, quiet: bool) -> Progres
 /// Trains `model` in place on `train_set`, reporting test accuracy on
 /// `test_set` (if given) after each epoch.
 pub fn train(
-    model: &mut Mlp,
+    model: &mut Model,
     train_set: &Dataset,
     test_set: Option<&Dataset>,
     cfg: &TrainConfig,
@@ -489,7 +489,7 @@ pub struct Checkpointing<'a> {
 /// The settings a checkpoint must share with a run that resumes it: the
 /// model's shape, the whole [`TrainConfig`] but `quiet`, and the training
 /// data's size and a fingerprint of its labels.
-pub fn run_settings(model: &Mlp, train_set: &Dataset, cfg: &TrainConfig) -> serde_json::Value {
+pub fn run_settings(model: &Model, train_set: &Dataset, cfg: &TrainConfig) -> serde_json::Value {
     // FNV-1a over the labels: a different --limit or data set shows.
     let fingerprint = train_set
         .labels()
@@ -529,7 +529,7 @@ pub fn run_settings(model: &Mlp, train_set: &Dataset, cfg: &TrainConfig) -> serd
 /// written with other settings (each one is named); [`Error::Interrupted`]
 /// after a stop, once the checkpoint is saved.
 pub fn train_with(
-    model: &mut Mlp,
+    model: &mut Model,
     train_set: &Dataset,
     test_set: Option<&Dataset>,
     cfg: &TrainConfig,
@@ -539,7 +539,7 @@ pub fn train_with(
 }
 
 fn train_on_worker(
-    model: &mut Mlp,
+    model: &mut Model,
     train_set: &Dataset,
     test_set: Option<&Dataset>,
     cfg: &TrainConfig,
@@ -592,7 +592,7 @@ fn train_on_worker(
             progress.epoch, progress.batch, cfg.epochs
         )));
     }
-    let save = |model: &Mlp,
+    let save = |model: &Model,
                 optimizer: &Optimizer,
                 rng: &Rng,
                 order: &[usize],

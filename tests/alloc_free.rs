@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use advgrad::data::{Batches, Dataset};
-use advgrad::nn::{Activation, Mlp};
+use advgrad::nn::{Activation, Model};
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
 use advgrad::rng::Rng;
 use advgrad::train::{batch_tensors, gradient_step};
@@ -60,17 +60,19 @@ fn synthetic(rows: usize) -> Dataset {
     Dataset::from_parts(images, labels, 784, 10).unwrap()
 }
 
-/// Heap allocations (calls, bytes) made by `passes` passes over `data` in
+/// Heap allocations (calls, bytes) made by a pass over `data` with the
+/// model `arch` in
 /// batches of 128 (the last one smaller), after `warmup` passes.
-/// With `fused`, each step is `Mlp::optimizer_step` (the weights stepped
+/// With `fused`, each step is `Model::optimizer_step` (the weights stepped
 /// inside their gradient products) instead of `gradient_step`'s default.
 fn allocations_per_pass(
+    arch: &str,
     kind: OptimizerKind,
     fused: bool,
     data: &Dataset,
     warmup: usize,
 ) -> (usize, usize) {
-    let mut model = Mlp::new("784-256-256-10", Activation::Relu, 0).unwrap();
+    let mut model = Model::new(arch, Activation::Relu, 0).unwrap();
     let mut optimizer = Optimizer::new(OptimConfig::new(kind, 0.01), &model.params()).unwrap();
     let mut tape = Tape::new();
     let (mut images, mut labels) = (Vec::new(), Vec::new());
@@ -103,24 +105,46 @@ fn allocations_per_pass(
 
 #[test]
 fn a_training_step_allocates_nothing_in_steady_state() {
-    // 1000 rows: seven batches of 128 and one of 104, so the pool serves
-    // two batch sizes.
-    let data = synthetic(1000);
     let threads = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
         .unwrap();
+    // The MLP on 1000 rows: seven batches of 128 and one of 104, so the
+    // pool serves two batch sizes.
+    let data = synthetic(1000);
     for kind in [
         OptimizerKind::Sgd,
         OptimizerKind::Momentum,
         OptimizerKind::Adam,
     ] {
         for fused in [false, true] {
-            let (calls, bytes) = threads.install(|| allocations_per_pass(kind, fused, &data, 2));
+            let (calls, bytes) =
+                threads.install(|| allocations_per_pass("784-256-256-10", kind, fused, &data, 2));
             assert_eq!(
                 (calls, bytes),
                 (0, 0),
                 "{kind:?} (fused update: {fused}): 8 training steps made {calls} heap allocations ({bytes} bytes)"
+            );
+        }
+    }
+    // The small CNN (convolutions, pooling, the flatten) on 600 rows: four
+    // batches of 128 and one of 88.
+    let data = synthetic(600);
+    for kind in [OptimizerKind::Sgd, OptimizerKind::Adam] {
+        for fused in [false, true] {
+            let (calls, bytes) = threads.install(|| {
+                allocations_per_pass(
+                    "1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10",
+                    kind,
+                    fused,
+                    &data,
+                    2,
+                )
+            });
+            assert_eq!(
+                (calls, bytes),
+                (0, 0),
+                "CNN {kind:?} (fused update: {fused}): 5 training steps made {calls} heap allocations ({bytes} bytes)"
             );
         }
     }

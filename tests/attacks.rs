@@ -14,13 +14,13 @@ use advgrad::attack::{
     Pgd, Target, Threat, ATTACK_NAMES, EVALUATION_ATTACKS,
 };
 use advgrad::data::{Batches, Dataset, Rng, Split, FASHION_MNIST_CLASSES};
-use advgrad::nn::{Activation, Mlp};
+use advgrad::nn::{Activation, Model};
 use advgrad::report::{self, LinePlot};
 use advgrad::{Result, Tape, Tensor};
 
 /// The trained model and the first test examples.
 struct Fixture {
-    model: Mlp,
+    model: Model,
     test: Dataset,
     x: Tensor,
     y: Tensor,
@@ -29,8 +29,8 @@ struct Fixture {
 
 /// Trains `784-64-10` with plain SGD (lr 0.05, batch 64) for 5 epochs on
 /// the first 5000 training examples (well under a second).
-fn train(train: &Dataset) -> Result<Mlp> {
-    let mut model = Mlp::new("784-64-10", Activation::Relu, 1)?;
+fn train(train: &Dataset) -> Result<Model> {
+    let mut model = Model::new("784-64-10", Activation::Relu, 1)?;
     let mut rng = Rng::new(2);
     let d = train.features();
     for _ in 0..5 {
@@ -100,7 +100,7 @@ fn head(f: &Fixture, n: usize) -> (Tensor, Tensor, Vec<u32>) {
     (x, Tensor::from_vec(labels.clone(), [n]).unwrap(), labels)
 }
 
-fn accuracy(model: &Mlp, x: &Tensor, labels: &[u32]) -> f64 {
+fn accuracy(model: &Model, x: &Tensor, labels: &[u32]) -> f64 {
     let p = model.predict(x).unwrap().to_vec::<u32>().unwrap();
     p.iter().zip(labels).filter(|(a, b)| a == b).count() as f64 / labels.len() as f64
 }
@@ -210,7 +210,7 @@ fn every_attack_stays_in_its_ball_and_in_the_pixel_box() {
 
 /// `∇ₓ Σᵢ CE(f(xᵢ), yᵢ)`, built on a tape here: row `i` is the gradient of
 /// example `i`'s own loss.
-fn summed_loss_gradient(model: &Mlp, x: &Tensor, y: &Tensor) -> Tensor {
+fn summed_loss_gradient(model: &Model, x: &Tensor, y: &Tensor) -> Tensor {
     let n = x.dims()[0] as f64;
     let mut tape = Tape::new();
     let xv = tape.var(x.clone());
@@ -241,7 +241,7 @@ fn fgsm_is_exactly_clip_of_x_plus_eps_sign_grad() {
         );
     }
     // The summed loss's gradient is N times the mean loss's (what
-    // Mlp::input_gradient returns), so the signs agree.
+    // Model::input_gradient returns), so the signs agree.
     let g = summed_loss_gradient(&f.model, &f.x, &f.y)
         .to_vec::<f32>()
         .unwrap();
@@ -381,7 +381,7 @@ fn a_batch_gives_row_by_row_what_each_example_gives_alone() {
 fn pgd_gives_the_same_bits_on_any_number_of_threads() {
     // No data needed: a random model and random pixels, 301 rows so that
     // the batch is cut into row pieces that depend on the thread count.
-    let model = Mlp::new("784-64-32-10", Activation::Relu, 5).unwrap();
+    let model = Model::new("784-64-32-10", Activation::Relu, 5).unwrap();
     let x = Tensor::rand_uniform([301, 784], 0.0, 1.0, 6, advgrad::DType::F32);
     let labels: Vec<u32> = (0..301).map(|i| i % 10).collect();
     let y = Tensor::from_vec(labels, [301]).unwrap();
@@ -408,7 +408,7 @@ fn pgd_gives_the_same_bits_on_any_number_of_threads() {
 }
 
 /// Per example: (misclassified, cross-entropy of the label), in f64.
-fn host_scores(model: &Mlp, x: &Tensor, labels: &[u32]) -> Vec<(bool, f64)> {
+fn host_scores(model: &Model, x: &Tensor, labels: &[u32]) -> Vec<(bool, f64)> {
     let z = model.logits(x).unwrap().to_f64_vec().unwrap();
     z.chunks(10)
         .zip(labels)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use advgrad::checkpoint;
 use advgrad::data::{Dataset, Split};
-use advgrad::nn::{load_model, Activation, Mlp};
+use advgrad::nn::{load_model, Activation, Model};
 use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
 use advgrad::rng::Rng;
 use advgrad::train::{train, train_with, AdvTraining, Checkpointing, SaveEvery, TrainConfig};
@@ -23,7 +23,7 @@ fn model_bits(path: &Path) -> Vec<Vec<u32>> {
     params_bits(&model)
 }
 
-fn params_bits(model: &Mlp) -> Vec<Vec<u32>> {
+fn params_bits(model: &Model) -> Vec<Vec<u32>> {
     model
         .params()
         .iter()
@@ -58,7 +58,7 @@ fn a_run_resumed_from_a_mid_epoch_checkpoint_ends_with_the_same_bits() {
         adversarial: Some(AdvTraining::FgsmRs { eps: 0.05 }),
         quiet: true,
     };
-    let fresh = || Mlp::new("64-16-10", Activation::Relu, 7).unwrap();
+    let fresh = || Model::new("64-16-10", Activation::Relu, 7).unwrap();
     let mut reference = fresh();
     let report = train(&mut reference, &train_set, Some(&test_set), &cfg).unwrap();
 
@@ -77,7 +77,7 @@ fn a_run_resumed_from_a_mid_epoch_checkpoint_ends_with_the_same_bits() {
     assert_eq!(saved.order.len(), 600);
     assert_eq!(saved.progress.epochs.len(), 2);
 
-    let mut resumed = Mlp::new("64-16-10", Activation::Relu, 999).unwrap();
+    let mut resumed = Model::new("64-16-10", Activation::Relu, 999).unwrap();
     let ckpt = Checkpointing {
         resume: Some(saved),
         ..Checkpointing::default()
@@ -108,7 +108,7 @@ fn resuming_with_other_settings_names_each_difference() {
         quiet: true,
     };
     let path = home.path().join("c.safetensors");
-    let mut model = Mlp::new("64-10", Activation::Relu, 1).unwrap();
+    let mut model = Model::new("64-10", Activation::Relu, 1).unwrap();
     let ckpt = Checkpointing {
         path: Some(path.clone()),
         every: SaveEvery::Epoch,

@@ -84,7 +84,13 @@ fn gradcheck_json_lists_every_op_and_passes() {
             "kl_div",
             "dlr",
             "dlr_targeted",
-            "mlp"
+            "mlp",
+            "conv2d",
+            "conv2d_same",
+            "max_pool2d",
+            "avg_pool2d",
+            "reshape",
+            "cnn"
         ]
     );
     for o in v.as_array().unwrap() {

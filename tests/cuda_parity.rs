@@ -28,7 +28,7 @@ use advgrad::attack::{Attack, AttackOptions};
 use advgrad::backend::cpu::CpuStorage;
 use advgrad::backend::cuda::{self, Verdict};
 use advgrad::backend::{Activation, BackendStorage, Binary, MatmulDims, Storage, UpdateRule};
-use advgrad::nn::Mlp;
+use advgrad::nn::Model;
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
 use advgrad::{DType, Device, Tape, Tensor};
 use support::{assert_close, compare, Rng, Scale, Tolerance};
@@ -656,12 +656,11 @@ fn optimiser_updates_in_place() {
 }
 
 /// A small MLP with odd sizes and its batch, on the CPU.
-fn model_and_batch(dtype: DType) -> (Mlp, Tensor, Tensor) {
-    let mut model = Mlp::new("37-29-11", Activation::Relu, 7).unwrap();
+fn model_and_batch(dtype: DType) -> (Model, Tensor, Tensor) {
+    let mut model = Model::new("37-29-11", Activation::Relu, 7).unwrap();
     if dtype == DType::F64 {
-        for l in &mut model.layers {
-            l.weight = l.weight.to_dtype(dtype).unwrap();
-            l.bias = l.bias.to_dtype(dtype).unwrap();
+        for p in model.params_mut() {
+            *p = p.to_dtype(dtype).unwrap();
         }
     }
     let mut rng = Rng::new(60);
@@ -676,7 +675,7 @@ fn model_and_batch(dtype: DType) -> (Mlp, Tensor, Tensor) {
 
 /// One forward/backward/update on the tensors' device; returns the loss
 /// tensor (not read) and the updated model.
-fn train_step(model: &Mlp, x: &Tensor, y: &Tensor, kind: OptimizerKind) -> (Tensor, Mlp) {
+fn train_step(model: &Model, x: &Tensor, y: &Tensor, kind: OptimizerKind) -> (Tensor, Model) {
     let mut model = model.clone();
     let mut tape = Tape::new();
     let xv = tape.constant(x.clone());
@@ -755,7 +754,7 @@ fn training_step_stays_on_device() {
 }
 
 /// One L∞ PGD step by hand: `x' = Π(x + α·sign(∇ₓ loss))`.
-fn pgd_step(model: &Mlp, x0: &Tensor, x: &Tensor, y: &Tensor, eps: f64, alpha: f64) -> Tensor {
+fn pgd_step(model: &Model, x0: &Tensor, x: &Tensor, y: &Tensor, eps: f64, alpha: f64) -> Tensor {
     let mut tape = Tape::new();
     let xv = tape.var(x.clone());
     let fwd = model.forward(&mut tape, xv, false).unwrap();
@@ -1473,7 +1472,7 @@ fn tiny_config(
 #[test]
 fn evaluation_attacks_give_the_cpus_robust_accuracy() {
     use advgrad::backend::Norm;
-    let mut model = Mlp::new("16-12-5", Activation::Relu, 7).unwrap();
+    let mut model = Model::new("16-12-5", Activation::Relu, 7).unwrap();
     advgrad::train::train(
         &mut model,
         &tiny_images(500, 2),
@@ -1562,7 +1561,7 @@ fn trades_and_mart_train_on_the_device() {
                 beta: 6.0,
             },
         ] {
-            let start = Mlp::new("16-12-5", Activation::Relu, 7).unwrap();
+            let start = Model::new("16-12-5", Activation::Relu, 7).unwrap();
             let (mut mc, mut md) = (start.clone(), start.to_device(device).unwrap());
             let rc = train(&mut mc, &data, None, &tiny_config(1, Some(adv))).unwrap();
             let rd = train(&mut md, &data, None, &tiny_config(1, Some(adv))).unwrap();

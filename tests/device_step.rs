@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use advgrad::attack::{Attack, Pgd, Threat};
 use advgrad::backend::cuda::{device_stats, DeviceStats};
 use advgrad::data::{Batches, Dataset};
-use advgrad::nn::{Activation, Mlp};
+use advgrad::nn::{Activation, Model};
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
 use advgrad::rng::Rng;
 use advgrad::tally::StepTally;
@@ -46,8 +46,8 @@ fn tallied_passes(
     device: Device,
     data: &Dataset,
     passes: usize,
-) -> (DeviceStats, (f64, usize), Mlp) {
-    let mut model = Mlp::new("48-24-10", Activation::Relu, 1)
+) -> (DeviceStats, (f64, usize), Model) {
+    let mut model = Model::new("48-24-10", Activation::Relu, 1)
         .unwrap()
         .to_device(device)
         .unwrap();
@@ -178,7 +178,7 @@ fn the_tally_counts_like_argmax_and_count_equal() {
 #[test]
 fn an_attack_step_on_the_device_reads_nothing_and_allocates_nothing() {
     let _turn = serial();
-    let model = Mlp::new("48-24-10", Activation::Relu, 2)
+    let model = Model::new("48-24-10", Activation::Relu, 2)
         .unwrap()
         .to_device(Device::Emu)
         .unwrap();
@@ -253,7 +253,7 @@ fn a_training_run_on_the_device_reads_once_an_epoch_whatever_its_steps() {
     let _turn = serial();
     let counts = |rows: usize, adversarial: Option<AdvTraining>| {
         let data = synthetic(rows, 6);
-        let mut model = Mlp::new("48-24-10", Activation::Relu, 3)
+        let mut model = Model::new("48-24-10", Activation::Relu, 3)
             .unwrap()
             .to_device(Device::Emu)
             .unwrap();
@@ -287,7 +287,7 @@ fn a_non_finite_loss_stops_training_naming_the_epoch_on_every_device() {
     // The CPU reads its tally after every step, the device at the end of
     // the epoch (3 steps of 8; no progress bar in a test).
     for (device, steps) in [(Device::Cpu, "step 1)"), (Device::Emu, "steps 1..=3)")] {
-        let mut model = Mlp::new("48-24-10", Activation::Relu, 3)
+        let mut model = Model::new("48-24-10", Activation::Relu, 3)
             .unwrap()
             .to_device(device)
             .unwrap();

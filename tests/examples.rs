@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use advgrad::data::Split;
-use advgrad::nn::{load_model, save_model, Activation, Mlp};
+use advgrad::nn::{load_model, save_model, Activation, Model};
 
 /// The examples, in course order; each has a test below and a row in
 /// README's course table.
@@ -299,7 +299,7 @@ fn chapter_7_trains_from_given_weights_and_order() {
         return;
     };
     let dir = temp_dir("07");
-    let model = Mlp::new("784-16-10", Activation::Relu, 3).unwrap();
+    let model = Model::new("784-16-10", Activation::Relu, 3).unwrap();
     save_model(&model, &dir.join("init.safetensors")).unwrap();
     let order: Vec<u8> = advgrad::data::Rng::new(5)
         .permutation(train.rows())

@@ -1,5 +1,5 @@
 //! The optimiser step fused into the weight-gradient product
-//! (`Mlp::optimizer_step`, `Tape::backward_stepping`,
+//! (`Model::optimizer_step`, `Tape::backward_stepping`,
 //! `BackendStorage::matmul_update`) leaves the parameters and the optimiser
 //! state bit for bit where the gradients followed by `Optimizer::step`
 //! leave them, for every rule; a weight read by two ops is not fused and
@@ -7,7 +7,7 @@
 
 use advgrad::backend::cpu::CpuStorage;
 use advgrad::backend::{BackendStorage, MatmulDims, UpdateRule};
-use advgrad::nn::{Activation, Mlp};
+use advgrad::nn::{Activation, Model};
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
 use advgrad::tape::ParamStep;
 use advgrad::{DType, Tape, Tensor};
@@ -58,7 +58,7 @@ fn fused_steps_give_the_bits_of_gradients_then_update() {
     // Odd sizes (edge tiles in every direction) and a wide layer.
     for arch in ["13-37-29-5", "40-300-10"] {
         for config in configs() {
-            let mut plain = Mlp::new(arch, Activation::Relu, 3).unwrap();
+            let mut plain = Model::new(arch, Activation::Relu, 3).unwrap();
             let mut fused = plain.clone();
             let mut plain_opt = Optimizer::new(config, &plain.params()).unwrap();
             let mut fused_opt = Optimizer::new(config, &fused.params()).unwrap();

@@ -51,7 +51,13 @@ gradcheck_tests!(
     kl_div,
     dlr,
     dlr_targeted,
-    mlp
+    mlp,
+    conv2d,
+    conv2d_same,
+    max_pool2d,
+    avg_pool2d,
+    reshape,
+    cnn
 );
 
 #[test]

@@ -13,7 +13,7 @@ use advgrad::checkpoint;
 use advgrad::data::{Dataset, Split};
 use advgrad::loss_scale::{scaled_gradient_step, LossScaler};
 use advgrad::nn::{
-    load_model, save_model, save_model_as, write_safetensors, Activation, Mlp, RawTensor,
+    load_model, save_model, save_model_as, write_safetensors, Activation, Model, RawTensor,
 };
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
 use advgrad::train::{evaluate, train, train_with, Checkpointing, SaveEvery, TrainConfig};
@@ -206,10 +206,10 @@ fn a_bf16_leaf_gets_an_f32_gradient() {
 }
 
 /// A trained model of the test set's shape and the data to score it on.
-fn trained_model() -> Option<(Mlp, Dataset)> {
+fn trained_model() -> Option<(Model, Dataset)> {
     let train_set = support::fashion_mnist(Split::Train)?.limit(6000);
     let test_set = support::fashion_mnist(Split::Test)?.limit(2000);
-    let mut model = Mlp::new("784-64-10", Activation::Relu, 3).unwrap();
+    let mut model = Model::new("784-64-10", Activation::Relu, 3).unwrap();
     let cfg = TrainConfig {
         epochs: 1,
         batch_size: 64,
@@ -275,7 +275,7 @@ fn f16_and_bf16_files_built_by_hand_load_and_score_like_the_f32_file() {
 
 #[test]
 fn save_dtype_writes_half_tensors_that_load_back_rounded() {
-    let model = Mlp::new("20-9-4", Activation::Sigmoid, 5).unwrap();
+    let model = Model::new("20-9-4", Activation::Sigmoid, 5).unwrap();
     let dir = sandbox::temp_dir();
     for (dtype, st) in [
         (DType::F32, Dtype::F32),
@@ -317,8 +317,8 @@ fn save_dtype_writes_half_tensors_that_load_back_rounded() {
 }
 
 /// A model whose class 0 wins every input by a margin of about 20 logits.
-fn confident_model() -> Mlp {
-    let mut model = Mlp::new("8-6-3", Activation::Relu, 9).unwrap();
+fn confident_model() -> Model {
+    let mut model = Model::new("8-6-3", Activation::Relu, 9).unwrap();
     let mut bias = vec![0.0f32; 3];
     bias[0] = 20.0;
     *model.params_mut()[3] = Tensor::from_vec(bias, [3]).unwrap();
@@ -447,7 +447,7 @@ fn mixed_precision_training_learns_and_differs_from_f32() {
     let (train_set, test_set) = synthetic(home.path());
     let mut finals = Vec::new();
     for precision in Precision::ALL {
-        let mut model = Mlp::new("64-32-10", Activation::Relu, 2).unwrap();
+        let mut model = Model::new("64-32-10", Activation::Relu, 2).unwrap();
         let report = autocast(precision, || {
             train(
                 &mut model,
@@ -471,7 +471,7 @@ fn an_f16_run_resumed_from_a_checkpoint_ends_with_the_same_bits_and_scale() {
     let home = sandbox::temp_dir();
     let (train_set, _) = synthetic(home.path());
     let cfg = config(2, OptimizerKind::Adam, 1e-2);
-    let fresh = || Mlp::new("64-16-10", Activation::Relu, 4).unwrap();
+    let fresh = || Model::new("64-16-10", Activation::Relu, 4).unwrap();
     autocast(Precision::F16, || {
         let mut reference = fresh();
         train(&mut reference, &train_set, None, &cfg).unwrap();
@@ -498,7 +498,7 @@ fn an_f16_run_resumed_from_a_checkpoint_ends_with_the_same_bits_and_scale() {
             ..Checkpointing::default()
         };
         train_with(&mut resumed, &train_set, None, &cfg, ckpt).unwrap();
-        let bits = |m: &Mlp| -> Vec<Vec<f32>> {
+        let bits = |m: &Model| -> Vec<Vec<f32>> {
             m.params()
                 .iter()
                 .map(|p| p.to_vec::<f32>().unwrap())
@@ -527,7 +527,7 @@ fn an_f16_run_resumed_from_a_checkpoint_ends_with_the_same_bits_and_scale() {
 fn the_emulated_device_refuses_half_products_and_half_tensors_clearly() {
     let home = sandbox::temp_dir();
     let (train_set, _) = synthetic(home.path());
-    let mut model = Mlp::new("64-16-10", Activation::Relu, 4)
+    let mut model = Model::new("64-16-10", Activation::Relu, 4)
         .unwrap()
         .to_device(Device::Emu)
         .unwrap();

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use advgrad::nn::{load_model, save_model, save_tensors, Activation, Mlp};
+use advgrad::nn::{load_model, save_model, save_tensors, Activation, Model};
 use advgrad::{DType, Tensor};
 use safetensors::SafeTensors;
 
@@ -49,7 +49,7 @@ fn a_pytorch_state_dict_loads_and_computes_the_same_logits() {
 
 #[test]
 fn save_then_load_round_trips_with_pytorch_names_and_metadata() {
-    let model = Mlp::new("7-5-4-3", Activation::Tanh, 3).unwrap();
+    let model = Model::new("7-5-4-3", Activation::Tanh, 3).unwrap();
     let path = temp("roundtrip.safetensors");
     save_model(&model, &path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
@@ -134,14 +134,14 @@ fn bad_model_files_give_clear_errors() {
 
 #[test]
 fn a_model_rejects_inputs_of_the_wrong_width() {
-    let model = Mlp::new("6-3", Activation::Relu, 0).unwrap();
+    let model = Model::new("6-3", Activation::Relu, 0).unwrap();
     let err = model
         .logits(&Tensor::zeros([2, 5], DType::F32))
         .unwrap_err()
         .to_string();
     assert!(err.contains("expects inputs [N, 6]"), "{err}");
-    assert!(Mlp::new("784-x-10", Activation::Relu, 0).is_err());
-    assert!(Mlp::new("784", Activation::Relu, 0).is_err());
+    assert!(Model::new("784-x-10", Activation::Relu, 0).is_err());
+    assert!(Model::new("784", Activation::Relu, 0).is_err());
 }
 
 /// Writes `tensors` (name, dtype, shape, little-endian bytes) as a

@@ -12,7 +12,7 @@ use advgrad::attack::{
 };
 use advgrad::backend::Norm;
 use advgrad::data::{Dataset, Rng};
-use advgrad::nn::{Activation, Mlp};
+use advgrad::nn::{Activation, Model};
 use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
 use advgrad::train::{train, AdvTraining, TrainConfig};
 use advgrad::{DType, Error, Result, Tape, Tensor, Var};
@@ -54,10 +54,10 @@ fn config(epochs: usize, adversarial: Option<AdvTraining>) -> TrainConfig {
 }
 
 /// A 64-32-5 ReLU MLP trained for 5 epochs on 2000 synthetic images.
-fn model() -> &'static Mlp {
-    static MODEL: OnceLock<Mlp> = OnceLock::new();
+fn model() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let mut model = Mlp::new("64-32-5", Activation::Relu, 7).unwrap();
+        let mut model = Model::new("64-32-5", Activation::Relu, 7).unwrap();
         train(&mut model, &synthetic(2000, 2), None, &config(5, None)).unwrap();
         model
     })
@@ -71,7 +71,7 @@ fn batch(n: usize) -> (Tensor, Tensor, Vec<u32>) {
     (x, Tensor::from_vec(labels.clone(), [n]).unwrap(), labels)
 }
 
-fn accuracy(model: &Mlp, x: &Tensor, labels: &[u32]) -> f64 {
+fn accuracy(model: &Model, x: &Tensor, labels: &[u32]) -> f64 {
     let p = model.predict(x).unwrap().to_vec::<u32>().unwrap();
     p.iter().zip(labels).filter(|(a, b)| a == b).count() as f64 / labels.len() as f64
 }
@@ -300,7 +300,7 @@ fn a_batch_gives_each_example_what_it_gets_alone_or_shuffled() {
 #[test]
 fn apgd_gives_the_same_bits_on_any_number_of_threads() {
     // 301 rows: cut into row pieces whose number depends on the threads.
-    let model = Mlp::new("64-48-5", Activation::Relu, 5).unwrap();
+    let model = Model::new("64-48-5", Activation::Relu, 5).unwrap();
     let x = Tensor::rand_uniform([301, 64], 0.0, 1.0, 6, DType::F32);
     let y = Tensor::from_vec((0..301).map(|i| i % 5).collect::<Vec<u32>>(), [301]).unwrap();
     for name in ["apgd-ce", "square"] {
@@ -324,7 +324,7 @@ fn apgd_gives_the_same_bits_on_any_number_of_threads() {
 
 /// The trained model, except that recording its forward pass on a tape (the
 /// only way to a gradient) is an error.
-struct NoBackward<'a>(&'a Mlp);
+struct NoBackward<'a>(&'a Model);
 
 impl Classifier for NoBackward<'_> {
     fn input_size(&self) -> usize {
@@ -522,7 +522,7 @@ fn bad_evaluation_options_are_errors() {
     }
     assert!("fancy".parse::<Version>().is_err());
     // A model with too few classes for the targeted DLR.
-    let small = Mlp::new("4-3", Activation::Relu, 0).unwrap();
+    let small = Model::new("4-3", Activation::Relu, 0).unwrap();
     let x = Tensor::rand_uniform([2, 4], 0.0, 1.0, 1, DType::F32);
     let y = Tensor::from_vec(vec![0u32, 1], [2]).unwrap();
     let a = Attack::build("apgd-t", 0.1, &AttackOptions::default()).unwrap();
@@ -548,7 +548,7 @@ fn trades_and_mart_train_a_model_and_their_inner_maximum_stays_in_the_ball() {
             beta: 6.0,
         },
     ] {
-        let mut model = Mlp::new("64-32-5", Activation::Relu, 7).unwrap();
+        let mut model = Model::new("64-32-5", Activation::Relu, 7).unwrap();
         let report = train(&mut model, &data, None, &config(3, Some(adv))).unwrap();
         let losses: Vec<f64> = report.epochs.iter().map(|e| e.train_loss).collect();
         assert!(losses[2] < losses[0], "{adv:?}: losses {losses:?}");

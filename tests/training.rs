@@ -5,7 +5,7 @@
 mod support;
 
 use advgrad::data::{Dataset, Split};
-use advgrad::nn::{Activation, Mlp};
+use advgrad::nn::{Activation, Model};
 use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
 use advgrad::rng::Rng;
 use advgrad::train::{evaluate, train, AdvTraining, TrainConfig};
@@ -32,7 +32,7 @@ fn same_seed_gives_the_same_model() {
         return;
     };
     let run = || {
-        let mut model = Mlp::new("784-32-10", Activation::Relu, 1).unwrap();
+        let mut model = Model::new("784-32-10", Activation::Relu, 1).unwrap();
         let mut cfg = config(2, None);
         cfg.optim = OptimConfig::new(OptimizerKind::Momentum, 0.05);
         train(&mut model, &train_set, None, &cfg).unwrap();
@@ -63,7 +63,7 @@ fn training_learns_fashion_mnist() {
     else {
         return;
     };
-    let mut model = Mlp::new("784-64-10", Activation::Relu, 0).unwrap();
+    let mut model = Model::new("784-64-10", Activation::Relu, 0).unwrap();
     let before = evaluate(&model, &test_set, 500).unwrap();
     let report = train(&mut model, &train_set, Some(&test_set), &config(2, None)).unwrap();
     let after = evaluate(&model, &test_set, 500).unwrap();
@@ -88,7 +88,7 @@ fn adversarial_training_beats_standard_training_under_pgd() {
         return;
     };
     let eps = 0.1;
-    let mut standard = Mlp::new("784-64-10", Activation::Relu, 0).unwrap();
+    let mut standard = Model::new("784-64-10", Activation::Relu, 0).unwrap();
     let mut robust = standard.clone();
     train(&mut standard, &train_set, None, &config(3, None)).unwrap();
     train(
@@ -104,7 +104,7 @@ fn adversarial_training_beats_standard_training_under_pgd() {
         steps: 10,
         alpha: eps / 4.0,
     };
-    let robust_accuracy = |model: &Mlp| {
+    let robust_accuracy = |model: &Model| {
         let idx: Vec<usize> = (0..test_set.rows()).collect();
         let (x, y) = advgrad::train::batch_tensors(
             &test_set,

@@ -3,20 +3,22 @@
 #![no_main]
 
 use advgrad::data::Split;
-use advgrad::nn::{parse_arch, Activation, Mlp};
+use advgrad::nn::{parse_arch, Activation, Model};
 use advgrad::optim::{OptimizerKind, Schedule};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
-    if let Ok(widths) = parse_arch(text) {
-        assert!(widths.len() >= 2 && widths.iter().all(|&w| w > 0));
-        let params = widths
-            .windows(2)
-            .try_fold(0usize, |n, w| n.checked_add(w[0].checked_mul(w[1])?));
-        if params.is_some_and(|p| p <= 100_000) {
-            let model = Mlp::new(text, Activation::Relu, 0).expect("a parsed spec builds");
-            assert_eq!(model.input_size(), widths[0]);
-            assert_eq!(model.classes(), *widths.last().unwrap());
+    if let Ok(arch) = parse_arch(text) {
+        assert!(!arch.layers.is_empty() && arch.input_size() > 0 && arch.classes() > 0);
+        let canonical = arch.to_string();
+        assert_eq!(parse_arch(&canonical).expect("the canonical spec parses"), arch);
+        // The multiply-adds bound the weights: build only small models.
+        let macs: f64 = arch.layer_macs().iter().map(|(m, _)| m).sum();
+        if macs <= 100_000.0 {
+            let model = Model::new(text, Activation::Relu, 0).expect("a parsed spec builds");
+            assert_eq!(model.input_size(), arch.input_size());
+            assert_eq!(model.classes(), arch.classes());
+            assert_eq!(model.arch(), canonical);
         }
     }
     let _ = text.parse::<Activation>();

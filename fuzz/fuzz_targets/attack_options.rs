@@ -5,7 +5,7 @@
 #![no_main]
 
 use advgrad::attack::{Attack, AttackOptions, Target, Threat, ATTACK_NAMES};
-use advgrad::nn::{Activation, Mlp};
+use advgrad::nn::{Activation, Model};
 use advgrad::Tensor;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
@@ -58,7 +58,7 @@ fuzz_target!(|o: Options| {
     let Ok(attack) = Attack::build(&name, first, &options) else {
         return;
     };
-    let model = Mlp::new("4-5-3", Activation::Tanh, 1).expect("a tiny model");
+    let model = Model::new("4-5-3", Activation::Tanh, 1).expect("a tiny model");
     let x: Vec<f32> = o.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
     let x = Tensor::from_vec(x, [2, 4]).expect("a 2×4 batch");
     let labels = Tensor::from_vec(vec![0u32, 2], [2]).expect("two labels");

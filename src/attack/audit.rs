@@ -21,7 +21,7 @@ use super::autoattack::Ensemble;
 use super::{Apgd, ApgdLoss, Attack, Square, Threat};
 use crate::data::{Batches, Dataset};
 use crate::error::{Error, Result};
-use crate::nn::Mlp;
+use crate::nn::Model;
 use crate::tensor::Tensor;
 
 /// Settings of [`audit`].
@@ -100,7 +100,7 @@ struct Batch {
 /// An empty data set, a model that does not fit it, a bad eps, and any
 /// error of the attacks.
 pub fn audit(
-    model: &Mlp,
+    model: &Model,
     data: &Dataset,
     options: &AuditOptions,
     log: &mut dyn FnMut(&str),

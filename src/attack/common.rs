@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::model::Classifier;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::nn::Mlp;
+use crate::nn::Model;
 use crate::tape::Tape;
 use crate::tensor::Tensor;
 
@@ -193,7 +193,7 @@ pub(crate) fn inv_or_zero(v: f64) -> f64 {
 /// infinite, which reads it back from a device; see
 /// [`objective_gradient_unchecked`].
 pub(crate) fn objective_gradient(
-    model: &Mlp,
+    model: &Model,
     x: &Tensor,
     classes: &Tensor,
     targeted: bool,
@@ -205,7 +205,7 @@ pub(crate) fn objective_gradient(
 /// the steps of an iterative attack after its first, whose loss was
 /// checked, run on the device without a blocking read.
 pub(crate) fn objective_gradient_unchecked(
-    model: &Mlp,
+    model: &Model,
     x: &Tensor,
     classes: &Tensor,
     targeted: bool,
@@ -214,7 +214,7 @@ pub(crate) fn objective_gradient_unchecked(
 }
 
 fn gradient_of_objective(
-    model: &Mlp,
+    model: &Model,
     x: &Tensor,
     classes: &Tensor,
     targeted: bool,
@@ -386,7 +386,7 @@ mod tests {
 
     #[test]
     fn an_attack_by_pieces_gives_each_example_the_bits_of_the_whole_batch() {
-        let model = Mlp::new("37-23-19-5", Activation::Relu, 3).unwrap();
+        let model = Model::new("37-23-19-5", Activation::Relu, 3).unwrap();
         let x = Tensor::rand_uniform([301, 37], 0.0, 1.0, 8, DType::F32);
         let labels: Vec<u32> = (0..301).map(|i| (i * 7 % 5) as u32).collect();
         let labels = Tensor::from_vec(labels, [301]).unwrap();

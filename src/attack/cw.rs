@@ -6,7 +6,7 @@ use super::common::{argmax, host_tensor, Rows};
 use super::{Goal, Target};
 use crate::backend::{BackendStorage, UpdateRule};
 use crate::error::{Error, Result};
-use crate::nn::Mlp;
+use crate::nn::Model;
 use crate::tape::Tape;
 use crate::tensor::Tensor;
 
@@ -79,7 +79,7 @@ impl CarliniWagner {
         }
     }
 
-    pub(crate) fn perturb(&self, model: &Mlp, x: &Tensor, goal: &Goal) -> Result<Tensor> {
+    pub(crate) fn perturb(&self, model: &Model, x: &Tensor, goal: &Goal) -> Result<Tensor> {
         self.check()?;
         let rows = Rows::new(x)?;
         let (n, _) = x.shape().as_matrix().unwrap_or((0, 0));

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{argmax, host_tensor, Rows};
 use crate::error::{Error, Result};
-use crate::nn::Mlp;
+use crate::nn::Model;
 use crate::tape::Tape;
 use crate::tensor::Tensor;
 
@@ -41,7 +41,7 @@ impl DeepFool {
         }
     }
 
-    pub(crate) fn perturb(&self, model: &Mlp, x: &Tensor, labels: &[u32]) -> Result<Tensor> {
+    pub(crate) fn perturb(&self, model: &Model, x: &Tensor, labels: &[u32]) -> Result<Tensor> {
         if self.max_iter == 0 || !(self.overshoot >= 0.0 && self.overshoot.is_finite()) {
             return Err(Error::invalid(format!(
                 "deepfool: needs max_iter ≥ 1 and overshoot ≥ 0, got {} and {}",
@@ -102,7 +102,7 @@ impl DeepFool {
 /// `∇ₓ(Zₖ − Z_{yᵢ})` (row `i` of the `k`-th tensor; zero where `k = yᵢ`):
 /// one forward pass and one backward pass per class, each from
 /// `Σᵢ Σⱼ Zᵢⱼ·Mᵢⱼ` with the constant mask `M = onehot(k) − onehot(y)`.
-fn class_gradients(model: &Mlp, x: &Tensor, labels: &[u32]) -> Result<(Tensor, Vec<Tensor>)> {
+fn class_gradients(model: &Model, x: &Tensor, labels: &[u32]) -> Result<(Tensor, Vec<Tensor>)> {
     let mut tape = Tape::new();
     let xv = tape.var(x.clone());
     let fwd = model.forward(&mut tape, xv, false)?;

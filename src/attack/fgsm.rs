@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::common::{objective_gradient, Rows};
 use super::{Goal, Target};
 use crate::error::Result;
-use crate::nn::Mlp;
+use crate::nn::Model;
 use crate::tensor::Tensor;
 
 /// FGSM (Goodfellow, Shlens and Szegedy, 2015), one step of size `eps`
@@ -35,7 +35,7 @@ impl Fgsm {
         }
     }
 
-    pub(crate) fn perturb(&self, model: &Mlp, x: &Tensor, goal: &Goal) -> Result<Tensor> {
+    pub(crate) fn perturb(&self, model: &Model, x: &Tensor, goal: &Goal) -> Result<Tensor> {
         let (g, _) = objective_gradient(model, x, goal.classes, goal.targeted)?;
         // clip(x + eps·sign g) is the projected step with ball radius eps.
         x.sign_step(&g, x, self.eps, self.eps, 0.0, 1.0)
@@ -67,7 +67,7 @@ impl Fgm {
         }
     }
 
-    pub(crate) fn perturb(&self, model: &Mlp, x: &Tensor, goal: &Goal) -> Result<Tensor> {
+    pub(crate) fn perturb(&self, model: &Model, x: &Tensor, goal: &Goal) -> Result<Tensor> {
         let rows = Rows::new(x)?;
         let (g, _) = objective_gradient(model, x, goal.classes, goal.targeted)?;
         let step = rows.normalize_l2(&g)?.scale(self.eps)?;

@@ -10,7 +10,7 @@ use super::rowwise::predictions;
 use super::{Attack, AutoAttack};
 use crate::data::{Batches, Dataset};
 use crate::error::{Error, Result};
-use crate::nn::Mlp;
+use crate::nn::Model;
 use crate::rng::splitmix64;
 use crate::tensor::Tensor;
 
@@ -130,7 +130,7 @@ pub fn perturbation_norms(x: &Tensor, x_adv: &Tensor) -> Result<Vec<(f64, f64)>>
 /// Every example of `data` (in file order) in batches of `batch_size` on
 /// the model's device: inputs, labels, and the labels on the host.
 fn device_batches(
-    model: &Mlp,
+    model: &Model,
     data: &Dataset,
     batch_size: usize,
     op: &'static str,
@@ -176,7 +176,7 @@ fn batch_seed(seed: u64, b: usize) -> u64 {
 /// An empty data set or eps list, a batch size of 0, a data set whose
 /// examples do not fit the model, and any error of [`Attack::run`].
 pub fn evaluate_attack(
-    model: &Mlp,
+    model: &Model,
     data: &Dataset,
     attack: &Attack,
     eps: &[f64],
@@ -290,7 +290,7 @@ pub fn evaluate_attack(
 /// # Errors
 /// As [`evaluate_attack`].
 pub fn evaluate_autoattack(
-    model: &Mlp,
+    model: &Model,
     data: &Dataset,
     attack: &AutoAttack,
     eps: &[f64],
@@ -378,7 +378,7 @@ pub fn evaluate_autoattack(
 /// The metrics of one eps from the ensemble's final states.
 #[allow(clippy::too_many_arguments)]
 fn ensemble_result(
-    model: &Mlp,
+    model: &Model,
     xs: &[(Tensor, Tensor, Vec<u32>)],
     states: &[Ensemble],
     members: &[Attack],

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::common::{inv_or_zero, objective_gradient, Rows};
 use super::{Goal, Target};
 use crate::error::{Error, Result};
-use crate::nn::Mlp;
+use crate::nn::Model;
 use crate::tensor::Tensor;
 
 /// MI-FGSM: iterative FGSM whose direction accumulates the past gradients,
@@ -44,7 +44,7 @@ impl MiFgsm {
         }
     }
 
-    pub(crate) fn perturb(&self, model: &Mlp, x: &Tensor, goal: &Goal) -> Result<Tensor> {
+    pub(crate) fn perturb(&self, model: &Model, x: &Tensor, goal: &Goal) -> Result<Tensor> {
         let alpha = self.alpha.unwrap_or(self.eps / self.steps.max(1) as f64);
         if self.steps == 0 || !(alpha > 0.0 && alpha.is_finite()) || !self.decay.is_finite() {
             return Err(Error::invalid(format!(

@@ -35,7 +35,7 @@
 //!
 //! ```no_run
 //! use advgrad::attack::{Attack, Fgsm};
-//! # fn demo(model: &advgrad::nn::Mlp, x: &advgrad::Tensor, y: &advgrad::Tensor) -> advgrad::Result<()> {
+//! # fn demo(model: &advgrad::nn::Model, x: &advgrad::Tensor, y: &advgrad::Tensor) -> advgrad::Result<()> {
 //! let attack = Attack::Fgsm(Fgsm::new(0.1));
 //! let x_adv = attack.run(model, x, y, 0)?;
 //! let fooled = model.predict(&x_adv)?;
@@ -63,7 +63,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Norm;
 use crate::error::{Error, Result};
-use crate::nn::Mlp;
+use crate::nn::Model;
 use crate::rng::{splitmix64, Rng};
 use crate::tensor::Tensor;
 
@@ -534,7 +534,7 @@ impl Attack {
     /// [`Threat::validate`]), inputs not `[N, model inputs]` or outside
     /// `[0, 1]`, labels not u32 `[N]` or out of range, a bad target or step
     /// setting, and any error of the underlying ops.
-    pub fn run(&self, model: &Mlp, x: &Tensor, labels: &Tensor, seed: u64) -> Result<Tensor> {
+    pub fn run(&self, model: &Model, x: &Tensor, labels: &Tensor, seed: u64) -> Result<Tensor> {
         if self.is_evaluation() {
             return Ok(self.outcome(model, x, labels, seed)?.adv);
         }

@@ -4,7 +4,7 @@
 //! calls [`Classifier::logits`].
 
 use crate::error::Result;
-use crate::nn::Mlp;
+use crate::nn::Model;
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 
@@ -23,18 +23,18 @@ pub trait Classifier: Sync {
     fn record_logits(&self, tape: &mut Tape, x: Var) -> Result<Var>;
 }
 
-impl Classifier for Mlp {
+impl Classifier for Model {
     fn input_size(&self) -> usize {
-        Mlp::input_size(self)
+        Model::input_size(self)
     }
     fn classes(&self) -> usize {
-        Mlp::classes(self)
+        Model::classes(self)
     }
     fn describe(&self) -> String {
         self.arch()
     }
     fn logits(&self, x: &Tensor) -> Result<Tensor> {
-        Mlp::logits(self, x)
+        Model::logits(self, x)
     }
     fn record_logits(&self, tape: &mut Tape, x: Var) -> Result<Var> {
         Ok(self.forward(tape, x, false)?.logits)

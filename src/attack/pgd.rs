@@ -9,7 +9,7 @@ use super::common::{
 };
 use super::{enforce, restart_seed, Goal, Target, Threat};
 use crate::error::{Error, Result};
-use crate::nn::Mlp;
+use crate::nn::Model;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -97,7 +97,7 @@ impl Pgd {
     /// through `Attack::run`.
     pub(crate) fn run_on_checked_batch(
         &self,
-        model: &Mlp,
+        model: &Model,
         x: &Tensor,
         labels: &Tensor,
         seed: u64,
@@ -132,7 +132,7 @@ impl Pgd {
 
     pub(crate) fn perturb(
         &self,
-        model: &Mlp,
+        model: &Model,
         x: &Tensor,
         goal: &Goal,
         seed: u64,
@@ -176,7 +176,7 @@ impl Pgd {
     /// the step needs).
     fn once(
         &self,
-        model: &Mlp,
+        model: &Model,
         x: &Tensor,
         goal: &Goal,
         rows: &Rows,

@@ -2,7 +2,9 @@
 //! of the operands' device, after checking that they share one device.
 
 use super::cpu::CpuStorage;
-use super::{Activation, BackendStorage, Binary, MatmulDims, Norm, Storage, UpdateRule};
+use super::{
+    Activation, BackendStorage, Binary, Conv2dDims, MatmulDims, Norm, PoolDims, Storage, UpdateRule,
+};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
@@ -248,5 +250,26 @@ impl BackendStorage for Storage {
     }
     fn lerp_rows(&mut self, src: &Self, rows: &Self, t: f64, cols: usize) -> Result<()> {
         on_same_device!("lerp_rows", (x = self, src = src, rows = rows) => x.lerp_rows(src, rows, t, cols), wrap_plain)
+    }
+    fn conv2d(&self, weight: &Self, bias: &Self, dims: Conv2dDims) -> Result<Self> {
+        on_same_device!("conv2d", (x = self, weight = weight, bias = bias) => x.conv2d(weight, bias, dims), wrap_storage)
+    }
+    fn conv2d_backward_input(&self, weight: &Self, dims: Conv2dDims) -> Result<Self> {
+        on_same_device!("conv2d_backward", (g = self, weight = weight) => g.conv2d_backward_input(weight, dims), wrap_storage)
+    }
+    fn conv2d_backward_params(&self, x: &Self, dims: Conv2dDims) -> Result<(Self, Self)> {
+        on_same_device!("conv2d_backward", (g = self, x = x) => g.conv2d_backward_params(x, dims), wrap_pair)
+    }
+    fn max_pool2d(&self, dims: PoolDims) -> Result<Self> {
+        on_device!(self, x => x.max_pool2d(dims), wrap_storage)
+    }
+    fn max_pool2d_backward(&self, x: &Self, dims: PoolDims) -> Result<Self> {
+        on_same_device!("max_pool2d_backward", (g = self, x = x) => g.max_pool2d_backward(x, dims), wrap_storage)
+    }
+    fn avg_pool2d(&self, dims: PoolDims) -> Result<Self> {
+        on_device!(self, x => x.avg_pool2d(dims), wrap_storage)
+    }
+    fn avg_pool2d_backward(&self, dims: PoolDims) -> Result<Self> {
+        on_device!(self, g => g.avg_pool2d_backward(dims), wrap_storage)
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use advgrad::data::{resolve_data_dir, Dataset, Fetch, Split};
-use advgrad::nn::{load_model, Activation, Mlp};
+use advgrad::nn::{load_model_arch, Activation, Model};
 use advgrad::{autocast, Device, Error, Precision, Result};
 
 /// Where the data is and which device to run on.
@@ -69,17 +69,22 @@ pub struct ModelArgs {
     /// Activation (relu, sigmoid, tanh), if the file's metadata lacks one.
     #[arg(long)]
     pub act: Option<String>,
+    /// The architecture, such as 1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10,
+    /// if the file's metadata lacks one (a convolutional model's tensors do
+    /// not tell its strides, padding and pooling; an MLP's do).
+    #[arg(long)]
+    pub arch: Option<String>,
 }
 
 impl ModelArgs {
     /// Loads the model onto `device`.
-    pub fn load(&self, device: Device) -> Result<Mlp> {
+    pub fn load(&self, device: Device) -> Result<Model> {
         let act = self
             .act
             .as_deref()
             .map(str::parse::<Activation>)
             .transpose()?;
-        load_model(&self.model, act)?.to_device(device)
+        load_model_arch(&self.model, act, self.arch.as_deref())?.to_device(device)
     }
 }
 

@@ -1,7 +1,9 @@
 //! `advgrad demo`: the main job. Trains a standard and an adversarially
 //! trained MLP on Fashion-MNIST, attacks both with FGSM and PGD-20 at
 //! several eps and with AutoAttack at eps 0.1, prints the side-by-side
-//! table and writes the pictures.
+//! table and writes the pictures. `--cnn` runs the same table with the
+//! small CNN `1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10`, on fewer epochs and
+//! test examples by default.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +13,7 @@ use advgrad::attack::{
     EvalOptions, Threat, Version,
 };
 use advgrad::data::{Split, FASHION_MNIST_CLASSES};
-use advgrad::nn::{save_model, Activation, Mlp};
+use advgrad::nn::{save_model, Activation, Model};
 use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
 use advgrad::report::{save_grid, LinePlot, Table};
 use advgrad::train::{evaluate, progress_bar, train, AdvTraining, TrainConfig};
@@ -27,25 +29,31 @@ pub struct Args {
     /// Where the models, pictures and results go.
     #[arg(long, default_value = "advgrad-demo")]
     out_dir: PathBuf,
-    /// Layer widths of both models.
-    #[arg(long, default_value = "784-256-256-10")]
-    arch: String,
-    /// Training epochs of each model.
-    #[arg(long, default_value_t = 4)]
-    epochs: usize,
+    /// The architecture of both models [default: 784-256-256-10, with
+    /// --cnn 1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10].
+    #[arg(long)]
+    arch: Option<String>,
+    /// The table with the small CNN: --arch, --epochs, --limit and
+    /// --autoattack-limit default to 1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10,
+    /// 2, 2000 and 200.
+    #[arg(long)]
+    cnn: bool,
+    /// Training epochs of each model [default: 4, with --cnn 2].
+    #[arg(long)]
+    epochs: Option<usize>,
     /// L∞ budget of adversarial training.
     #[arg(long, default_value_t = 0.1)]
     train_eps: f64,
     /// The attack budgets (L∞).
     #[arg(long, value_delimiter = ',', default_value = "0.02,0.05,0.1,0.15")]
     eps: Vec<f64>,
-    /// Attack the first N test examples.
-    #[arg(long, default_value_t = 10000)]
-    limit: usize,
+    /// Attack the first N test examples [default: 10000, with --cnn 2000].
+    #[arg(long)]
+    limit: Option<usize>,
     /// AutoAttack (standard, L∞) on the first N test examples at eps 0.1
-    /// (0: skip it).
-    #[arg(long, default_value_t = 1000)]
-    autoattack_limit: usize,
+    /// (0: skip it) [default: 1000, with --cnn 200].
+    #[arg(long)]
+    autoattack_limit: Option<usize>,
     /// Train on the first N training examples (all by default).
     #[arg(long)]
     train_limit: Option<usize>,
@@ -55,6 +63,53 @@ pub struct Args {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+}
+
+/// What `--cnn` changes: the architecture and the defaults it gives
+/// `--epochs`, `--limit` and `--autoattack-limit`.
+struct Defaults {
+    arch: &'static str,
+    epochs: usize,
+    limit: usize,
+    autoattack_limit: usize,
+}
+
+const MLP_DEFAULTS: Defaults = Defaults {
+    arch: "784-256-256-10",
+    epochs: 4,
+    limit: 10000,
+    autoattack_limit: 1000,
+};
+
+const CNN_DEFAULTS: Defaults = Defaults {
+    arch: "1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10",
+    epochs: 2,
+    limit: 2000,
+    autoattack_limit: 200,
+};
+
+/// The options with `--cnn`'s defaults filled in.
+struct Resolved {
+    arch: String,
+    epochs: usize,
+    limit: usize,
+    autoattack_limit: usize,
+}
+
+impl Args {
+    fn resolved(&self) -> Resolved {
+        let d = if self.cnn {
+            &CNN_DEFAULTS
+        } else {
+            &MLP_DEFAULTS
+        };
+        Resolved {
+            arch: self.arch.clone().unwrap_or_else(|| d.arch.to_string()),
+            epochs: self.epochs.unwrap_or(d.epochs),
+            limit: self.limit.unwrap_or(d.limit),
+            autoattack_limit: self.autoattack_limit.unwrap_or(d.autoattack_limit),
+        }
+    }
 }
 
 const PGD_STEPS: usize = 20;
@@ -77,17 +132,18 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
             args.eps
         )));
     }
+    let opts = args.resolved();
     let device = args.data.device()?;
     let train_set = args.data.load(Split::Train, args.train_limit)?;
     let test_set = args.data.load(Split::Test, None)?;
-    let attack_set = test_set.clone().limit(args.limit);
+    let attack_set = test_set.clone().limit(opts.limit);
     std::fs::create_dir_all(&args.out_dir).map_err(|source| Error::Io {
         path: args.out_dir.clone(),
         source,
     })?;
 
     let base = TrainConfig {
-        epochs: args.epochs,
+        epochs: opts.epochs,
         batch_size: 128,
         optim: OptimConfig::new(OptimizerKind::Sgd, 0.1),
         schedule: Schedule::Constant,
@@ -110,16 +166,16 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
             args.quiet,
             &format!(
                 "== training the {name} model ({}{}), {} epochs on {} examples, device {device}",
-                args.arch,
+                opts.arch,
                 adversarial.map_or(String::new(), |_| format!(
                     ", FGSM-RS adversarial training at eps {}",
                     args.train_eps
                 )),
-                args.epochs,
+                opts.epochs,
                 train_set.rows()
             ),
         );
-        let mut model = Mlp::new(&args.arch, Activation::Relu, args.seed)?.to_device(device)?;
+        let mut model = Model::new(&opts.arch, Activation::Relu, args.seed)?.to_device(device)?;
         let cfg = TrainConfig {
             adversarial,
             ..base.clone()
@@ -153,7 +209,7 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
             bar.finish_and_clear();
             reports.push(report);
         }
-        let autoattack = if args.autoattack_limit > 0 {
+        let autoattack = if opts.autoattack_limit > 0 {
             let bar = progress_bar(0, format!("{name}: AutoAttack"), args.quiet);
             let aa = AutoAttack::new(Threat::Linf(AUTOATTACK_EPS), Version::Standard);
             let eval = EvalOptions {
@@ -163,7 +219,7 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
             };
             let report = evaluate_autoattack(
                 &model,
-                &test_set.clone().limit(args.autoattack_limit),
+                &test_set.clone().limit(opts.autoattack_limit),
                 &aa,
                 &[AUTOATTACK_EPS],
                 &eval,

@@ -1,12 +1,13 @@
 //! `advgrad grads`: the loss and every gradient of a saved model on the first
-//! N test examples, saved for comparison with another framework.
+//! N test examples, saved for comparison with another framework (the
+//! input gradient `[N, C, H, W]` for an image model).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use advgrad::data::Split;
-use advgrad::nn::save_tensors;
+use advgrad::nn::{save_tensors, Input};
 use advgrad::train::batch_tensors;
 use advgrad::{Error, Result, Tape, Tensor};
 
@@ -44,6 +45,15 @@ fn run_in_precision(args: Args) -> Result<ExitCode> {
         &mut Vec::new(),
         &mut Vec::new(),
     )?;
+    // An image model's input gradient keeps the image's shape.
+    let x = match model.input {
+        Input::Image {
+            channels,
+            height,
+            width,
+        } => x.reshape([data.rows(), channels, height, width])?,
+        Input::Features(_) => x,
+    };
     let mut tape = Tape::new();
     let xv = tape.var(x);
     let fwd = model.forward(&mut tape, xv, true)?;

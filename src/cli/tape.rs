@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use advgrad::nn::{parse_arch, Activation, Mlp};
+use advgrad::nn::{parse_arch, Activation, LayerSpec, Model};
 use advgrad::report::tape_graph::{record_model_pass, TapeGraph};
 use advgrad::Result;
 
@@ -38,8 +38,14 @@ pub struct Args {
 /// An architecture small enough to draw: the spec's own checks, at most
 /// [`MAX_LAYERS`] layers of at most [`MAX_WIDTH`] units.
 fn parse_spec(spec: &str) -> std::result::Result<String, String> {
-    let widths = parse_arch(spec).map_err(|e| e.to_string())?;
-    if widths.len() > MAX_LAYERS + 1 || widths.iter().any(|&w| w > MAX_WIDTH) {
+    let arch = parse_arch(spec).map_err(|e| e.to_string())?;
+    let widest_layer = arch.layers.iter().map(|layer| match *layer {
+        LayerSpec::Linear(n) => n,
+        LayerSpec::Conv2d { out, .. } => out,
+        LayerSpec::MaxPool2d(_) | LayerSpec::AvgPool2d(_) => 0,
+    });
+    let widest = widest_layer.chain([arch.input.size()]).max().unwrap_or(0);
+    if arch.layers.len() > MAX_LAYERS || widest > MAX_WIDTH {
         return Err(format!(
             "`{spec}` is too big to draw: at most {MAX_LAYERS} layers of at most {MAX_WIDTH} units"
         ));
@@ -52,7 +58,7 @@ fn parse_activation(s: &str) -> std::result::Result<Activation, String> {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let model = Mlp::new(&args.arch, args.act, args.seed)?;
+    let model = Model::new(&args.arch, args.act, args.seed)?;
     let batch = usize::try_from(args.batch).unwrap_or(usize::MAX);
     let (tape, loss) = record_model_pass(&model, batch, args.seed)?;
     let graph = TapeGraph::of(&tape)?;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use advgrad::checkpoint;
 use advgrad::data::Split;
-use advgrad::nn::{save_model_as, Activation, Mlp};
+use advgrad::nn::{save_model_as, Activation, Model};
 use advgrad::optim::{OptimConfig, OptimizerKind, Schedule};
 use advgrad::train::{train_with, AdvTraining, Checkpointing, SaveEvery, TrainConfig};
 use advgrad::{DType, Error, Result};
@@ -24,7 +24,10 @@ pub struct Args {
     /// bf16 (half the size; rounded to nearest even, loaded back as f32).
     #[arg(long, default_value = "f32", value_parser = parse_save_dtype)]
     save_dtype: DType,
-    /// Layer widths, input first.
+    /// The architecture: layer widths, input first (784-256-256-10), or
+    /// an image input and its layers, such as
+    /// 1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10 (cOkK[sS][pP] a convolution,
+    /// mpK/apK max-/average-pooling, a number a linear layer).
     #[arg(long, default_value = "784-256-256-10")]
     arch: String,
     /// Activation between layers: relu, sigmoid or tanh.
@@ -184,7 +187,7 @@ fn run_in_precision(mut args: Args) -> Result<ExitCode> {
     let device = args.data.device()?;
     let train_set = args.data.load(Split::Train, args.limit)?;
     let test_set = args.data.load(Split::Test, None)?;
-    let mut model = Mlp::new(&args.arch, activation, args.seed)?.to_device(device)?;
+    let mut model = Model::new(&args.arch, activation, args.seed)?.to_device(device)?;
     if !cfg.quiet {
         eprintln!(
             "training {} {} ({} parameters) on {} examples, device {device}, {} products",

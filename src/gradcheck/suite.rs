@@ -98,7 +98,7 @@ impl CaseSize {
 }
 
 /// The names of all built-in cases, in order.
-pub const CASE_NAMES: [&str; 21] = [
+pub const CASE_NAMES: [&str; 27] = [
     "matmul",
     "add",
     "sub",
@@ -120,6 +120,12 @@ pub const CASE_NAMES: [&str; 21] = [
     "dlr",
     "dlr_targeted",
     "mlp",
+    "conv2d",
+    "conv2d_same",
+    "max_pool2d",
+    "avg_pool2d",
+    "reshape",
+    "cnn",
 ];
 
 fn uniform(dims: &[usize], seed: u64) -> Tensor {
@@ -378,6 +384,29 @@ pub fn case_sized(name: &str, size: CaseSize) -> Result<Option<Case>> {
             )
         }
         "mlp" => mlp_case(size)?,
+        // Stride 2, padding 1, a non-square kernel on a non-square input.
+        "conv2d" => conv_case("conv2d", size, [2, 3, 7, 6], [4, 3, 3, 2], 2, 1)?,
+        // Stride 1 (the unfold's contiguous copies), padding 2.
+        "conv2d_same" => conv_case("conv2d_same", size, [2, 2, 5, 7], [3, 2, 5, 3], 1, 2)?,
+        "max_pool2d" => unary_case_with(
+            "max_pool2d",
+            |t, x| t.max_pool2d(x, 2),
+            uniform(&size.of(&[2, 3, 7, 5]), 50),
+        ),
+        "avg_pool2d" => unary_case_with(
+            "avg_pool2d",
+            |t, x| t.avg_pool2d(x, 3),
+            uniform(&size.of(&[2, 3, 7, 5]), 51),
+        ),
+        "reshape" => unary_case_with(
+            "reshape",
+            |t, x| {
+                let y = t.flatten(x)?;
+                t.tanh(y)
+            },
+            uniform(&size.of(&[3, 4, 5]), 52),
+        ),
+        "cnn" => cnn_case(size)?,
         _ => return Ok(None),
     };
     Ok(Some(c))
@@ -411,6 +440,63 @@ fn mlp_case(size: CaseSize) -> Result<Case> {
             }
             let y = y.to_device(t.value(v[0])?.device())?;
             t.softmax_cross_entropy(h, &y)
+        }),
+    })
+}
+
+/// `Σ conv2d(x, W, b) ⊙ w` for `x` of `input` dims, `W` of `kernel` dims.
+fn conv_case(
+    name: &'static str,
+    size: CaseSize,
+    input: [usize; 4],
+    kernel: [usize; 4],
+    stride: usize,
+    padding: usize,
+) -> Result<Case> {
+    let kernel = size.of(&kernel);
+    Ok(Case {
+        name,
+        inputs: vec![
+            uniform(&size.of(&input), 53),
+            uniform(&kernel, 54),
+            uniform(&[kernel[0]], 55),
+        ],
+        f: Box::new(move |t, v| {
+            let y = t.conv2d(v[0], v[1], v[2], stride, padding)?;
+            weighted_sum(t, y, 56)
+        }),
+    })
+}
+
+/// x → conv2d (padding 1) → relu → max_pool2d(2) → flatten → linear →
+/// softmax cross-entropy; checked with respect to the input and every
+/// parameter.
+fn cnn_case(size: CaseSize) -> Result<Case> {
+    let x = size.of(&[3, 2, 9, 8]);
+    let w1 = size.of(&[4, 2, 3, 3]);
+    // The convolution keeps `H + 2 − K + 1` rows (padding 1); the pool halves them.
+    let conv = |d: usize, k: usize| d + 2 - k + 1;
+    let (oh, ow) = (conv(x[2], w1[2]) / 2, conv(x[3], w1[3]) / 2);
+    let (features, classes) = (w1[0] * oh * ow, size.n(5));
+    let y = labels(x[0], classes as u32, 57)?;
+    Ok(Case {
+        name: "cnn",
+        inputs: vec![
+            uniform(&x, 58),
+            uniform(&w1, 59).scale(0.5)?,
+            uniform(&[w1[0]], 60).scale(0.2)?,
+            uniform(&[classes, features], 61).scale(0.3)?,
+            uniform(&[classes], 62).scale(0.2)?,
+        ],
+        f: Box::new(move |t, v| {
+            let h = t.conv2d(v[0], v[1], v[2], 1, 1)?;
+            let h = t.relu(h)?;
+            let h = t.max_pool2d(h, 2)?;
+            let h = t.flatten(h)?;
+            let z = t.matmul_ex(h, v[3], false, true)?;
+            let z = t.add(z, v[4])?;
+            let y = y.to_device(t.value(v[0])?.device())?;
+            t.softmax_cross_entropy(z, &y)
         }),
     })
 }

@@ -22,8 +22,10 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
+use super::arch::{parse_arch, Arch, Input};
+use super::conv::Conv2d;
 use super::linear::Linear;
-use super::mlp::{Activation, Mlp};
+use super::model::{Activation, Layer, LayerSizes, Model};
 
 /// One tensor as a safetensors file stores it: a name, a dtype, a shape and
 /// the little-endian bytes.
@@ -113,7 +115,7 @@ pub fn save_tensors(
 
 /// Saves a model: f32 parameters under their PyTorch names, with its
 /// architecture and activation as metadata.
-pub fn save_model(model: &Mlp, path: &Path) -> Result<()> {
+pub fn save_model(model: &Model, path: &Path) -> Result<()> {
     save_model_as(model, path, DType::F32)
 }
 
@@ -125,7 +127,7 @@ pub fn save_model(model: &Mlp, path: &Path) -> Result<()> {
 /// # Errors
 /// [`Error::InvalidArgument`] for another dtype, or for a parameter beyond
 /// the range of `dtype` (f16 ends at 65504), named; as [`write_safetensors`].
-pub fn save_model_as(model: &Mlp, path: &Path, dtype: DType) -> Result<()> {
+pub fn save_model_as(model: &Model, path: &Path, dtype: DType) -> Result<()> {
     if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
         return Err(Error::invalid(format!(
             "a model is saved as f32, f16 or bf16, not {dtype}"
@@ -219,7 +221,7 @@ fn check_finite(path: &Path, name: &str, values: &[f32]) -> Result<()> {
 /// if it is not safetensors, misses or mis-shapes a layer, holds an
 /// unexpected key, an integer tensor (its dtype is named) or a NaN or
 /// infinite value (the tensor and the counts are named).
-pub fn load_model(path: &Path, activation: Option<Activation>) -> Result<Mlp> {
+pub fn load_model(path: &Path, activation: Option<Activation>) -> Result<Model> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -232,7 +234,45 @@ pub fn load_model(path: &Path, activation: Option<Activation>) -> Result<Mlp> {
 ///
 /// # Errors
 /// As [`load_model`].
-pub fn load_model_bytes(path: &Path, bytes: &[u8], activation: Option<Activation>) -> Result<Mlp> {
+pub fn load_model_bytes(
+    path: &Path,
+    bytes: &[u8],
+    activation: Option<Activation>,
+) -> Result<Model> {
+    load_model_bytes_arch(path, bytes, activation, None)
+}
+
+/// [`load_model`] with the architecture `arch` (an `--arch` spec) when
+/// given, else the file's metadata `"arch"`: what a convolutional model
+/// needs, since its tensors do not tell strides, padding or pooling. An
+/// MLP's architecture comes from its tensors and is checked against
+/// `arch`.
+///
+/// # Errors
+/// As [`load_model`]; also [`Error::File`] if a tensor is missing, extra or
+/// of another shape than the architecture asks.
+pub fn load_model_arch(
+    path: &Path,
+    activation: Option<Activation>,
+    arch: Option<&str>,
+) -> Result<Model> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_model_bytes_arch(path, &bytes, activation, arch)
+}
+
+/// [`load_model_arch`] from the bytes of a model file held in memory.
+///
+/// # Errors
+/// As [`load_model_arch`].
+pub fn load_model_bytes_arch(
+    path: &Path,
+    bytes: &[u8],
+    activation: Option<Activation>,
+    arch: Option<&str>,
+) -> Result<Model> {
     let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
     let file = SafeTensors::deserialize(bytes)
@@ -252,7 +292,18 @@ pub fn load_model_bytes(path: &Path, bytes: &[u8], activation: Option<Activation
         }
     };
 
+    let arch_text = arch
+        .map(str::to_string)
+        .or_else(|| metadata.get("arch").cloned());
+    let arch = arch_text
+        .as_deref()
+        .map(parse_arch)
+        .transpose()
+        .map_err(|e| Error::file(path, format!("architecture: {e}")))?;
     let names = file.names();
+    if let Some(arch) = arch.as_ref().filter(|a| !a.is_mlp()) {
+        return load_layers(path, &file, &names, arch, activation);
+    }
     let mut layers = Vec::new();
     for index in (0..).step_by(2) {
         let (wk, bk) = (format!("{index}.weight"), format!("{index}.bias"));
@@ -271,7 +322,16 @@ pub fn load_model_bytes(path: &Path, bytes: &[u8], activation: Option<Activation
         let (out, inp) = weight.shape().as_matrix().ok_or_else(|| {
             Error::file(
                 path,
-                format!("{wk} must be [out, in], got {}", weight.shape()),
+                format!(
+                    "{wk} must be [out, in], got {}{}",
+                    weight.shape(),
+                    if weight.rank() == 4 {
+                        "; a convolutional model needs its architecture: the metadata's \"arch\" \
+                         or --arch"
+                    } else {
+                        ""
+                    }
+                ),
             )
         })?;
         if bias.dims() != [out] {
@@ -304,12 +364,6 @@ pub fn load_model_bytes(path: &Path, bytes: &[u8], activation: Option<Activation
         ));
     }
     let known = 2 * layers.len();
-    // A training checkpoint holds the model plus state under its own
-    // prefixes; those keys are not layers.
-    let state_key = |n: &str| {
-        n.starts_with(crate::checkpoint::OPTIMIZER_PREFIX)
-            || n.starts_with(crate::checkpoint::TRAIN_PREFIX)
-    };
     if let Some(extra) = names.iter().filter(|n| !state_key(n)).find(|n| {
         let idx = n.split('.').next().and_then(|i| i.parse::<usize>().ok());
         !matches!(idx, Some(i) if i % 2 == 0 && i < known)
@@ -319,17 +373,100 @@ pub fn load_model_bytes(path: &Path, bytes: &[u8], activation: Option<Activation
             format!("unexpected key {extra}: not an MLP of Linear layers"),
         ));
     }
-    let model = Mlp { layers, activation };
-    if let Some(arch) = metadata.get("arch") {
-        if *arch != model.arch() {
+    let model = mlp_of(layers, activation);
+    if let (Some(arch), Some(text)) = (arch, arch_text) {
+        if arch.to_string() != model.arch() {
             return Err(Error::file(
                 path,
                 format!(
-                    "metadata says arch {arch} but the tensors describe {}",
+                    "metadata says arch {text} but the tensors describe {}",
                     model.arch()
                 ),
             ));
         }
     }
     Ok(model)
+}
+
+/// The MLP of `linears` with `activation` between them.
+fn mlp_of(linears: Vec<Linear>, activation: Activation) -> Model {
+    let input = Input::Features(linears.first().map_or(0, Linear::inputs));
+    let last = linears.len().saturating_sub(1);
+    let mut layers = Vec::new();
+    for (i, linear) in linears.into_iter().enumerate() {
+        layers.push(Layer::Linear(linear));
+        if i < last {
+            layers.push(Layer::Activation(activation));
+        }
+    }
+    Model {
+        input,
+        layers,
+        activation,
+    }
+}
+
+/// The model of `arch` with every parameter read from `file` under its
+/// `nn.Sequential` name, each checked for its shape; any other key (but a
+/// checkpoint's state) is an error.
+fn load_layers(
+    path: &Path,
+    file: &SafeTensors<'_>,
+    names: &[&String],
+    arch: &Arch,
+    activation: Activation,
+) -> Result<Model> {
+    let mut model = Model::build(arch, activation, |sizes| {
+        Ok(match sizes {
+            LayerSizes::Linear(i, o) => Layer::Linear(Linear {
+                weight: Tensor::zeros([o, i], DType::F32),
+                bias: Tensor::zeros([o], DType::F32),
+            }),
+            LayerSizes::Conv2d(i, o, k, stride, padding) => Layer::Conv2d(Conv2d {
+                weight: Tensor::zeros([o, i, k, k], DType::F32),
+                bias: Tensor::zeros([o], DType::F32),
+                stride,
+                padding,
+            }),
+        })
+    })?;
+    let expected = model.param_names();
+    for (name, param) in expected.iter().zip(model.params_mut()) {
+        let view = file.tensor(name).map_err(|_| {
+            Error::file(
+                path,
+                format!("missing key {name}: the architecture {arch} has it"),
+            )
+        })?;
+        let value = read_f32(path, name, &view)?;
+        if value.dims() != param.dims() {
+            return Err(Error::file(
+                path,
+                format!(
+                    "{name} must be {} for the architecture {arch}, got {}",
+                    param.shape(),
+                    value.shape()
+                ),
+            ));
+        }
+        *param = value;
+    }
+    if let Some(extra) = names
+        .iter()
+        .filter(|n| !state_key(n))
+        .find(|n| !expected.contains(n))
+    {
+        return Err(Error::file(
+            path,
+            format!("unexpected key {extra}: not a parameter of {arch}"),
+        ));
+    }
+    Ok(model)
+}
+
+/// A training checkpoint holds the model plus state under its own
+/// prefixes; those keys are not layers.
+fn state_key(name: &str) -> bool {
+    name.starts_with(crate::checkpoint::OPTIMIZER_PREFIX)
+        || name.starts_with(crate::checkpoint::TRAIN_PREFIX)
 }

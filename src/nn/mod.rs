@@ -1,12 +1,18 @@
-//! Models: linear layers and multi-layer perceptrons, with named parameters
-//! in PyTorch's layout and safetensors model files.
+//! Models: a sequential model of convolutions, pooling and linear layers
+//! (an MLP is one), its architecture grammar, named parameters in
+//! PyTorch's `nn.Sequential` layout and safetensors model files.
 
+pub mod arch;
+mod conv;
 mod file;
 mod linear;
-mod mlp;
+mod model;
 
+pub use arch::{parse_arch, Arch, Input, LayerSpec};
+pub use conv::Conv2d;
 pub use file::{le_bytes, save_tensors, write_safetensors, RawTensor};
-pub use file::{load_model, load_model_bytes, save_model, save_model_as};
+pub use file::{load_model, load_model_arch, load_model_bytes, load_model_bytes_arch};
+pub use file::{save_model, save_model_as};
 pub use linear::Linear;
-pub(crate) use mlp::gradients_of;
-pub use mlp::{parse_arch, Activation, Forward, Mlp, Params, StepGradients};
+pub(crate) use model::gradients_of;
+pub use model::{Activation, Forward, Layer, Model, Params, StepGradients};

@@ -25,17 +25,24 @@
 //! | `kl_div` | `KLᵢ = Σⱼ pᵢⱼ(ln pᵢⱼ − ln qᵢⱼ)`, `p = softmax(a)`, `q = softmax(b)` | `da = g·p ⊙ (ln p − ln q − KL)`, `db = g·(q − p)` |
 //! | `dlr` | `−(z_y − max_{j≠y} z_j)/(z_π1 − z_π3 + 1e−12)` per row | see [`robust_loss`] |
 //! | `dlr_targeted` | `−(z_y − z_t)/(z_π1 − (z_π3 + z_π4)/2 + 1e−12)` per row | see [`robust_loss`] |
+//! | `conv2d` | `y[n,o,i,j] = b[o] + Σ_{c,p,q} W[o,c,p,q]·x[n,c,i·s+p−pad,j·s+q−pad]` | `dx[n,c,i·s+p−pad,j·s+q−pad] += g[n,o,i,j]·W[o,c,p,q]`, `dW[o,c,p,q] = Σ_{n,i,j} g[n,o,i,j]·x[n,c,i·s+p−pad,j·s+q−pad]`, `db[o] = Σ_{n,i,j} g[n,o,i,j]` (see [`conv`]) |
+//! | `max_pool2d` | `y[n,c,i,j] = max_{a,b<K} x[n,c,iK+a,jK+b]` | `dx = g` at the first maximum of each window, 0 elsewhere |
+//! | `avg_pool2d` | `y[n,c,i,j] = (1/K²) Σ_{a,b<K} x[n,c,iK+a,jK+b]` | `dx[n,c,iK+a,jK+b] = g[n,c,i,j]/K²` |
+//! | `reshape` | `y = x` under another shape (no copy) | `dx = g` under the shape of `x` |
 //!
 //! The non-differentiable helpers the attacks use (`sign`, `clamp`,
 //! `argmax_rows`, `project_linf`) live in [`helpers`] and work on tensors only.
 
 pub mod activation;
 pub mod arith;
+pub mod conv;
 pub mod helpers;
 pub mod linear;
 pub mod loss;
 pub mod matmul;
+pub mod pool;
 pub mod reduce;
+pub mod reshape;
 pub mod robust_loss;
 
 use std::fmt;
@@ -134,6 +141,20 @@ pub enum Op {
         /// The targets t of the targeted form.
         targets: Option<Tensor>,
     },
+    /// 2-D convolution of `[x, W, b]` (NCHW), with its stride and zero
+    /// padding.
+    Conv2d {
+        /// The stride along both axes.
+        stride: usize,
+        /// The zero padding on every side.
+        padding: usize,
+    },
+    /// Max-pooling with this kernel = stride.
+    MaxPool2d(usize),
+    /// Average-pooling with this kernel = stride.
+    AvgPool2d(usize),
+    /// The input under another shape, sharing its buffer.
+    Reshape,
     /// A user-defined op.
     Custom(Arc<dyn CustomOp>),
 }
@@ -166,6 +187,10 @@ impl Op {
             Op::Dlr {
                 targets: Some(_), ..
             } => "dlr_targeted",
+            Op::Conv2d { .. } => "conv2d",
+            Op::MaxPool2d(_) => "max_pool2d",
+            Op::AvgPool2d(_) => "avg_pool2d",
+            Op::Reshape => "reshape",
             Op::Custom(op) => op.name(),
         }
     }
@@ -252,6 +277,14 @@ impl Op {
                 targets.as_ref(),
                 g
             )?)]),
+            Op::Conv2d { stride, padding } => conv::backward(inputs, g, *stride, *padding, needs),
+            Op::MaxPool2d(k) => Ok(smallvec![Some(pool::max_pool2d_backward(
+                inputs[0], g, *k
+            )?)]),
+            Op::AvgPool2d(k) => Ok(smallvec![Some(pool::avg_pool2d_backward(
+                inputs[0], g, *k
+            )?)]),
+            Op::Reshape => Ok(smallvec![Some(g.reshape(inputs[0].shape().clone())?)]),
             Op::Custom(op) => op.backward(inputs, output, g).map(InputGrads::from_vec),
         }
     }
@@ -261,6 +294,9 @@ impl fmt::Debug for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::Scale(s) => write!(f, "scale({s})"),
+            Op::Conv2d { stride, padding } => write!(f, "conv2d(s{stride},p{padding})"),
+            Op::MaxPool2d(k) => write!(f, "max_pool2d({k})"),
+            Op::AvgPool2d(k) => write!(f, "avg_pool2d({k})"),
             Op::BiasAct(act) => write!(f, "bias_{}", format!("{act:?}").to_lowercase()),
             Op::LinearAct(act, precision) => write!(
                 f,

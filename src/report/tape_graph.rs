@@ -35,7 +35,7 @@ use crate::atomic_file::write_atomic;
 use crate::data::Rng;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::nn::Mlp;
+use crate::nn::Model;
 use crate::ops::Op;
 use crate::tape::Tape;
 use crate::tensor::Tensor;
@@ -281,7 +281,7 @@ impl fmt::Display for TapeGraph {
 ///
 /// # Errors
 /// A batch of 0, and the errors of the forward and backward pass.
-pub fn record_model_pass(model: &Mlp, batch: usize, seed: u64) -> Result<(Tape, f64)> {
+pub fn record_model_pass(model: &Model, batch: usize, seed: u64) -> Result<(Tape, f64)> {
     if batch == 0 {
         return Err(Error::invalid("the batch needs at least one example"));
     }

@@ -290,6 +290,6 @@ pub fn debian_files_or_skip(test: &str) -> Option<HashMap<String, Reply>> {
 
 /// Saves a freshly initialised `arch` ReLU model to `path`.
 pub fn write_model(path: &Path, arch: &str) {
-    let model = advgrad::nn::Mlp::new(arch, advgrad::nn::Activation::Relu, 0).expect("model");
+    let model = advgrad::nn::Model::new(arch, advgrad::nn::Activation::Relu, 0).expect("model");
     advgrad::nn::save_model(&model, path).expect("save model");
 }

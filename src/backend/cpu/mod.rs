@@ -10,6 +10,7 @@
 //! are bit-identical for any number of threads.
 
 mod cast;
+pub mod conv;
 mod fused_update;
 pub mod gemm;
 mod kernels;
@@ -17,7 +18,9 @@ mod mixed;
 
 use half::{bf16, f16};
 
-use crate::backend::{pool, Activation, BackendStorage, Binary, MatmulDims, Norm, UpdateRule};
+use crate::backend::{
+    pool, Activation, BackendStorage, Binary, Conv2dDims, MatmulDims, Norm, PoolDims, UpdateRule,
+};
 use crate::dtype::{DType, Float};
 use crate::error::{Error, Result};
 use crate::precision::{autocast, Precision};
@@ -542,5 +545,48 @@ impl BackendStorage for CpuStorage {
     }
     fn lerp_rows(&mut self, src: &Self, rows: &Self, t: f64, cols: usize) -> Result<()> {
         robust::lerp_rows(self, src, rows, t, cols)
+    }
+
+    fn conv2d(&self, weight: &Self, bias: &Self, dims: Conv2dDims) -> Result<Self> {
+        with_floats!("conv2d", (self, weight, bias), |x, w, b| Ok(
+            CpuElement::into_storage(conv::conv2d(x, w, b, &dims))
+        ))
+    }
+
+    fn conv2d_backward_input(&self, weight: &Self, dims: Conv2dDims) -> Result<Self> {
+        with_floats!("conv2d_backward", (self, weight), |g, w| Ok(
+            CpuElement::into_storage(conv::conv2d_backward_input(g, w, &dims))
+        ))
+    }
+
+    fn conv2d_backward_params(&self, x: &Self, dims: Conv2dDims) -> Result<(Self, Self)> {
+        with_floats!("conv2d_backward", (self, x), |g, x| {
+            let (dw, db) = conv::conv2d_backward_params(g, x, &dims);
+            Ok((CpuElement::into_storage(dw), CpuElement::into_storage(db)))
+        })
+    }
+
+    fn max_pool2d(&self, dims: PoolDims) -> Result<Self> {
+        with_float!("max_pool2d", self, |x: T| Ok(CpuElement::into_storage(
+            conv::max_pool2d(x, &dims)
+        )))
+    }
+
+    fn max_pool2d_backward(&self, x: &Self, dims: PoolDims) -> Result<Self> {
+        with_floats!("max_pool2d_backward", (self, x), |g, x| Ok(
+            CpuElement::into_storage(conv::max_pool2d_backward(g, x, &dims))
+        ))
+    }
+
+    fn avg_pool2d(&self, dims: PoolDims) -> Result<Self> {
+        with_float!("avg_pool2d", self, |x: T| Ok(CpuElement::into_storage(
+            conv::avg_pool2d(x, &dims)
+        )))
+    }
+
+    fn avg_pool2d_backward(&self, dims: PoolDims) -> Result<Self> {
+        with_float!("avg_pool2d_backward", self, |g: T| Ok(
+            CpuElement::into_storage(conv::avg_pool2d_backward(g, &dims))
+        ))
     }
 }

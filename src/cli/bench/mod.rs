@@ -53,7 +53,8 @@ pub struct Args {
     /// Steps of `--op pgd` (its rows are named `pgd{steps}`).
     #[arg(long, default_value_t = 20)]
     steps: usize,
-    /// The MLP of `train_step` and `epoch`, e.g. `784-1024-1024-10`
+    /// The model of `train_step`, `epoch`, `fgsm` and `pgd`, e.g.
+    /// `784-1024-1024-10` or `1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10`
     /// [default: the peer comparison's 784-256-256-10].
     #[arg(long)]
     arch: Option<String>,

@@ -3,7 +3,7 @@
 
 use advgrad::attack::{Attack, AttackOptions};
 use advgrad::data::{Dataset, Split};
-use advgrad::nn::{parse_arch, Activation, Mlp};
+use advgrad::nn::{parse_arch, Activation, Model};
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
 use advgrad::tally::StepTally;
 use advgrad::train::{batch_tensors, fused_updates, tallied_step, train, TrainConfig};
@@ -12,7 +12,8 @@ use advgrad::{Result, Tape, Tensor};
 use super::{report, synthetic, Args, Timer, ARCH, ATTACK_BATCH, BATCH, EPS};
 
 impl Args {
-    /// The MLP of the training ops: `--arch`, or the peers' protocol's.
+    /// The model of the training and attack ops: `--arch`, or the peers'
+    /// protocol's MLP.
     fn arch(&self) -> &str {
         self.arch.as_deref().unwrap_or(ARCH)
     }
@@ -29,14 +30,21 @@ impl Args {
     }
 }
 
-/// FLOPs of one training step of the MLP `arch` at batch `b`: forward
-/// `2·b·Σ in·out`, backward twice that, minus the input gradient of the
-/// first layer, which training does not compute.
+/// FLOPs of one training step of the model `arch` at batch `b`: forward
+/// `2·b·Σ macs` over its linear and convolution layers (`in·out` for a
+/// linear layer, `O·OH·OW·C·K²` for a convolution), backward twice that,
+/// minus the input gradient of the first layer, which training does not
+/// compute.
 fn train_step_flops(arch: &str, b: usize) -> Result<f64> {
-    let widths = parse_arch(arch)?;
+    let layers = parse_arch(arch)?.layer_macs();
     let b = b as f64;
-    let macs: f64 = widths.windows(2).map(|w| (w[0] * w[1]) as f64).sum();
-    Ok(6.0 * b * macs - 2.0 * b * (widths[0] * widths[1]) as f64)
+    let macs: f64 = layers.iter().map(|(m, _)| m).sum();
+    let first: f64 = layers
+        .iter()
+        .filter(|(_, first)| *first)
+        .map(|(m, _)| m)
+        .sum();
+    Ok(6.0 * b * macs - 2.0 * b * first)
 }
 
 /// One SGD step on the first batch of the training set, repeated back to
@@ -49,7 +57,7 @@ pub(super) fn train_step(args: &Args, timer: Timer) -> Result<()> {
     let data = args.data.load(Split::Train, Some(batch))?;
     let idx: Vec<usize> = (0..data.rows()).collect();
     let (x, y) = batch_tensors(&data, &idx, device, &mut Vec::new(), &mut Vec::new())?;
-    let mut model = Mlp::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
+    let mut model = Model::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
     let mut opt = Optimizer::new(OptimConfig::new(OptimizerKind::Sgd, 0.1), &model.params())?;
     let mut tape = Tape::new();
     let mut tally = StepTally::new(device)?;
@@ -93,7 +101,7 @@ pub(super) fn epoch(args: &Args, timer: Timer) -> Result<()> {
     };
     let mut times = Vec::new();
     for _ in 0..timer.repeat.max(1) {
-        let mut model = Mlp::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
+        let mut model = Model::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
         times.push(train(&mut model, &train_set, None, &cfg)?.seconds);
     }
     let seconds = super::median(times);
@@ -104,8 +112,8 @@ pub(super) fn epoch(args: &Args, timer: Timer) -> Result<()> {
         "epoch",
         device,
         seconds,
-        serde_json::json!({"examples": rows, "examples_per_second": rate}),
-        &format!("{rows} examples  {rate:.0} examples/s"),
+        serde_json::json!({"examples": rows, "examples_per_second": rate, "arch": args.arch()}),
+        &format!("{} {rows} examples  {rate:.0} examples/s", args.arch()),
     );
     Ok(())
 }
@@ -114,7 +122,7 @@ pub(super) fn epoch(args: &Args, timer: Timer) -> Result<()> {
 /// their gradient products with `ADVGRAD_FUSED_UPDATE=1`), without the
 /// loss and accuracy statistics.
 fn lean_step(
-    model: &mut Mlp,
+    model: &mut Model,
     opt: &mut Optimizer,
     tape: &mut Tape,
     x: &Tensor,
@@ -138,8 +146,8 @@ pub(super) fn lean_epoch(args: &Args, timer: Timer) -> Result<()> {
     let device = timer.device;
     let batch = args.batch()?;
     let rows = args.limit.unwrap_or(synthetic::ROWS);
-    let widths = parse_arch(args.arch())?;
-    let (features, classes) = (widths[0], widths[widths.len() - 1]);
+    let arch = parse_arch(args.arch())?;
+    let (features, classes) = (arch.input_size(), arch.classes());
     let batches = synthetic::batches(rows, features, classes, batch, device)?;
     if batches.is_empty() {
         return Err(advgrad::Error::invalid(format!(
@@ -147,7 +155,7 @@ pub(super) fn lean_epoch(args: &Args, timer: Timer) -> Result<()> {
         )));
     }
     let run_epoch = || -> Result<f64> {
-        let mut model = Mlp::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
+        let mut model = Model::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
         let config = OptimConfig::new(OptimizerKind::Sgd, 0.1);
         let mut opt = Optimizer::new(config, &model.params())?;
         let mut tape = Tape::new();
@@ -184,11 +192,12 @@ pub(super) fn lean_epoch(args: &Args, timer: Timer) -> Result<()> {
 }
 
 /// FGSM or PGD (`--steps` steps of alpha eps/10) over the test set (or its
-/// first `--limit` examples) in batches of 1000, on an untrained model.
+/// first `--limit` examples) in batches of 1000, on an untrained model of
+/// `--arch`.
 pub(super) fn attack(args: &Args, timer: Timer, name: &str) -> Result<()> {
     let device = timer.device;
     let test_set: Dataset = args.data.load(Split::Test, args.limit)?;
-    let model = Mlp::new(ARCH, Activation::Relu, 0)?.to_device(device)?;
+    let model = Model::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
     let options = AttackOptions {
         steps: (name == "pgd").then_some(args.steps),
         alpha: (name == "pgd").then_some(EPS / 10.0),
@@ -216,8 +225,8 @@ pub(super) fn attack(args: &Args, timer: Timer, name: &str) -> Result<()> {
         &op,
         device,
         seconds,
-        serde_json::json!({"examples": rows, "eps": EPS}),
-        &format!("{rows} examples  eps {EPS}"),
+        serde_json::json!({"examples": rows, "eps": EPS, "arch": args.arch()}),
+        &format!("{} {rows} examples  eps {EPS}", args.arch()),
     );
     Ok(())
 }

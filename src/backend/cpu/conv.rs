@@ -1,0 +1,370 @@
+//! Convolution and pooling on the CPU.
+//!
+//! A convolution is an unfold (im2col) of each image into its patch matrix
+//! `[C·KH·KW, OH·OW]`, multiplied with the packed gemm
+//! ([`gemm::gemm`]): forward `y_n = W·col_n + b`, input gradient
+//! `dx_n = fold(Wᵀ·g_n)`, weight gradient `dW = Σ_n g_n·col_nᵀ`. Each
+//! task handles a fixed run of [`IMAGES_PER_TASK`] images with one patch
+//! buffer from the pool, so a steady state allocates nothing. The weight
+//! gradient sums a partial per task, then the partials in task order:
+//! the bits depend on the batch alone, not on the number of threads.
+//!
+//! Pooling (kernel = stride = K) runs over planes `[H, W]` in fixed runs of
+//! planes, one window at a time.
+
+use rayon::prelude::*;
+
+use super::gemm::{self, GemmElem};
+use crate::backend::{pool, Conv2dDims, PoolDims};
+use crate::dtype::Float;
+
+/// Images per rayon task: fixed, so the split never depends on the
+/// number of threads.
+pub const IMAGES_PER_TASK: usize = 4;
+
+/// Planes per rayon task for pooling.
+const PLANES_PER_TASK: usize = 16;
+
+/// A buffer of `len` values from the pool, every one set to `value`.
+fn filled<T: Float>(len: usize, value: T) -> Vec<T> {
+    let mut v = pool::take(len);
+    v.resize(len, value);
+    v
+}
+
+/// For the kernel offset `k` along an axis of `extent` input positions,
+/// the output positions `lo..hi` whose input position `o·s + k − pad`
+/// falls inside the input.
+fn valid_outputs(
+    k: usize,
+    pad: usize,
+    stride: usize,
+    extent: usize,
+    outputs: usize,
+) -> (usize, usize) {
+    // o·s + k ≥ pad  ⇔  o ≥ ⌈(pad − k)/s⌉ ; o·s + k − pad < extent ⇔ o·s < extent + pad − k.
+    let lo = pad.saturating_sub(k).div_ceil(stride).min(outputs);
+    let room = (extent + pad).saturating_sub(k);
+    let hi = room.div_ceil(stride).clamp(lo, outputs);
+    (lo, hi)
+}
+
+/// Unfolds one image `x` `[C, H, W]` into `col` `[C·KH·KW, OH·OW]`:
+/// `col[(c·KH + p)·KW + q, i·OW + j] = x[c, i·s+p−pad, j·s+q−pad]`, 0
+/// outside the image.
+pub fn im2col<T: Float>(x: &[T], d: &Conv2dDims, col: &mut [T]) {
+    let (oh, ow) = (d.out_h(), d.out_w());
+    let (h, w, s, pad) = (d.height, d.width, d.stride, d.padding);
+    let mut rows = col.chunks_exact_mut(oh * ow);
+    for plane in x.chunks_exact(h * w).take(d.in_channels) {
+        for p in 0..d.kernel_h {
+            let (i_lo, i_hi) = valid_outputs(p, pad, s, h, oh);
+            for q in 0..d.kernel_w {
+                let row = rows.next().expect("col holds C·KH·KW rows");
+                let (j_lo, j_hi) = valid_outputs(q, pad, s, w, ow);
+                row[..i_lo * ow].fill(T::ZERO);
+                row[i_hi * ow..].fill(T::ZERO);
+                for i in i_lo..i_hi {
+                    let out = &mut row[i * ow..(i + 1) * ow];
+                    let src = &plane[(i * s + p - pad) * w..][..w];
+                    out[..j_lo].fill(T::ZERO);
+                    out[j_hi..].fill(T::ZERO);
+                    if s == 1 {
+                        let start = j_lo + q - pad;
+                        out[j_lo..j_hi].copy_from_slice(&src[start..start + (j_hi - j_lo)]);
+                    } else {
+                        for (j, o) in out[j_lo..j_hi].iter_mut().enumerate() {
+                            *o = src[(j_lo + j) * s + q - pad];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds every patch value of `col` back into
+/// its image position of `dx` `[C, H, W]` (which it overwrites first).
+pub fn col2im<T: Float>(col: &[T], d: &Conv2dDims, dx: &mut [T]) {
+    let (oh, ow) = (d.out_h(), d.out_w());
+    let (h, w, s, pad) = (d.height, d.width, d.stride, d.padding);
+    dx.fill(T::ZERO);
+    let mut rows = col.chunks_exact(oh * ow);
+    for plane in dx.chunks_exact_mut(h * w).take(d.in_channels) {
+        for p in 0..d.kernel_h {
+            let (i_lo, i_hi) = valid_outputs(p, pad, s, h, oh);
+            for q in 0..d.kernel_w {
+                let row = rows.next().expect("col holds C·KH·KW rows");
+                let (j_lo, j_hi) = valid_outputs(q, pad, s, w, ow);
+                for i in i_lo..i_hi {
+                    let src = &row[i * ow..(i + 1) * ow];
+                    let out = &mut plane[(i * s + p - pad) * w..][..w];
+                    for j in j_lo..j_hi {
+                        out[j * s + q - pad] += src[j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`crate::backend::BackendStorage::conv2d`]: `y_n = W·im2col(x_n) + b`.
+pub fn conv2d<T: GemmElem>(x: &[T], weight: &[T], bias: &[T], d: &Conv2dDims) -> Vec<T> {
+    let (o, patch, pixels) = (d.out_channels, d.patch_len(), d.out_h() * d.out_w());
+    let (image_in, image_out) = (d.in_channels * d.height * d.width, o * pixels);
+    let mut y = filled(d.batch * image_out, T::ZERO);
+    if image_out == 0 {
+        return y;
+    }
+    y.par_chunks_mut(IMAGES_PER_TASK * image_out)
+        .zip(x.par_chunks(IMAGES_PER_TASK * image_in.max(1)))
+        .for_each(|(ys, xs)| {
+            let mut col = filled(patch * pixels, T::ZERO);
+            for (yn, xn) in ys
+                .chunks_exact_mut(image_out)
+                .zip(xs.chunks(image_in.max(1)))
+            {
+                im2col(xn, d, &mut col);
+                for (row, &b) in yn.chunks_exact_mut(pixels).zip(bias) {
+                    row.fill(b);
+                }
+                gemm::gemm(o, pixels, patch, weight, false, &col, false, yn, true);
+            }
+            pool::give(col);
+        });
+    y
+}
+
+/// [`crate::backend::BackendStorage::conv2d_backward_input`]. With stride
+/// 1, a square kernel and `pad < K`, it is the convolution of `g` with the
+/// filters flipped and their channels swapped, padded by `K − 1 − pad`
+/// (one product per image with the long sum inside, like the forward);
+/// otherwise `dx_n = col2im(Wᵀ·g_n)`.
+pub fn conv2d_backward_input<T: GemmElem>(g: &[T], weight: &[T], d: &Conv2dDims) -> Vec<T> {
+    let k = d.kernel_h;
+    if d.stride == 1 && d.kernel_w == k && d.padding < k {
+        let (o, c) = (d.out_channels, d.in_channels);
+        let mut flipped = filled(weight.len(), T::ZERO);
+        for (oc, filter) in weight.chunks_exact(k * k).enumerate() {
+            let (oi, ci) = (oc / c, oc % c);
+            let dst = &mut flipped[(ci * o + oi) * k * k..][..k * k];
+            for (to, &from) in dst.iter_mut().zip(filter.iter().rev()) {
+                *to = from;
+            }
+        }
+        let zero = filled(c, T::ZERO);
+        let transposed = Conv2dDims {
+            batch: d.batch,
+            in_channels: o,
+            height: d.out_h(),
+            width: d.out_w(),
+            out_channels: c,
+            kernel_h: k,
+            kernel_w: k,
+            stride: 1,
+            padding: k - 1 - d.padding,
+        };
+        let dx = conv2d(g, &flipped, &zero, &transposed);
+        pool::give(flipped);
+        pool::give(zero);
+        return dx;
+    }
+    col2im_backward_input(g, weight, d)
+}
+
+/// `dx_n = col2im(Wᵀ·g_n)`: the input gradient of any convolution.
+fn col2im_backward_input<T: GemmElem>(g: &[T], weight: &[T], d: &Conv2dDims) -> Vec<T> {
+    let (o, patch, pixels) = (d.out_channels, d.patch_len(), d.out_h() * d.out_w());
+    let (image_in, image_out) = (d.in_channels * d.height * d.width, o * pixels);
+    let mut dx = filled(d.batch * image_in, T::ZERO);
+    if image_in == 0 || image_out == 0 {
+        return dx;
+    }
+    dx.par_chunks_mut(IMAGES_PER_TASK * image_in)
+        .zip(g.par_chunks(IMAGES_PER_TASK * image_out))
+        .for_each(|(dxs, gs)| {
+            let mut col = filled(patch * pixels, T::ZERO);
+            for (dxn, gn) in dxs
+                .chunks_exact_mut(image_in)
+                .zip(gs.chunks_exact(image_out))
+            {
+                gemm::gemm(patch, pixels, o, weight, true, gn, false, &mut col, false);
+                col2im(&col, d, dxn);
+            }
+            pool::give(col);
+        });
+    dx
+}
+
+/// [`crate::backend::BackendStorage::conv2d_backward_params`]:
+/// `dW = Σ_n g_n·im2col(x_n)ᵀ` and `db[o] = Σ_{n,i,j} g[n,o,i,j]`, summed
+/// per run of [`IMAGES_PER_TASK`] images, then over the runs in order.
+pub fn conv2d_backward_params<T: GemmElem>(g: &[T], x: &[T], d: &Conv2dDims) -> (Vec<T>, Vec<T>) {
+    let (o, patch, pixels) = (d.out_channels, d.patch_len(), d.out_h() * d.out_w());
+    let (image_in, image_out) = (d.in_channels * d.height * d.width, o * pixels);
+    let part = o * patch + o;
+    let tasks = d.batch.div_ceil(IMAGES_PER_TASK);
+    let mut partials = filled(tasks * part, T::ZERO);
+    if image_out > 0 && image_in > 0 {
+        partials
+            .par_chunks_mut(part)
+            .zip(g.par_chunks(IMAGES_PER_TASK * image_out))
+            .zip(x.par_chunks(IMAGES_PER_TASK * image_in))
+            .for_each(|((partial, gs), xs)| {
+                let (dw, db) = partial.split_at_mut(o * patch);
+                let mut col = filled(patch * pixels, T::ZERO);
+                for (gn, xn) in gs.chunks_exact(image_out).zip(xs.chunks_exact(image_in)) {
+                    im2col(xn, d, &mut col);
+                    gemm::gemm(o, patch, pixels, gn, false, &col, true, dw, true);
+                    for (b, row) in db.iter_mut().zip(gn.chunks_exact(pixels)) {
+                        *b += row.iter().copied().sum::<T>();
+                    }
+                }
+                pool::give(col);
+            });
+    }
+    let mut dw = filled(o * patch, T::ZERO);
+    let mut db = filled(o, T::ZERO);
+    for partial in partials.chunks_exact(part) {
+        let (pw, pb) = partial.split_at(o * patch);
+        dw.iter_mut().zip(pw).for_each(|(a, &b)| *a += b);
+        db.iter_mut().zip(pb).for_each(|(a, &b)| *a += b);
+    }
+    pool::give(partials);
+    (dw, db)
+}
+
+/// Output columns handled at once by [`row_argmax`].
+const COLUMNS: usize = 64;
+
+/// For the output row `i` of a plane and its columns `j0..j0 + best.len()`,
+/// the offset in the plane of the first maximum of each window, in
+/// row-major order within the window (a NaN counts as a maximum, as in
+/// PyTorch), written to `at`.
+/// `K` is the kernel when known at compile time (2, the common case, lets
+/// the compiler unroll the window), 0 to read it from `d`.
+fn row_argmax<T: Float, const K: usize>(
+    plane: &[T],
+    d: &PoolDims,
+    i: usize,
+    j0: usize,
+    at: &mut [usize],
+) {
+    let k = if K == 0 { d.kernel } else { K };
+    let (w, n) = (d.width, at.len());
+    let mut best = [T::ZERO; COLUMNS];
+    let best = &mut best[..n];
+    for a in 0..k {
+        let start = (i * k + a) * w + j0 * k;
+        let row = &plane[start..start + n * k];
+        for b in 0..k {
+            let first = a == 0 && b == 0;
+            for (jj, (bv, bi)) in best.iter_mut().zip(at.iter_mut()).enumerate() {
+                let v = row[jj * k + b];
+                // Branch-free: the comparisons of random data mispredict.
+                #[allow(clippy::eq_op)]
+                let take = first | (v > *bv) | (v != v);
+                *bv = if take { v } else { *bv };
+                *bi = if take { start + jj * k + b } else { *bi };
+            }
+        }
+    }
+}
+
+/// Runs `visit(out_offset, in_offset)` for the first maximum of every
+/// window of a plane.
+fn each_argmax<T: Float>(plane: &[T], d: &PoolDims, mut visit: impl FnMut(usize, usize)) {
+    let (oh, ow) = (d.out_h(), d.out_w());
+    let mut at = [0usize; COLUMNS];
+    for i in 0..oh {
+        for j0 in (0..ow).step_by(COLUMNS) {
+            let at = &mut at[..COLUMNS.min(ow - j0)];
+            if d.kernel == 2 {
+                row_argmax::<T, 2>(plane, d, i, j0, at);
+            } else {
+                row_argmax::<T, 0>(plane, d, i, j0, at);
+            }
+            for (jj, &pos) in at.iter().enumerate() {
+                visit(i * ow + j0 + jj, pos);
+            }
+        }
+    }
+}
+
+/// Runs `plane_fn(in_plane, out_plane)` on every plane, in parallel over
+/// fixed runs of planes, into a new buffer of `out_plane` values a plane.
+fn per_plane<T: Float>(
+    x: &[T],
+    in_plane: usize,
+    out_plane: usize,
+    planes: usize,
+    plane_fn: impl Fn(usize, &[T], &mut [T]) + Sync,
+) -> Vec<T> {
+    let mut y = filled(planes * out_plane, T::ZERO);
+    if in_plane == 0 || out_plane == 0 {
+        return y;
+    }
+    y.par_chunks_mut(PLANES_PER_TASK * out_plane)
+        .zip(x.par_chunks(PLANES_PER_TASK * in_plane))
+        .enumerate()
+        .for_each(|(task, (ys, xs))| {
+            for (p, (yp, xp)) in ys
+                .chunks_exact_mut(out_plane)
+                .zip(xs.chunks_exact(in_plane))
+                .enumerate()
+            {
+                plane_fn(task * PLANES_PER_TASK + p, xp, yp);
+            }
+        });
+    y
+}
+
+/// [`crate::backend::BackendStorage::max_pool2d`].
+pub fn max_pool2d<T: Float>(x: &[T], d: &PoolDims) -> Vec<T> {
+    let (plane_in, plane_out) = (d.height * d.width, d.out_h() * d.out_w());
+    per_plane(x, plane_in, plane_out, d.planes, |_, xp, yp| {
+        each_argmax(xp, d, |o, i| yp[o] = xp[i]);
+    })
+}
+
+/// [`crate::backend::BackendStorage::avg_pool2d`].
+pub fn avg_pool2d<T: Float>(x: &[T], d: &PoolDims) -> Vec<T> {
+    let (oh, ow, k) = (d.out_h(), d.out_w(), d.kernel);
+    let scale = T::from_f64(1.0 / (k * k) as f64);
+    per_plane(x, d.height * d.width, oh * ow, d.planes, |_, xp, yp| {
+        for i in 0..oh {
+            for j in 0..ow {
+                let mut sum = T::ZERO;
+                for a in 0..k {
+                    let row = &xp[(i * k + a) * d.width + j * k..][..k];
+                    sum += row.iter().copied().sum::<T>();
+                }
+                yp[i * ow + j] = sum * scale;
+            }
+        }
+    })
+}
+
+/// [`crate::backend::BackendStorage::max_pool2d_backward`].
+pub fn max_pool2d_backward<T: Float>(g: &[T], x: &[T], d: &PoolDims) -> Vec<T> {
+    let (plane_in, plane_out) = (d.height * d.width, d.out_h() * d.out_w());
+    per_plane(g, plane_out, plane_in, d.planes, |p, gp, dxp| {
+        let xp = &x[p * plane_in..][..plane_in];
+        each_argmax(xp, d, |o, i| dxp[i] = gp[o]);
+    })
+}
+
+/// [`crate::backend::BackendStorage::avg_pool2d_backward`].
+pub fn avg_pool2d_backward<T: Float>(g: &[T], d: &PoolDims) -> Vec<T> {
+    let (ow, k) = (d.out_w(), d.kernel);
+    let scale = T::from_f64(1.0 / (k * k) as f64);
+    let plane_out = d.out_h() * ow;
+    per_plane(g, plane_out, d.height * d.width, d.planes, |_, gp, dxp| {
+        for (at, &gv) in gp.iter().enumerate() {
+            let (i, j) = (at / ow, at % ow);
+            for a in 0..k {
+                dxp[(i * k + a) * d.width + j * k..][..k].fill(gv * scale);
+            }
+        }
+    })
+}
