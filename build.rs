@@ -24,7 +24,10 @@
 //!   `compute_80`, which runs on A100, H100 and newer through the JIT);
 //! - `ADVGRAD_CUDA_CUBINS`: the real architectures to build cubins for,
 //!   comma-separated (default `sm_80,sm_90`; empty for none);
-//! - `ADVGRAD_PTX_DIR`: also copy each `.ptx` there (the ptxas check uses it).
+//! - `ADVGRAD_PTX_DIR`: also copy each `.ptx` there (the ptxas check uses it);
+//! - `ADVGRAD_CUDA_INCLUDE`: the folders, `:`-separated, that hold the CUDA
+//!   headers the kernels include (`mma.h`, `cuda_fp16.h`, `cuda_bf16.h`;
+//!   `scripts/cuda-env.sh` installs them from PyPI).
 
 use std::env;
 use std::ffi::{c_char, c_int, CStr, CString};
@@ -44,6 +47,7 @@ fn main() {
         "ADVGRAD_CUDA_CUBINS",
         "ADVGRAD_NVRTC_LIB",
         "ADVGRAD_PTX_DIR",
+        "ADVGRAD_CUDA_INCLUDE",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -170,6 +174,16 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Compiles every `(module, arch)` job, in order, on scoped threads.
+/// The folders of `ADVGRAD_CUDA_INCLUDE`.
+fn include_dirs() -> Vec<String> {
+    env::var("ADVGRAD_CUDA_INCLUDE")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 fn compile_all(
     nvrtc: &Nvrtc,
     jobs: &[(&kernels::Module, &str)],
@@ -302,8 +316,9 @@ impl Nvrtc {
             "--fmad=true".into(),
             "-lineinfo".into(),
         ]
-        .iter()
-        .map(|o| cstr(o))
+        .into_iter()
+        .chain(include_dirs().into_iter().map(|d| format!("-I{d}")))
+        .map(|o| cstr(&o))
         .collect();
         let opts_p: Vec<*const c_char> = opts.iter().map(|c| c.as_ptr()).collect();
 

@@ -13,7 +13,7 @@ mod cast;
 mod fused_update;
 pub mod gemm;
 mod kernels;
-mod mixed;
+pub(crate) mod mixed;
 
 use half::{bf16, f16};
 

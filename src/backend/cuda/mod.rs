@@ -49,9 +49,9 @@ mod ops;
 #[cfg(any(feature = "cuda", feature = "emu"))]
 mod storage;
 
-/// The error for a bf16 or f16 buffer sent to a CUDA device: the CUDA
-/// backend has no half-precision kernels yet.
-#[cfg(any(feature = "cuda", feature = "emu"))]
+/// The error for a bf16 or f16 buffer sent to a GPU (the emulator holds
+/// them).
+#[cfg(feature = "cuda")]
 pub(crate) fn half_buffers_unavailable(dtype: crate::dtype::DType) -> crate::error::Error {
     crate::error::Error::invalid(format!(
         "{dtype} tensors stay on the CPU: the CUDA backend (GPU and emu) has no half-precision \
