@@ -155,14 +155,14 @@ fn half_conversions_round_to_nearest_even_like_the_half_crate() {
         -1e6,
         f32::INFINITY,
         f32::NEG_INFINITY,
-        5.9604645e-8,  // 2^-24, the smallest f16 subnormal
-        2.9802322e-8,  // 2^-25: a tie, rounds to 0
-        4.4703484e-8,  // 1.5·2^-25: rounds up to 2^-24
-        6.1035156e-5,  // 2^-14, the smallest f16 normal
-        6.097555e-5,   // just below it
-        1.00048828125, // 1 + 2^-11: a tie for f16, rounds to 1
-        1.00390625,    // 1 + 2^-8: a tie for bf16, rounds to 1
-        1.01171875,    // 1 + 3·2^-8: a tie for bf16, rounds up
+        5.9604645e-8,              // 2^-24, the smallest f16 subnormal
+        2.9802322e-8,              // 2^-25: a tie, rounds to 0
+        4.4703484e-8,              // 1.5·2^-25: rounds up to 2^-24
+        6.1035156e-5,              // 2^-14, the smallest f16 normal
+        6.097555e-5,               // just below it
+        1.0 + 2f32.powi(-11),      // a tie for f16: rounds to 1
+        1.0 + 2f32.powi(-8),       // a tie for bf16: rounds to 1
+        1.0 + 3.0 * 2f32.powi(-8), // a tie for bf16: rounds up
         3.4028235e38,
         1e-40,
     ]);
