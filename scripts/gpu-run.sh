@@ -214,7 +214,7 @@ if [[ -x "$adv" ]]; then
         case "$op" in epoch) args+=(--repeat 3) ;; esac
         blog="$out/logs/bench-$op-$device.log"
         if [[ -n "$precision" ]]; then
-            args+=(--precision "$precision" --sizes 4096,mlp)
+            args+=(--precision "$precision" --sizes "4096,mlp")
             blog="$out/logs/bench-$op-$device-$precision.log"
         fi
         log "advgrad ${args[*]}"
