@@ -24,11 +24,15 @@
 //!   `compute_80`, which runs on A100, H100 and newer through the JIT);
 //! - `ADVGRAD_CUDA_CUBINS`: the real architectures to build cubins for,
 //!   comma-separated (default `sm_80,sm_90`; empty for none);
-//! - `ADVGRAD_PTX_DIR`: also copy each `.ptx` there (the ptxas check uses it).
+//! - `ADVGRAD_PTX_DIR`: also copy each `.ptx` there (the ptxas check uses it);
+//! - `ADVGRAD_CUDA_INCLUDE`: the folders, `:`-separated, that hold the CUDA
+//!   headers the kernels include (`mma.h`, `cuda_fp16.h`, `cuda_bf16.h`;
+//!   `scripts/cuda-env.sh` installs them from PyPI).
 //!
 //! Each image is also kept in `<target dir>/nvrtc-cache`, under the exact
 //! text it was compiled from (NVRTC's version and library, the options,
-//! the architecture, every header and the source): a later build that
+//! the architecture, every header and the source, and the size and time of
+//! every file under the include folders): a later build that
 //! compiles the same text, in another profile (`cargo clippy` then
 //! `cargo build --release`) or after a `cargo clean -p advgrad`, reuses it
 //! instead of running NVRTC again. Delete the folder to drop the cache.
@@ -51,6 +55,7 @@ fn main() {
         "ADVGRAD_CUDA_CUBINS",
         "ADVGRAD_NVRTC_LIB",
         "ADVGRAD_PTX_DIR",
+        "ADVGRAD_CUDA_INCLUDE",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -192,9 +197,10 @@ fn cache_key(
     headers: &[(String, String)],
 ) -> String {
     let mut key = format!(
-        "{}\n{}\n{}.cu\n",
+        "{}\n{}\n{}\n{}.cu\n",
         nvrtc.identity,
         nvrtc_options(arch).join(" "),
+        include_fingerprint(),
         module.name
     );
     for (name, text) in headers {
@@ -253,6 +259,52 @@ fn compile_cached(
     image
 }
 
+/// The folders of `ADVGRAD_CUDA_INCLUDE`.
+fn include_dirs() -> Vec<String> {
+    env::var("ADVGRAD_CUDA_INCLUDE")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every file under the include folders with its size and modification
+/// time, so that a changed CUDA header changes the cache key.
+fn include_fingerprint() -> &'static str {
+    static FINGERPRINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    FINGERPRINT.get_or_init(|| {
+        let mut lines = Vec::new();
+        for dir in include_dirs() {
+            walk(Path::new(&dir), &mut lines);
+        }
+        lines.sort();
+        lines.join("\n")
+    })
+}
+
+/// Appends `path size mtime` for every file under `dir`.
+fn walk(dir: &Path, lines: &mut Vec<String>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.metadata() {
+            Ok(m) if m.is_dir() => walk(&path, lines),
+            Ok(m) => {
+                let modified = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                lines.push(format!("{} {} {modified}", path.display(), m.len()));
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Compiles every `(module, arch)` job, in order, on scoped threads.
 fn compile_all(
     nvrtc: &Nvrtc,
@@ -293,14 +345,18 @@ fn fail(msg: &str) -> ! {
 
 type Program = *mut std::ffi::c_void;
 
-/// NVRTC's options for `arch`.
-fn nvrtc_options(arch: &str) -> [String; 4] {
+/// NVRTC's options for `arch`, with an `-I` for each folder of
+/// `ADVGRAD_CUDA_INCLUDE`.
+fn nvrtc_options(arch: &str) -> Vec<String> {
     [
         format!("--gpu-architecture={arch}"),
         "-std=c++17".into(),
         "--fmad=true".into(),
         "-lineinfo".into(),
     ]
+    .into_iter()
+    .chain(include_dirs().into_iter().map(|d| format!("-I{d}")))
+    .collect()
 }
 type CreateFn = unsafe extern "C" fn(
     *mut Program,

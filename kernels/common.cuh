@@ -193,6 +193,26 @@ __device__ __forceinline__ T activate(T x) {
     return tanh_(x);
 }
 
+// The matmul epilogues (matmul.rs `Epilogue::code`), shared by matmul.cu
+// and matmul_half.cu.
+constexpr int MM_EPI_STORE = 0;
+constexpr int MM_EPI_ACCUMULATE = 1;
+constexpr int MM_EPI_BIAS_ACT = 2;  // + the activation code
+
+// The epilogue of one value p of the product in column `col`: p, old + p
+// (old the value in C), or f(p + bias[col]).
+template <typename T>
+__device__ __forceinline__ T epilogue_of(int epilogue, T p, const T* __restrict__ out,
+                                         const T* __restrict__ bias, int col) {
+    switch (epilogue) {
+        case MM_EPI_ACCUMULATE: return out[col] + p;
+        case MM_EPI_BIAS_ACT + ACT_RELU: return activate<ACT_RELU>(p + bias[col]);
+        case MM_EPI_BIAS_ACT + ACT_SIGMOID: return activate<ACT_SIGMOID>(p + bias[col]);
+        case MM_EPI_BIAS_ACT + ACT_TANH: return activate<ACT_TANH>(p + bias[col]);
+        default: return p;
+    }
+}
+
 // Butterfly sum over the 32 lanes of a warp: every lane gets the total, and
 // the order of additions is fixed.
 template <typename T>

@@ -16,8 +16,8 @@
 //!
 //! Most kernels are grid-stride loops described as data
 //! ([`grid_stride::GridStride`]); the others (matmul, the reductions, the
-//! softmax cross-entropy forward, the robustness losses and attack steps)
-//! have a planning function each.
+//! softmax cross-entropy forward, the robustness losses and attack steps,
+//! the tensor-core matmul) have a planning function each.
 
 #![deny(missing_docs)]
 
@@ -27,6 +27,7 @@ pub mod elementwise;
 pub mod gelu;
 pub mod grid_stride;
 pub mod matmul;
+pub mod matmul_half;
 pub mod optim;
 pub mod plan;
 pub mod reduce;
@@ -49,19 +50,22 @@ pub struct Module {
     pub name: &'static str,
     /// The CUDA C++ source.
     pub source: &'static str,
-    /// The base names of its kernels; each is instantiated as `{base}_f32`
-    /// and `{base}_f64`.
+    /// The base names of its kernels; each is instantiated once per
+    /// suffix of `instances`, as `{base}_{suffix}`.
     pub kernels: &'static [&'static str],
+    /// The suffixes of the instantiations: [`FLOAT_INSTANCES`] (`f32`,
+    /// `f64`) for most modules.
+    pub instances: &'static [&'static str],
 }
 
 impl Module {
-    /// Its `extern "C"` entry points: `{base}_f32` and `{base}_f64` for each
-    /// kernel.
+    /// Its `extern "C"` entry points: `{base}_{suffix}` for each kernel and
+    /// each suffix of `instances`.
     pub fn entry_points(&self) -> impl Iterator<Item = String> + 'static {
-        let kernels = self.kernels;
+        let (kernels, instances) = (self.kernels, self.instances);
         kernels
             .iter()
-            .flat_map(|base| FLOAT_TYPES.iter().map(move |t| format!("{base}_{t}")))
+            .flat_map(move |base| instances.iter().map(move |t| format!("{base}_{t}")))
     }
 }
 
@@ -73,51 +77,67 @@ pub const MODULES: &[Module] = &[
         name: "activation",
         source: include_str!("activation.cu"),
         kernels: activation::KERNELS,
+        instances: FLOAT_INSTANCES,
     },
     Module {
         name: "attack_step",
         source: include_str!("attack_step.cu"),
         kernels: attack_step::KERNELS,
+        instances: FLOAT_INSTANCES,
     },
     Module {
         name: "elementwise",
         source: include_str!("elementwise.cu"),
         kernels: elementwise::KERNELS,
+        instances: FLOAT_INSTANCES,
     },
     Module {
         name: "gelu",
         source: include_str!("gelu.cu"),
         kernels: gelu::KERNELS,
+        instances: FLOAT_INSTANCES,
     },
     Module {
         name: "matmul",
         source: include_str!("matmul.cu"),
         kernels: matmul::KERNELS,
+        instances: FLOAT_INSTANCES,
+    },
+    Module {
+        name: "matmul_half",
+        source: include_str!("matmul_half.cu"),
+        kernels: matmul_half::KERNELS,
+        instances: matmul_half::STORAGE,
     },
     Module {
         name: "optim",
         source: include_str!("optim.cu"),
         kernels: optim::KERNELS,
+        instances: FLOAT_INSTANCES,
     },
     Module {
         name: "reduce",
         source: include_str!("reduce.cu"),
         kernels: reduce::KERNELS,
+        instances: FLOAT_INSTANCES,
     },
     Module {
         name: "robust_loss",
         source: include_str!("robust_loss.cu"),
         kernels: robust_loss::KERNELS,
+        instances: FLOAT_INSTANCES,
     },
     Module {
         name: "softmax_xent",
         source: include_str!("softmax_xent.cu"),
         kernels: softmax_xent::KERNELS,
+        instances: FLOAT_INSTANCES,
     },
     Module {
         name: "tally",
         source: include_str!("tally.cu"),
         kernels: tally::KERNELS,
+        instances: FLOAT_INSTANCES,
     },
 ];
 
@@ -127,11 +147,15 @@ pub const HEADERS: &[(&str, &str)] = &[("common.cuh", include_str!("common.cuh")
 /// The folder holding the sources (for compilers that read files).
 pub const DIR: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The float types every kernel is instantiated for.
+/// The float types most kernels are instantiated for.
 pub const FLOAT_TYPES: [DType; 2] = [DType::F32, DType::F64];
 
-/// Every `extern "C"` entry point of every module: `{base}_f32` and
-/// `{base}_f64` for each kernel of [`MODULES`].
+/// The instantiation suffixes of a module instantiated for
+/// [`FLOAT_TYPES`].
+pub const FLOAT_INSTANCES: &[&str] = &["f32", "f64"];
+
+/// Every `extern "C"` entry point of every module: `{base}_{suffix}` for
+/// each kernel of [`MODULES`] and each of its module's instances.
 pub fn entry_points() -> impl Iterator<Item = String> {
     MODULES.iter().flat_map(Module::entry_points)
 }
@@ -192,6 +216,11 @@ mod tests {
                 assert!(seen.insert(*base), "{base} is listed twice");
             }
         }
-        assert_eq!(entry_points().count(), 2 * seen.len());
+        let instances: usize = MODULES
+            .iter()
+            .map(|m| m.kernels.len() * m.instances.len())
+            .sum();
+        assert_eq!(entry_points().count(), instances);
+        assert_eq!(entry_points().collect::<HashSet<_>>().len(), instances);
     }
 }

@@ -65,9 +65,6 @@
 namespace adv {
 
 constexpr int MM_THREADS = 256;
-constexpr int MM_EPI_STORE = 0;
-constexpr int MM_EPI_ACCUMULATE = 1;
-constexpr int MM_EPI_BIAS_ACT = 2;  // + the activation code (common.cuh)
 
 // The geometry of a BM×BN block tile for element type T.
 template <typename T, int BM_, int BN_>
@@ -201,20 +198,6 @@ struct Operand<T, BK, BT, LD, false> {
     __device__ __forceinline__ void start(int k0, int k_end, T (*)[LD]) { l.fetch(k0, k_end); }
     __device__ __forceinline__ void finish(T (*stage)[LD]) const { l.store(stage); }
 };
-
-// The epilogue of one value p of the product in column `col`: p, old + p
-// (old the value in C), or f(p + bias[col]).
-template <typename T>
-__device__ __forceinline__ T epilogue_of(int epilogue, T p, const T* __restrict__ out,
-                                         const T* __restrict__ bias, int col) {
-    switch (epilogue) {
-        case MM_EPI_ACCUMULATE: return out[col] + p;
-        case MM_EPI_BIAS_ACT + ACT_RELU: return activate<ACT_RELU>(p + bias[col]);
-        case MM_EPI_BIAS_ACT + ACT_SIGMOID: return activate<ACT_SIGMOID>(p + bias[col]);
-        case MM_EPI_BIAS_ACT + ACT_TANH: return activate<ACT_TANH>(p + bias[col]);
-        default: return p;
-    }
-}
 
 // Writes 4 consecutive values v of the product, from column `col` of a row
 // of `out` (n columns), through the epilogue: as one or two vectors where

@@ -66,8 +66,8 @@ impl Tile {
         }
     }
 
-    /// Depth of one shared-memory stage: 64 bytes of a row (16 f32 or 8
-    /// f64 values). Depth ranges of a split product are multiples of it.
+    /// Depth of one shared-memory stage: 64 bytes of a row (16 f32, 8 f64,
+    /// or 32 bf16 / f16 values for matmul_half.cu). Depth ranges of a split product are multiples of it.
     pub const fn depth(dtype: DType) -> usize {
         64 / dtype.size()
     }
@@ -147,7 +147,7 @@ impl Epilogue {
     }
 
     /// How the kernel writing C uses it.
-    const fn c_access(self) -> Access {
+    pub(crate) const fn c_access(self) -> Access {
         match self {
             Epilogue::Accumulate => Access::ReadWrite,
             _ => Access::Write,
@@ -276,8 +276,41 @@ pub fn matmul(
     epilogue: Epilogue,
     tuning: Tuning,
 ) -> PlanResult<MatmulPlan> {
-    let MatmulDims { m, n, k, .. } = d;
     let tiling = tiling(dtype, d, tuning);
+    let op = tiling.tile.base();
+    let product = Product {
+        kernel: float_kernel(op, dtype)?,
+        threads: THREADS,
+        a: dtype,
+        b: dtype,
+        c: dtype,
+    };
+    plan(product, d, epilogue, tiling)
+}
+
+/// The kernel of a block-tiled product and its buffers' element types.
+pub(crate) struct Product {
+    /// The entry point.
+    pub kernel: String,
+    /// Threads per block.
+    pub threads: u32,
+    /// The element types of A, B and C (also of the bias, and of the
+    /// split-K workspace and reduction).
+    pub a: DType,
+    pub b: DType,
+    pub c: DType,
+}
+
+/// The launches of `d` through `epilogue` with `tiling`: `product` (with
+/// matmul.cu's parameter list), then `matmul_reduce` in C's type for a
+/// split product.
+pub(crate) fn plan(
+    product: Product,
+    d: MatmulDims,
+    epilogue: Epilogue,
+    tiling: Tiling,
+) -> PlanResult<MatmulPlan> {
+    let MatmulDims { m, n, k, .. } = d;
     let op = tiling.tile.base();
     let (mi, ni, ki) = (
         as_i32(op, "m", m)?,
@@ -302,15 +335,16 @@ pub fn matmul(
     } else {
         (mn, epilogue.c_access(), epilogue)
     };
-    let product = LaunchPlan {
-        kernel: float_kernel(op, dtype)?,
+    let dtype = product.c;
+    let launch = LaunchPlan {
+        kernel: product.kernel,
         grid: [gx, gy as u32, tiling.splits],
-        block: [THREADS, 1, 1],
+        block: [product.threads, 1, 1],
         shared_bytes: 0,
         cooperation: Cooperation::Block,
         params: vec![
-            buffer("a", dtype, elements(op, m, k)?, Access::Read),
-            buffer("b", dtype, elements(op, k, n)?, Access::Read),
+            buffer("a", product.a, elements(op, m, k)?, Access::Read),
+            buffer("b", product.b, elements(op, k, n)?, Access::Read),
             buffer("bias", dtype, bias_len, Access::Read),
             buffer("c", dtype, c_len, c_access),
             scalar("m", Scalar::I32(mi)),
@@ -351,7 +385,7 @@ pub fn matmul(
     };
     Ok(MatmulPlan {
         tiling,
-        product,
+        product: launch,
         reduce,
     })
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs (once) NVRTC, ptxas and cuobjdump from NVIDIA's PyPI wheels into a
+# Installs (once) NVRTC, ptxas, cuobjdump and the CUDA headers the kernels
+# include (mma.h, cuda_fp16.h, cuda_bf16.h) from NVIDIA's PyPI wheels into a
 # cache folder and prints the `export` lines that let advgrad's build.rs, the
 # ptxas check and the cubin check find them. No GPU and no CUDA toolkit are
 # needed.
@@ -37,13 +38,18 @@ need_python() {
     fi
 }
 
-if [[ -z "$(find_nvrtc)" || -z "$(find_ptxas)" ]]; then
+find_headers() {
+    find "$prefix" -path '*cuda_runtime/include/cuda_bf16.h' 2>/dev/null | head -n1
+}
+
+if [[ -z "$(find_nvrtc)" || -z "$(find_ptxas)" || -z "$(find_headers)" ]]; then
     need_python
     echo "cuda-env.sh: installing NVRTC and ptxas wheels into $prefix ..." >&2
     mkdir -p "$prefix"
     "$py" -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
         --target "$prefix" \
-        "nvidia-cuda-nvrtc-cu12${spec}" "nvidia-cuda-nvcc-cu12${spec}" >&2
+        "nvidia-cuda-nvrtc-cu12${spec}" "nvidia-cuda-nvcc-cu12${spec}" \
+        "nvidia-cuda-runtime-cu12${spec}" >&2
 fi
 
 if [[ -z "$(find_cuobjdump)" ]]; then
@@ -74,5 +80,10 @@ fi
 echo "export ADVGRAD_NVRTC_LIB='$nvrtc'"
 echo "export ADVGRAD_PTXAS='$ptxas'"
 echo "export ADVGRAD_CUOBJDUMP='$cuobjdump'"
+# mma.h, cuda_fp16.h and cuda_bf16.h (the runtime wheel), and the crt/
+# headers mma.h includes (the nvcc wheel), for NVRTC.
+runtime_include="$(dirname "$(find_headers)")"
+nvcc_include="$(dirname "$(dirname "$ptxas")")/include"
+echo "export ADVGRAD_CUDA_INCLUDE='$runtime_include:$nvcc_include'"
 echo "export LD_LIBRARY_PATH='$nvrtc_dir'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 echo "export PATH='$ptxas_dir'\${PATH:+:\$PATH}"

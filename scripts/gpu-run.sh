@@ -204,12 +204,20 @@ if [[ -x "$adv" ]]; then
     for op in train_step epoch; do
         printf '%s\n' "${ops[@]}" | grep -qx "$op" && runs+=("$op cpu")
     done
+    # The tensor-core matmul (bf16 and f16 operands, f32 sums) beside
+    # cuBLAS's cublasGemmEx in the same types at 4096 (and the MLP's
+    # shape), each row naming its precision and cuBLAS routine.
+    for p in bf16 f16; do runs+=("matmul cuda $p"); done
     for r in "${runs[@]}"; do
-        op="${r% *}" device="${r#* }"
+        read -r op device precision <<<"$r"
         args=(bench --op "$op" --device "$device" --json --data "$data")
         case "$op" in epoch) args+=(--repeat 3) ;; esac
-        log "advgrad ${args[*]}"
         blog="$out/logs/bench-$op-$device.log"
+        if [[ -n "$precision" ]]; then
+            args+=(--precision "$precision" --sizes "4096,mlp")
+            blog="$out/logs/bench-$op-$device-$precision.log"
+        fi
+        log "advgrad ${args[*]}"
         with_timeout "${GPU_RUN_BENCH_TIMEOUT:-600}" "$adv" "${args[@]}" >"$blog.out" 2>"$blog"
         rc=$?
         while read -r row; do

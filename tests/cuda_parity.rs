@@ -1587,3 +1587,214 @@ fn trades_and_mart_train_on_the_device() {
         }
     }
 }
+
+/// The bound of `|dev − cpu|` for a half product, per unit of `Σ|a·b|`:
+/// both round the operands to the half type the same way (to nearest
+/// even) and multiply them exactly, so they differ only in the order of
+/// their f32 sums, each within `γ(k + 16)·(1 + u_h)²` of the exact product
+/// of the rounded operands (README's bound; the 16 covers the CPU's
+/// blocked sums and the device's split-K reduction).
+fn half_product_tolerance(k: usize, half: DType) -> Tolerance {
+    let u = 2f64.powi(-24);
+    let n = (k + 16) as f64;
+    let gamma = n * u / (1.0 - n * u);
+    let u_h = if half == DType::BF16 {
+        2f64.powi(-8)
+    } else {
+        2f64.powi(-11)
+    };
+    Tolerance {
+        tol: 2.0 * gamma * (1.0 + u_h).powi(2),
+        floor: 1e-30,
+    }
+}
+
+/// The tensor-core matmul (`matmul_half.cu`) against the CPU's half gemm:
+/// bf16 and f16, with f32 operands under autocast (rounded while staged),
+/// half operands on the device, and one of each; every transpose on odd,
+/// non-square sizes (edges of every kind, k not a multiple of 16 or 32,
+/// empty products), and the MLP's real shapes at batch 128 (forward
+/// 784 → 256, split in depth ranges, its weight gradient, and the
+/// 256 → 10 head), through `matmul` and `linear_act` with each activation.
+#[test]
+fn half_matmul_matches_the_cpu_half_gemm() {
+    use advgrad::precision::Precision;
+    const LAYOUTS: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
+    let mut shapes: Vec<(usize, usize, usize, bool, bool)> = Vec::new();
+    for (m, n, k) in [
+        (37, 29, 41),
+        (1, 1, 1),
+        (130, 67, 65),
+        (5, 3, 0),
+        (0, 4, 3),
+        (33, 1, 100),
+        (64, 64, 32),
+        (72, 40, 48),
+    ] {
+        for (ta, tb) in LAYOUTS {
+            shapes.push((m, n, k, ta, tb));
+        }
+    }
+    shapes.push((128, 256, 784, false, true));
+    shapes.push((256, 784, 128, true, false));
+    shapes.push((128, 10, 256, false, true));
+    for device in devices("half_matmul_matches_the_cpu_half_gemm") {
+        for half in [DType::BF16, DType::F16] {
+            let precision = Precision::of_dtype(half);
+            for (s, &(m, n, k, a_trans, b_trans)) in shapes.iter().enumerate() {
+                // The emulator runs tensor-core kernels slowly (a warp
+                // barrier per WMMA call), so to stay within seconds: f32
+                // operands under autocast everywhere, and alternately
+                // both in the half type or A half and B f32, each on every
+                // layout of half the odd shapes; f16 (the same kernel
+                // template) on half the odd shapes, bf16 on all and on the
+                // MLP's.
+                let big = m * n * k > 1 << 20;
+                let alternate = (s / LAYOUTS.len()) % 2 == 1;
+                if half == DType::F16 && (big || alternate) {
+                    continue;
+                }
+                let mixed = if alternate {
+                    (half, DType::F32)
+                } else {
+                    (half, half)
+                };
+                let storages: &[(DType, DType)] = if big {
+                    &[(DType::F32, DType::F32)]
+                } else {
+                    &[(DType::F32, DType::F32), mixed]
+                };
+                for (v, &(sa, sb)) in storages.iter().enumerate() {
+                    let mut rng = Rng::new(500 + 10 * s as u64 + v as u64);
+                    let (av, bv) = (rng.vec(m * k, -1.0, 1.0), rng.vec(k * n, -1.0, 1.0));
+                    let (a, b) = (pair(&av, sa, device), pair(&bv, sb, device));
+                    let d = MatmulDims {
+                        m,
+                        n,
+                        k,
+                        a_trans,
+                        b_trans,
+                    };
+                    let at = |i: usize, p: usize| {
+                        if a_trans {
+                            av[p * m + i]
+                        } else {
+                            av[i * k + p]
+                        }
+                    };
+                    let bt = |p: usize, j: usize| {
+                        if b_trans {
+                            bv[j * k + p]
+                        } else {
+                            bv[p * n + j]
+                        }
+                    };
+                    let terms: Vec<f64> = (0..m * n)
+                        .map(|ij| (0..k).map(|p| (at(ij / n, p) * bt(p, ij % n)).abs()).sum())
+                        .collect();
+                    let what =
+                        format!("{half} matmul {m}x{n}x{k} ta={a_trans} tb={b_trans} {sa}·{sb}");
+                    let t = half_product_tolerance(k, half);
+                    let dev = a.dev.matmul_in(&b.dev, d, precision).unwrap();
+                    let cpu = a.cpu.matmul_in(&b.cpu, d, precision).unwrap();
+                    assert_eq!(cpu.dtype(), DType::F32);
+                    check(&what, &dev, &cpu, Scale::Terms(&terms), t);
+                    if v == 0 && s % 3 == 0 {
+                        // linear_act: the bias and activation in f32 after
+                        // the half product (and after the split-K sum).
+                        let act = Activation::ALL[s % 9 / 3];
+                        let bias = pair(&rng.vec(n, -0.5, 0.5), DType::F32, device);
+                        let dev = a
+                            .dev
+                            .matmul_bias_act_in(&b.dev, d, &bias.dev, act, precision)
+                            .unwrap();
+                        let cpu = a
+                            .cpu
+                            .matmul_bias_act_in(&b.cpu, d, &bias.cpu, act, precision)
+                            .unwrap();
+                        let terms: Vec<f64> = terms.iter().map(|t| t + 0.5).collect();
+                        check(
+                            &format!("{what} +bias {act}"),
+                            &dev,
+                            &cpu,
+                            Scale::Terms(&terms),
+                            t,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A half bias is refused with a message that says what to do, and a
+/// half device tensor makes the round trip.
+#[test]
+fn half_products_on_the_device_take_an_f32_bias() {
+    use advgrad::precision::Precision;
+    for device in devices("half_products_on_the_device_take_an_f32_bias") {
+        let a = pair(&[1.0, 2.0, 3.0, 4.0], DType::BF16, device);
+        assert_eq!(a.dev.dtype(), DType::BF16);
+        assert_eq!(host(&a.dev), [1.0, 2.0, 3.0, 4.0]);
+        let bias = pair(&[0.5, 0.5], DType::BF16, device);
+        let d = MatmulDims {
+            m: 2,
+            n: 2,
+            k: 2,
+            a_trans: false,
+            b_trans: false,
+        };
+        let e = a
+            .dev
+            .matmul_bias_act_in(&a.dev, d, &bias.dev, Activation::Relu, Precision::F32)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("f32 bias"), "{e}");
+    }
+}
+
+/// One SGD step of an MLP with bf16 products (autocast) on the device
+/// against the same step on the CPU: forward, backward (both products of
+/// each layer in bf16) and update. The two differ only in the order of f32
+/// sums, but a sum that lands on the other side of a bf16 rounding
+/// boundary changes that operand of a later product by an ulp of bf16, so
+/// the bound is a few bf16 unit roundoffs (2⁻⁸) of each value's terms.
+#[test]
+fn bf16_training_step_matches_the_cpu() {
+    use advgrad::precision::{autocast, Precision};
+    for device in devices("bf16_training_step_matches_the_cpu") {
+        for kind in [OptimizerKind::Sgd, OptimizerKind::Adam] {
+            let (model, x, y) = model_and_batch(DType::F32);
+            let (lc, mc) = autocast(Precision::Bf16, || train_step(&model, &x, &y, kind));
+            let dm = model.to_device(device).unwrap();
+            let (xd, yd) = (x.to_device(device).unwrap(), y.to_device(device).unwrap());
+            let (ld, md) = autocast(Precision::Bf16, || train_step(&dm, &xd, &yd, kind));
+            let t = Tolerance {
+                tol: 4.0 * 2f64.powi(-8),
+                floor: 1e-3,
+            };
+            let what = format!("bf16 {kind:?} step");
+            check(
+                &format!("{what} loss"),
+                ld.storage(),
+                lc.storage(),
+                Scale::Value,
+                t,
+            );
+            for ((pd, pc), name) in md.params().iter().zip(mc.params()).zip(mc.param_names()) {
+                check(
+                    &format!("{what} {name}"),
+                    pd.storage(),
+                    pc.storage(),
+                    Scale::Value,
+                    t,
+                );
+            }
+            // And bf16 products differ from f32 ones by more than the
+            // bound of the parity above allows between two f32 runs.
+            let (lf, _) = train_step(&model, &x, &y, kind);
+            let (l16, l32) = (host(lc.storage())[0], host(lf.storage())[0]);
+            assert!(l16 != l32, "the bf16 step computed in f32");
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! Compiles every kernel source the `kernels` crate lists (plus the
-//! emulator's self-test kernels) as C++ against the shim `csrc/simt.h`,
+//! emulator's self-test kernels, `csrc/selftest*.cu`) as C++ against the shim `csrc/simt.h`,
 //! together with the runtime `csrc/runtime.cpp`, into a static library, and
 //! generates the registry of `extern "C"` entry points from the preprocessed
 //! source.
@@ -22,6 +22,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", f.display());
     }
     cu.push(csrc.join("selftest.cu"));
+    cu.push(csrc.join("selftest_wmma.cu"));
 
     // One translation unit with every kernel, then the registry.
     let mut tu = String::from(

@@ -8,6 +8,8 @@
 #include <string>
 #include <utility>
 
+#include "simt_half.h"
+
 struct simt_entry {
     const char* name;
     void (*call)(void** args);  // runs the kernel body for the calling thread
@@ -40,6 +42,10 @@ SIMT_TYPE_NAME(const double*, "*const f64")
 SIMT_TYPE_NAME(double*, "*mut f64")
 SIMT_TYPE_NAME(const unsigned*, "*const u32")
 SIMT_TYPE_NAME(unsigned*, "*mut u32")
+SIMT_TYPE_NAME(const __half*, "*const f16")
+SIMT_TYPE_NAME(__half*, "*mut f16")
+SIMT_TYPE_NAME(const __nv_bfloat16*, "*const bf16")
+SIMT_TYPE_NAME(__nv_bfloat16*, "*mut bf16")
 SIMT_TYPE_NAME(const int*, "*const i32")
 SIMT_TYPE_NAME(int*, "*mut i32")
 #undef SIMT_TYPE_NAME

@@ -52,6 +52,9 @@ std::string describe(int site) {
     if (site > 0) return "__syncthreads at line " + std::to_string(site);
     if (site == kExit) return "the end of the kernel";
     if (site == kShuffle) return "a warp shuffle";
+    if (site == kWmmaLoad) return "wmma::load_matrix_sync";
+    if (site == kWmmaMma) return "wmma::mma_sync";
+    if (site == kWmmaStore) return "wmma::store_matrix_sync";
     return "__syncwarp";
 }
 
@@ -99,10 +102,14 @@ struct Barrier {
 // sets of slots, so one barrier per shuffle suffices: a lane writes set
 // (k+1)%2 only after the barrier of shuffle k, which every lane reaches only
 // after it has read its value of shuffle k−1 from that set.
+// Gathers (the WMMA collectives) alternate between their own two sets the
+// same way.
 struct Warp {
     Barrier bar;
     alignas(8) unsigned char slot[2][32][8];
     int next[32] = {};  // per lane: the set its next shuffle uses
+    alignas(16) unsigned char gather[2][32][64];
+    int gather_next[32] = {};  // per lane: the set its next gather uses
 };
 
 struct Launch {
@@ -277,11 +284,6 @@ bool in_shared(const Launch& L, const void* p, size_t bytes) {
     return L.dyn && b >= L.dyn && b + bytes <= L.dyn + L.dyn_bytes;
 }
 
-std::string address(const void* p) {
-    char buf[32];
-    snprintf(buf, sizeof buf, "%p", p);
-    return buf;
-}
 
 // Runs the kernel body for the calling thread in the current block; false
 // once the launch has failed.
@@ -447,6 +449,33 @@ void warp_exchange(unsigned mask, const void* in, void* out, size_t size, int sr
     memcpy(w.slot[set][tl_lane], in, size);
     w.bar.arrive(L, kShuffle, "warp");
     memcpy(out, w.slot[set][src], size);
+}
+
+void warp_gather(int site, const void* in, size_t size, void* out) {
+    Launch& L = cooperating(describe(site).c_str());
+    if (size > sizeof(Warp::gather[0][0])) {
+        L.fail("warp_gather of " + std::to_string(size) + " bytes per lane (at most 64)");
+        throw Abort{};
+    }
+    Warp& w = *L.warps[tl_warp];
+    const int set = w.gather_next[tl_lane];
+    w.gather_next[tl_lane] = 1 - set;
+    memcpy(w.gather[set][tl_lane], in, size);
+    w.bar.arrive(L, site, "warp");
+    auto* o = static_cast<unsigned char*>(out);
+    for (int l = 0; l < 32; ++l) memcpy(o + l * size, w.gather[set][l], size);
+}
+
+void fail_launch(const std::string& msg) {
+    Launch& L = current();
+    L.fail(msg + " in " + where());
+    throw Abort{};
+}
+
+std::string address(const void* p) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%p", p);
+    return buf;
 }
 
 void* shared_slot(const void* key, size_t size, size_t align) {

@@ -26,6 +26,10 @@
 // - vector accesses (kernels/common.cuh's load16/store16): a float4 or
 //   double2 access at an address that is not 16-byte aligned fails the
 //   launch with the kernel, the address and the thread, as on the GPU;
+// - <mma.h>, <cuda_fp16.h>, <cuda_bf16.h>: the nvcuda::wmma subset of
+//   mma.h (m16n16k16, warp-collective and strict about alignment; see
+//   that file) and __half / __nv_bfloat16 with their conversions
+//   (simt_half.h);
 // - __global__, __device__, __forceinline__, __launch_bounds__, __align__,
 //   float4 / double2, and the math functions through <math.h>.
 // Blocks of a launch run one after another on the same set of threads. The
@@ -42,6 +46,7 @@
 #include <stdint.h>
 
 #include <cstring>
+#include <string>
 #include <type_traits>
 
 #define __global__
@@ -96,6 +101,17 @@ void syncthreads(int site);
 void syncwarp(unsigned mask, int kind);
 // Exchanges `size` bytes through the warp: out = in of lane `src`.
 void warp_exchange(unsigned mask, const void* in, void* out, size_t size, int src);
+// Barrier sites of the warp-collective WMMA operations (mma.h).
+constexpr int kWmmaLoad = -10;
+constexpr int kWmmaMma = -11;
+constexpr int kWmmaStore = -12;
+// A warp-collective gather at barrier `site`: every lane gives `size` bytes
+// (at most 64) and receives all 32 lanes' bytes, lane by lane, in out.
+void warp_gather(int site, const void* in, size_t size, void* out);
+// Fails the launch with `msg` and the calling thread's position.
+[[noreturn]] void fail_launch(const std::string& msg);
+// The address p as text.
+std::string address(const void* p);
 // This block's storage for the shared declaration identified by `key`.
 void* shared_slot(const void* key, size_t size, size_t align);
 // This block's dynamic shared memory.

@@ -100,6 +100,12 @@ impl Element for f64 {
 impl Element for u32 {
     const DTYPE: DType = DType::U32;
 }
+impl Element for half::f16 {
+    const DTYPE: DType = DType::F16;
+}
+impl Element for half::bf16 {
+    const DTYPE: DType = DType::BF16;
+}
 
 /// Bytes of 0xFF before and after every buffer.
 const GUARD: usize = 4096;
@@ -252,14 +258,14 @@ impl fmt::Debug for DeviceBuffer {
 }
 
 fn as_bytes<T: Element>(v: &[T]) -> &[u8] {
-    // SAFETY: f32, f64 and u32 have no padding; the byte slice covers
-    // exactly the same memory.
+    // SAFETY: f32, f64, u32, f16 and bf16 have no padding; the byte slice
+    // covers exactly the same memory.
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
 }
 
 fn as_bytes_mut<T: Element>(v: &mut [T]) -> &mut [u8] {
     // SAFETY: as in `as_bytes`; every byte pattern written back is a valid
-    // f32, f64 or u32, and the slice is uniquely borrowed.
+    // f32, f64, u32, f16 or bf16, and the slice is uniquely borrowed.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
 }
 

@@ -17,8 +17,13 @@ use crate::error::{Error, Result};
 use crate::precision::Precision;
 
 /// The type `a·b` runs in under `precision`, or `None` for the full
-/// precision product of operands of one type.
-fn half_type(op: &'static str, a: DType, b: DType, precision: Precision) -> Result<Option<DType>> {
+/// precision product of operands of one type (the CUDA backend's rule too).
+pub(crate) fn half_type(
+    op: &'static str,
+    a: DType,
+    b: DType,
+    precision: Precision,
+) -> Result<Option<DType>> {
     let mismatch = || Error::DTypeMismatch { op, lhs: a, rhs: b };
     match (a, b) {
         (a, b) if a.is_half() && b.is_half() && a != b => Err(mismatch()),

@@ -14,7 +14,7 @@ pub mod conv;
 mod fused_update;
 pub mod gemm;
 mod kernels;
-mod mixed;
+pub(crate) mod mixed;
 
 use half::{bf16, f16};
 

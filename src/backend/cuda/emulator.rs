@@ -78,10 +78,8 @@ impl Launcher for Emulator {
             CpuStorage::F32(v) => SimtBuffer::from_slice(v),
             CpuStorage::F64(v) => SimtBuffer::from_slice(v),
             CpuStorage::U32(v) => SimtBuffer::from_slice(v),
-            half => {
-                let dtype = crate::backend::BackendStorage::dtype(half);
-                return Err(super::half_buffers_unavailable(dtype));
-            }
+            CpuStorage::F16(v) => SimtBuffer::from_slice(v),
+            CpuStorage::BF16(v) => SimtBuffer::from_slice(v),
         })
     }
 
@@ -90,7 +88,8 @@ impl Launcher for Emulator {
             DType::F32 => CpuStorage::F32(read(buf, len)?),
             DType::F64 => CpuStorage::F64(read(buf, len)?),
             DType::U32 => CpuStorage::U32(read(buf, len)?),
-            half => return Err(super::half_buffers_unavailable(half)),
+            DType::F16 => CpuStorage::F16(read(buf, len)?),
+            DType::BF16 => CpuStorage::BF16(read(buf, len)?),
         })
     }
 
@@ -124,7 +123,8 @@ impl Launcher for Emulator {
                 DType::F32 => range::<f32>(src, offset, len)?,
                 DType::F64 => range::<f64>(src, offset, len)?,
                 DType::U32 => range::<u32>(src, offset, len)?,
-                half => return Err(super::half_buffers_unavailable(half)),
+                DType::F16 => range::<half::f16>(src, offset, len)?,
+                DType::BF16 => range::<half::bf16>(src, offset, len)?,
             };
         }
         Ok(())

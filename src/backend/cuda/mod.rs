@@ -49,17 +49,6 @@ mod ops;
 #[cfg(any(feature = "cuda", feature = "emu"))]
 mod storage;
 
-/// The error for a bf16 or f16 buffer sent to a CUDA device: the CUDA
-/// backend has no half-precision kernels yet.
-#[cfg(any(feature = "cuda", feature = "emu"))]
-pub(crate) fn half_buffers_unavailable(dtype: crate::dtype::DType) -> crate::error::Error {
-    crate::error::Error::invalid(format!(
-        "{dtype} tensors stay on the CPU: the CUDA backend (GPU and emu) has no half-precision \
-         kernels yet; convert with `to_dtype(DType::F32)` before moving the tensor, or use \
-         --device cpu"
-    ))
-}
-
 #[cfg(not(feature = "emu"))]
 pub(crate) use availability::emulator_unavailable;
 #[cfg(not(feature = "cuda"))]
@@ -70,7 +59,7 @@ pub use availability::{
 };
 #[cfg(feature = "cuda")]
 pub use driver::{
-    gpu, Cublas, DeviceCopy, Gpu, GpuBuffer, GpuInfo, LoadedModule, Sgemm, IMAGE_VAR,
+    gpu, Cublas, DeviceCopy, GemmEx, Gpu, GpuBuffer, GpuInfo, LoadedModule, Sgemm, IMAGE_VAR,
 };
 #[cfg(feature = "emu")]
 pub use emulator::{emulator, Emulator};

@@ -11,14 +11,18 @@
 use kernels::grid_stride::Extent;
 use kernels::matmul::{Epilogue, Tile, Tuning};
 use kernels::optim::AdamStep;
-use kernels::{activation, elementwise, matmul, optim, reduce, softmax_xent, tally, LaunchPlan};
+use kernels::{
+    activation, elementwise, matmul, matmul_half, optim, reduce, softmax_xent, tally, LaunchPlan,
+};
 
 use super::launch::{launch, plan_err, Arg, Launcher};
 use super::storage::CudaStorage;
+use crate::backend::cpu::mixed::half_type;
 use crate::backend::cpu::CpuStorage;
 use crate::backend::{Activation, BackendStorage, Binary, MatmulDims, Norm, UpdateRule};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::precision::Precision;
 
 mod robust;
 
@@ -168,9 +172,65 @@ impl<L: Launcher> CudaStorage<L> {
         }
         let plan =
             matmul::matmul(t, d, epilogue, matmul_tuning(&*self.launcher)?).map_err(plan_err)?;
-        // Without a bias the kernels read none: any buffer of the type will do.
-        let bias = bias.map_or(&*self.buf, |b| &*b.buf);
-        let mut out = self.output(t, d.m * d.n)?;
+        self.run_product(&plan, rhs, bias, t, d.m * d.n)
+    }
+
+    /// `op(A)·op(B)` on tensor cores with the operands rounded to `half`
+    /// (bf16 or f16; each operand stored in `half` or in f32), f32 sums and
+    /// an f32 result through `epilogue` (`bias`, if any, in f32).
+    fn half_product(
+        &self,
+        op: &'static str,
+        rhs: &Self,
+        d: MatmulDims,
+        epilogue: Epilogue,
+        bias: Option<&Self>,
+        half: DType,
+    ) -> Result<CudaStorage<L>> {
+        same_device(op, self, rhs)?;
+        check_len(op, "A", self.len, d.m * d.k)?;
+        check_len(op, "B", rhs.len, d.k * d.n)?;
+        if let Some(b) = bias {
+            same_device(op, self, b)?;
+            check_len(op, "the bias", b.len, d.n)?;
+            if b.dtype_of() != DType::F32 {
+                return Err(Error::invalid(format!(
+                    "{op}: a {} bias for a {half} product on {}: the tensor-core kernels add an \
+                     f32 bias (convert it with `to_dtype(DType::F32)`)",
+                    b.dtype_of(),
+                    self.device()
+                )));
+            }
+        }
+        let tuning = matmul_tuning(&*self.launcher)?;
+        let plan = matmul_half::matmul(half, self.dtype_of(), rhs.dtype_of(), d, epilogue, tuning)
+            .map_err(plan_err)?;
+        self.run_product(&plan, rhs, bias, DType::F32, d.m * d.n)
+    }
+
+    /// Launches a product's plan (and its split-K reduction) with A = self,
+    /// B = rhs, and returns C, `len` elements of `dtype`.
+    fn run_product(
+        &self,
+        plan: &matmul::MatmulPlan,
+        rhs: &Self,
+        bias: Option<&Self>,
+        dtype: DType,
+        len: usize,
+    ) -> Result<CudaStorage<L>> {
+        // Without a bias the kernels read none: any buffer of the type will
+        // do (one element when neither operand is of C's type).
+        let spare;
+        let bias = match bias {
+            Some(b) => &*b.buf,
+            None if self.dtype_of() == dtype => &*self.buf,
+            None if rhs.dtype_of() == dtype => &*rhs.buf,
+            None => {
+                spare = self.output(dtype, 1)?;
+                &spare
+            }
+        };
+        let mut out = self.output(dtype, len)?;
         let (a, b, l) = (&*self.buf, &*rhs.buf, &*self.launcher);
         match &plan.reduce {
             None => launch(
@@ -179,7 +239,7 @@ impl<L: Launcher> CudaStorage<L> {
                 &mut [Arg::In(a), Arg::In(b), Arg::In(bias), Arg::Out(&mut out)],
             )?,
             Some(reduce) => {
-                let mut partial = self.output(t, plan.workspace_len())?;
+                let mut partial = self.output(dtype, plan.workspace_len())?;
                 launch(
                     l,
                     &plan.product,
@@ -197,7 +257,7 @@ impl<L: Launcher> CudaStorage<L> {
                 )?;
             }
         }
-        Ok(self.wrap(out, d.m * d.n))
+        Ok(self.wrap(out, len))
     }
 
     /// Sum of all elements (`scale = 1`) or their mean (`scale = 1/n`) as a
@@ -284,6 +344,33 @@ impl<L: Launcher> BackendStorage for CudaStorage<L> {
             )));
         }
         self.product("linear_act", rhs, d, Epilogue::BiasAct(act), Some(row))
+    }
+
+    /// On tensor cores when the product is a half one (a bf16 or f16
+    /// operand, or f32 operands under a half `precision`): f32 operands
+    /// are rounded as they are staged, never copied whole.
+    fn matmul_in(&self, rhs: &Self, d: MatmulDims, precision: Precision) -> Result<Self> {
+        match half_type("matmul", self.dtype_of(), rhs.dtype_of(), precision)? {
+            None => self.matmul(rhs, d),
+            Some(h) => self.half_product("matmul", rhs, d, Epilogue::Store, None, h),
+        }
+    }
+
+    /// As [`BackendStorage::matmul_in`], with the bias (f32) and the
+    /// activation applied in f32 by the product's epilogue.
+    fn matmul_bias_act_in(
+        &self,
+        rhs: &Self,
+        d: MatmulDims,
+        row: &Self,
+        act: Activation,
+        precision: Precision,
+    ) -> Result<Self> {
+        let op = "linear_act";
+        match half_type(op, self.dtype_of(), rhs.dtype_of(), precision)? {
+            None => self.matmul_bias_act(rhs, d, row, act),
+            Some(h) => self.half_product(op, rhs, d, Epilogue::BiasAct(act), Some(row), h),
+        }
     }
 
     fn activation(&self, act: Activation) -> Result<Self> {

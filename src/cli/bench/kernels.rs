@@ -1,10 +1,13 @@
 //! The kernel ops of `advgrad bench`, each beside a yardstick timed the
 //! same way on the same device and sizes:
 //!
-//! - `matmul`: GFLOP/s (`2·m·k·n` per product) beside cuBLAS's
-//!   `cublasSgemm` on a GPU, with the ratio and the largest difference
-//!   between the two products; on the CPU and the emulator the cuBLAS
-//!   columns are absent, with the reason.
+//! - `matmul`: GFLOP/s (`2·m·k·n` per product) in the `--precision`
+//!   (f32 products, or bf16 / f16 ones with f32 sums: the CPU's half gemm,
+//!   the tensor-core kernels on a GPU and the emulator) beside cuBLAS on a
+//!   GPU — `cublasSgemm` for f32, `cublasGemmEx` with the operands in the
+//!   half type, f32 compute and an f32 C otherwise — with the ratio and
+//!   the largest difference between the two products; on the CPU and the
+//!   emulator the cuBLAS columns are absent, with the reason.
 //! - `relu`, `sigmoid`, `tanh`, `softmax_cross_entropy` (forward): GB/s of
 //!   the bytes the op must move, beside a copy of as many bytes on the same
 //!   device (`cuMemcpyDtoD` on a GPU, a memcpy on the CPU threads
@@ -60,24 +63,31 @@ pub(super) fn matmul(problems: &[Problem], timer: Timer, json: bool) -> Result<(
         let seconds = timer.per_call(|| a.matmul(&b).map(drop))?;
         let flop = 2.0 * (m * k * n) as f64;
         let gflops = flop / seconds / 1e9;
+        let precision = advgrad::Precision::current();
         let mut fields = serde_json::json!({
-            "m": m, "k": k, "n": n, "gflops": gflops,
+            "m": m, "k": k, "n": n, "gflops": gflops, "precision": precision.name(),
         });
-        let mut text = format!("{:<20} {} GFLOP/s", problem.to_string(), rate(gflops));
+        let mut text = format!(
+            "{:<20} {precision:<4} {} GFLOP/s",
+            problem.to_string(),
+            rate(gflops)
+        );
         let theirs = cublas.time(timer, &a_host, &b_host, &a.matmul(&b)?, (m, k, n))?;
         let o = fields.as_object_mut().expect("an object");
         match theirs {
             Ok(r) => {
                 let their_gflops = flop / r.seconds / 1e9;
                 let ratio = gflops / their_gflops;
+                o.insert("cublas_routine".into(), r.routine.into());
                 o.insert("cublas_version".into(), r.version.clone().into());
                 o.insert("cublas_seconds".into(), r.seconds.into());
                 o.insert("cublas_gflops".into(), their_gflops.into());
                 o.insert("ratio_to_cublas".into(), ratio.into());
                 o.insert("max_rel_diff_vs_cublas".into(), r.max_rel_diff.into());
                 text.push_str(&format!(
-                    "   cuBLAS {} {} GFLOP/s   {ratio:.2}× cuBLAS   (max rel diff {:.1e})",
+                    "   cuBLAS {} {} {} GFLOP/s   {ratio:.2}× cuBLAS   (max rel diff {:.1e})",
                     r.version,
+                    r.routine,
                     rate(their_gflops),
                     r.max_rel_diff
                 ));
@@ -199,7 +209,7 @@ mod tests {
     }
 }
 
-/// cuBLAS's SGEMM, on a GPU only.
+/// cuBLAS's SGEMM, or GemmEx in a half type, on a GPU only.
 mod gpu_gemm {
     use advgrad::{Device, Result, Tensor};
 
@@ -208,6 +218,8 @@ mod gpu_gemm {
     /// cuBLAS's time on one problem.
     pub struct Measured {
         pub seconds: f64,
+        /// `cublasSgemm`, or `cublasGemmEx bf16` / `f16`.
+        pub routine: &'static str,
         pub version: String,
         /// `max |ours − cuBLAS| / max |cuBLAS|` over the product.
         pub max_rel_diff: f64,
@@ -235,8 +247,8 @@ mod gpu_gemm {
         }
 
         /// cuBLAS's seconds per product of the host operands `a` and `b`
-        /// (the same values as advgrad's), and how far `ours` is from its
-        /// product; or why cuBLAS was not run.
+        /// (the same values as advgrad's) in the thread's precision, and
+        /// how far `ours` is from its product; or why cuBLAS was not run.
         pub fn time(
             &self,
             timer: Timer,
@@ -251,9 +263,24 @@ mod gpu_gemm {
             };
             #[cfg(feature = "cuda")]
             {
-                let mut sgemm = handle.sgemm(&a.to_vec::<f32>()?, &b.to_vec::<f32>()?, dims)?;
-                let seconds = timer.per_call(|| sgemm.run())?;
-                let theirs = sgemm.result()?;
+                use advgrad::Precision;
+                let (a, b) = (a.to_vec::<f32>()?, b.to_vec::<f32>()?);
+                let (seconds, theirs, routine) = match Precision::current() {
+                    Precision::F32 => {
+                        let mut sgemm = handle.sgemm(&a, &b, dims)?;
+                        let seconds = timer.per_call(|| sgemm.run())?;
+                        (seconds, sgemm.result()?, "cublasSgemm")
+                    }
+                    half => {
+                        let mut gemm = handle.gemm_ex(half.dtype(), &a, &b, dims)?;
+                        let seconds = timer.per_call(|| gemm.run())?;
+                        let routine = match half {
+                            Precision::Bf16 => "cublasGemmEx bf16",
+                            _ => "cublasGemmEx f16",
+                        };
+                        (seconds, gemm.result()?, routine)
+                    }
+                };
                 let ours = ours.to_vec::<f32>()?;
                 let scale = theirs
                     .iter()
@@ -266,6 +293,7 @@ mod gpu_gemm {
                 });
                 Ok(Ok(Measured {
                     seconds,
+                    routine,
                     version: handle.version().to_string(),
                     max_rel_diff: f64::from(diff / scale),
                 }))

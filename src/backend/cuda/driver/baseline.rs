@@ -11,9 +11,11 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
-use cudarc::cublas::sys::{cublasOperation_t, libraryPropertyType};
-use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
-use cudarc::driver::CudaSlice;
+use cudarc::cublas::sys::{
+    cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t, libraryPropertyType,
+};
+use cudarc::cublas::{result as blas_result, CudaBlas, Gemm, GemmConfig};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 
 use super::{driver_err, Gpu};
 use crate::error::{Error, Result};
@@ -149,6 +151,106 @@ impl Cublas {
             c: s.alloc_zeros(m * n).map_err(driver_err(what))?,
             dims: (dim(m)?, dim(k)?, dim(n)?),
         })
+    }
+}
+
+impl Cublas {
+    /// `C = A·B` as [`Cublas::sgemm`], with A and B rounded to `half` (bf16
+    /// or f16, to nearest even, on the host) and copied to the GPU in that
+    /// type, ready to run with `cublasGemmEx`: f32 compute and an f32 C, as
+    /// advgrad's tensor-core matmul.
+    pub fn gemm_ex(
+        &self,
+        half: crate::dtype::DType,
+        a: &[f32],
+        b: &[f32],
+        (m, k, n): (usize, usize, usize),
+    ) -> Result<GemmEx<'_>> {
+        let data_type = match half {
+            crate::dtype::DType::BF16 => cudaDataType_t::CUDA_R_16BF,
+            crate::dtype::DType::F16 => cudaDataType_t::CUDA_R_16F,
+            other => {
+                return Err(Error::invalid(format!(
+                    "cublasGemmEx: operands in bf16 or f16, not {other}"
+                )))
+            }
+        };
+        let bits = |v: &[f32]| -> Vec<u16> {
+            v.iter()
+                .map(|&x| match half {
+                    crate::dtype::DType::BF16 => half::bf16::from_f32(x).to_bits(),
+                    _ => half::f16::from_f32(x).to_bits(),
+                })
+                .collect()
+        };
+        let (a16, b16) = (bits(a), bits(b));
+        let f32s = self.sgemm(a, b, (m, k, n))?;
+        let s = self.gpu.stream();
+        let what = "copying the cuBLAS benchmark's operands";
+        Ok(GemmEx {
+            a: s.clone_htod(&a16).map_err(driver_err(what))?,
+            b: s.clone_htod(&b16).map_err(driver_err(what))?,
+            data_type,
+            out: f32s,
+        })
+    }
+}
+
+/// One cuBLAS `cublasGemmEx` problem, half operands and an f32 product,
+/// with its operands on the GPU.
+pub struct GemmEx<'a> {
+    a: CudaSlice<u16>,
+    b: CudaSlice<u16>,
+    data_type: cudaDataType_t,
+    // The dimensions, the product's buffer and the handle.
+    out: Sgemm<'a>,
+}
+
+impl GemmEx<'_> {
+    /// Enqueues `C = A·B` (`cublasGemmEx`, half A and B, f32 C,
+    /// `CUBLAS_COMPUTE_32F`, default algorithm) on the GPU's stream; B goes
+    /// first as in [`Sgemm::run`].
+    pub fn run(&mut self) -> Result<()> {
+        let (m, k, n) = self.out.dims;
+        let cublas = self.out.cublas;
+        let stream = cublas.gpu.stream();
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let (a, _ra) = self.a.device_ptr(stream);
+        let (b, _rb) = self.b.device_ptr(stream);
+        let (c, _rc) = self.out.c.device_ptr_mut(stream);
+        // SAFETY: b is k×n (column-major n×k with ld n) and a is m×k
+        // (column-major k×m with ld k), both of `data_type`; c holds m·n
+        // f32 (ld n); alpha and beta are f32 as CUBLAS_COMPUTE_32F needs,
+        // and everything lives on the stream the handle is bound to.
+        unsafe {
+            blas_result::gemm_ex(
+                *cublas.blas.handle(),
+                cublasOperation_t::CUBLAS_OP_N,
+                cublasOperation_t::CUBLAS_OP_N,
+                n,
+                m,
+                k,
+                (&alpha as *const f32).cast(),
+                b as *const _,
+                self.data_type,
+                n,
+                a as *const _,
+                self.data_type,
+                k,
+                (&beta as *const f32).cast(),
+                c as *mut _,
+                cudaDataType_t::CUDA_R_32F,
+                n,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| Error::Cuda(format!("cublasGemmEx: {e:?}")))
+    }
+
+    /// The product, row-major `[m, n]`, once every launch has finished.
+    pub fn result(&self) -> Result<Vec<f32>> {
+        self.out.result()
     }
 }
 

@@ -23,6 +23,10 @@ pub enum GpuBuffer {
     F64(CudaSlice<f64>),
     /// u32 elements (labels, class indices).
     U32(CudaSlice<u32>),
+    /// f16 elements, as their bits.
+    F16(CudaSlice<u16>),
+    /// bf16 elements, as their bits.
+    BF16(CudaSlice<u16>),
 }
 
 impl DeviceBuffer for GpuBuffer {
@@ -31,6 +35,8 @@ impl DeviceBuffer for GpuBuffer {
             GpuBuffer::F32(_) => DType::F32,
             GpuBuffer::F64(_) => DType::F64,
             GpuBuffer::U32(_) => DType::U32,
+            GpuBuffer::F16(_) => DType::F16,
+            GpuBuffer::BF16(_) => DType::BF16,
         }
     }
 
@@ -39,6 +45,7 @@ impl DeviceBuffer for GpuBuffer {
             GpuBuffer::F32(s) => s.len(),
             GpuBuffer::F64(s) => s.len(),
             GpuBuffer::U32(s) => s.len(),
+            GpuBuffer::F16(s) | GpuBuffer::BF16(s) => s.len(),
         }
     }
 }
@@ -87,15 +94,16 @@ impl Launcher for Gpu {
         let s = self.stream();
         let n = len.max(1);
         let what = "allocating device memory";
-        // SAFETY: the memory is uninitialised, but plain f32/f64/u32 have no
-        // invalid bit patterns and, by this method's contract, a kernel
+        // SAFETY: the memory is uninitialised, but plain f32/f64/u32/u16 have
+        // no invalid bit patterns and, by this method's contract, a kernel
         // writes every element the buffer is ever read at before any read.
         unsafe {
             Ok(match dtype {
                 DType::F32 => GpuBuffer::F32(s.alloc::<f32>(n).map_err(driver_err(what))?),
                 DType::F64 => GpuBuffer::F64(s.alloc::<f64>(n).map_err(driver_err(what))?),
                 DType::U32 => GpuBuffer::U32(s.alloc::<u32>(n).map_err(driver_err(what))?),
-                half => return Err(crate::backend::cuda::half_buffers_unavailable(half)),
+                DType::F16 => GpuBuffer::F16(s.alloc::<u16>(n).map_err(driver_err(what))?),
+                DType::BF16 => GpuBuffer::BF16(s.alloc::<u16>(n).map_err(driver_err(what))?),
             })
         }
     }
@@ -105,9 +113,13 @@ impl Launcher for Gpu {
             CpuStorage::F32(v) => GpuBuffer::F32(upload(self, v)?),
             CpuStorage::F64(v) => GpuBuffer::F64(upload(self, v)?),
             CpuStorage::U32(v) => GpuBuffer::U32(upload(self, v)?),
-            half => {
-                let dtype = crate::backend::BackendStorage::dtype(half);
-                return Err(crate::backend::cuda::half_buffers_unavailable(dtype));
+            CpuStorage::F16(v) => {
+                let bits: Vec<u16> = v.iter().map(|x| x.to_bits()).collect();
+                GpuBuffer::F16(upload(self, &bits)?)
+            }
+            CpuStorage::BF16(v) => {
+                let bits: Vec<u16> = v.iter().map(|x| x.to_bits()).collect();
+                GpuBuffer::BF16(upload(self, &bits)?)
             }
         })
     }
@@ -117,6 +129,18 @@ impl Launcher for Gpu {
             GpuBuffer::F32(s) => CpuStorage::F32(download(self, s, len)?),
             GpuBuffer::F64(s) => CpuStorage::F64(download(self, s, len)?),
             GpuBuffer::U32(s) => CpuStorage::U32(download(self, s, len)?),
+            GpuBuffer::F16(s) => CpuStorage::F16(
+                download(self, s, len)?
+                    .into_iter()
+                    .map(half::f16::from_bits)
+                    .collect(),
+            ),
+            GpuBuffer::BF16(s) => CpuStorage::BF16(
+                download(self, s, len)?
+                    .into_iter()
+                    .map(half::bf16::from_bits)
+                    .collect(),
+            ),
         })
     }
 
@@ -126,6 +150,8 @@ impl Launcher for Gpu {
             GpuBuffer::F32(s) => GpuBuffer::F32(s.try_clone().map_err(driver_err(what))?),
             GpuBuffer::F64(s) => GpuBuffer::F64(s.try_clone().map_err(driver_err(what))?),
             GpuBuffer::U32(s) => GpuBuffer::U32(s.try_clone().map_err(driver_err(what))?),
+            GpuBuffer::F16(s) => GpuBuffer::F16(s.try_clone().map_err(driver_err(what))?),
+            GpuBuffer::BF16(s) => GpuBuffer::BF16(s.try_clone().map_err(driver_err(what))?),
         })
     }
 
@@ -149,6 +175,9 @@ impl Launcher for Gpu {
                 s.memcpy_dtod(&a.slice(range), &mut b.slice_mut(..len))
             }
             (GpuBuffer::U32(a), GpuBuffer::U32(b)) => {
+                s.memcpy_dtod(&a.slice(range), &mut b.slice_mut(..len))
+            }
+            (GpuBuffer::F16(a), GpuBuffer::F16(b)) | (GpuBuffer::BF16(a), GpuBuffer::BF16(b)) => {
                 s.memcpy_dtod(&a.slice(range), &mut b.slice_mut(..len))
             }
             (a, b) => {
@@ -215,11 +244,13 @@ impl Launcher for Gpu {
                         GpuBuffer::F32(s) => builder.arg(s),
                         GpuBuffer::F64(s) => builder.arg(s),
                         GpuBuffer::U32(s) => builder.arg(s),
+                        GpuBuffer::F16(s) | GpuBuffer::BF16(s) => builder.arg(s),
                     },
                     Some(Arg::Out(b)) => match &mut **b {
                         GpuBuffer::F32(s) => builder.arg(s),
                         GpuBuffer::F64(s) => builder.arg(s),
                         GpuBuffer::U32(s) => builder.arg(s),
+                        GpuBuffer::F16(s) | GpuBuffer::BF16(s) => builder.arg(s),
                     },
                     None => unreachable!("launch() checked the buffer count"),
                 },

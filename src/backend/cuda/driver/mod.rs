@@ -34,7 +34,7 @@ use super::memory::DeviceMemory;
 use crate::error::{Error, Result};
 use image::Arch;
 
-pub use baseline::{Cublas, DeviceCopy, Sgemm};
+pub use baseline::{Cublas, DeviceCopy, GemmEx, Sgemm};
 pub use buffer::GpuBuffer;
 pub use image::IMAGE_VAR;
 pub use load::LoadedModule;
