@@ -6,21 +6,9 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use advgrad::data::Split;
-
-fn advgrad(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_advgrad"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::run_advgrad as advgrad;
 
 fn last_json(stdout: &str) -> serde_json::Value {
     let line = stdout.lines().last().expect("some output");

@@ -6,12 +6,12 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Command;
 
 use advgrad::data::Split;
 use advgrad::nn::{load_model, load_model_arch, save_model, save_tensors, Activation, Model};
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
 use advgrad::{DType, Tape, Tensor};
+use support::run_advgrad as advgrad;
 
 const SMALL_CNN: &str = "1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10";
 
@@ -144,18 +144,6 @@ fn adam_steps_lower_the_loss_of_a_small_cnn() {
     }
     let last = model.input_gradient(&x, &y).unwrap().0;
     assert!(last < 0.5 * first, "loss {first} → {last}");
-}
-
-fn advgrad(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_advgrad"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

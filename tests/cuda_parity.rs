@@ -54,6 +54,36 @@ fn devices(test: &str) -> Vec<Device> {
     v
 }
 
+/// `Σ_p |a[i,p]·b[p,j]|` for every element of the product `d` of the
+/// row-major values `av` and `bv` (each transposed as `d` says): the scale
+/// of a product's rounding error.
+fn product_terms(av: &[f64], bv: &[f64], d: MatmulDims) -> Vec<f64> {
+    let MatmulDims {
+        m,
+        n,
+        k,
+        a_trans,
+        b_trans,
+    } = d;
+    let at = |i: usize, p: usize| {
+        if a_trans {
+            av[p * m + i]
+        } else {
+            av[i * k + p]
+        }
+    };
+    let bt = |p: usize, j: usize| {
+        if b_trans {
+            bv[j * k + p]
+        } else {
+            bv[p * n + j]
+        }
+    };
+    (0..m * n)
+        .map(|ij| (0..k).map(|p| (at(ij / n, p) * bt(p, ij % n)).abs()).sum())
+        .collect()
+}
+
 /// The same values on the CPU and on a device.
 struct Pair {
     cpu: Storage,
@@ -164,23 +194,7 @@ fn matmul_all_layouts() {
                 a_trans,
                 b_trans,
             };
-            let at = |i: usize, p: usize| {
-                if a_trans {
-                    av[p * m + i]
-                } else {
-                    av[i * k + p]
-                }
-            };
-            let bt = |p: usize, j: usize| {
-                if b_trans {
-                    bv[j * k + p]
-                } else {
-                    bv[p * n + j]
-                }
-            };
-            let terms: Vec<f64> = (0..m * n)
-                .map(|ij| (0..k).map(|p| (at(ij / n, p) * bt(p, ij % n)).abs()).sum())
-                .collect();
+            let terms = product_terms(&av, &bv, d);
             check(
                 &format!("{dtype} matmul {m}x{n}x{k} ta={a_trans} tb={b_trans}"),
                 &a.dev.matmul(&b.dev, d).unwrap(),
@@ -1675,23 +1689,7 @@ fn half_matmul_matches_the_cpu_half_gemm() {
                         a_trans,
                         b_trans,
                     };
-                    let at = |i: usize, p: usize| {
-                        if a_trans {
-                            av[p * m + i]
-                        } else {
-                            av[i * k + p]
-                        }
-                    };
-                    let bt = |p: usize, j: usize| {
-                        if b_trans {
-                            bv[j * k + p]
-                        } else {
-                            bv[p * n + j]
-                        }
-                    };
-                    let terms: Vec<f64> = (0..m * n)
-                        .map(|ij| (0..k).map(|p| (at(ij / n, p) * bt(p, ij % n)).abs()).sum())
-                        .collect();
+                    let terms = product_terms(&av, &bv, d);
                     let what =
                         format!("{half} matmul {m}x{n}x{k} ta={a_trans} tb={b_trans} {sa}·{sb}");
                     let t = half_product_tolerance(k, half);

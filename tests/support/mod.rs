@@ -170,3 +170,17 @@ pub fn fashion_mnist(split: Split) -> Option<Dataset> {
 pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
+
+/// Runs the `advgrad` binary with `args`, in the test's environment:
+/// whether it succeeded, its stdout and its stderr.
+pub fn run_advgrad(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_advgrad"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
