@@ -46,14 +46,25 @@
 //!    `target/ptx/gelu.ptx` when it finds both (`$ADVGRAD_PTXAS` or `ptxas`
 //!    on `PATH`, `$ADVGRAD_PTX_DIR` or `target/ptx`), and otherwise says so
 //!    and prints the committed report's rows for GELU.
-//! 7. **Time it on a GPU**: `advgrad bench --op OP --device cuda` times the
-//!    kernels the tape's ops launch (ReLU, sigmoid, tanh: GB/s beside a
-//!    device-to-device copy). GELU is this chapter's kernel and not yet
-//!    one of the tape's ops, so `advgrad bench` has no `--op` for it: to
-//!    time it, make it an op (README, "Adding an op with its backward":
-//!    a `BackendStorage` method, its CPU kernel, its launch in
-//!    `src/backend/cuda/ops.rs`) and add it to `src/cli/bench/kernels.rs`
-//!    beside `relu`. This example reports whether a GPU is present.
+//! 7. **Make it an op, and time it on a GPU**: a kernel that the tape's
+//!    ops launch can be timed by `advgrad bench`. GELU is the op `gelu`:
+//!    `Tensor::gelu`, `Tensor::gelu_backward(x)` and `Tape::gelu` in
+//!    `src/ops/activation.rs`, `Op::Gelu` with its rule in `src/ops/mod.rs`
+//!    (the backward reads the saved input `x`), `BackendStorage::gelu` and
+//!    `gelu_backward` in `src/backend/mod.rs`, the same formula in the same
+//!    order on the CPU (`src/backend/cpu/kernels.rs`), and the launches of
+//!    `GELU_FWD` and `GELU_BWD` in `src/backend/cuda/ops.rs`, which run on
+//!    a GPU and on `--device emu` alike (README, "Adding an op with its
+//!    backward"). `tests/gradcheck_ops.rs` checks its rule in f64 and
+//!    `tests/cuda_parity.rs` the CUDA backend against the CPU's;
+//!    `src/cli/bench/kernels.rs` times it beside `relu`:
+//!    `advgrad bench --op gelu --device cuda` reports GB/s beside a
+//!    device-to-device copy of the same bytes (`--device cpu` or `emu`
+//!    beside a memcpy). GELU is not an `Activation` (`--act`): the fused
+//!    bias-and-activation kernels save their output, and GELU's input
+//!    cannot be recovered from it. This example runs the op on the emulated
+//!    device against the kernel above, prints the command that times it,
+//!    and reports whether a GPU is present.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -188,8 +199,41 @@ fn main() -> Result<(), Failure> {
     println!("\n3. ptxas (registers, spills; sm_80 and sm_90):");
     print_ptxas_report()?;
 
-    println!("\n4. Timing on a GPU:");
+    println!("\n4. The tape's op `gelu` (Tensor::gelu, Tape::gelu) and its timing:");
+    the_op_launches_the_kernel()?;
     println!("   {}", gpu_status());
+    Ok(())
+}
+
+/// `Tensor::gelu` and `gelu_backward` on the emulated device launch the
+/// kernels above (the same bits); on the CPU they follow the reference.
+fn the_op_launches_the_kernel() -> Result<(), Failure> {
+    use advgrad::{Device, Tensor};
+    let x = inputs(4099);
+    let g: Vec<f64> = x.iter().map(|v| 0.5 + v.abs().min(3.0)).collect();
+    let (xt, gt) = (
+        Tensor::from_vec(x.clone(), [x.len()])?,
+        Tensor::from_vec(g.clone(), [g.len()])?,
+    );
+    let on_cpu = worst_error(
+        &xt.gelu()?.to_vec::<f64>()?,
+        &x.iter().map(|&v| reference(v)).collect::<Vec<_>>(),
+    );
+    let (xe, ge) = (xt.to_device(Device::Emu)?, gt.to_device(Device::Emu)?);
+    let same_bits = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+    let fwd = same_bits(&xe.gelu()?.to_vec::<f64>()?, &gelu_on_emulator(&x)?);
+    let bwd = same_bits(
+        &ge.gelu_backward(&xe)?.to_vec::<f64>()?,
+        &gelu_grad_on_emulator(&x, &g)?,
+    );
+    if !(fwd && bwd) || on_cpu > 1e-12 {
+        return Err("the op disagrees with its kernel or with the reference".into());
+    }
+    println!("   on --device emu, Tensor::gelu and gelu_backward give the kernels' bits (4099 elements, f64);");
+    println!("   on the CPU backend, Tensor::gelu is within {on_cpu:.1e} of the reference");
+    println!(
+        "   time it: advgrad bench --op gelu --device cuda   (GB/s beside a device-to-device copy)"
+    );
     Ok(())
 }
 
@@ -255,9 +299,12 @@ fn print_ptxas_report() -> Result<(), Failure> {
 /// would take.
 fn gpu_status() -> String {
     match advgrad::backend::cuda::probe(0) {
-        Ok(()) => "cuda:0 is present. GELU is not one of the tape's ops, so `advgrad bench` has no --op for it \
-                   (step 7 of this file's documentation says how to add one); not timed."
+        Ok(()) => "cuda:0 is present: the command above times the kernel on it \
+                   (this example does not run it)."
             .to_string(),
-        Err(why) => format!("not timed: no GPU in this run ({why})."),
+        Err(why) => format!(
+            "not timed: no GPU in this run ({why}); `advgrad bench --op gelu --device emu` runs \
+             the same launches on the emulator, which is for checking, not speed."
+        ),
     }
 }

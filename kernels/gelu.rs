@@ -7,9 +7,14 @@
 //!   forward's input `x`.
 //!
 //! This kernel is the subject of chapter 6 of the course
-//! (`examples/06_writing_a_cuda_kernel.rs`): it is not one of the tape's
-//! ops, and exists to show how a kernel is added, planned, emulated and
-//! checked.
+//! (`examples/06_writing_a_cuda_kernel.rs`), which shows how a kernel is
+//! added, planned, emulated and checked. It is also the tape's op `gelu`
+//! (`Tape::gelu` in `src/ops/activation.rs`): the CUDA backend launches
+//! these plans for it (on a GPU and on the emulator), the CPU backend
+//! evaluates the same formula in the same order, and
+//! `advgrad bench --op gelu` times it. It is not an `Activation`: the fused
+//! bias-and-activation kernels save their output, from which GELU's input
+//! cannot be recovered.
 
 use crate::grid_stride::{input, output, GridStride, Slot};
 

@@ -68,6 +68,10 @@ impl fmt::Display for DType {
 /// | `Relu` | `max(x, 0)` (`x ≤ 0 ? 0 : x`, NaN stays NaN) | `g·[x > 0]` | the input `x` |
 /// | `Sigmoid` | `1/(1 + e^−x)` | `g·y·(1 − y)` | the output `y` |
 /// | `Tanh` | `tanh x` | `g·(1 − y²)` | the output `y` |
+///
+/// GELU is not one: the fused bias-and-activation kernels keep only their
+/// output, and GELU's derivative needs the input, which its output does
+/// not determine. It has kernels of its own ([`crate::gelu`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Activation {
     /// `max(x, 0)`.

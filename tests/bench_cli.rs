@@ -60,6 +60,7 @@ fn every_kernel_and_model_op_is_listed() {
             "relu",
             "sigmoid",
             "tanh",
+            "gelu",
             "softmax_cross_entropy",
             "train_step",
             "epoch",
@@ -95,7 +96,7 @@ fn matmul_reports_gflops_and_why_cublas_is_absent() {
 #[test]
 fn memory_bound_ops_report_bandwidth_beside_a_copy() {
     for device in ["cpu", "emu"] {
-        for op in ["relu", "sigmoid", "tanh", "softmax_cross_entropy"] {
+        for op in ["relu", "sigmoid", "tanh", "gelu", "softmax_cross_entropy"] {
             let rows = results(&["--op", op, "--device", device, "--sizes", "9,3x17"]);
             assert_eq!(rows.len(), 2, "{op} {device}: {rows:?}");
             for (row, (r, c)) in rows.iter().zip([(9u64, 9u64), (3, 17)]) {

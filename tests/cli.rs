@@ -60,6 +60,7 @@ fn gradcheck_json_lists_every_op_and_passes() {
             "relu",
             "sigmoid",
             "tanh",
+            "gelu",
             "bias_act",
             "linear_act",
             "softmax_cross_entropy",
@@ -306,7 +307,7 @@ fn the_emulated_device_gives_the_cpu_numbers() {
 
 /// The gradient checks of every op the CUDA backend runs: each must pass
 /// on `--device emu`.
-const CUDA_GRADCHECK_OPS: [&str; 14] = [
+const CUDA_GRADCHECK_OPS: [&str; 15] = [
     "matmul",
     "add",
     "sub",
@@ -315,6 +316,7 @@ const CUDA_GRADCHECK_OPS: [&str; 14] = [
     "relu",
     "sigmoid",
     "tanh",
+    "gelu",
     "bias_act",
     "linear_act",
     "softmax_cross_entropy",

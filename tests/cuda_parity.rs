@@ -431,6 +431,102 @@ fn elementwise_and_activations() {
     }
 }
 
+/// GELU (`kernels/gelu.cu`) forward and backward through the backend, on
+/// odd sizes and on the MLP's hidden activations at the training and the
+/// attack batch (128×256, 1000×256), with ±0, ±∞, NaN and tails where
+/// `tanh` rounds to ±1. The scale of each element is the sum of its terms,
+/// `½|x|·(1 + |t|)` forward and
+/// `|g|·(½(1 + |t|) + ½|x|(1 + t²)·k·(1 + 3a·x²))` backward
+/// (`t = tanh(k·(x + a·x³))`): `1 + t` and `1 − t²` cancel in the tails,
+/// where a result carries the rounding of its terms (CUDA's `tanhf` is
+/// not libm's).
+#[test]
+fn gelu_forward_and_backward() {
+    use kernels::gelu::{A, K};
+    const SPECIALS: [f64; 9] = [
+        0.0,
+        -0.0,
+        1e-30,
+        40.0,
+        -40.0,
+        -9.5,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+    ];
+    for device in devices("gelu_forward_and_backward") {
+        for dtype in DTYPES {
+            for (s, &(r, c)) in [
+                (1, 1),
+                (1, 7),
+                (37, 29),
+                (3, 70_001),
+                (128, 256),
+                (1000, 256),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let n = r * c;
+                let mut rng = Rng::new(300 + s as u64);
+                let mut xv = rng.vec(n, -8.0, 8.0);
+                let specials = SPECIALS.len().min(n);
+                xv[..specials].copy_from_slice(&SPECIALS[..specials]);
+                let x = pair(&xv, dtype, device);
+                let g = pair(&rng.vec(n, -2.0, 2.0), dtype, device);
+                let (xh, gh) = (host(&x.cpu), host(&g.cpu));
+                let t_of = |v: f64| (K * (v + A * v * v * v)).tanh();
+                let terms: Vec<f64> = xh
+                    .iter()
+                    .map(|&v| 0.5 * v.abs() * (1.0 + t_of(v).abs()))
+                    .collect();
+                let terms_dx: Vec<f64> = xh
+                    .iter()
+                    .zip(&gh)
+                    .map(|(&v, &g)| {
+                        let t = t_of(v);
+                        let inner = 0.5 * v.abs() * (1.0 + t * t) * K * (1.0 + 3.0 * A * v * v);
+                        g.abs()
+                            * (0.5 * (1.0 + t.abs()) + if inner.is_finite() { inner } else { 0.0 })
+                    })
+                    .collect();
+                let t = Tolerance::kernel(dtype);
+                check(
+                    &format!("{dtype} gelu {r}x{c}"),
+                    &x.dev.gelu().unwrap(),
+                    &x.cpu.gelu().unwrap(),
+                    Scale::Terms(&terms),
+                    t,
+                );
+                check(
+                    &format!("{dtype} gelu backward {r}x{c}"),
+                    &g.dev.gelu_backward(&x.dev).unwrap(),
+                    &g.cpu.gelu_backward(&x.cpu).unwrap(),
+                    Scale::Terms(&terms_dx),
+                    t,
+                );
+            }
+            // The saved input must match the gradient's length and type.
+            let (g, x) = (
+                pair(&[1.0; 5], dtype, device),
+                pair(&[1.0; 4], dtype, device),
+            );
+            let e = g.dev.gelu_backward(&x.dev).unwrap_err().to_string();
+            assert!(e.contains("gelu_backward"), "{e}");
+        }
+        // The tape's rule on the device against finite differences, in f64.
+        let case = advgrad::gradcheck::suite::case("gelu")
+            .unwrap()
+            .expect("a built-in case");
+        let report = case
+            .to_device(device)
+            .unwrap()
+            .run(&advgrad::GradcheckOptions::default())
+            .unwrap();
+        assert!(report.passed(), "gelu on {device}: {report}");
+    }
+}
+
 #[test]
 fn rows_reductions_and_scalars() {
     for device in devices("rows_reductions_and_scalars") {

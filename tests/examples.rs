@@ -270,7 +270,9 @@ fn chapter_5_draws_the_tape_and_shows_the_vanishing_gradient() {
 
 /// The kernel runs on the emulator and agrees with its reference; ptxas
 /// either runs or the example says why not and shows the committed rows;
-/// without a GPU it says that nothing was timed.
+/// the tape's op `gelu` gives the kernel's bits on the emulated device and
+/// the example prints the command that times it; without a GPU it says
+/// that nothing was timed.
 #[test]
 fn chapter_6_runs_the_new_kernel_on_the_emulator() {
     let out = run("06_writing_a_cuda_kernel", &[]);
@@ -281,6 +283,8 @@ fn chapter_6_runs_the_new_kernel_on_the_emulator() {
             "launch plan of gelu_fwd_f32",
             "every element agrees: f64 within 1e-12, f32 within 1e-5",
             "101 points in [-6, 6]: max error",
+            "on --device emu, Tensor::gelu and gelu_backward give the kernels' bits",
+            "time it: advgrad bench --op gelu --device cuda",
         ],
     );
     let ptxas_ran = out.contains("Used ") && out.contains("registers");

@@ -39,6 +39,7 @@ gradcheck_tests!(
     relu,
     sigmoid,
     tanh,
+    gelu,
     bias_act,
     linear_act,
     softmax_cross_entropy,

@@ -322,3 +322,97 @@ fn first_outside_finds_the_first_outlier_in_any_chunk() {
     let (i, x) = t.first_outside(0.0, 1.0).unwrap().unwrap();
     assert!(i == 3 && x.is_nan());
 }
+
+/// GELU (the tanh form) on the CPU against `kernels::gelu::reference`, the
+/// f64 reference the CUDA kernel is tested against (`tests/simt_gelu.rs`):
+/// in f64 the same bits (the same formula, evaluated in the same order),
+/// in f32 within its rounding, and in both the same 0, ±∞ and NaN. The
+/// backward reads the input: `dx = g·GELU'(x)`.
+#[test]
+fn gelu_matches_the_kernels_reference_at_zero_infinities_and_nan() {
+    use kernels::gelu::{reference, reference_derivative};
+    let mut x: Vec<f64> = (-96..=96).map(|i| f64::from(i) / 8.0).collect();
+    x.extend([
+        0.0,
+        -0.0,
+        1e-30,
+        -1e-30,
+        40.0,
+        -40.0,
+        1e200,
+        -1e200,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+    ]);
+    let g: Vec<f64> = (0..x.len()).map(|i| 0.25 + (i % 7) as f64 * 0.5).collect();
+    let n = x.len();
+    let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+
+    let xt = Tensor::from_vec(x.clone(), [n]).unwrap();
+    let gt = Tensor::from_vec(g.clone(), [n]).unwrap();
+    let y = xt.gelu().unwrap().to_vec::<f64>().unwrap();
+    let dx = gt.gelu_backward(&xt).unwrap().to_vec::<f64>().unwrap();
+    for i in 0..n {
+        let (want, want_dx) = (reference(x[i]), g[i] * reference_derivative(x[i]));
+        assert!(same(y[i], want), "gelu({}) = {}, want {want}", x[i], y[i]);
+        assert!(
+            same(dx[i], want_dx),
+            "gelu backward at {} (g = {}) = {}, want {want_dx}",
+            x[i],
+            g[i],
+            dx[i]
+        );
+    }
+    // The limits, spelled out: 0 → 0, +∞ → +∞ with slope 1, −∞ → 0 with
+    // slope 0, NaN → NaN.
+    let at = |v: f64| x.iter().position(|&e| same(e, v)).unwrap();
+    let (zero, inf, ninf, nan) = (
+        at(0.0),
+        at(f64::INFINITY),
+        at(f64::NEG_INFINITY),
+        at(f64::NAN),
+    );
+    assert_eq!((y[zero], dx[zero]), (0.0, 0.5 * g[zero]));
+    assert_eq!((y[inf], dx[inf]), (f64::INFINITY, g[inf]));
+    assert_eq!((y[ninf], dx[ninf]), (0.0, 0.0));
+    assert!(y[nan].is_nan() && dx[nan].is_nan());
+
+    // f32: within a few roundings of the terms ½|x|·(1 + |t|) (the result
+    // of 1 + t carries the rounding of t), specials exact.
+    let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let y32 = Tensor::from_vec(x32.clone(), [n])
+        .unwrap()
+        .gelu()
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    for (&v, &got) in x32.iter().zip(&y32) {
+        let (v, got) = (f64::from(v), f64::from(got));
+        let want = reference(v);
+        if !want.is_finite() {
+            assert!(same(got, want), "f32 gelu({v}) = {got}, want {want}");
+            continue;
+        }
+        let t = (kernels::gelu::K * (v + kernels::gelu::A * v * v * v)).tanh();
+        let scale = (0.5 * v.abs() * (1.0 + t.abs())).max(1e-30);
+        assert!(
+            (got - want).abs() <= 1e-6 * scale,
+            "f32 gelu({v}) = {got}, want {want}"
+        );
+    }
+
+    // On the tape: the recorded op is `gelu`, and backward hands the input
+    // to the rule (the output could not give x back).
+    let mut tape = Tape::new();
+    let finite: Vec<f64> = (-24..=24).map(|i| f64::from(i) / 4.0).collect();
+    let v = tape.var(Tensor::from_vec(finite.clone(), [finite.len()]).unwrap());
+    let out = tape.gelu(v).unwrap();
+    assert!(tape.to_string().contains("gelu("), "{tape}");
+    let s = tape.sum(out).unwrap();
+    tape.backward(s).unwrap();
+    let grad = tape.grad(v).unwrap().to_vec::<f64>().unwrap();
+    for (&xv, &gv) in finite.iter().zip(&grad) {
+        assert!(same(gv, reference_derivative(xv)), "d gelu({xv}) = {gv}");
+    }
+}

@@ -95,6 +95,12 @@ impl BackendStorage for Storage {
     fn activation_backward(&self, saved: &Self, act: Activation) -> Result<Self> {
         on_same_device!("activation_backward", (a = self, saved = saved) => a.activation_backward(saved, act), wrap_storage)
     }
+    fn gelu(&self) -> Result<Self> {
+        on_device!(self, s => s.gelu(), wrap_storage)
+    }
+    fn gelu_backward(&self, x: &Self) -> Result<Self> {
+        on_same_device!("gelu_backward", (g = self, x = x) => g.gelu_backward(x), wrap_storage)
+    }
     fn sign(&self) -> Result<Self> {
         on_device!(self, s => s.sign(), wrap_storage)
     }

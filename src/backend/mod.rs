@@ -125,6 +125,16 @@ pub trait BackendStorage: Sized {
     /// `dx = g ⊙ f'(…)`: `self` is the upstream gradient, `saved` the input
     /// (ReLU) or the output (sigmoid, tanh) of the forward pass.
     fn activation_backward(&self, saved: &Self, act: Activation) -> Result<Self>;
+    /// GELU in its tanh form, elementwise: with `u = k·(x + a·x³)`,
+    /// `k = √(2/π)`, `a = 0.044715` ([`kernels::gelu::K`], [`kernels::gelu::A`])
+    /// and `t = tanh u`, `y = ½·x·(1 + t)`, and `y = 0` where `1 + t = 0`
+    /// (so `x = −∞` gives 0; NaN gives NaN, `+∞` gives `+∞`).
+    fn gelu(&self) -> Result<Self>;
+    /// GELU's backward from the forward's input `x`, with `self = g`:
+    /// `dx = g·GELU'(x)`, `GELU'(x) = ½·(1 + t) + ½·x·(1 − t²)·k·(1 + 3a·x²)`,
+    /// the second term taken as 0 where `t = ±1` (so `x = ±∞` gives `g` or
+    /// 0 for a finite `g`, not NaN).
+    fn gelu_backward(&self, x: &Self) -> Result<Self>;
     /// `y = sign x` ∈ {−1, 0, 1} elementwise (NaN stays NaN); not
     /// differentiable.
     fn sign(&self) -> Result<Self>;

@@ -8,7 +8,7 @@ use advgrad::{Device, Error, GradcheckOptions, Precision, Result};
 /// Options of `advgrad gradcheck`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// One op (matmul, add, sub, mul, scale, relu, sigmoid, tanh,
+    /// One op (matmul, add, sub, mul, scale, relu, sigmoid, tanh, gelu,
     /// softmax_cross_entropy, sum, mean, mlp) or `all`.
     #[arg(long, default_value = "all")]
     op: String,

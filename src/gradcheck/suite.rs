@@ -98,7 +98,7 @@ impl CaseSize {
 }
 
 /// The names of all built-in cases, in order.
-pub const CASE_NAMES: [&str; 27] = [
+pub const CASE_NAMES: [&str; 28] = [
     "matmul",
     "add",
     "sub",
@@ -107,6 +107,7 @@ pub const CASE_NAMES: [&str; 27] = [
     "relu",
     "sigmoid",
     "tanh",
+    "gelu",
     "bias_act",
     "linear_act",
     "softmax_cross_entropy",
@@ -280,6 +281,12 @@ pub fn case_sized(name: &str, size: CaseSize) -> Result<Option<Case>> {
             "tanh",
             Tape::tanh,
             uniform(&size.of(&[7, 9]), 17).scale(2.0)?,
+        ),
+        // [−4, 4]: the curved middle and the tails where t is near ±1.
+        "gelu" => unary_case(
+            "gelu",
+            Tape::gelu,
+            uniform(&size.of(&[7, 9]), 67).scale(4.0)?,
         ),
         "bias_act" => Case {
             name: "bias_act",

@@ -5,6 +5,14 @@
 //! - `sigmoid(x) = y = 1/(1+e^{−x})`, `dx = g ⊙ y ⊙ (1 − y)` (the output is
 //!   saved).
 //! - `tanh(x) = y`, `dx = g ⊙ (1 − y²)` (the output is saved).
+//! - `gelu(x) = ½·x·(1 + t)`, `t = tanh(k·(x + a·x³))`, `k = √(2/π)`,
+//!   `a = 0.044715` (the tanh form), and
+//!   `dx = g ⊙ (½·(1 + t) + ½·x·(1 − t²)·k·(1 + 3a·x²))` (the input is
+//!   saved: `x` cannot be recovered from `y`, GELU not being one-to-one on
+//!   the negative axis). For that reason GELU is not an [`Activation`]:
+//!   `bias_act` and `linear_act` save only their output, so they and the
+//!   models' `--act` offer ReLU, sigmoid and tanh. Its kernels are those
+//!   of `kernels/gelu.cu`, the subject of chapter 6 of the course.
 //! - `bias_act(x, b) = f(x + b)` with the row `b` broadcast over the rows of
 //!   `x` (a linear layer's bias and activation in one pass): with
 //!   `z̄ = g ⊙ f'` computed from the saved output as above (for ReLU,
@@ -54,6 +62,13 @@ impl Tensor {
         self.activation(Activation::Tanh)
     }
 
+    /// GELU in its tanh form, elementwise: `½·x·(1 + tanh(k·(x + a·x³)))`,
+    /// `k = √(2/π)`, `a = 0.044715` (0 at `x = −∞`, NaN at NaN).
+    pub fn gelu(&self) -> Result<Tensor> {
+        let out = self.storage().gelu()?;
+        Ok(Tensor::from_storage(out, self.shape().clone()))
+    }
+
     /// `f(x + b)` for a matrix `x: [m, n]`, a bias row `b: [n]` and the
     /// activation `act`, in one pass.
     pub fn bias_act(&self, bias: &Tensor, act: Activation) -> Result<Tensor> {
@@ -86,6 +101,21 @@ impl Tensor {
     /// `g ⊙ (1 − y²)`.
     pub fn tanh_backward(&self, y: &Tensor) -> Result<Tensor> {
         self.activation_backward(y, Activation::Tanh)
+    }
+
+    /// With `self` the output gradient `g` and `x` the GELU's input:
+    /// `g ⊙ GELU'(x)`, `GELU'(x) = ½·(1 + t) + ½·x·(1 − t²)·k·(1 + 3a·x²)`
+    /// with `t = tanh(k·(x + a·x³))` (the second term 0 where `t = ±1`).
+    pub fn gelu_backward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.shape() != x.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "gelu backward",
+                lhs: self.shape().clone(),
+                rhs: x.shape().clone(),
+            });
+        }
+        let out = self.storage().gelu_backward(x.storage())?;
+        Ok(Tensor::from_storage(out, self.shape().clone()))
     }
 }
 
@@ -122,6 +152,13 @@ impl Tape {
     pub fn tanh(&mut self, x: Var) -> Result<Var> {
         let out = self.value(x)?.tanh()?;
         self.record(Op::Tanh, &[x], out)
+    }
+
+    /// Records `gelu(x)` (the tanh form), saving the input `x` for the
+    /// backward rule.
+    pub fn gelu(&mut self, x: Var) -> Result<Var> {
+        let out = self.value(x)?.gelu()?;
+        self.record(Op::Gelu, &[x], out)
     }
 }
 

@@ -13,6 +13,7 @@
 //! | `relu` | `max(x, 0)` | `dx = g ⊙ [x > 0]` |
 //! | `sigmoid` | `y = 1/(1+e^{−x})` | `dx = g ⊙ y ⊙ (1 − y)` |
 //! | `tanh` | `y = tanh x` | `dx = g ⊙ (1 − y²)` |
+//! | `gelu` | `y = ½·x·(1 + t)`, `t = tanh(k·(x + a·x³))`, `k = √(2/π)`, `a = 0.044715` | `dx = g ⊙ (½·(1 + t) + ½·x·(1 − t²)·k·(1 + 3a·x²))`, from the saved input `x` |
 //! | `bias_act` | `y = f(x + b)`, `b` a row | `z̄ = g ⊙ f'(y)`, `dx = z̄`, `db[j] = Σᵢ z̄[i,j]` |
 //! | `linear_act` | `y = f(x·Wᵀ + b)` | `z̄ = g ⊙ f'(y)`, `dx = z̄·W`, `dW = z̄ᵀ·x`, `db[j] = Σᵢ z̄[i,j]` |
 //! | `softmax_cross_entropy` | `L = (1/N) Σᵢ (lse(xᵢ) − xᵢ,yᵢ)` | `dx = g·(softmax(x) − onehot(y))/N` |
@@ -106,6 +107,9 @@ pub enum Op {
     Sigmoid,
     /// `tanh x`.
     Tanh,
+    /// `½·x·(1 + tanh(k·(x + a·x³)))`, GELU's tanh form; the backward
+    /// reads the input.
+    Gelu,
     /// `f(x + b)` with a bias row `b` and the activation `f` (ReLU, sigmoid
     /// or tanh), fused.
     BiasAct(crate::backend::Activation),
@@ -173,6 +177,7 @@ impl Op {
             Op::Relu => "relu",
             Op::Sigmoid => "sigmoid",
             Op::Tanh => "tanh",
+            Op::Gelu => "gelu",
             Op::BiasAct(_) => "bias_act",
             Op::LinearAct(..) => "linear_act",
             Op::SoftmaxCrossEntropy { .. } => "softmax_cross_entropy",
@@ -246,6 +251,7 @@ impl Op {
             Op::Relu => Ok(smallvec![Some(g.relu_backward(inputs[0])?)]),
             Op::Sigmoid => Ok(smallvec![Some(g.sigmoid_backward(output)?)]),
             Op::Tanh => Ok(smallvec![Some(g.tanh_backward(output)?)]),
+            Op::Gelu => Ok(smallvec![Some(g.gelu_backward(inputs[0])?)]),
             Op::BiasAct(act) => activation::bias_act_backward(output, g, *act, needs),
             Op::LinearAct(act, precision) => {
                 linear::backward(inputs, output, g, *act, *precision, needs, update)

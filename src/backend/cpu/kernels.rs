@@ -7,6 +7,7 @@
 
 use std::mem::MaybeUninit;
 
+use kernels::gelu::{A as GELU_A, K as GELU_K};
 use rayon::prelude::*;
 
 use crate::backend::{pool, Activation, Binary, UpdateRule};
@@ -125,6 +126,51 @@ pub fn activation_backward<T: Float>(g: &[T], saved: &[T], act: Activation) -> V
         Activation::Sigmoid => zip_map(g, saved, |g, y| g * y * (T::ONE - y)),
         Activation::Tanh => zip_map(g, saved, |g, y| g * (T::ONE - y * y)),
     }
+}
+
+/// `t = tanh(k·(x + a·x³))` of GELU's tanh form, in `T`, in the order of
+/// `kernels/gelu.cu`.
+#[inline]
+fn gelu_tanh<T: Float>(x: T) -> T {
+    let (k, a) = (T::from_f64(GELU_K), T::from_f64(GELU_A));
+    (k * (x + a * x * x * x)).tanh()
+}
+
+/// `y = ½·x·(1 + t)`, 0 where `1 + t = 0` (see [`BackendStorage::gelu`]).
+///
+/// [`BackendStorage::gelu`]: crate::backend::BackendStorage::gelu
+pub fn gelu<T: Float>(x: &[T]) -> Vec<T> {
+    let half = T::from_f64(0.5);
+    map(x, |v| {
+        let h = T::ONE + gelu_tanh(v);
+        if h == T::ZERO {
+            T::ZERO
+        } else {
+            half * v * h
+        }
+    })
+}
+
+/// `dx = g·(½·(1 + t) + ½·x·(1 − t²)·k·(1 + 3a·x²))`, the second term 0
+/// where `t = ±1` (see [`BackendStorage::gelu_backward`]).
+///
+/// [`BackendStorage::gelu_backward`]: crate::backend::BackendStorage::gelu_backward
+pub fn gelu_backward<T: Float>(g: &[T], x: &[T]) -> Vec<T> {
+    let (half, k, a3) = (
+        T::from_f64(0.5),
+        T::from_f64(GELU_K),
+        T::from_f64(3.0 * GELU_A),
+    );
+    zip_map(g, x, |g, v| {
+        let t = gelu_tanh(v);
+        let slope = T::ONE - t * t;
+        let inner = if slope == T::ZERO {
+            T::ZERO
+        } else {
+            half * v * slope * k * (T::ONE + a3 * v * v)
+        };
+        g * (half * (T::ONE + t) + inner)
+    })
 }
 
 /// `a ∘ b` elementwise.

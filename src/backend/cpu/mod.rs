@@ -263,6 +263,18 @@ impl BackendStorage for CpuStorage {
         ))
     }
 
+    fn gelu(&self) -> Result<Self> {
+        with_float!("gelu", self, |x: T| Ok(CpuElement::into_storage(
+            kernels::gelu(x)
+        )))
+    }
+
+    fn gelu_backward(&self, x: &Self) -> Result<Self> {
+        with_floats!("gelu_backward", (self, x), |g, x| Ok(
+            CpuElement::into_storage(kernels::gelu_backward(g, x))
+        ))
+    }
+
     fn sign(&self) -> Result<Self> {
         with_float!("sign", self, |x: T| Ok(CpuElement::into_storage(
             kernels::signs(x)

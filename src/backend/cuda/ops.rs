@@ -12,7 +12,8 @@ use kernels::grid_stride::Extent;
 use kernels::matmul::{Epilogue, Tile, Tuning};
 use kernels::optim::AdamStep;
 use kernels::{
-    activation, elementwise, matmul, matmul_half, optim, reduce, softmax_xent, tally, LaunchPlan,
+    activation, elementwise, gelu, matmul, matmul_half, optim, reduce, softmax_xent, tally,
+    LaunchPlan,
 };
 
 use super::launch::{launch, plan_err, Arg, Launcher};
@@ -386,6 +387,21 @@ impl<L: Launcher> BackendStorage for CudaStorage<L> {
         let kernel = activation::backward_kernel(act);
         let extent = Extent::flat(self.len);
         self.map(kernel, extent, &[], &[&saved.buf, &self.buf], t)
+    }
+
+    fn gelu(&self) -> Result<Self> {
+        let t = float_type("gelu", self)?;
+        let extent = Extent::flat(self.len);
+        self.map(&gelu::GELU_FWD, extent, &[], &[&self.buf], t)
+    }
+
+    /// `self = g`; the kernel's parameters are `x, g, dx`.
+    fn gelu_backward(&self, x: &Self) -> Result<Self> {
+        let op = "gelu_backward";
+        let t = floats(op, self, &[x])?;
+        check_len(op, "the saved input", x.len, self.len)?;
+        let extent = Extent::flat(self.len);
+        self.map(&gelu::GELU_BWD, extent, &[], &[&x.buf, &self.buf], t)
     }
 
     fn sign(&self) -> Result<Self> {

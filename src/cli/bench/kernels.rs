@@ -8,7 +8,7 @@
 //!   half type, f32 compute and an f32 C otherwise — with the ratio and
 //!   the largest difference between the two products; on the CPU and the
 //!   emulator the cuBLAS columns are absent, with the reason.
-//! - `relu`, `sigmoid`, `tanh`, `softmax_cross_entropy` (forward): GB/s of
+//! - `relu`, `sigmoid`, `tanh`, `gelu`, `softmax_cross_entropy` (forward): GB/s of
 //!   the bytes the op must move, beside a copy of as many bytes on the same
 //!   device (`cuMemcpyDtoD` on a GPU, a memcpy on the CPU threads
 //!   otherwise), and the ratio. See [`bytes_moved`] for the counts.
@@ -24,7 +24,7 @@ use super::{report, Op, Timer};
 /// element read once and every output element written once (re-reads a
 /// kernel makes, say of a row it keeps in cache, are not counted).
 ///
-/// - `relu`, `sigmoid`, `tanh`: read `x`, write `y`: `2·rows·cols·4`;
+/// - `relu`, `sigmoid`, `tanh`, `gelu`: read `x`, write `y`: `2·rows·cols·4`;
 /// - `softmax_cross_entropy` over `cols` classes: read the logits and the
 ///   u32 labels, write the probabilities and the loss:
 ///   `(2·rows·cols + rows + 1)·4`.
@@ -117,6 +117,7 @@ pub(super) fn memory_bound(op: Op, problems: &[Problem], timer: Timer, json: boo
             Op::Relu => timer.per_call(|| x.relu().map(drop))?,
             Op::Sigmoid => timer.per_call(|| x.sigmoid().map(drop))?,
             Op::Tanh => timer.per_call(|| x.tanh().map(drop))?,
+            Op::Gelu => timer.per_call(|| x.gelu().map(drop))?,
             _ => timer.per_call(|| x.softmax_cross_entropy(&labels).map(drop))?,
         };
         let bytes = bytes_moved(op, rows, cols);
@@ -202,6 +203,7 @@ mod tests {
     fn bytes_moved_count_each_input_and_output_once() {
         assert_eq!(bytes_moved(Op::Relu, 3, 5), 2 * 15 * 4);
         assert_eq!(bytes_moved(Op::Tanh, 3, 5), 2 * 15 * 4);
+        assert_eq!(bytes_moved(Op::Gelu, 3, 5), 2 * 15 * 4);
         assert_eq!(
             bytes_moved(Op::SoftmaxCrossEntropy, 3, 5),
             (2 * 15 + 3 + 1) * 4

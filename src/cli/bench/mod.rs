@@ -85,6 +85,9 @@ pub enum Op {
     Sigmoid,
     /// Tanh forward: GB/s beside a copy of the same bytes.
     Tanh,
+    /// GELU forward (tanh form, `kernels/gelu.cu` on a GPU): GB/s beside a
+    /// copy of the same bytes.
+    Gelu,
     /// Softmax cross-entropy forward (loss and probabilities): GB/s beside
     /// a copy of the same bytes.
     SoftmaxCrossEntropy,
@@ -245,7 +248,7 @@ fn run_in_precision(args: Args) -> Result<ExitCode> {
     let sizes = || sizes::parse(args.sizes.as_deref(), device, op);
     match op {
         Op::Matmul => kernels::matmul(&sizes()?, timer, args.json)?,
-        Op::Relu | Op::Sigmoid | Op::Tanh | Op::SoftmaxCrossEntropy => {
+        Op::Relu | Op::Sigmoid | Op::Tanh | Op::Gelu | Op::SoftmaxCrossEntropy => {
             kernels::memory_bound(op, &sizes()?, timer, args.json)?
         }
         Op::TrainStep => model::train_step(&args, timer)?,

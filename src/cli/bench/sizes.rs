@@ -117,6 +117,10 @@ mod tests {
         );
         assert_eq!(sizes(&["8", "2×3"], Op::Relu).unwrap(), [t(8, 8), t(2, 3)]);
         assert_eq!(
+            sizes(&["mlp"], Op::Gelu).unwrap(),
+            [t(128, 256), t(1000, 256)]
+        );
+        assert_eq!(
             sizes(&["mlp"], Op::SoftmaxCrossEntropy).unwrap(),
             [t(128, 10), t(1000, 10)]
         );
