@@ -12,17 +12,19 @@
 //! | `crates/simt` (the SIMT emulator) | the sources (compiled as C++) and the plans it runs |
 //!
 //! and the vocabulary all of them share: [`DType`], [`Activation`],
-//! [`Binary`] and [`MatmulDims`].
+//! [`Binary`], [`MatmulDims`], [`Conv2dDims`] and [`PoolDims`].
 //!
 //! Most kernels are grid-stride loops described as data
 //! ([`grid_stride::GridStride`]); the others (matmul, the reductions, the
 //! softmax cross-entropy forward, the robustness losses and attack steps,
-//! the tensor-core matmul) have a planning function each.
+//! the tensor-core matmul, the convolution and pooling) have a planning
+//! function each.
 
 #![deny(missing_docs)]
 
 pub mod activation;
 pub mod attack_step;
+pub mod conv;
 pub mod elementwise;
 pub mod gelu;
 pub mod grid_stride;
@@ -30,17 +32,20 @@ pub mod matmul;
 pub mod matmul_half;
 pub mod optim;
 pub mod plan;
+pub mod pool;
 pub mod reduce;
 pub mod robust_loss;
 pub mod softmax_xent;
 pub mod tally;
 mod types;
 
+pub use conv::Conv2dDims;
 pub use grid_stride::{Extent, GridStride};
 pub use matmul::MatmulDims;
 pub use plan::{
     Access, BufferParam, Cooperation, LaunchPlan, Param, PlanError, PlanResult, Scalar,
 };
+pub use pool::PoolDims;
 pub use types::{Activation, Binary, DType, ParseError};
 
 /// One `.cu` translation unit and the entry points it defines.
@@ -86,6 +91,12 @@ pub const MODULES: &[Module] = &[
         instances: FLOAT_INSTANCES,
     },
     Module {
+        name: "conv",
+        source: include_str!("conv.cu"),
+        kernels: conv::KERNELS,
+        instances: FLOAT_INSTANCES,
+    },
+    Module {
         name: "elementwise",
         source: include_str!("elementwise.cu"),
         kernels: elementwise::KERNELS,
@@ -113,6 +124,12 @@ pub const MODULES: &[Module] = &[
         name: "optim",
         source: include_str!("optim.cu"),
         kernels: optim::KERNELS,
+        instances: FLOAT_INSTANCES,
+    },
+    Module {
+        name: "pool",
+        source: include_str!("pool.cu"),
+        kernels: pool::KERNELS,
         instances: FLOAT_INSTANCES,
     },
     Module {

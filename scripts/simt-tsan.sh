@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the CPU SIMT emulator with ThreadSanitizer around a small driver
-# (crates/simt/tsan/driver.cpp) that runs the tiled matmul and the
-# reductions, and runs it. Fails on any data race or wrong result.
+# (crates/simt/tsan/driver.cpp) that runs the tiled matmul, the
+# reductions and the implicit-GEMM convolution, and runs it. Fails on any
+# data race or wrong result.
 #
 #   scripts/simt-tsan.sh              # the kernels in kernels/
 #   scripts/simt-tsan.sh DIR          # the kernels in DIR (e.g. a copy with a

@@ -307,7 +307,7 @@ fn the_emulated_device_gives_the_cpu_numbers() {
 
 /// The gradient checks of every op the CUDA backend runs: each must pass
 /// on `--device emu`.
-const CUDA_GRADCHECK_OPS: [&str; 15] = [
+const CUDA_GRADCHECK_OPS: [&str; 21] = [
     "matmul",
     "add",
     "sub",
@@ -323,4 +323,10 @@ const CUDA_GRADCHECK_OPS: [&str; 15] = [
     "sum",
     "mean",
     "mlp",
+    "conv2d",
+    "conv2d_same",
+    "max_pool2d",
+    "avg_pool2d",
+    "reshape",
+    "cnn",
 ];

@@ -1,11 +1,12 @@
 //! The CUDA backend against the CPU backend, on every device that runs it.
 //!
-//! Every op of `BackendStorage`, forward and backward, on odd and on the MLP's
-//! real sizes (including the shapes that take the matmul's float4 paths) in
-//! f32 and f64, run on the CUDA backend and on the CPU from the same inputs;
-//! then a whole training step (forward, backward, optimiser update) and PGD,
-//! each staying on the device; and gradcheck (finite differences) of a layer
-//! in f64 on the device.
+//! Every op of `BackendStorage`, forward and backward, on odd and on the
+//! MLP's and the small CNN's real sizes (including the shapes that take the
+//! matmul's float4 paths) in f32 and f64, run on the CUDA backend and on the
+//! CPU from the same inputs; then a whole training step (forward, backward,
+//! optimiser update) of the MLP and of the CNN, and PGD, each staying on the
+//! device; and gradcheck (finite differences) of a layer, of convolution and
+//! pooling and of a small CNN in f64 on the device.
 //!
 //! Devices: `emu` (unless `ADVGRAD_PARITY_EMU=0`, which the GPU bundle sets)
 //! — the real CUDA backend (`CudaStorage`, its ops, the
@@ -27,7 +28,9 @@ mod support;
 use advgrad::attack::{Attack, AttackOptions};
 use advgrad::backend::cpu::CpuStorage;
 use advgrad::backend::cuda::{self, Verdict};
-use advgrad::backend::{Activation, BackendStorage, Binary, MatmulDims, Storage, UpdateRule};
+use advgrad::backend::{
+    Activation, BackendStorage, Binary, Conv2dDims, MatmulDims, PoolDims, Storage, UpdateRule,
+};
 use advgrad::nn::Model;
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
 use advgrad::{DType, Device, Tape, Tensor};
@@ -1889,6 +1892,276 @@ fn bf16_training_step_matches_the_cpu() {
             let (lf, _) = train_step(&model, &x, &y, kind);
             let (l16, l32) = (host(lc.storage())[0], host(lf.storage())[0]);
             assert!(l16 != l32, "the bf16 step computed in f32");
+        }
+    }
+}
+
+// The kernels of convolutional networks (conv.cu, pool.cu): each against
+// the CPU on odd geometries and on the small CNN's real layers, then a
+// training step of that CNN and the gradient checks of the ops.
+
+/// Convolutions: odd ones (stride 2, padding, KH ≠ KW, H ≠ W, channel
+/// counts off the 64-wide tiles, a kernel larger than the input), then the
+/// small CNN's `1x28x28-c16k5p2` and `16x14x14-c32k5p2` at batch 4.
+fn conv_geometries() -> Vec<Conv2dDims> {
+    let d = |n, c, (h, w), o, (kh, kw), stride, padding| Conv2dDims {
+        batch: n,
+        in_channels: c,
+        height: h,
+        width: w,
+        out_channels: o,
+        kernel_h: kh,
+        kernel_w: kw,
+        stride,
+        padding,
+    };
+    vec![
+        d(3, 5, (9, 7), 70, (3, 2), 2, 1),
+        d(2, 3, (11, 13), 5, (5, 3), 1, 2),
+        d(2, 2, (2, 3), 3, (4, 5), 1, 2),
+        d(1, 4, (8, 10), 6, (5, 5), 2, 2),
+        d(4, 1, (28, 28), 16, (5, 5), 1, 2),
+        d(4, 16, (14, 14), 32, (5, 5), 1, 2),
+    ]
+}
+
+/// `|v|` on the CPU in f64: operands whose products are the terms.
+fn abs_cpu(v: &[f64]) -> Storage {
+    let a: Vec<f64> = v.iter().map(|x| x.abs()).collect();
+    Storage::Cpu(CpuStorage::from_f64_slice(&a, DType::F64))
+}
+
+#[test]
+fn conv2d_forward_and_backward() {
+    for device in devices("conv2d_forward_and_backward") {
+        for dtype in DTYPES {
+            for (s, d) in conv_geometries().into_iter().enumerate() {
+                let mut rng = Rng::new(80 + s as u64);
+                let xv = rng.vec(d.input_len(), -1.0, 1.0);
+                let wv = rng.vec(d.weight_len(), -1.0, 1.0);
+                let bv = rng.vec(d.out_channels, -1.0, 1.0);
+                let gv = rng.vec(d.output_len(), -1.0, 1.0);
+                let (x, w) = (pair(&xv, dtype, device), pair(&wv, dtype, device));
+                let (b, g) = (pair(&bv, dtype, device), pair(&gv, dtype, device));
+                // The terms: the same sums over the magnitudes, in f64.
+                let (ax, aw, ab, ag) = (abs_cpu(&xv), abs_cpu(&wv), abs_cpu(&bv), abs_cpu(&gv));
+                let terms = |s: Storage| host(&s);
+                let t = Tolerance::kernel(dtype);
+                let what = |k: &str| format!("{dtype} conv2d {k} {d:?}");
+
+                let y_terms = terms(ax.conv2d(&aw, &ab, d).unwrap());
+                check(
+                    &what("y"),
+                    &x.dev.conv2d(&w.dev, &b.dev, d).unwrap(),
+                    &x.cpu.conv2d(&w.cpu, &b.cpu, d).unwrap(),
+                    Scale::Terms(&y_terms),
+                    t,
+                );
+                let dx_terms = terms(ag.conv2d_backward_input(&aw, d).unwrap());
+                check(
+                    &what("dx"),
+                    &g.dev.conv2d_backward_input(&w.dev, d).unwrap(),
+                    &g.cpu.conv2d_backward_input(&w.cpu, d).unwrap(),
+                    Scale::Terms(&dx_terms),
+                    t,
+                );
+                let (dw_terms, db_terms) = ag.conv2d_backward_params(&ax, d).unwrap();
+                let (dw_terms, db_terms) = (terms(dw_terms), terms(db_terms));
+                let (dwd, dbd) = g.dev.conv2d_backward_params(&x.dev, d).unwrap();
+                let (dwc, dbc) = g.cpu.conv2d_backward_params(&x.cpu, d).unwrap();
+                check(&what("dw"), &dwd, &dwc, Scale::Terms(&dw_terms), t);
+                check(&what("db"), &dbd, &dbc, Scale::Terms(&db_terms), t);
+            }
+        }
+    }
+}
+
+/// Wrong lengths and mixed types are errors on the device, as on the CPU.
+#[test]
+fn conv2d_checks_its_operands() {
+    let d = conv_geometries()[0];
+    for device in devices("conv2d_checks_its_operands") {
+        let x = pair(&vec![0.5; d.input_len()], DType::F32, device);
+        let w = pair(&vec![0.5; d.weight_len()], DType::F32, device);
+        let short = pair(&vec![0.5; d.out_channels - 1], DType::F32, device);
+        let e = x.dev.conv2d(&w.dev, &short.dev, d).unwrap_err();
+        assert!(e.to_string().contains("the bias has 69 elements"), "{e}");
+        let b64 = pair(&vec![0.5; d.out_channels], DType::F64, device);
+        let e = x.dev.conv2d(&w.dev, &b64.dev, d).unwrap_err();
+        assert!(matches!(e, advgrad::Error::DTypeMismatch { .. }), "{e}");
+        let e = w.dev.conv2d_backward_params(&x.dev, d).unwrap_err();
+        assert!(e.to_string().contains("conv2d_backward"), "{e}");
+        let p = PoolDims {
+            planes: 3,
+            height: 4,
+            width: 4,
+            kernel: 2,
+        };
+        let e = x.dev.max_pool2d(p).unwrap_err();
+        assert!(e.to_string().contains("max_pool2d: the input has"), "{e}");
+    }
+}
+
+#[test]
+fn pooling_forward_and_backward() {
+    // Odd planes with leftover rows and columns, K = 3, and the small
+    // CNN's pools at batch 4 (16×28×28 and 32×14×14).
+    let cases = [
+        (6, 7, 5, 2),
+        (3, 9, 10, 3),
+        (64, 28, 28, 2),
+        (128, 14, 14, 2),
+    ];
+    for device in devices("pooling_forward_and_backward") {
+        for dtype in DTYPES {
+            for (s, &(planes, height, width, kernel)) in cases.iter().enumerate() {
+                let d = PoolDims {
+                    planes,
+                    height,
+                    width,
+                    kernel,
+                };
+                let mut rng = Rng::new(90 + s as u64);
+                // Ties and a NaN in the windows.
+                let mut xv: Vec<f64> = (0..d.input_len())
+                    .map(|_| f64::from(rng.below(5)) * 0.25)
+                    .collect();
+                xv[3] = f64::NAN;
+                let gv = rng.vec(d.output_len(), -1.0, 1.0);
+                let (x, g) = (pair(&xv, dtype, device), pair(&gv, dtype, device));
+                let what = |k: &str| format!("{dtype} {k} {d:?}");
+                same_bits(
+                    &what("max_pool2d"),
+                    &x.dev.max_pool2d(d).unwrap(),
+                    &x.cpu.max_pool2d(d).unwrap(),
+                );
+                same_bits(
+                    &what("max_pool2d backward"),
+                    &g.dev.max_pool2d_backward(&x.dev, d).unwrap(),
+                    &g.cpu.max_pool2d_backward(&x.cpu, d).unwrap(),
+                );
+                same_bits(
+                    &what("avg_pool2d"),
+                    &x.dev.avg_pool2d(d).unwrap(),
+                    &x.cpu.avg_pool2d(d).unwrap(),
+                );
+                same_bits(
+                    &what("avg_pool2d backward"),
+                    &g.dev.avg_pool2d_backward(d).unwrap(),
+                    &g.cpu.avg_pool2d_backward(d).unwrap(),
+                );
+            }
+        }
+    }
+}
+
+/// The small CNN `1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10` (and an odd one
+/// with a stride-2 convolution and average pooling) in f32 and f64 at
+/// batch 4.
+fn cnn_and_batch(arch: &str, dtype: DType, seed: u64) -> (Model, Tensor, Tensor) {
+    let mut model = Model::new(arch, Activation::Relu, seed).unwrap();
+    for p in model.params_mut() {
+        *p = p.to_dtype(dtype).unwrap();
+    }
+    let dims: Vec<usize> = arch
+        .split('-')
+        .next()
+        .unwrap()
+        .split('x')
+        .map(|d| d.parse().unwrap())
+        .collect();
+    let classes: usize = arch.rsplit('-').next().unwrap().parse().unwrap();
+    let n = 4;
+    let mut rng = Rng::new(seed + 1);
+    let len = n * dims.iter().product::<usize>();
+    let x = Tensor::from_vec(rng.vec(len, 0.0, 1.0), [n, dims[0], dims[1], dims[2]])
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap();
+    let y = Tensor::from_vec(rng.labels(n, classes), [n]).unwrap();
+    (model, x, y)
+}
+
+#[test]
+fn cnn_training_step_stays_on_device() {
+    let archs = [
+        "1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10",
+        "2x11x9-c5k3s2p1-ap2-c7k2-6-3",
+    ];
+    for device in devices("cnn_training_step_stays_on_device") {
+        for dtype in DTYPES {
+            // Adam's first step is lr·g/(|g| + ε): for a weight whose
+            // gradient is near ε (ReLU and max-pooling leave many), the
+            // f32 rounding of g, summed in another order on the device,
+            // moves the step by far more than 1e-4 of the weight. In f32
+            // the steps that are linear in g are compared.
+            let kinds = match dtype {
+                DType::F64 => [OptimizerKind::Sgd, OptimizerKind::Adam],
+                _ => [OptimizerKind::Sgd, OptimizerKind::Momentum],
+            };
+            for (a, arch) in archs.iter().enumerate() {
+                for kind in kinds {
+                    let (model, x, y) = cnn_and_batch(arch, dtype, 110 + a as u64);
+                    let (lc, mc) = train_step(&model, &x, &y, kind);
+                    let dm = model.to_device(device).unwrap();
+                    let (xd, yd) = (x.to_device(device).unwrap(), y.to_device(device).unwrap());
+                    let (ld, md) = train_step(&dm, &xd, &yd, kind);
+                    assert_eq!(md.device(), device);
+                    let what = format!("{dtype} {arch} {kind:?} step");
+                    let t = Tolerance::composite(dtype);
+                    check(
+                        &format!("{what} loss"),
+                        ld.storage(),
+                        lc.storage(),
+                        Scale::Value,
+                        t,
+                    );
+                    for (((pd, pc), p0), name) in md
+                        .params()
+                        .iter()
+                        .zip(mc.params())
+                        .zip(model.params())
+                        .zip(mc.param_names())
+                    {
+                        let (after, before) = (pc.to_f64_vec().unwrap(), p0.to_f64_vec().unwrap());
+                        let terms: Vec<f64> = after
+                            .iter()
+                            .zip(&before)
+                            .map(|(a, b)| b.abs() + (a - b).abs())
+                            .collect();
+                        check(
+                            &format!("{what} {name}"),
+                            pd.storage(),
+                            pc.storage(),
+                            Scale::Terms(&terms),
+                            t,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The backward rules of conv2d and the pools by finite differences, in
+/// f64 on the device: the gradcheck suite's cases at the sizes `advgrad
+/// gradcheck` uses on the device (halved on the emulator, where each finite
+/// difference is a few launches of 256 OS threads). The suite's whole CNN
+/// runs on the emulator in `tests/cli.rs` (`gradcheck --device emu`).
+#[test]
+fn gradcheck_conv_and_pool_on_the_device() {
+    use advgrad::gradcheck::suite::{self, CaseSize};
+    for device in devices("gradcheck_conv_and_pool_on_the_device") {
+        for name in ["conv2d", "conv2d_same", "max_pool2d", "avg_pool2d"] {
+            let case = suite::case_sized(name, CaseSize::for_device(device))
+                .unwrap()
+                .expect("a built-in case");
+            let report = case
+                .to_device(device)
+                .unwrap()
+                .run(&advgrad::GradcheckOptions::default())
+                .unwrap();
+            assert!(report.passed(), "{name} on {device}: {report}");
         }
     }
 }

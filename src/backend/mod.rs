@@ -9,9 +9,10 @@
 //!
 //! A backend knows buffers and sizes, never tapes or shapes beyond the
 //! numbers a kernel needs: the op layer checks shapes before it calls here.
-//! The vocabulary ([`Activation`], [`Binary`], [`MatmulDims`] and
-//! [`DType`]) is defined once, in the `kernels` crate, and shared by this
-//! trait, the launch plans and the emulator.
+//! The vocabulary ([`Activation`], [`Binary`], [`MatmulDims`],
+//! [`Conv2dDims`], [`PoolDims`] and [`DType`]) is defined once, in the
+//! `kernels` crate, and shared by this trait, the launch plans and the
+//! emulator.
 
 pub mod cpu;
 pub mod cuda;
@@ -25,7 +26,7 @@ use crate::precision::Precision;
 
 use cpu::CpuStorage;
 
-pub use kernels::{Activation, Binary, MatmulDims};
+pub use kernels::{Activation, Binary, Conv2dDims, MatmulDims, PoolDims};
 pub use storage::Storage;
 
 /// Hyper-parameters of one in-place optimiser update.
@@ -365,128 +366,40 @@ pub trait BackendStorage: Sized {
     fn lerp_rows(&mut self, src: &Self, rows: &Self, t: f64, cols: usize) -> Result<()>;
 
     // The kernels of convolutional networks (NCHW, see [`Conv2dDims`] and
-    // [`PoolDims`]). The CUDA backend has none yet: each default body is an
-    // error naming the op and the device.
+    // [`PoolDims`]): on the CPU through im2col and the packed gemm
+    // (`cpu/conv.rs`), on the CUDA backend as implicit GEMMs and
+    // grid-stride pooling (`kernels/conv.cu`, `kernels/pool.cu`).
 
     /// `y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c, i·s+p−pad, j·s+q−pad]`
     /// with `self = x` `[N, C, H, W]`, `weight` `[O, C, KH, KW]`, `bias`
     /// `[O]` and out-of-range input positions read as 0: `y` is
     /// `[N, O, OH, OW]`.
-    fn conv2d(&self, weight: &Self, bias: &Self, dims: Conv2dDims) -> Result<Self> {
-        // CUDA kernel: next milestone
-        let _ = (weight, bias, dims);
-        Err(not_on_this_device::<Self>("conv2d"))
-    }
+    fn conv2d(&self, weight: &Self, bias: &Self, dims: Conv2dDims) -> Result<Self>;
     /// The input gradient of [`BackendStorage::conv2d`] with `self = g`
     /// `[N, O, OH, OW]`:
     /// `dx[n,c,h,w] = Σ_{o,p,q : h = i·s+p−pad, w = j·s+q−pad} g[n,o,i,j]·w[o,c,p,q]`
     /// (`[N, C, H, W]`).
-    fn conv2d_backward_input(&self, weight: &Self, dims: Conv2dDims) -> Result<Self> {
-        // CUDA kernel: next milestone
-        let _ = (weight, dims);
-        Err(not_on_this_device::<Self>("conv2d backward (input)"))
-    }
+    fn conv2d_backward_input(&self, weight: &Self, dims: Conv2dDims) -> Result<Self>;
     /// The parameter gradients of [`BackendStorage::conv2d`] with
     /// `self = g` `[N, O, OH, OW]` and the input `x`:
     /// `dw[o,c,p,q] = Σ_{n,i,j} g[n,o,i,j]·x[n,c, i·s+p−pad, j·s+q−pad]`
     /// (`[O, C, KH, KW]`) and `db[o] = Σ_{n,i,j} g[n,o,i,j]` (`[O]`).
-    fn conv2d_backward_params(&self, x: &Self, dims: Conv2dDims) -> Result<(Self, Self)> {
-        // CUDA kernel: next milestone
-        let _ = (x, dims);
-        Err(not_on_this_device::<Self>("conv2d backward (weight)"))
-    }
+    fn conv2d_backward_params(&self, x: &Self, dims: Conv2dDims) -> Result<(Self, Self)>;
     /// Max-pooling with kernel = stride = K and no padding, over planes
     /// `[P, H, W]` (`P = N·C`): `y[p,i,j] = max_{0≤a,b<K} x[p, i·K+a, j·K+b]`
     /// (`[P, H/K, W/K]`, rounded down; a NaN in a window is the maximum).
-    fn max_pool2d(&self, dims: PoolDims) -> Result<Self> {
-        // CUDA kernel: next milestone
-        let _ = dims;
-        Err(not_on_this_device::<Self>("max_pool2d"))
-    }
+    fn max_pool2d(&self, dims: PoolDims) -> Result<Self>;
     /// The input gradient of [`BackendStorage::max_pool2d`] with
     /// `self = g` and the input `x`: `dx[p, i·K+a, j·K+b] = g[p,i,j]` at the
     /// first maximum of each window in row-major order (PyTorch's choice
-    /// on ties), 0 elsewhere.
-    fn max_pool2d_backward(&self, x: &Self, dims: PoolDims) -> Result<Self> {
-        // CUDA kernel: next milestone
-        let _ = (x, dims);
-        Err(not_on_this_device::<Self>("max_pool2d backward"))
-    }
+    /// on ties; a NaN replaces any value before it, so of several NaNs the
+    /// last one gets the gradient, as in PyTorch), 0 elsewhere.
+    fn max_pool2d_backward(&self, x: &Self, dims: PoolDims) -> Result<Self>;
     /// Average-pooling with kernel = stride = K and no padding:
     /// `y[p,i,j] = (1/K²) Σ_{0≤a,b<K} x[p, i·K+a, j·K+b]`.
-    fn avg_pool2d(&self, dims: PoolDims) -> Result<Self> {
-        // CUDA kernel: next milestone
-        let _ = dims;
-        Err(not_on_this_device::<Self>("avg_pool2d"))
-    }
+    fn avg_pool2d(&self, dims: PoolDims) -> Result<Self>;
     /// The input gradient of [`BackendStorage::avg_pool2d`] with
     /// `self = g`: `dx[p, i·K+a, j·K+b] = g[p,i,j]/K²` inside the windows,
     /// 0 in the rows and columns no window covers.
-    fn avg_pool2d_backward(&self, dims: PoolDims) -> Result<Self> {
-        // CUDA kernel: next milestone
-        let _ = dims;
-        Err(not_on_this_device::<Self>("avg_pool2d backward"))
-    }
-}
-
-/// The sizes of a 2-D convolution over a batch in NCHW layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2dDims {
-    /// Images in the batch (N).
-    pub batch: usize,
-    /// Input channels (C).
-    pub in_channels: usize,
-    /// Input height (H).
-    pub height: usize,
-    /// Input width (W).
-    pub width: usize,
-    /// Output channels (O).
-    pub out_channels: usize,
-    /// Kernel height (KH).
-    pub kernel_h: usize,
-    /// Kernel width (KW).
-    pub kernel_w: usize,
-    /// Stride s, the same along both axes (at least 1).
-    pub stride: usize,
-    /// Zero padding on every side, the same along both axes.
-    pub padding: usize,
-}
-
-impl Conv2dDims {
-    /// Output height `OH = ⌊(H + 2·pad − KH)/s⌋ + 1`.
-    pub fn out_h(&self) -> usize {
-        (self.height + 2 * self.padding - self.kernel_h) / self.stride + 1
-    }
-    /// Output width `OW = ⌊(W + 2·pad − KW)/s⌋ + 1`.
-    pub fn out_w(&self) -> usize {
-        (self.width + 2 * self.padding - self.kernel_w) / self.stride + 1
-    }
-    /// Rows of the unfolded input (one per weight of a filter): `C·KH·KW`.
-    pub fn patch_len(&self) -> usize {
-        self.in_channels * self.kernel_h * self.kernel_w
-    }
-}
-
-/// The sizes of a 2-D pooling with kernel = stride = K over planes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolDims {
-    /// Planes `P = N·C`.
-    pub planes: usize,
-    /// Input height (H).
-    pub height: usize,
-    /// Input width (W).
-    pub width: usize,
-    /// The window's side K, also the stride.
-    pub kernel: usize,
-}
-
-impl PoolDims {
-    /// Output height `⌊H/K⌋`.
-    pub fn out_h(&self) -> usize {
-        self.height / self.kernel
-    }
-    /// Output width `⌊W/K⌋`.
-    pub fn out_w(&self) -> usize {
-        self.width / self.kernel
-    }
+    fn avg_pool2d_backward(&self, dims: PoolDims) -> Result<Self>;
 }

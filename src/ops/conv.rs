@@ -12,7 +12,9 @@
 //! - `db[o] = Σ_{n,i,j} g[n,o,i,j]`.
 //!
 //! The CPU computes all three through the unfolded input and the packed
-//! gemm (see [`crate::backend::cpu::conv`]).
+//! gemm (see [`crate::backend::cpu::conv`]); the CUDA backend as implicit
+//! GEMMs that gather the unfolded input tile by tile into shared memory
+//! (`kernels/conv.cu`).
 
 use crate::backend::{BackendStorage, Conv2dDims};
 use crate::error::{Error, Result};

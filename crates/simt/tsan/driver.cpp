@@ -1,6 +1,8 @@
 // driver.cpp — runs the block-tiled matmul (both tiles, operands loaded by
-// cp.async and through registers, a split product and its reduction) and
-// the sum reductions on the SIMT emulator, for a build with
+// cp.async and through registers, a split product and its reduction), the
+// sum reductions and the implicit-GEMM convolution (forward, a split weight
+// gradient and its reduction, the bias gradient) on the SIMT emulator, for
+// a build with
 // -fsanitize=thread (scripts/simt-tsan.sh). ThreadSanitizer sees every
 // emulated CUDA thread as an OS thread and every barrier as a
 // mutex/condition variable, so a missing __syncthreads shows up as a data
@@ -14,12 +16,14 @@
 #include "simt.h"
 
 // Found through -I: kernels/ normally, a modified copy when testing the test.
+#include "conv.cu"
 #include "matmul.cu"
 #include "reduce.cu"
 
 static const simt_entry REGISTRY[] = {
     SIMT_KERNEL(matmul_128x128_f32) SIMT_KERNEL(matmul_64x64_f32) SIMT_KERNEL(matmul_reduce_f32)
-    SIMT_KERNEL(sum_partial_f32) SIMT_KERNEL(sum_final_f32) SIMT_KERNEL(sum_rows_f32)};
+    SIMT_KERNEL(sum_partial_f32) SIMT_KERNEL(sum_final_f32) SIMT_KERNEL(sum_rows_f32)
+    SIMT_KERNEL(conv2d_fwd_f32) SIMT_KERNEL(conv2d_dw_f32) SIMT_KERNEL(conv2d_db_f32)};
 
 const simt_entry* simt_find_kernel(const char* name) {
     for (const auto& e : REGISTRY)
@@ -86,6 +90,64 @@ static int matmul(const char* kernel, int tile, int M, int N, int K, int ta, int
     return bad;
 }
 
+// conv2d_fwd_f32 (two row blocks, two depth stages), conv2d_dw_f32 split in
+// two depth ranges and reduced by matmul_reduce_f32, and conv2d_db_f32, on
+// a stride-2, padded, 3×2 convolution, checked against a double reference.
+static int conv(unsigned& seed) {
+    int n = 4, c = 3, h = 9, w = 7, o = 5, kh = 3, kw = 2, stride = 2, pad = 1;
+    int oh = (h + 2 * pad - kh) / stride + 1, ow = (w + 2 * pad - kw) / stride + 1;
+    int patch = c * kh * kw, pixels = oh * ow;
+    std::vector<float> x(n * c * h * w), wt(o * patch), b(o), g(n * o * pixels);
+    for (auto* v : {&x, &wt, &b, &g})
+        for (auto& e : *v) e = frand(seed);
+    std::vector<float> y(g.size(), NAN), part(2 * wt.size(), NAN), dw(wt.size(), NAN), db(o, NAN);
+    std::vector<double> ry(g.size()), rdw(wt.size()), rdb(o);
+    for (int in = 0; in < n; ++in)
+        for (int oc = 0; oc < o; ++oc)
+            for (int i = 0; i < oh; ++i)
+                for (int j = 0; j < ow; ++j) {
+                    const int yi = ((in * o + oc) * oh + i) * ow + j;
+                    ry[yi] += b[oc];
+                    rdb[oc] += g[yi];
+                    for (int ci = 0; ci < c; ++ci)
+                        for (int p = 0; p < kh; ++p)
+                            for (int q = 0; q < kw; ++q) {
+                                const int hh = i * stride + p - pad, ww = j * stride + q - pad;
+                                if (hh < 0 || hh >= h || ww < 0 || ww >= w) continue;
+                                const int xi = ((in * c + ci) * h + hh) * w + ww;
+                                const int wi = (oc * c + ci) * kh * kw + p * kw + q;
+                                ry[yi] += (double)wt[wi] * x[xi];
+                                rdw[wi] += (double)g[yi] * x[xi];
+                            }
+                }
+    const float *px = x.data(), *pw = wt.data(), *pb = b.data(), *pg = g.data();
+    const float* cpart = part.data();
+    float *py = y.data(), *ppart = part.data(), *pdw = dw.data(), *pdb = db.data();
+    int bad = 0, k_chunk = 48, splits = 2, store = 0;
+    const unsigned gf[3] = {(unsigned)(n * pixels + 63) / 64, 1, 1};
+    bad |= launch("conv2d_fwd_f32", gf, 256,
+                  {&px, &pw, &pb, &py, &n, &c, &h, &w, &o, &kh, &kw, &stride, &pad, &oh, &ow});
+    const unsigned gw[3] = {1, 1, (unsigned)splits};
+    bad |= launch("conv2d_dw_f32", gw, 256,
+                  {&pg, &px, &ppart, &n, &c, &h, &w, &o, &kh, &kw, &stride, &pad, &oh, &ow,
+                   &k_chunk});
+    const unsigned gr[3] = {1, 1, 1};
+    bad |= launch("matmul_reduce_f32", gr, 256, {&cpart, &cpart, &pdw, &o, &patch, &splits, &store});
+    const unsigned gb[3] = {(unsigned)o, 1, 1};
+    bad |= launch("conv2d_db_f32", gb, 256, {&pg, &pdb, &n, &o, &pixels});
+    const auto near = [&](const char* what, const std::vector<float>& got,
+                          const std::vector<double>& want) {
+        for (size_t i = 0; i < got.size(); ++i)
+            if (!(std::fabs(got[i] - want[i]) <= 1e-4)) {
+                fprintf(stderr, "%s mismatch at %zu: %f vs %f\n", what, i, got[i], want[i]);
+                return 1;
+            }
+        return 0;
+    };
+    bad |= near("conv2d_fwd", y, ry) | near("conv2d_dw", dw, rdw) | near("conv2d_db", db, rdb);
+    return bad;
+}
+
 int main() {
     int bad = 0;
     unsigned seed = 1;
@@ -125,6 +187,7 @@ int main() {
         for (int r = 0; r < rows; ++r) s += x[r * cols + c];
         if (!(std::fabs(cs[c] - s) <= 1e-4)) bad = 1;
     }
+    bad |= conv(seed);
     printf(bad ? "simt-tsan driver: WRONG RESULTS\n" : "simt-tsan driver: results ok\n");
     return bad;
 }

@@ -20,11 +20,14 @@ use super::launch::{launch, plan_err, Arg, Launcher};
 use super::storage::CudaStorage;
 use crate::backend::cpu::mixed::half_type;
 use crate::backend::cpu::CpuStorage;
-use crate::backend::{Activation, BackendStorage, Binary, MatmulDims, Norm, UpdateRule};
+use crate::backend::{
+    Activation, BackendStorage, Binary, Conv2dDims, MatmulDims, Norm, PoolDims, UpdateRule,
+};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
 
+mod conv;
 mod robust;
 
 /// The element type of a float buffer.
@@ -803,5 +806,35 @@ impl<L: Launcher> BackendStorage for CudaStorage<L> {
 
     fn lerp_rows(&mut self, src: &Self, rows: &Self, t: f64, cols: usize) -> Result<()> {
         robust::lerp_rows(self, src, rows, t, cols)
+    }
+
+    // The kernels of convolutional networks (ops/conv.rs).
+
+    fn conv2d(&self, weight: &Self, bias: &Self, dims: Conv2dDims) -> Result<Self> {
+        conv::conv2d(self, weight, bias, dims)
+    }
+
+    fn conv2d_backward_input(&self, weight: &Self, dims: Conv2dDims) -> Result<Self> {
+        conv::conv2d_backward_input(self, weight, dims)
+    }
+
+    fn conv2d_backward_params(&self, x: &Self, dims: Conv2dDims) -> Result<(Self, Self)> {
+        conv::conv2d_backward_params(self, x, dims)
+    }
+
+    fn max_pool2d(&self, dims: PoolDims) -> Result<Self> {
+        conv::max_pool2d(self, dims)
+    }
+
+    fn max_pool2d_backward(&self, x: &Self, dims: PoolDims) -> Result<Self> {
+        conv::max_pool2d_backward(self, x, dims)
+    }
+
+    fn avg_pool2d(&self, dims: PoolDims) -> Result<Self> {
+        conv::avg_pool2d(self, dims)
+    }
+
+    fn avg_pool2d_backward(&self, dims: PoolDims) -> Result<Self> {
+        conv::avg_pool2d_backward(self, dims)
     }
 }
