@@ -830,39 +830,50 @@ fn training_step_stays_on_device() {
                 assert_eq!(md.device(), device);
                 let what = format!("{dtype} {kind:?} step");
                 let t = Tolerance::composite(dtype);
-                check(
-                    &format!("{what} loss"),
-                    ld.storage(),
-                    lc.storage(),
-                    Scale::Value,
-                    t,
-                );
-                // Each parameter is its old value plus the update: those are
-                // its terms.
-                let before = model.params();
-                for (((pd, pc), p0), name) in md
-                    .params()
-                    .iter()
-                    .zip(mc.params())
-                    .zip(before)
-                    .zip(mc.param_names())
-                {
-                    let (after, before) = (pc.to_f64_vec().unwrap(), p0.to_f64_vec().unwrap());
-                    let terms: Vec<f64> = after
-                        .iter()
-                        .zip(&before)
-                        .map(|(a, b)| b.abs() + (a - b).abs())
-                        .collect();
-                    check(
-                        &format!("{what} {name}"),
-                        pd.storage(),
-                        pc.storage(),
-                        Scale::Terms(&terms),
-                        t,
-                    );
-                }
+                check_step(&what, (&ld, &md), (&lc, &mc), &model, t);
             }
         }
+    }
+}
+
+/// A training step on the device `(ld, md)` (loss, updated model) against
+/// the same step on the CPU `(lc, mc)`, from the parameters of `before`:
+/// the loss as a value, each parameter with its old value and its update as
+/// its terms.
+fn check_step(
+    what: &str,
+    (ld, md): (&Tensor, &Model),
+    (lc, mc): (&Tensor, &Model),
+    before: &Model,
+    t: Tolerance,
+) {
+    check(
+        &format!("{what} loss"),
+        ld.storage(),
+        lc.storage(),
+        Scale::Value,
+        t,
+    );
+    for (((pd, pc), p0), name) in md
+        .params()
+        .iter()
+        .zip(mc.params())
+        .zip(before.params())
+        .zip(mc.param_names())
+    {
+        let (after, before) = (pc.to_f64_vec().unwrap(), p0.to_f64_vec().unwrap());
+        let terms: Vec<f64> = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| b.abs() + (a - b).abs())
+            .collect();
+        check(
+            &format!("{what} {name}"),
+            pd.storage(),
+            pc.storage(),
+            Scale::Terms(&terms),
+            t,
+        );
     }
 }
 
@@ -2109,34 +2120,7 @@ fn cnn_training_step_stays_on_device() {
                     assert_eq!(md.device(), device);
                     let what = format!("{dtype} {arch} {kind:?} step");
                     let t = Tolerance::composite(dtype);
-                    check(
-                        &format!("{what} loss"),
-                        ld.storage(),
-                        lc.storage(),
-                        Scale::Value,
-                        t,
-                    );
-                    for (((pd, pc), p0), name) in md
-                        .params()
-                        .iter()
-                        .zip(mc.params())
-                        .zip(model.params())
-                        .zip(mc.param_names())
-                    {
-                        let (after, before) = (pc.to_f64_vec().unwrap(), p0.to_f64_vec().unwrap());
-                        let terms: Vec<f64> = after
-                            .iter()
-                            .zip(&before)
-                            .map(|(a, b)| b.abs() + (a - b).abs())
-                            .collect();
-                        check(
-                            &format!("{what} {name}"),
-                            pd.storage(),
-                            pc.storage(),
-                            Scale::Terms(&terms),
-                            t,
-                        );
-                    }
+                    check_step(&what, (&ld, &md), (&lc, &mc), &model, t);
                 }
             }
         }
