@@ -243,20 +243,7 @@ fn linear_act_fused() {
                 a_trans,
                 b_trans,
             };
-            let at = |i: usize, p: usize| {
-                if a_trans {
-                    av[p * m + i]
-                } else {
-                    av[i * k + p]
-                }
-            };
-            let bt = |p: usize, j: usize| {
-                if b_trans {
-                    bv[j * k + p]
-                } else {
-                    bv[p * n + j]
-                }
-            };
+            let product = product_terms(&av, &bv, d);
             for act in Activation::ALL {
                 let want = a.cpu.matmul_bias_act(&b.cpu, d, &bias.cpu, act).unwrap();
                 // The product's terms, the bias, and f's own rounding (its
@@ -264,11 +251,7 @@ fn linear_act_fused() {
                 let terms: Vec<f64> = host(&want)
                     .iter()
                     .enumerate()
-                    .map(|(ij, y)| {
-                        let (i, j) = (ij / n, ij % n);
-                        let p: f64 = (0..k).map(|p| (at(i, p) * bt(p, j)).abs()).sum();
-                        p + biasv[j].abs() + y.abs()
-                    })
+                    .map(|(ij, y)| product[ij] + biasv[ij % n].abs() + y.abs())
                     .collect();
                 check(
                     &format!("{dtype} linear_act {act} {m}x{n}x{k} ta={a_trans} tb={b_trans}"),
