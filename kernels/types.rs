@@ -122,8 +122,14 @@ impl FromStr for Activation {
             .into_iter()
             .find(|a| a.name() == lower)
             .ok_or_else(|| {
+                let why = if lower == "gelu" {
+                    " (GELU is an op, `Tape::gelu`, not a layer activation: the fused \
+                     layers keep only their output, and GELU's derivative needs the input)"
+                } else {
+                    ""
+                };
                 ParseError(format!(
-                    "unknown activation `{s}`: expected relu, sigmoid or tanh"
+                    "unknown activation `{s}`: expected relu, sigmoid or tanh{why}"
                 ))
             })
     }

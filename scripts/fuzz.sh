@@ -4,6 +4,7 @@
 # architecture-spec parser and the attack options.
 #
 #   scripts/fuzz.sh [SECONDS]        each target for SECONDS (default 60)
+#   scripts/fuzz.sh --build-only     installs cargo-fuzz and builds the targets
 #   FUZZ_TARGETS="idx_raw model_file" scripts/fuzz.sh 600
 #
 # Each run starts from the committed seeds in fuzz/corpus/TARGET and keeps
@@ -24,6 +25,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 cargo +nightly fuzz build
+if [ "$seconds" = --build-only ]; then
+  exit 0
+fi
 summary=()
 for target in $targets; do
   mkdir -p "found/$target"

@@ -97,6 +97,14 @@ fn gradcheck_rejects_an_unknown_op() {
 }
 
 #[test]
+fn gelu_as_a_layer_activation_is_refused_with_the_reason() {
+    let (ok, _, stderr) = advgrad(&["tape", "--arch", "4-3-2", "--act", "gelu"]);
+    assert!(!ok);
+    assert!(stderr.contains("unknown activation `gelu`"), "{stderr}");
+    assert!(stderr.contains("needs the input"), "{stderr}");
+}
+
+#[test]
 fn missing_data_says_how_to_install_it() {
     let (ok, _, stderr) = advgrad(&["eval", "--data", "/nonexistent", "--model", "m.safetensors"]);
     assert!(!ok);

@@ -1510,10 +1510,11 @@ fn lerp_rows_in_place() {
 }
 
 /// The backward rules of the robustness losses by finite differences, in
-/// f64 on the device (the gradcheck suite's cases).
+/// f64 on the device: the gradcheck suite's cases at the sizes `advgrad
+/// gradcheck` uses on the device (halved on the emulator).
 #[test]
 fn gradcheck_robust_losses_on_the_device() {
-    use advgrad::gradcheck::suite;
+    use advgrad::gradcheck::suite::{self, CaseSize};
     let names = [
         "log_softmax",
         "exp",
@@ -1525,7 +1526,9 @@ fn gradcheck_robust_losses_on_the_device() {
     ];
     for device in devices("gradcheck_robust_losses_on_the_device") {
         for name in names {
-            let case = suite::case(name).unwrap().expect("a built-in case");
+            let case = suite::case_sized(name, CaseSize::for_device(device))
+                .unwrap()
+                .expect("a built-in case");
             let report = case
                 .to_device(device)
                 .unwrap()

@@ -31,7 +31,7 @@ fn out_param(dtype: DType, len: usize) -> Param {
 }
 
 #[test]
-fn every_listed_kernel_is_built_for_f32_and_f64() {
+fn every_kernel_entry_point_runs_in_the_emulator() {
     let have = simt::kernels();
     for k in kernels::entry_points() {
         assert!(have.contains(&k), "{k} missing from the emulator");

@@ -8,8 +8,9 @@ use advgrad::{Device, Error, GradcheckOptions, Precision, Result};
 /// Options of `advgrad gradcheck`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// One op (matmul, add, sub, mul, scale, relu, sigmoid, tanh, gelu,
-    /// softmax_cross_entropy, sum, mean, mlp) or `all`.
+    /// One case of the built-in suite (an op such as matmul, gelu,
+    /// conv2d or max_pool2d, or the whole mlp), or `all`; an unknown name
+    /// is answered with the full list.
     #[arg(long, default_value = "all")]
     op: String,
     /// Print one JSON array instead of a table.
