@@ -29,7 +29,11 @@
 //!   headers the kernels include (`mma.h`, `cuda_fp16.h`, `cuda_bf16.h`;
 //!   `scripts/cuda-env.sh` installs them from PyPI).
 //!
-//! Each image is also kept in `<target dir>/nvrtc-cache`, under the exact
+//! - `ADVGRAD_NVRTC_CACHE`: the image cache's folder (below; default
+//!   `<target dir>/nvrtc-cache`), which builds in other target folders may
+//!   share.
+//!
+//! Each image is also kept in the cache folder, under the exact
 //! text it was compiled from (NVRTC's version and library, the options,
 //! the architecture, every header and the source, and the size and time of
 //! every file under the include folders): a later build that
@@ -56,6 +60,7 @@ fn main() {
         "ADVGRAD_NVRTC_LIB",
         "ADVGRAD_PTX_DIR",
         "ADVGRAD_CUDA_INCLUDE",
+        "ADVGRAD_NVRTC_CACHE",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -181,9 +186,13 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The image cache's folder, `<target dir>/nvrtc-cache`, from `OUT_DIR`
+/// The image cache's folder: `ADVGRAD_NVRTC_CACHE`, else
+/// `<target dir>/nvrtc-cache`, from `OUT_DIR`
 /// (`<target dir>/<profile>/build/<package>/out`).
 fn cache_dir(out: &Path) -> Option<PathBuf> {
+    if let Some(dir) = env::var_os("ADVGRAD_NVRTC_CACHE").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
     out.ancestors()
         .nth(4)
         .map(|target| target.join("nvrtc-cache"))

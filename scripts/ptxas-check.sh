@@ -50,14 +50,18 @@ spilled_rows() {
 }
 
 # Everything the report follows from: ptxas's version, its options, the
-# architectures and each PTX file. ptxas is deterministic, so when the
+# architectures and each PTX file, less its `.file` lines (the source
+# paths of the line table, which name the checkout's folder and do not
+# change the code). ptxas is deterministic, so when the
 # report was made from the same inputs (its "# inputs:" line), assembling
 # again would print the rows it holds: the check then reads them instead
 # (PTXAS_FORCE=1 assembles anyway).
 inputs="$({
     "$ptxas" --version | tail -n1
     echo "flags: ${PTXAS_FLAGS:-}; archs: $archs"
-    for f in "${files[@]}"; do echo "$(basename "$f") $(sha256sum <"$f" | cut -d' ' -f1)"; done
+    for f in "${files[@]}"; do
+        echo "$(basename "$f") $(grep -v '^[[:space:]]*\.file[[:space:]]' "$f" | sha256sum | cut -d' ' -f1)"
+    done
 } | sha256sum | cut -d' ' -f1)"
 if [[ -z "${PTXAS_FORCE:-}" && -f "$report" ]] && grep -qxF "# inputs: sha256 $inputs" "$report"; then
     n="$(grep -cvE '^(#|arch)' "$report")"
