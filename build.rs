@@ -54,6 +54,11 @@ fn main() {
     // The sources come from the `kernels` build-dependency, which is rebuilt
     // (and this script rerun) whenever one of them changes.
     println!("cargo:rerun-if-changed=build.rs");
+    if env::var_os("CARGO_FEATURE_CUDA").is_none() {
+        return;
+    }
+    // Only with the feature: otherwise setting them (`scripts/cuda-env.sh`)
+    // would rebuild a crate they do not change.
     for var in [
         "ADVGRAD_CUDA_ARCH",
         "ADVGRAD_CUDA_CUBINS",
@@ -63,9 +68,6 @@ fn main() {
         "ADVGRAD_NVRTC_CACHE",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
-    }
-    if env::var_os("CARGO_FEATURE_CUDA").is_none() {
-        return;
     }
     let headers: Vec<(String, String)> = kernels::HEADERS
         .iter()
