@@ -44,6 +44,11 @@ if [[ ${#files[@]} -eq 0 ]]; then
     exit 1
 fi
 
+# How many kernel builds the report has rows for.
+row_count() {
+    grep -cvE '^(#|arch)' "$1"
+}
+
 # The rows of the report whose spill columns are not zero.
 spilled_rows() {
     awk '!/^#/ && $1 != "arch" && ($6 > 0 || $7 > 0) { print }' "$1"
@@ -64,7 +69,7 @@ inputs="$({
     done
 } | sha256sum | cut -d' ' -f1)"
 if [[ -z "${PTXAS_FORCE:-}" && -f "$report" ]] && grep -qxF "# inputs: sha256 $inputs" "$report"; then
-    n="$(grep -cvE '^(#|arch)' "$report")"
+    n="$(row_count "$report")"
     spills="$(spilled_rows "$report")"
     if [[ -n "$spills" ]]; then
         echo "ptxas-check: register spills (from $report, made from these same inputs):" >&2
@@ -152,7 +157,7 @@ rm -f "$tmp.body"
 spills="$(spilled_rows "$tmp")"
 mkdir -p "$(dirname "$report")"
 cp "$tmp" "$report"
-n="$(grep -cvE '^(#|arch)' "$report")"
+n="$(row_count "$report")"
 if [[ -n "$spills" ]]; then
     echo "ptxas-check: register spills:" >&2
     echo "$spills" >&2

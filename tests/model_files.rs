@@ -1,5 +1,7 @@
 //! Model files: PyTorch-layout safetensors in and out, and clear errors.
 
+mod sandbox;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -34,10 +36,7 @@ impl AsRef<Path> for TempFile {
 }
 
 fn temp(name: &str) -> TempFile {
-    let dir = tempfile::Builder::new()
-        .prefix("advgrad-test-")
-        .tempdir()
-        .expect("a temporary folder");
+    let dir = sandbox::temp_dir();
     let path = dir.path().join(name);
     TempFile { _dir: dir, path }
 }
