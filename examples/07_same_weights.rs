@@ -3,9 +3,11 @@
 //! advgrad's half of `benches/peers/same_weights.py`, which compares it with
 //! NumPy on the same weights and order.
 //!
-//! `cargo run --release --example 07_same_weights -- DIR EPOCHS`, where `DIR`
-//! holds `init.safetensors` (a model file) and `order.u32` (one permutation
-//! of the 60k training examples per epoch, little-endian u32).
+//! `cargo run --release --example 07_same_weights -- DIR EPOCHS [OPTIM LR]`,
+//! where `DIR` holds `init.safetensors` (a model file, an MLP or a CNN) and
+//! `order.u32` (one permutation of the 60k training examples per epoch,
+//! little-endian u32), and `OPTIM LR` is the optimiser and its learning rate
+//! (default `sgd 0.1`; `benches/peers/cnn_same_weights.py` uses `adam 1e-3`).
 
 use std::path::PathBuf;
 
@@ -18,11 +20,17 @@ use advgrad::{Error, Result, Tape};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    let usage = || Error::invalid("usage: 07_same_weights DIR EPOCHS [sgd|momentum|adam LR]");
     let (Some(dir), Some(epochs)) = (
         args.get(1),
         args.get(2).and_then(|e| e.parse::<usize>().ok()),
     ) else {
-        return Err(Error::invalid("usage: 07_same_weights DIR EPOCHS"));
+        return Err(usage());
+    };
+    let kind: OptimizerKind = args.get(3).map_or("sgd", String::as_str).parse()?;
+    let lr = match args.get(4) {
+        Some(lr) => lr.parse::<f64>().map_err(|_| usage())?,
+        None => 0.1,
     };
     let dir = PathBuf::from(dir);
     let mut model = load_model(&dir.join("init.safetensors"), None)?;
@@ -44,7 +52,7 @@ fn main() -> Result<()> {
         ));
     }
 
-    let mut opt = Optimizer::new(OptimConfig::new(OptimizerKind::Sgd, 0.1), &model.params())?;
+    let mut opt = Optimizer::new(OptimConfig::new(kind, lr), &model.params())?;
     let mut tape = Tape::new();
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     for idx in order
@@ -53,7 +61,7 @@ fn main() -> Result<()> {
     {
         let (x, y) = batch_tensors(&train_set, idx, model.device(), &mut images, &mut labels)?;
         let pass = model.parameter_gradients(&mut tape, x, &y)?;
-        opt.step(&mut model.params_mut(), &pass.grads, 0.1)?;
+        opt.step(&mut model.params_mut(), &pass.grads, lr)?;
     }
 
     let clean = evaluate(&model, &test_set, 1000)?.accuracy;

@@ -37,7 +37,7 @@ enum Command {
     Audit(audit::Args),
     /// Check every op's backward against finite differences in f64.
     Gradcheck(gradcheck::Args),
-    /// Train an MLP on Fashion-MNIST and save it as safetensors.
+    /// Train a network (an MLP or a CNN) on Fashion-MNIST and save it as safetensors.
     Train(train::Args),
     /// Accuracy and loss of a saved model.
     Eval(eval::Args),

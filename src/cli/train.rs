@@ -1,4 +1,4 @@
-//! `advgrad train`: train an MLP on Fashion-MNIST and save it.
+//! `advgrad train`: train a network (MLP or CNN) on Fashion-MNIST and save it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -64,6 +64,12 @@ pub fn im2col<T: Float>(x: &[T], d: &Conv2dDims, col: &mut [T]) {
                 let (j_lo, j_hi) = valid_outputs(q, pad, s, w, ow);
                 row[..i_lo * ow].fill(T::ZERO);
                 row[i_hi * ow..].fill(T::ZERO);
+                if s == 1 && ow == w {
+                    let top = i_lo + p - pad;
+                    let out = &mut row[i_lo * ow..i_hi * ow];
+                    same_width_rows(plane, w, top, q, pad, (j_lo, j_hi), out);
+                    continue;
+                }
                 for i in i_lo..i_hi {
                     let out = &mut row[i * ow..(i + 1) * ow];
                     let src = &plane[(i * s + p - pad) * w..][..w];
@@ -80,6 +86,36 @@ pub fn im2col<T: Float>(x: &[T], d: &Conv2dDims, col: &mut [T]) {
                 }
             }
         }
+    }
+}
+
+/// Part of one row of [`im2col`]'s patch matrix for stride 1 and an
+/// output as wide as the input (`OW = W = width`): the output rows whose
+/// input row `i + p − pad` is inside the image, the first of them reading
+/// input row `top`. With equal widths every element is
+/// `out[t] = plane[t + off]` for one offset `off`, so the rows take one
+/// contiguous copy; then the columns outside `cols` (those whose input
+/// column `j + q − pad` falls outside the image, read from a neighbouring
+/// row or from outside the plane by that copy) are zeroed.
+fn same_width_rows<T: Float>(
+    plane: &[T],
+    width: usize,
+    top: usize,
+    q: usize,
+    pad: usize,
+    cols: (usize, usize),
+    out: &mut [T],
+) {
+    let off = (top * width + q) as isize - pad as isize;
+    let lo = (-off).max(0) as usize;
+    let hi = ((plane.len() as isize - off).max(0) as usize).min(out.len());
+    if lo < hi {
+        let from = (off + lo as isize) as usize;
+        out[lo..hi].copy_from_slice(&plane[from..from + (hi - lo)]);
+    }
+    for r in out.chunks_exact_mut(width) {
+        r[..cols.0].fill(T::ZERO);
+        r[cols.1..].fill(T::ZERO);
     }
 }
 
@@ -319,9 +355,55 @@ fn per_plane<T: Float>(
     y
 }
 
+/// Which of the 2×2 window `[a, b; c, d]` holds its first maximum, as one
+/// flag per place in row-major order (exactly one is set), a NaN counting
+/// as a maximum (the last NaN, as in [`row_argmax`]); and that maximum.
+#[inline(always)]
+fn window2_argmax<T: Float>(a: T, b: T, c: T, d: T) -> ([bool; 4], T) {
+    // Branch-free flags rather than an index, so that the loops over
+    // windows vectorise; `v != v` is the NaN test.
+    #[allow(clippy::eq_op)]
+    let tb = (b > a) | (b != b);
+    let best = if tb { b } else { a };
+    #[allow(clippy::eq_op)]
+    let tc = (c > best) | (c != c);
+    let best = if tc { c } else { best };
+    #[allow(clippy::eq_op)]
+    let td = (d > best) | (d != d);
+    let best = if td { d } else { best };
+    let (later_c, later_b) = (!td, !td & !tc);
+    ([later_b & !tb, later_b & tb, later_c & tc, td], best)
+}
+
+/// The pairs of input rows `(2i, 2i + 1)` of a plane of width `width`,
+/// each cut to the `2·ow` columns its windows cover, for the `oh` output rows
+/// of a 2×2 pooling.
+fn row_pairs<T>(
+    plane: &[T],
+    width: usize,
+    oh: usize,
+    ow: usize,
+) -> impl Iterator<Item = (&[T], &[T])> {
+    plane.chunks_exact(2 * width).take(oh).map(move |pair| {
+        let (top, bottom) = pair.split_at(width);
+        (&top[..2 * ow], &bottom[..2 * ow])
+    })
+}
+
 /// [`crate::backend::BackendStorage::max_pool2d`].
 pub fn max_pool2d<T: Float>(x: &[T], d: &PoolDims) -> Vec<T> {
     let (plane_in, plane_out) = (d.height * d.width, d.out_h() * d.out_w());
+    if d.kernel == 2 {
+        let (oh, ow) = (d.out_h(), d.out_w());
+        return per_plane(x, plane_in, plane_out, d.planes, |_, xp, yp| {
+            for ((top, bottom), out) in row_pairs(xp, d.width, oh, ow).zip(yp.chunks_exact_mut(ow))
+            {
+                for ((t, b), y) in top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(out) {
+                    *y = window2_argmax(t[0], t[1], b[0], b[1]).1;
+                }
+            }
+        });
+    }
     per_plane(x, plane_in, plane_out, d.planes, |_, xp, yp| {
         each_argmax(xp, d, |o, i| yp[o] = xp[i]);
     })
@@ -348,6 +430,27 @@ pub fn avg_pool2d<T: Float>(x: &[T], d: &PoolDims) -> Vec<T> {
 /// [`crate::backend::BackendStorage::max_pool2d_backward`].
 pub fn max_pool2d_backward<T: Float>(g: &[T], x: &[T], d: &PoolDims) -> Vec<T> {
     let (plane_in, plane_out) = (d.height * d.width, d.out_h() * d.out_w());
+    if d.kernel == 2 {
+        let (oh, ow, w) = (d.out_h(), d.out_w(), d.width);
+        return per_plane(g, plane_out, plane_in, d.planes, |p, gp, dxp| {
+            let xp = &x[p * plane_in..][..plane_in];
+            let dx_rows = dxp.chunks_exact_mut(2 * w);
+            for (((top, bottom), grads), dx_pair) in row_pairs(xp, w, oh, ow)
+                .zip(gp.chunks_exact(ow))
+                .zip(dx_rows)
+            {
+                let (dx_top, dx_bottom) = dx_pair.split_at_mut(w);
+                let (dx_top, dx_bottom) = (&mut dx_top[..2 * ow], &mut dx_bottom[..2 * ow]);
+                for (j, &gv) in grads.iter().enumerate() {
+                    let (l, r) = (2 * j, 2 * j + 1);
+                    let at = window2_argmax(top[l], top[r], bottom[l], bottom[r]).0;
+                    let pick = |here: bool| if here { gv } else { T::ZERO };
+                    (dx_top[l], dx_top[r]) = (pick(at[0]), pick(at[1]));
+                    (dx_bottom[l], dx_bottom[r]) = (pick(at[2]), pick(at[3]));
+                }
+            }
+        });
+    }
     per_plane(g, plane_out, plane_in, d.planes, |p, gp, dxp| {
         let xp = &x[p * plane_in..][..plane_in];
         each_argmax(xp, d, |o, i| dxp[i] = gp[o]);
@@ -367,4 +470,109 @@ pub fn avg_pool2d_backward<T: Float>(g: &[T], d: &PoolDims) -> Vec<T> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The generic window scan, which the 2×2 paths must reproduce.
+    fn generic_pool(x: &[f32], g: &[f32], d: &PoolDims) -> (Vec<f32>, Vec<f32>) {
+        let (plane_in, plane_out) = (d.height * d.width, d.out_h() * d.out_w());
+        let y = per_plane(x, plane_in, plane_out, d.planes, |_, xp, yp| {
+            each_argmax(xp, d, |o, i| yp[o] = xp[i]);
+        });
+        let dx = per_plane(g, plane_out, plane_in, d.planes, |p, gp, dxp| {
+            let xp = &x[p * plane_in..][..plane_in];
+            each_argmax(xp, d, |o, i| dxp[i] = gp[o]);
+        });
+        (y, dx)
+    }
+
+    #[test]
+    fn im2col_unfolds_as_its_definition_says() {
+        // Same-width outputs (stride 1, KW = 2·pad + 1, the contiguous copy),
+        // narrower ones, strides, non-square kernels, pad ≥ K.
+        let cases = [
+            (2, 7, 9, 3, 3, 1, 1),
+            (3, 6, 5, 5, 5, 1, 2),
+            (1, 4, 4, 5, 5, 1, 2),
+            (2, 5, 8, 3, 1, 1, 0),
+            (2, 5, 8, 2, 3, 1, 1),
+            (1, 9, 7, 3, 3, 2, 1),
+            (1, 3, 3, 1, 1, 1, 2),
+            (1, 2, 6, 3, 5, 1, 2),
+        ];
+        for (c, h, w, kh, kw, stride, padding) in cases {
+            let d = Conv2dDims {
+                batch: 1,
+                in_channels: c,
+                height: h,
+                width: w,
+                out_channels: 1,
+                kernel_h: kh,
+                kernel_w: kw,
+                stride,
+                padding,
+            };
+            let x: Vec<f32> = (0..c * h * w).map(|i| 1.0 + i as f32).collect();
+            let (oh, ow) = (d.out_h(), d.out_w());
+            let mut col = vec![f32::NAN; d.patch_len() * oh * ow];
+            im2col(&x, &d, &mut col);
+            for (r, row) in col.chunks_exact(oh * ow).enumerate() {
+                let (ch, p, q) = (r / (kh * kw), r / kw % kh, r % kw);
+                for (t, &v) in row.iter().enumerate() {
+                    let (i, j) = (
+                        (t / ow * stride + p) as isize,
+                        (t % ow * stride + q) as isize,
+                    );
+                    let (i, j) = (i - padding as isize, j - padding as isize);
+                    let inside = (0..h as isize).contains(&i) && (0..w as isize).contains(&j);
+                    let want = if inside {
+                        x[(ch * h + i as usize) * w + j as usize]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(
+                        v, want,
+                        "{c}x{h}x{w} k {kh}x{kw} s {stride} p {padding}: row {r}, {t}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_two_by_two_paths_give_the_generic_scans_bits() {
+        // Few distinct values, so windows tie often; some NaNs; odd and even
+        // sides (the last row or column of an odd side is in no window).
+        for (planes, height, width) in [(3, 7, 9), (20, 28, 28), (2, 1, 5), (1, 4, 130), (17, 6, 3)]
+        {
+            let d = PoolDims {
+                planes,
+                height,
+                width,
+                kernel: 2,
+            };
+            let n = planes * height * width;
+            let x: Vec<f32> = (0..n)
+                .map(|i| match (i * 7919) % 23 {
+                    0 => f32::NAN,
+                    r => (r % 5) as f32 - 2.0,
+                })
+                .collect();
+            let g: Vec<f32> = (0..planes * d.out_h() * d.out_w())
+                .map(|i| 1.0 + i as f32)
+                .collect();
+            let (y, dx) = (max_pool2d(&x, &d), max_pool2d_backward(&g, &x, &d));
+            let (y_ref, dx_ref) = generic_pool(&x, &g, &d);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&y_ref), "forward {planes}x{height}x{width}");
+            assert_eq!(
+                bits(&dx),
+                bits(&dx_ref),
+                "backward {planes}x{height}x{width}"
+            );
+        }
+    }
 }
