@@ -232,6 +232,22 @@ fn col2im_backward_input<T: GemmElem>(g: &[T], weight: &[T], d: &Conv2dDims) -> 
     dx
 }
 
+/// `Σ v` in a fixed order that vectorises: eight running sums over
+/// `v[8i + l]`, added together at the end, then the tail in order.
+fn lane_sum<T: Float>(v: &[T]) -> T {
+    let mut lanes = [T::ZERO; 8];
+    let chunks = v.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (s, &x) in lanes.iter_mut().zip(chunk) {
+            *s += x;
+        }
+    }
+    let [a, b, c, d, e, f, g, h] = lanes;
+    tail.iter()
+        .fold(((a + b) + (c + d)) + ((e + f) + (g + h)), |s, &x| s + x)
+}
+
 /// [`crate::backend::BackendStorage::conv2d_backward_params`]:
 /// `dW = Σ_n g_n·im2col(x_n)ᵀ` and `db[o] = Σ_{n,i,j} g[n,o,i,j]`, summed
 /// per run of [`IMAGES_PER_TASK`] images, then over the runs in order.
@@ -253,7 +269,7 @@ pub fn conv2d_backward_params<T: GemmElem>(g: &[T], x: &[T], d: &Conv2dDims) -> 
                     im2col(xn, d, &mut col);
                     gemm::gemm(o, patch, pixels, gn, false, &col, true, dw, true);
                     for (b, row) in db.iter_mut().zip(gn.chunks_exact(pixels)) {
-                        *b += row.iter().copied().sum::<T>();
+                        *b += lane_sum(row);
                     }
                 }
                 pool::give(col);
@@ -390,18 +406,97 @@ fn row_pairs<T>(
     })
 }
 
+/// 2×2 max-pooling of one plane `xp` into `yp`.
+#[inline(always)]
+fn pool2_plane<T: Float>(xp: &[T], d: &PoolDims, yp: &mut [T]) {
+    let (oh, ow) = (d.out_h(), d.out_w());
+    for ((top, bottom), out) in row_pairs(xp, d.width, oh, ow).zip(yp.chunks_exact_mut(ow)) {
+        for ((t, b), y) in top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(out) {
+            *y = window2_argmax(t[0], t[1], b[0], b[1]).1;
+        }
+    }
+}
+
+/// The input gradient of [`pool2_plane`] for one plane: `gp[i, j]` to the
+/// first maximum of window `(i, j)` of `xp`, 0 to the rest of `dxp` that
+/// windows cover (the rest of `dxp` is left as it is: zero).
+#[inline(always)]
+fn pool2_plane_backward<T: Float>(xp: &[T], gp: &[T], d: &PoolDims, dxp: &mut [T]) {
+    let (oh, ow, w) = (d.out_h(), d.out_w(), d.width);
+    let rows = row_pairs(xp, w, oh, ow).zip(gp.chunks_exact(ow));
+    for (((top, bottom), grads), dx_pair) in rows.zip(dxp.chunks_exact_mut(2 * w)) {
+        let (dx_top, dx_bottom) = dx_pair.split_at_mut(w);
+        let (dx_top, dx_bottom) = (&mut dx_top[..2 * ow], &mut dx_bottom[..2 * ow]);
+        for (j, &gv) in grads.iter().enumerate() {
+            let (l, r) = (2 * j, 2 * j + 1);
+            let at = window2_argmax(top[l], top[r], bottom[l], bottom[r]).0;
+            let pick = |here: bool| if here { gv } else { T::ZERO };
+            (dx_top[l], dx_top[r]) = (pick(at[0]), pick(at[1]));
+            (dx_bottom[l], dx_bottom[r]) = (pick(at[2]), pick(at[3]));
+        }
+    }
+}
+
+/// The instruction set the pooling loops are compiled for: AVX-512F when
+/// the f32 gemm runs its AVX-512 kernel (so `ADVGRAD_GEMM` forces this
+/// too), else the crate's baseline.
+#[derive(Clone, Copy)]
+enum Simd {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    Baseline,
+}
+
+impl Simd {
+    fn selected() -> Simd {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(gemm::F32Kernel::selected(), Ok(gemm::F32Kernel::Avx512)) {
+            return Simd::Avx512;
+        }
+        Simd::Baseline
+    }
+
+    /// [`pool2_plane`] compiled for this instruction set.
+    fn pool2_plane<T: Float>(self, xp: &[T], d: &PoolDims, yp: &mut [T]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => {
+                #[target_feature(enable = "avx512f")]
+                fn wide<T: Float>(xp: &[T], d: &PoolDims, yp: &mut [T]) {
+                    pool2_plane(xp, d, yp);
+                }
+                // SAFETY: `Simd::Avx512` is chosen only where the AVX-512
+                // gemm kernel was detected, which needs AVX-512F.
+                unsafe { wide(xp, d, yp) }
+            }
+            Simd::Baseline => pool2_plane(xp, d, yp),
+        }
+    }
+
+    /// [`pool2_plane_backward`] compiled for this instruction set.
+    fn pool2_plane_backward<T: Float>(self, xp: &[T], gp: &[T], d: &PoolDims, dxp: &mut [T]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => {
+                #[target_feature(enable = "avx512f")]
+                fn wide<T: Float>(xp: &[T], gp: &[T], d: &PoolDims, dxp: &mut [T]) {
+                    pool2_plane_backward(xp, gp, d, dxp);
+                }
+                // SAFETY: as in `Simd::pool2_plane`.
+                unsafe { wide(xp, gp, d, dxp) }
+            }
+            Simd::Baseline => pool2_plane_backward(xp, gp, d, dxp),
+        }
+    }
+}
+
 /// [`crate::backend::BackendStorage::max_pool2d`].
 pub fn max_pool2d<T: Float>(x: &[T], d: &PoolDims) -> Vec<T> {
     let (plane_in, plane_out) = (d.height * d.width, d.out_h() * d.out_w());
     if d.kernel == 2 {
-        let (oh, ow) = (d.out_h(), d.out_w());
+        let simd = Simd::selected();
         return per_plane(x, plane_in, plane_out, d.planes, |_, xp, yp| {
-            for ((top, bottom), out) in row_pairs(xp, d.width, oh, ow).zip(yp.chunks_exact_mut(ow))
-            {
-                for ((t, b), y) in top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(out) {
-                    *y = window2_argmax(t[0], t[1], b[0], b[1]).1;
-                }
-            }
+            simd.pool2_plane(xp, d, yp);
         });
     }
     per_plane(x, plane_in, plane_out, d.planes, |_, xp, yp| {
@@ -431,24 +526,10 @@ pub fn avg_pool2d<T: Float>(x: &[T], d: &PoolDims) -> Vec<T> {
 pub fn max_pool2d_backward<T: Float>(g: &[T], x: &[T], d: &PoolDims) -> Vec<T> {
     let (plane_in, plane_out) = (d.height * d.width, d.out_h() * d.out_w());
     if d.kernel == 2 {
-        let (oh, ow, w) = (d.out_h(), d.out_w(), d.width);
+        let simd = Simd::selected();
         return per_plane(g, plane_out, plane_in, d.planes, |p, gp, dxp| {
             let xp = &x[p * plane_in..][..plane_in];
-            let dx_rows = dxp.chunks_exact_mut(2 * w);
-            for (((top, bottom), grads), dx_pair) in row_pairs(xp, w, oh, ow)
-                .zip(gp.chunks_exact(ow))
-                .zip(dx_rows)
-            {
-                let (dx_top, dx_bottom) = dx_pair.split_at_mut(w);
-                let (dx_top, dx_bottom) = (&mut dx_top[..2 * ow], &mut dx_bottom[..2 * ow]);
-                for (j, &gv) in grads.iter().enumerate() {
-                    let (l, r) = (2 * j, 2 * j + 1);
-                    let at = window2_argmax(top[l], top[r], bottom[l], bottom[r]).0;
-                    let pick = |here: bool| if here { gv } else { T::ZERO };
-                    (dx_top[l], dx_top[r]) = (pick(at[0]), pick(at[1]));
-                    (dx_bottom[l], dx_bottom[r]) = (pick(at[2]), pick(at[3]));
-                }
-            }
+            simd.pool2_plane_backward(xp, gp, d, dxp);
         });
     }
     per_plane(g, plane_out, plane_in, d.planes, |p, gp, dxp| {

@@ -3,7 +3,7 @@
 //!
 //! | variable | values | kernels |
 //! |---|---|---|
-//! | `ADVGRAD_GEMM` | `auto`, `avx512`, `avx2`, `portable` | f32 and f64 (and f16, and bf16's `portable` path, which widen to f32) |
+//! | `ADVGRAD_GEMM` | `auto`, `avx512`, `avx2`, `portable` | f32 and f64 (and f16, and bf16's `portable` path, which widen to f32); also the build of the CNN's 2×2 max-pooling loops: AVX-512 with `avx512`, the baseline otherwise |
 //! | `ADVGRAD_GEMM_BF16` | `auto`, `amx`, `avx512bf16`, `portable` | bf16 |
 //!
 //! Unset, empty or `auto` means the best kernel the CPU has. A forced kernel
