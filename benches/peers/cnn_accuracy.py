@@ -5,7 +5,6 @@ and shuffles). Passes when the means are within 0.5 point.
 
     benches/peers/.venv/bin/python benches/peers/cnn_accuracy.py [--seeds 0 1 2] [--epochs 5]
 """
-import argparse
 import json
 import os
 import statistics
@@ -17,7 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from advgrad_arch import sequential  # noqa: E402
-from cnn_common import ADVGRAD, SMALL_CNN, images  # noqa: E402
+from cnn_common import ADVGRAD, SMALL_CNN, images, seed_comparison_args  # noqa: E402
 from cnn_common import train as fit  # noqa: E402
 
 
@@ -40,12 +39,7 @@ def advgrad_run(seed, epochs, threads, out_path):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = seed_comparison_args()
     train, test = images("train"), images("t10k")
     rows = []
     for seed in args.seeds:

@@ -1,5 +1,6 @@
 """What the CNN peer scripts share: Fashion-MNIST as tensors, the small CNN's
 spec, advgrad's binary, the PyTorch training loop."""
+import argparse
 import gzip
 import os
 
@@ -38,3 +39,15 @@ def train(model, x, y, epochs, opt):
             nn.functional.cross_entropy(model(x[b]), y[b]).backward()
             opt.step()
     return model
+
+
+def seed_comparison_args():
+    """The options of the scripts that compare over seeds (--seeds, --epochs,
+    --threads), parsed; torch gets --threads threads."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    return args

@@ -13,7 +13,6 @@ the math from a difference in luck between seeds (`cnn_accuracy.py`).
 
     benches/peers/.venv/bin/python benches/peers/cnn_same_weights.py [--seeds 0 1 2] [--epochs 5]
 """
-import argparse
 import os
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from advgrad_arch import sequential  # noqa: E402
-from cnn_common import ROOT, SMALL_CNN, images  # noqa: E402
+from cnn_common import ROOT, SMALL_CNN, images, seed_comparison_args  # noqa: E402
 
 EPS, PGD_STEPS, PGD_ALPHA = 0.1, 20, 0.01
 
@@ -90,12 +89,7 @@ def run_seed(seed, epochs, train, test):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = seed_comparison_args()
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)
     train, test = images("train"), images("t10k")
     rows = [run_seed(s, args.epochs, train, test) for s in args.seeds]
