@@ -499,6 +499,12 @@ pub fn max_pool2d<T: Float>(x: &[T], d: &PoolDims) -> Vec<T> {
             simd.pool2_plane(xp, d, yp);
         });
     }
+    generic_max_pool2d(x, d)
+}
+
+/// [`max_pool2d`] by the generic window scan, for any kernel.
+fn generic_max_pool2d<T: Float>(x: &[T], d: &PoolDims) -> Vec<T> {
+    let (plane_in, plane_out) = (d.height * d.width, d.out_h() * d.out_w());
     per_plane(x, plane_in, plane_out, d.planes, |_, xp, yp| {
         each_argmax(xp, d, |o, i| yp[o] = xp[i]);
     })
@@ -532,6 +538,12 @@ pub fn max_pool2d_backward<T: Float>(g: &[T], x: &[T], d: &PoolDims) -> Vec<T> {
             simd.pool2_plane_backward(xp, gp, d, dxp);
         });
     }
+    generic_max_pool2d_backward(g, x, d)
+}
+
+/// [`max_pool2d_backward`] by the generic window scan, for any kernel.
+fn generic_max_pool2d_backward<T: Float>(g: &[T], x: &[T], d: &PoolDims) -> Vec<T> {
+    let (plane_in, plane_out) = (d.height * d.width, d.out_h() * d.out_w());
     per_plane(g, plane_out, plane_in, d.planes, |p, gp, dxp| {
         let xp = &x[p * plane_in..][..plane_in];
         each_argmax(xp, d, |o, i| dxp[i] = gp[o]);
@@ -556,19 +568,6 @@ pub fn avg_pool2d_backward<T: Float>(g: &[T], d: &PoolDims) -> Vec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The generic window scan, which the 2×2 paths must reproduce.
-    fn generic_pool(x: &[f32], g: &[f32], d: &PoolDims) -> (Vec<f32>, Vec<f32>) {
-        let (plane_in, plane_out) = (d.height * d.width, d.out_h() * d.out_w());
-        let y = per_plane(x, plane_in, plane_out, d.planes, |_, xp, yp| {
-            each_argmax(xp, d, |o, i| yp[o] = xp[i]);
-        });
-        let dx = per_plane(g, plane_out, plane_in, d.planes, |p, gp, dxp| {
-            let xp = &x[p * plane_in..][..plane_in];
-            each_argmax(xp, d, |o, i| dxp[i] = gp[o]);
-        });
-        (y, dx)
-    }
 
     #[test]
     fn im2col_unfolds_as_its_definition_says() {
@@ -645,8 +644,9 @@ mod tests {
             let g: Vec<f32> = (0..planes * d.out_h() * d.out_w())
                 .map(|i| 1.0 + i as f32)
                 .collect();
+            let y_ref = generic_max_pool2d(&x, &d);
+            let dx_ref = generic_max_pool2d_backward(&g, &x, &d);
             let (y, dx) = (max_pool2d(&x, &d), max_pool2d_backward(&g, &x, &d));
-            let (y_ref, dx_ref) = generic_pool(&x, &g, &d);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&y), bits(&y_ref), "forward {planes}x{height}x{width}");
             assert_eq!(
@@ -654,6 +654,18 @@ mod tests {
                 bits(&dx_ref),
                 "backward {planes}x{height}x{width}"
             );
+            // Both builds of the loops, whichever the process selected.
+            let (plane_in, plane_out) = (height * width, d.out_h() * d.out_w());
+            for simd in [Simd::Baseline, Simd::selected()] {
+                let y = per_plane(&x, plane_in, plane_out, planes, |_, xp, yp| {
+                    simd.pool2_plane(xp, &d, yp)
+                });
+                let dx = per_plane(&g, plane_out, plane_in, planes, |p, gp, dxp| {
+                    simd.pool2_plane_backward(&x[p * plane_in..][..plane_in], gp, &d, dxp)
+                });
+                assert_eq!(bits(&y), bits(&y_ref), "{planes}x{height}x{width}");
+                assert_eq!(bits(&dx), bits(&dx_ref), "{planes}x{height}x{width}");
+            }
         }
     }
 }
