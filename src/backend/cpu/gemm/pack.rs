@@ -126,7 +126,7 @@ pub(super) fn pack_b<T: Float, const NR: usize>(
         }
     }
     // The edge panel (every panel, for unusual strides): zero it, then copy
-    // each column of op(B) down its lane.
+    // its `w` columns of op(B) in.
     let first = if b.cs == 1 || b.rs == 1 { full } else { 0 };
     for (jp, panel) in dst.chunks_exact_mut(kc * NR).enumerate().skip(first) {
         let jb = j0 + jp * NR;
@@ -134,9 +134,44 @@ pub(super) fn pack_b<T: Float, const NR: usize>(
         if w < NR {
             panel.fill(T::ZERO);
         }
-        for (j, col0) in (jb..jb + w).map(|j| j * b.cs + p0 * b.rs).enumerate() {
+        if b.cs == 1 {
             for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
-                d[j] = b.data[col0 + p * b.rs];
+                let start = (p0 + p) * b.rs + jb;
+                d[..w].copy_from_slice(&b.data[start..start + w]);
+            }
+        } else if b.rs == 1 {
+            transposed_columns::<T, NR>(b, p0, jb, w, panel);
+        } else {
+            for (j, col0) in (jb..jb + w).map(|j| j * b.cs + p0 * b.rs).enumerate() {
+                for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
+                    d[j] = b.data[col0 + p * b.rs];
+                }
+            }
+        }
+    }
+}
+
+/// The first `w` lanes of a panel of `op(B)` when `B` is stored transposed
+/// (`b.rs == 1`), from column `jb` on: each column of `op(B)` is a
+/// contiguous run of `B`. Goes in strips of `STRIP` rows of the panel, so
+/// that its writes stay in a few cache lines while it reads a short stretch
+/// of each run (a lane at a time down the whole panel would touch a line
+/// per row for every lane).
+#[inline(always)]
+fn transposed_columns<T: Float, const NR: usize>(
+    b: View<'_, T>,
+    p0: usize,
+    jb: usize,
+    w: usize,
+    panel: &mut [T],
+) {
+    const STRIP: usize = 8;
+    for (s, strip) in panel.chunks_mut(STRIP * NR).enumerate() {
+        let rows = strip.len() / NR;
+        for j in 0..w {
+            let run = &b.data[(jb + j) * b.cs + p0 + s * STRIP..][..rows];
+            for (d, &v) in strip.chunks_exact_mut(NR).zip(run) {
+                d[j] = v;
             }
         }
     }
