@@ -251,6 +251,12 @@ fn lane_sum<T: Float>(v: &[T]) -> T {
 /// [`crate::backend::BackendStorage::conv2d_backward_params`]:
 /// `dW = Σ_n g_n·im2col(x_n)ᵀ` and `db[o] = Σ_{n,i,j} g[n,o,i,j]`, summed
 /// per run of [`IMAGES_PER_TASK`] images, then over the runs in order.
+///
+/// Each product is taken as its transpose, `dWᵀ += im2col(x_n)·g_nᵀ`
+/// (`[C·KH·KW, O]`): the patch matrix is then the gemm's row-major `A`,
+/// read in place, and only the small `g_n` is packed, where `dW` itself
+/// would repack the whole patch matrix as a transposed `B`. The summed
+/// `dWᵀ` is transposed once at the end.
 pub fn conv2d_backward_params<T: GemmElem>(g: &[T], x: &[T], d: &Conv2dDims) -> (Vec<T>, Vec<T>) {
     let (o, patch, pixels) = (d.out_channels, d.patch_len(), d.out_h() * d.out_w());
     let (image_in, image_out) = (d.in_channels * d.height * d.width, o * pixels);
@@ -263,11 +269,11 @@ pub fn conv2d_backward_params<T: GemmElem>(g: &[T], x: &[T], d: &Conv2dDims) -> 
             .zip(g.par_chunks(IMAGES_PER_TASK * image_out))
             .zip(x.par_chunks(IMAGES_PER_TASK * image_in))
             .for_each(|((partial, gs), xs)| {
-                let (dw, db) = partial.split_at_mut(o * patch);
+                let (dwt, db) = partial.split_at_mut(o * patch);
                 let mut col = filled(patch * pixels, T::ZERO);
                 for (gn, xn) in gs.chunks_exact(image_out).zip(xs.chunks_exact(image_in)) {
                     im2col(xn, d, &mut col);
-                    gemm::gemm(o, patch, pixels, gn, false, &col, true, dw, true);
+                    gemm::gemm(patch, o, pixels, &col, false, gn, true, dwt, true);
                     for (b, row) in db.iter_mut().zip(gn.chunks_exact(pixels)) {
                         *b += lane_sum(row);
                     }
@@ -275,14 +281,21 @@ pub fn conv2d_backward_params<T: GemmElem>(g: &[T], x: &[T], d: &Conv2dDims) -> 
                 pool::give(col);
             });
     }
-    let mut dw = filled(o * patch, T::ZERO);
+    let mut dwt = filled(o * patch, T::ZERO);
     let mut db = filled(o, T::ZERO);
     for partial in partials.chunks_exact(part) {
         let (pw, pb) = partial.split_at(o * patch);
-        dw.iter_mut().zip(pw).for_each(|(a, &b)| *a += b);
+        dwt.iter_mut().zip(pw).for_each(|(a, &b)| *a += b);
         db.iter_mut().zip(pb).for_each(|(a, &b)| *a += b);
     }
     pool::give(partials);
+    let mut dw = filled(o * patch, T::ZERO);
+    for (r, row) in dwt.chunks_exact(o).enumerate() {
+        for (oc, &v) in row.iter().enumerate() {
+            dw[oc * patch + r] = v;
+        }
+    }
+    pool::give(dwt);
     (dw, db)
 }
 
