@@ -10,11 +10,14 @@
 //! the bits depend on the batch alone, not on the number of threads.
 //!
 //! Pooling (kernel = stride = K) runs over planes `[H, W]` in fixed runs of
-//! planes, one window at a time.
+//! planes, one window at a time; 2×2 pooling of f32 on a CPU with AVX-512F
+//! sixteen windows at a time (`pool_x86.rs`).
 
 use rayon::prelude::*;
 
 use super::gemm::{self, GemmElem};
+#[cfg(target_arch = "x86_64")]
+use super::pool_x86;
 use crate::backend::{pool, Conv2dDims, PoolDims};
 use crate::dtype::Float;
 
@@ -450,9 +453,9 @@ fn pool2_plane_backward<T: Float>(xp: &[T], gp: &[T], d: &PoolDims, dxp: &mut [T
     }
 }
 
-/// The instruction set the pooling loops are compiled for: AVX-512F when
-/// the f32 gemm runs its AVX-512 kernel (so `ADVGRAD_GEMM` forces this
-/// too), else the crate's baseline.
+/// The instruction set of the 2×2 pooling loops: AVX-512F when the f32
+/// gemm runs its AVX-512 kernel (so `ADVGRAD_GEMM` forces this too), else
+/// the crate's baseline.
 #[derive(Clone, Copy)]
 enum Simd {
     #[cfg(target_arch = "x86_64")]
@@ -469,28 +472,53 @@ impl Simd {
         Simd::Baseline
     }
 
-    /// [`pool2_plane`] compiled for this instruction set.
+    /// [`pool2_plane`] in this instruction set: for f32 with AVX-512F,
+    /// sixteen windows at a time ([`pool_x86`]); otherwise the portable
+    /// loop, compiled for it.
     fn pool2_plane<T: Float>(self, xp: &[T], d: &PoolDims, yp: &mut [T]) {
         match self {
             #[cfg(target_arch = "x86_64")]
             Simd::Avx512 => {
+                let (oh, ow) = (d.out_h(), d.out_w());
+                if let (Some(xp), Some(yp)) = (as_f32(xp), as_f32_mut(yp)) {
+                    let rows = row_pairs(xp, d.width, oh, ow).zip(yp.chunks_exact_mut(ow));
+                    for ((top, bottom), out) in rows {
+                        // SAFETY: `Simd::Avx512` is chosen only where the
+                        // AVX-512 gemm kernel was detected, which needs
+                        // AVX-512F.
+                        unsafe { pool_x86::pool2_rows(top, bottom, out) }
+                    }
+                    return;
+                }
                 #[target_feature(enable = "avx512f")]
                 fn wide<T: Float>(xp: &[T], d: &PoolDims, yp: &mut [T]) {
                     pool2_plane(xp, d, yp);
                 }
-                // SAFETY: `Simd::Avx512` is chosen only where the AVX-512
-                // gemm kernel was detected, which needs AVX-512F.
+                // SAFETY: as above.
                 unsafe { wide(xp, d, yp) }
             }
             Simd::Baseline => pool2_plane(xp, d, yp),
         }
     }
 
-    /// [`pool2_plane_backward`] compiled for this instruction set.
+    /// [`pool2_plane_backward`] in this instruction set, as
+    /// [`Simd::pool2_plane`].
     fn pool2_plane_backward<T: Float>(self, xp: &[T], gp: &[T], d: &PoolDims, dxp: &mut [T]) {
         match self {
             #[cfg(target_arch = "x86_64")]
             Simd::Avx512 => {
+                let (oh, ow, w) = (d.out_h(), d.out_w(), d.width);
+                if let (Some(xp), Some(gp), Some(dxp)) = (as_f32(xp), as_f32(gp), as_f32_mut(dxp)) {
+                    let rows = row_pairs(xp, w, oh, ow).zip(gp.chunks_exact(ow));
+                    for (((top, bottom), grads), pair) in rows.zip(dxp.chunks_exact_mut(2 * w)) {
+                        let (dx_top, dx_bottom) = pair.split_at_mut(w);
+                        // SAFETY: as in `Simd::pool2_plane`.
+                        unsafe {
+                            pool_x86::pool2_rows_backward(top, bottom, grads, dx_top, dx_bottom)
+                        }
+                    }
+                    return;
+                }
                 #[target_feature(enable = "avx512f")]
                 fn wide<T: Float>(xp: &[T], gp: &[T], d: &PoolDims, dxp: &mut [T]) {
                     pool2_plane_backward(xp, gp, d, dxp);
@@ -501,6 +529,25 @@ impl Simd {
             Simd::Baseline => pool2_plane_backward(xp, gp, d, dxp),
         }
     }
+}
+
+/// `xs` as f32 values, when `T` is f32.
+#[cfg(target_arch = "x86_64")]
+fn as_f32<T: Float>(xs: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: `T` is `f32` (the same type id), so the memory holds
+        // `xs.len()` f32 values.
+        unsafe { std::slice::from_raw_parts(xs.as_ptr().cast::<f32>(), xs.len()) }
+    })
+}
+
+/// [`as_f32`] for a mutable slice.
+#[cfg(target_arch = "x86_64")]
+fn as_f32_mut<T: Float>(xs: &mut [T]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: as in `as_f32`; the borrow is moved into the result.
+        unsafe { std::slice::from_raw_parts_mut(xs.as_mut_ptr().cast::<f32>(), xs.len()) }
+    })
 }
 
 /// [`crate::backend::BackendStorage::max_pool2d`].
@@ -638,9 +685,19 @@ mod tests {
     #[test]
     fn the_two_by_two_paths_give_the_generic_scans_bits() {
         // Few distinct values, so windows tie often; some NaNs; odd and even
-        // sides (the last row or column of an odd side is in no window).
-        for (planes, height, width) in [(3, 7, 9), (20, 28, 28), (2, 1, 5), (1, 4, 130), (17, 6, 3)]
-        {
+        // sides (the last row or column of an odd side is in no window);
+        // rows of 16 and 32 windows (whole AVX-512 steps), 65 (a step and
+        // one window), and fewer than 16.
+        let shapes = [
+            (3, 7, 9),
+            (20, 28, 28),
+            (2, 1, 5),
+            (1, 4, 130),
+            (17, 6, 3),
+            (2, 4, 64),
+            (3, 6, 33),
+        ];
+        for (planes, height, width) in shapes {
             let d = PoolDims {
                 planes,
                 height,

@@ -15,6 +15,8 @@ mod fused_update;
 pub mod gemm;
 mod kernels;
 pub(crate) mod mixed;
+#[cfg(target_arch = "x86_64")]
+mod pool_x86;
 
 use half::{bf16, f16};
 
