@@ -1,7 +1,8 @@
 """The CNN speed comparison of issue 13: advgrad beside PyTorch eager on the
 CPU, same machine, same thread count, interleaved rounds, medians.
 
-For each architecture (the small CNN and Madry et al.'s MNIST network):
+For each architecture (the small CNN and Madry et al.'s MNIST network, or
+those --nets names):
   - one SGD epoch (lr 0.1, batch 128) over the first --train examples,
   - PGD-20 (eps 0.1, step 0.01, no random start, batches of 1000) over the
     first --test test images, on an untrained model,
@@ -9,7 +10,7 @@ timed in PyTorch (torch.set_num_threads(--threads)) and with
 `advgrad bench --op epoch|pgd --arch A` (RAYON_NUM_THREADS=--threads).
 Wrap it in `flock /tmp/advgrad-bench.lock` on a shared machine.
 
-    benches/peers/.venv/bin/python benches/peers/cnn_speed.py --rounds 3
+    benches/peers/.venv/bin/python benches/peers/cnn_speed.py --rounds 3 [--nets small madry]
 """
 import argparse
 import json
@@ -31,6 +32,7 @@ ARCHS = {
     "small CNN": SMALL_CNN,
     "Madry": "1x28x28-c32k5p2-mp2-c64k5p2-mp2-1024-10",
 }
+NET_KEYS = {"small CNN": "small", "Madry": "madry"}
 
 
 def torch_epoch(arch, x, y):
@@ -74,6 +76,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train", type=int, default=60000)
     ap.add_argument("--test", type=int, default=10000)
+    ap.add_argument("--nets", nargs="+", choices=["small", "madry"], default=["small", "madry"],
+                    help="which networks to time (default both)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
@@ -85,6 +89,8 @@ def main():
     times = {}
     for r in range(args.rounds):
         for name, arch in ARCHS.items():
+            if NET_KEYS[name] not in args.nets:
+                continue
             for what, run_torch, run_advgrad in (
                 ("epoch", lambda: torch_epoch(arch, xt, yt), lambda: advgrad("epoch", arch, args.train, args.threads)),
                 ("pgd20", lambda: torch_pgd(arch, xs, ys), lambda: advgrad("pgd", arch, args.test, args.threads)),
