@@ -89,8 +89,8 @@ fn takes(v: __m512, best: __m512) -> __mmask16 {
     _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v)
 }
 
-/// For each step of the row pair: the flags `t_b`, `t_c`, `t_d` and the
-/// maximum of its windows.
+/// One step of a row pair: the flags `t_b`, `t_c`, `t_d` of its 16
+/// windows and their maxima.
 ///
 /// # Safety
 ///
