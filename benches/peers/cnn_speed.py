@@ -28,11 +28,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from advgrad_arch import sequential  # noqa: E402
 from cnn_common import ADVGRAD, SMALL_CNN, images, train  # noqa: E402
 
-ARCHS = {
-    "small CNN": SMALL_CNN,
-    "Madry": "1x28x28-c32k5p2-mp2-c64k5p2-mp2-1024-10",
+# --nets name: (name in the output, architecture)
+NETS = {
+    "small": ("small CNN", SMALL_CNN),
+    "madry": ("Madry", "1x28x28-c32k5p2-mp2-c64k5p2-mp2-1024-10"),
 }
-NET_KEYS = {"small CNN": "small", "Madry": "madry"}
 
 
 def torch_epoch(arch, x, y):
@@ -76,7 +76,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train", type=int, default=60000)
     ap.add_argument("--test", type=int, default=10000)
-    ap.add_argument("--nets", nargs="+", choices=["small", "madry"], default=["small", "madry"],
+    ap.add_argument("--nets", nargs="+", choices=list(NETS), default=list(NETS),
                     help="which networks to time (default both)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,9 +88,7 @@ def main():
     xs, ys = images("t10k", args.test)
     times = {}
     for r in range(args.rounds):
-        for name, arch in ARCHS.items():
-            if NET_KEYS[name] not in args.nets:
-                continue
+        for name, arch in (NETS[key] for key in NETS if key in args.nets):
             for what, run_torch, run_advgrad in (
                 ("epoch", lambda: torch_epoch(arch, xt, yt), lambda: advgrad("epoch", arch, args.train, args.threads)),
                 ("pgd20", lambda: torch_pgd(arch, xs, ys), lambda: advgrad("pgd", arch, args.test, args.threads)),

@@ -425,11 +425,30 @@ fn row_pairs<T>(
 /// 2×2 max-pooling of one plane `xp` into `yp`.
 #[inline(always)]
 fn pool2_plane<T: Float>(xp: &[T], d: &PoolDims, yp: &mut [T]) {
+    each_row_pair(xp, d, yp, pool2_rows);
+}
+
+/// Runs `rows(top, bottom, out)` on each pair of input rows of a 2×2
+/// pooling (each cut to the `2·OW` columns its windows cover) and its row
+/// of `OW` outputs.
+#[inline(always)]
+fn each_row_pair<T: Float>(
+    xp: &[T],
+    d: &PoolDims,
+    yp: &mut [T],
+    mut rows: impl FnMut(&[T], &[T], &mut [T]),
+) {
     let (oh, ow) = (d.out_h(), d.out_w());
     for ((top, bottom), out) in row_pairs(xp, d.width, oh, ow).zip(yp.chunks_exact_mut(ow)) {
-        for ((t, b), y) in top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(out) {
-            *y = window2_argmax(t[0], t[1], b[0], b[1]).1;
-        }
+        rows(top, bottom, out);
+    }
+}
+
+/// The maxima of the 2×2 windows of one row pair, one window at a time.
+#[inline(always)]
+fn pool2_rows<T: Float>(top: &[T], bottom: &[T], out: &mut [T]) {
+    for ((t, b), y) in top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(out) {
+        *y = window2_argmax(t[0], t[1], b[0], b[1]).1;
     }
 }
 
@@ -438,18 +457,50 @@ fn pool2_plane<T: Float>(xp: &[T], d: &PoolDims, yp: &mut [T]) {
 /// windows cover (the rest of `dxp` is left as it is: zero).
 #[inline(always)]
 fn pool2_plane_backward<T: Float>(xp: &[T], gp: &[T], d: &PoolDims, dxp: &mut [T]) {
+    each_row_pair_backward(xp, gp, d, dxp, pool2_rows_backward);
+}
+
+/// Runs `rows(top, bottom, grads, dx_top, dx_bottom)` on each pair of input
+/// rows of a 2×2 pooling, its row of `OW` output gradients, and the two
+/// rows of the input gradient, all input rows cut to the `2·OW` columns the
+/// windows cover.
+#[inline(always)]
+fn each_row_pair_backward<T: Float>(
+    xp: &[T],
+    gp: &[T],
+    d: &PoolDims,
+    dxp: &mut [T],
+    mut rows: impl FnMut(&[T], &[T], &[T], &mut [T], &mut [T]),
+) {
     let (oh, ow, w) = (d.out_h(), d.out_w(), d.width);
-    let rows = row_pairs(xp, w, oh, ow).zip(gp.chunks_exact(ow));
-    for (((top, bottom), grads), dx_pair) in rows.zip(dxp.chunks_exact_mut(2 * w)) {
+    let pairs = row_pairs(xp, w, oh, ow).zip(gp.chunks_exact(ow));
+    for (((top, bottom), grads), dx_pair) in pairs.zip(dxp.chunks_exact_mut(2 * w)) {
         let (dx_top, dx_bottom) = dx_pair.split_at_mut(w);
-        let (dx_top, dx_bottom) = (&mut dx_top[..2 * ow], &mut dx_bottom[..2 * ow]);
-        for (j, &gv) in grads.iter().enumerate() {
-            let (l, r) = (2 * j, 2 * j + 1);
-            let at = window2_argmax(top[l], top[r], bottom[l], bottom[r]).0;
-            let pick = |here: bool| if here { gv } else { T::ZERO };
-            (dx_top[l], dx_top[r]) = (pick(at[0]), pick(at[1]));
-            (dx_bottom[l], dx_bottom[r]) = (pick(at[2]), pick(at[3]));
-        }
+        rows(
+            top,
+            bottom,
+            grads,
+            &mut dx_top[..2 * ow],
+            &mut dx_bottom[..2 * ow],
+        );
+    }
+}
+
+/// The input gradient of [`pool2_rows`], one window at a time.
+#[inline(always)]
+fn pool2_rows_backward<T: Float>(
+    top: &[T],
+    bottom: &[T],
+    grads: &[T],
+    dx_top: &mut [T],
+    dx_bottom: &mut [T],
+) {
+    for (j, &gv) in grads.iter().enumerate() {
+        let (l, r) = (2 * j, 2 * j + 1);
+        let at = window2_argmax(top[l], top[r], bottom[l], bottom[r]).0;
+        let pick = |here: bool| if here { gv } else { T::ZERO };
+        (dx_top[l], dx_top[r]) = (pick(at[0]), pick(at[1]));
+        (dx_bottom[l], dx_bottom[r]) = (pick(at[2]), pick(at[3]));
     }
 }
 
@@ -479,15 +530,13 @@ impl Simd {
         match self {
             #[cfg(target_arch = "x86_64")]
             Simd::Avx512 => {
-                let (oh, ow) = (d.out_h(), d.out_w());
                 if let (Some(xp), Some(yp)) = (as_f32(xp), as_f32_mut(yp)) {
-                    let rows = row_pairs(xp, d.width, oh, ow).zip(yp.chunks_exact_mut(ow));
-                    for ((top, bottom), out) in rows {
+                    each_row_pair(xp, d, yp, |top, bottom, out| {
                         // SAFETY: `Simd::Avx512` is chosen only where the
                         // AVX-512 gemm kernel was detected, which needs
                         // AVX-512F.
                         unsafe { pool_x86::pool2_rows(top, bottom, out) }
-                    }
+                    });
                     return;
                 }
                 #[target_feature(enable = "avx512f")]
@@ -507,16 +556,19 @@ impl Simd {
         match self {
             #[cfg(target_arch = "x86_64")]
             Simd::Avx512 => {
-                let (oh, ow, w) = (d.out_h(), d.out_w(), d.width);
                 if let (Some(xp), Some(gp), Some(dxp)) = (as_f32(xp), as_f32(gp), as_f32_mut(dxp)) {
-                    let rows = row_pairs(xp, w, oh, ow).zip(gp.chunks_exact(ow));
-                    for (((top, bottom), grads), pair) in rows.zip(dxp.chunks_exact_mut(2 * w)) {
-                        let (dx_top, dx_bottom) = pair.split_at_mut(w);
-                        // SAFETY: as in `Simd::pool2_plane`.
-                        unsafe {
-                            pool_x86::pool2_rows_backward(top, bottom, grads, dx_top, dx_bottom)
-                        }
-                    }
+                    each_row_pair_backward(
+                        xp,
+                        gp,
+                        d,
+                        dxp,
+                        |top, bottom, grads, dx_top, dx_bottom| {
+                            // SAFETY: as in `Simd::pool2_plane`.
+                            unsafe {
+                                pool_x86::pool2_rows_backward(top, bottom, grads, dx_top, dx_bottom)
+                            }
+                        },
+                    );
                     return;
                 }
                 #[target_feature(enable = "avx512f")]

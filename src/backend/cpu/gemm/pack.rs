@@ -177,9 +177,8 @@ fn transposed_columns<T: Float, const NR: usize>(
     }
 }
 
-/// One full panel of `op(B)` when `B` is stored transposed (`[n, k]`): the
-/// panel's NR columns are contiguous runs of `B`. Goes in strips of `STRIP`
-/// rows, reading each column's run and writing across the strip.
+/// One full panel of `op(B)` when `B` is stored transposed (`[n, k]`): all
+/// `NR` lanes of [`transposed_columns`].
 #[inline(always)]
 pub(super) fn pack_b_transposed<T: Float, const NR: usize>(
     b: View<'_, T>,
@@ -187,22 +186,5 @@ pub(super) fn pack_b_transposed<T: Float, const NR: usize>(
     jb: usize,
     panel: &mut [T],
 ) {
-    const STRIP: usize = 8;
-    let kc = panel.len() / NR;
-    let cols: [&[T]; NR] = std::array::from_fn(|j| &b.data[(jb + j) * b.cs + p0..][..kc]);
-    let mut strips = panel.chunks_exact_mut(STRIP * NR);
-    for (s, strip) in (&mut strips).enumerate() {
-        for (j, col) in cols.iter().enumerate() {
-            let run: &[T; STRIP] = col[s * STRIP..][..STRIP].try_into().expect("STRIP values");
-            for (d, &v) in strip.chunks_exact_mut(NR).zip(run) {
-                d[j] = v;
-            }
-        }
-    }
-    let done = kc - kc % STRIP;
-    for (p, d) in strips.into_remainder().chunks_exact_mut(NR).enumerate() {
-        for (x, col) in d.iter_mut().zip(&cols) {
-            *x = col[done + p];
-        }
-    }
+    transposed_columns::<T, NR>(b, p0, jb, NR, panel);
 }
