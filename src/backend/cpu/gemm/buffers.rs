@@ -1,5 +1,6 @@
-//! The packing buffers, kept per thread and per packed element type, so
-//! that a steady state of calls allocates nothing.
+//! The packing buffers, and the tile buffer of a swapped product, kept per
+//! thread and per packed element type, so that a steady state of calls
+//! allocates nothing.
 
 use std::cell::RefCell;
 
@@ -12,16 +13,21 @@ pub(super) trait PackedElem:
 {
     /// Calls `f` with this thread's packing buffers (`B` block, `A` panel).
     fn with_buffers<R>(f: impl FnOnce(&mut Vec<Self>, &mut Vec<Self>) -> R) -> R;
+
+    /// Calls `f` with this thread's buffer for a tile of `Cᵀ` (see
+    /// `driver::run_swapped`).
+    fn with_tile<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R;
 }
 
 mod sealed {
     pub trait Sealed {}
 }
 
-/// The two buffers of one thread.
+/// The buffers of one thread.
 struct Buffers<T> {
     b: RefCell<Vec<T>>,
     a: RefCell<Vec<T>>,
+    tile: RefCell<Vec<T>>,
 }
 
 impl<T> Buffers<T> {
@@ -29,6 +35,7 @@ impl<T> Buffers<T> {
         Buffers {
             b: RefCell::new(Vec::new()),
             a: RefCell::new(Vec::new()),
+            tile: RefCell::new(Vec::new()),
         }
     }
 
@@ -38,6 +45,14 @@ impl<T> Buffers<T> {
         match (self.b.try_borrow_mut(), self.a.try_borrow_mut()) {
             (Ok(mut b), Ok(mut a)) => f(&mut b, &mut a),
             _ => f(&mut Vec::new(), &mut Vec::new()),
+        }
+    }
+
+    /// Lends the tile buffer to `f`, or a fresh one if it is already lent.
+    fn with_tile<R>(&self, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
+        match self.tile.try_borrow_mut() {
+            Ok(mut tile) => f(&mut tile),
+            Err(_) => f(&mut Vec::new()),
         }
     }
 }
@@ -53,6 +68,10 @@ macro_rules! impl_packed {
         impl PackedElem for $t {
             fn with_buffers<R>(f: impl FnOnce(&mut Vec<$t>, &mut Vec<$t>) -> R) -> R {
                 $tls.with(|bufs| bufs.with(f))
+            }
+
+            fn with_tile<R>(f: impl FnOnce(&mut Vec<$t>) -> R) -> R {
+                $tls.with(|bufs| bufs.with_tile(f))
             }
         }
     };

@@ -47,7 +47,7 @@ pub(super) trait MicroKernel<SA, SB = SA>: Copy + Send + Sync {
     /// The element of the packed panels.
     type Packed: PackedElem;
     /// The element of `C`, and of the accumulators.
-    type Out: Copy + Send;
+    type Out: Copy + Send + Default;
 
     /// Rows of `C` per kernel call.
     const MR: usize;
@@ -101,6 +101,13 @@ pub(super) trait MicroKernel<SA, SB = SA>: Copy + Send + Sync {
         nc: usize,
         dst: &mut [Self::Packed],
     );
+
+    /// `rows[r][j] = tile[j·w + r0 + r]`: the copy of a swapped product's
+    /// tile into `C` (see [`pack::columns_to_rows`]); kernels with SIMD
+    /// registers transpose in them.
+    fn columns_to_rows(tile: &[Self::Out], w: usize, r0: usize, rows: &mut [&mut [Self::Out]]) {
+        pack::columns_to_rows(tile, w, r0, rows);
+    }
 
     /// Prepares this thread for a run of kernel calls (AMX loads its tile
     /// configuration here); the driver calls it again after running the

@@ -12,17 +12,22 @@
 //! A row-major `B` is read in place when it fits in L2 or the tile has few
 //! strips; otherwise, and when transposed, it is packed. (The half-precision
 //! paths pack, and convert, both operands.)
+//! A product with few rows and a transposed `B` (a layer's `x·Wᵀ` at a small
+//! batch) runs swapped, as `Cᵀ = op(B)ᵀ·op(A)ᵀ`, so that `W` is read in
+//! place instead of packed with a transposing copy for a handful of strips;
+//! each tile of `Cᵀ` goes through a per-thread buffer into `C`, transposed
+//! in registers. The bits are the same as unswapped.
 //! Packing buffers live in thread-local storage, so a steady state of calls
 //! allocates nothing.
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `driver.rs` | the tiling, the `k` blocks, the rayon tasks |
-//! | `pack.rs` | copying `A` and `B` (transposed or not) into panels |
-//! | `buffers.rs` | the per-thread packing buffers |
+//! | `driver.rs` | the tiling, the `k` blocks, the rayon tasks, the swapped product |
+//! | `pack.rs` | copying `A` and `B` (transposed or not) into panels, and a swapped tile into `C` |
+//! | `buffers.rs` | the per-thread packing and tile buffers |
 //! | `kernel.rs` | the micro-kernel contract and the portable kernel |
 //! | `x86.rs` | the AVX-512 and AVX2+FMA kernels |
-//! | `x86_pack.rs` | their transposing packing, in SIMD registers |
+//! | `x86_pack.rs` | their transposing copies, in SIMD registers |
 //! | `select.rs` | which kernels run; `ADVGRAD_GEMM`, `ADVGRAD_GEMM_BF16` |
 //! | `half/` | [`gemm_half`]: bf16 and f16 operands, f32 accumulation (AMX, AVX512-BF16, or widened to f32) |
 //!
@@ -35,7 +40,8 @@
 //! has; `ADVGRAD_GEMM=avx512|avx2|portable` forces the f32/f64 kernel and
 //! `ADVGRAD_GEMM_BF16=amx|avx512bf16|portable` the bf16 one ([`F32Kernel`],
 //! [`Bf16Kernel`]), so every path can be run, and compared, on any machine
-//! that has its instructions.
+//! that has its instructions; `ADVGRAD_GEMM_SWAP=always|never` runs every
+//! f32/f64 product swapped, or none ([`Swap`]).
 
 mod buffers;
 mod driver;
@@ -53,10 +59,11 @@ mod x86_pack;
 use crate::backend::pool;
 use crate::dtype::Float;
 
+use buffers::PackedElem;
 pub use driver::Epilogue;
 use driver::Problem;
 pub use half::{gemm_half, gemm_half_new, gemm_half_new_then, HalfFloat, HalfOperand};
-pub use select::{describe, Bf16Kernel, F32Kernel, KernelChoice};
+pub use select::{describe, Bf16Kernel, F32Kernel, KernelChoice, Swap};
 
 /// Element types the CPU matmul is instantiated for (f32 and f64).
 ///
@@ -84,24 +91,51 @@ macro_rules! impl_sealed {
     ($t:ty) => {
         impl sealed::Sealed for $t {
             unsafe fn dispatch(p: &Problem<'_, $t>, c: *mut $t) {
+                let swap = match select::selected_or_panic(Swap::selected()) {
+                    Swap::Auto => driver::swap_pays(p),
+                    Swap::Always => true,
+                    Swap::Never => false,
+                };
                 // SAFETY (all three calls): the caller's contract is
                 // `run_raw`'s; the selected kernel is available.
                 match select::selected_or_panic(F32Kernel::selected()) {
                     #[cfg(target_arch = "x86_64")]
                     F32Kernel::Avx512 => {
                         let k = x86::Avx512::detect().expect("AVX-512F was detected");
-                        unsafe { driver::run_raw(k, p, c) }
+                        unsafe { run_plain(k, p, c, swap) }
                     }
                     #[cfg(target_arch = "x86_64")]
                     F32Kernel::Avx2Fma => {
                         let k = x86::Avx2Fma::detect().expect("AVX2 and FMA were detected");
-                        unsafe { driver::run_raw(k, p, c) }
+                        unsafe { run_plain(k, p, c, swap) }
                     }
-                    _ => unsafe { driver::run_raw(kernel::Portable, p, c) },
+                    _ => unsafe { run_plain(kernel::Portable, p, c, swap) },
                 }
             }
         }
     };
+}
+
+/// Runs an f32/f64 problem with `kern`, swapped ([`driver::run_swapped`])
+/// or not.
+///
+/// # Safety
+///
+/// As [`driver::run_raw`].
+unsafe fn run_plain<T: GemmElem + PackedElem, K: kernel::MicroKernel<T, Out = T>>(
+    kern: K,
+    p: &Problem<'_, T>,
+    c: *mut T,
+    swap: bool,
+) {
+    // SAFETY: the caller's contract is `run_raw`'s, which is `run_swapped`'s.
+    unsafe {
+        if swap {
+            driver::run_swapped(kern, p, c)
+        } else {
+            driver::run_raw(kern, p, c)
+        }
+    }
 }
 
 impl_sealed!(f32);

@@ -188,3 +188,37 @@ pub(super) fn pack_b_transposed<T: Float, const NR: usize>(
 ) {
     transposed_columns::<T, NR>(b, p0, jb, NR, panel);
 }
+
+/// Rows and columns per block of [`columns_to_rows`], and the most rows
+/// it writes per call.
+pub(super) const BLOCK: usize = 8;
+
+/// `rows[r][j] = tile[j·w + r0 + r]` for every `r` and `j`: columns
+/// `r0..r0 + rows.len()` of a `w`-wide tile, transposed into rows (the copy
+/// out of a swapped product's tile), in blocks of `BLOCK × BLOCK`: `BLOCK`
+/// reads of contiguous values, then `BLOCK` writes of contiguous values.
+///
+/// # Panics
+///
+/// If the rows differ in length, or the tile is too short for them.
+pub(super) fn columns_to_rows<T: Copy + Default>(
+    tile: &[T],
+    w: usize,
+    r0: usize,
+    rows: &mut [&mut [T]],
+) {
+    let (rn, h) = (rows.len(), rows.first().map_or(0, |r| r.len()));
+    assert!(rn <= BLOCK && rows.iter().all(|r| r.len() == h));
+    for j0 in (0..h).step_by(BLOCK) {
+        let jn = BLOCK.min(h - j0);
+        let mut block = [[T::default(); BLOCK]; BLOCK];
+        for (jj, b) in block.iter_mut().enumerate().take(jn) {
+            b[..rn].copy_from_slice(&tile[(j0 + jj) * w + r0..][..rn]);
+        }
+        for (r, row) in rows.iter_mut().enumerate() {
+            for (jj, v) in row[j0..j0 + jn].iter_mut().enumerate() {
+                *v = block[jj][r];
+            }
+        }
+    }
+}

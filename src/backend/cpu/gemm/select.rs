@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `ADVGRAD_GEMM` | `auto`, `avx512`, `avx2`, `portable` | f32 and f64 (and f16, and bf16's `portable` path, which widen to f32); also the build of the CNN's 2×2 max-pooling loops: AVX-512 with `avx512`, the baseline otherwise |
 //! | `ADVGRAD_GEMM_BF16` | `auto`, `amx`, `avx512bf16`, `portable` | bf16 |
+//! | `ADVGRAD_GEMM_SWAP` | `auto`, `always`, `never` | not a kernel: whether an f32/f64 product runs as `Cᵀ = op(B)ᵀ·op(A)ᵀ` ([`Swap`]) |
 //!
 //! Unset, empty or `auto` means the best kernel the CPU has. A forced kernel
 //! the CPU lacks is an error, never a silent fall-back: a test or benchmark
@@ -181,6 +182,58 @@ impl fmt::Display for Bf16Kernel {
     }
 }
 
+/// Whether the f32/f64 gemm computes `C = op(A)·op(B)` as its transpose
+/// `Cᵀ = op(B)ᵀ·op(A)ᵀ` (the same bits either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Swap {
+    /// Where it pays: a transposed `B` and few rows (`x·Wᵀ` at a small
+    /// batch; see `driver::swap_pays`).
+    Auto,
+    /// Every product with non-empty operands.
+    Always,
+    /// No product.
+    Never,
+}
+
+impl Swap {
+    /// The environment variable that sets the rule.
+    pub const ENV: &'static str = "ADVGRAD_GEMM_SWAP";
+
+    /// The rule a value of [`Swap::ENV`] asks for (unset or empty: `auto`).
+    ///
+    /// # Errors
+    ///
+    /// If the value is none of `auto`, `always` and `never`.
+    pub fn from_setting(value: Option<&str>) -> Result<Self> {
+        Self::parse(value).map_err(Error::invalid)
+    }
+
+    /// [`Swap::from_setting`], with the error as its message.
+    fn parse(value: Option<&str>) -> std::result::Result<Self, String> {
+        match value.map(str::trim).unwrap_or("") {
+            "" | "auto" => Ok(Swap::Auto),
+            "always" => Ok(Swap::Always),
+            "never" => Ok(Swap::Never),
+            other => Err(format!(
+                "{}={other}: expected auto, always or never",
+                Self::ENV
+            )),
+        }
+    }
+
+    /// The rule this process uses, read once.
+    ///
+    /// # Errors
+    ///
+    /// As [`Swap::from_setting`].
+    pub fn selected() -> Result<Self> {
+        static CELL: OnceLock<std::result::Result<Swap, String>> = OnceLock::new();
+        CELL.get_or_init(|| Swap::parse(std::env::var(Self::ENV).ok().as_deref()))
+            .clone()
+            .map_err(Error::invalid)
+    }
+}
+
 /// Reads `K::ENV` once per process and remembers the answer (an error as
 /// its message, since [`Error`] is not `Clone`).
 fn selected<K: KernelChoice>(cell: &'static OnceLock<std::result::Result<K, String>>) -> Result<K> {
@@ -217,7 +270,7 @@ impl Bf16Kernel {
 
 /// The kernel `K::selected()` returned, or a panic with its message: for
 /// the gemm entry points, which have no error channel.
-pub(super) fn selected_or_panic<K: KernelChoice>(selected: Result<K>) -> K {
+pub(super) fn selected_or_panic<K>(selected: Result<K>) -> K {
     selected.unwrap_or_else(|e| panic!("gemm: {e}"))
 }
 

@@ -9,8 +9,8 @@ use std::arch::x86_64::*;
 use super::kernel::{APanel, MicroKernel};
 use super::pack::{self, View};
 use super::x86_pack::{
-    row_strip_f32, row_strip_f32_any, row_strip_f64, row_strip_f64_any, transposed_panel_f32,
-    transposed_panel_f64,
+    columns_to_rows_f32, row_strip_f32, row_strip_f32_any, row_strip_f64, row_strip_f64_any,
+    transposed_panel_f32, transposed_panel_f64,
 };
 
 /// Proof that the CPU has AVX-512F.
@@ -182,7 +182,7 @@ simd_kernel!(
 /// Implements [`MicroKernel`] for a token with one kernel instance and its
 /// blocking sizes.
 macro_rules! impl_kernel {
-    ($token:ty, $feat:literal, $t:ty, $f:ident, $tr:ident, $ra:ident, mr = $mr:literal, nv = $nv:literal, lanes = $lanes:literal,
+    ($token:ty, $feat:literal, $t:ty, $f:ident, $tr:ident, $ra:ident, $co:path, mr = $mr:literal, nv = $nv:literal, lanes = $lanes:literal,
      kc = $kc:literal, nc = $nc:literal, mc = $mc:literal, rows = [$($rows:literal)*]) => {
         impl MicroKernel<$t> for $token {
             type Packed = $t;
@@ -218,6 +218,15 @@ macro_rules! impl_kernel {
                 }
                 // SAFETY: the token proves the features.
                 unsafe { packer(b, p0, kc, j0, nc, dst) }
+            }
+
+            fn columns_to_rows(tile: &[$t], w: usize, r0: usize, rows: &mut [&mut [$t]]) {
+                #[target_feature(enable = $feat)]
+                fn copier(tile: &[$t], w: usize, r0: usize, rows: &mut [&mut [$t]]) {
+                    $co(tile, w, r0, rows);
+                }
+                // SAFETY: the token proves the features.
+                unsafe { copier(tile, w, r0, rows) }
             }
 
             unsafe fn run(
@@ -261,11 +270,11 @@ macro_rules! impl_kernel {
     };
 }
 
-impl_kernel!(Avx512, "avx512f", f32, avx512_f32, transposed_panel_f32, row_strip_f32, mr = 8, nv = 2, lanes = 16, kc = 256, nc = 2048, mc = 4096,
+impl_kernel!(Avx512, "avx512f", f32, avx512_f32, transposed_panel_f32, row_strip_f32, columns_to_rows_f32, mr = 8, nv = 2, lanes = 16, kc = 256, nc = 2048, mc = 4096,
     rows = [1 2 3 4 5 6 7 8]);
-impl_kernel!(Avx512, "avx512f", f64, avx512_f64, transposed_panel_f64, row_strip_f64, mr = 8, nv = 2, lanes = 8, kc = 256, nc = 1024, mc = 4096,
+impl_kernel!(Avx512, "avx512f", f64, avx512_f64, transposed_panel_f64, row_strip_f64, pack::columns_to_rows, mr = 8, nv = 2, lanes = 8, kc = 256, nc = 1024, mc = 4096,
     rows = [1 2 3 4 5 6 7 8]);
-impl_kernel!(Avx2Fma, "avx2,fma", f32, avx2_f32, transposed_panel_f32, row_strip_f32_any, mr = 6, nv = 2, lanes = 8, kc = 256, nc = 2048, mc = 4096,
+impl_kernel!(Avx2Fma, "avx2,fma", f32, avx2_f32, transposed_panel_f32, row_strip_f32_any, columns_to_rows_f32, mr = 6, nv = 2, lanes = 8, kc = 256, nc = 2048, mc = 4096,
     rows = [1 2 3 4 5 6]);
-impl_kernel!(Avx2Fma, "avx2,fma", f64, avx2_f64, transposed_panel_f64, row_strip_f64_any, mr = 6, nv = 2, lanes = 4, kc = 256, nc = 1024, mc = 4096,
+impl_kernel!(Avx2Fma, "avx2,fma", f64, avx2_f64, transposed_panel_f64, row_strip_f64_any, pack::columns_to_rows, mr = 6, nv = 2, lanes = 4, kc = 256, nc = 1024, mc = 4096,
     rows = [1 2 3 4 5 6]);

@@ -119,6 +119,51 @@ pub(super) fn transposed_panel_f32<const NR: usize>(
     interleave_f32::<NR>(b.data, b.cs, jb, p0, panel);
 }
 
+/// [`pack::columns_to_rows`] for f32: eight rows at a time in 8 × 8
+/// in-register transposes, the edges as the generic copy does them.
+///
+/// Must only run on a CPU with AVX (see [`interleave_f32`]).
+#[inline(always)]
+pub(super) fn columns_to_rows_f32(tile: &[f32], w: usize, r0: usize, rows: &mut [&mut [f32]]) {
+    if rows.len() != 8 {
+        return pack::columns_to_rows(tile, w, r0, rows);
+    }
+    let h = rows[0].len();
+    let full = h - h % 8;
+    assert!(rows.iter().all(|r| r.len() == h));
+    // Every read below is tile[(j0 + jj) * w + r0 + t] with j0 + jj < full, t < 8.
+    assert!(full == 0 || (full - 1) * w + r0 + 8 <= tile.len());
+    let src = tile.as_ptr();
+    for j0 in (0..full).step_by(8) {
+        // SAFETY: the reads are in bounds (asserted above); the writes go to
+        // rows[r][j0..j0 + 8], j0 + 8 ≤ full ≤ h; AVX is present (see the
+        // doc comment).
+        unsafe {
+            let run = |jj: usize| _mm256_loadu_ps(src.add((j0 + jj) * w + r0));
+            let out = transpose_8x8([
+                run(0),
+                run(1),
+                run(2),
+                run(3),
+                run(4),
+                run(5),
+                run(6),
+                run(7),
+            ]);
+            for (row, v) in rows.iter_mut().zip(out) {
+                _mm256_storeu_ps(row.as_mut_ptr().add(j0), v);
+            }
+        }
+    }
+    if full < h {
+        let mut edge: [&mut [f32]; 8] = std::array::from_fn(|_| &mut [][..]);
+        for (e, row) in edge.iter_mut().zip(rows.iter_mut()) {
+            *e = &mut row[full..];
+        }
+        pack::columns_to_rows(&tile[full * w..], w, r0, &mut edge);
+    }
+}
+
 /// A full `A` strip stored as rows, for f32 with `MR = 8`: see
 /// [`interleave_f32`].
 #[inline(always)]
