@@ -489,14 +489,24 @@ pub fn update<T: Float>(p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], rule: 
         }
     };
     let n = p.len();
-    if n <= CHUNK || s1.len() != n || s2.len() != n {
-        let (s1, s2) = (fit(s1, n), fit(s2, n));
-        apply(p, g, s1, s2);
-    } else {
-        p.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
+    let (s1, s2) = (fit(s1, n), fit(s2, n));
+    if n <= CHUNK {
+        return apply(p, g, s1, s2);
+    }
+    // SGD keeps no state and momentum one buffer: the unused ones are empty,
+    // and the chunks of the parameter go to the threads without them.
+    let chunks = p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK));
+    match (s1.is_empty(), s2.is_empty()) {
+        (true, true) => chunks.for_each(|(p, g)| apply(p, g, &mut [], &mut [])),
+        (false, true) => chunks
+            .zip(s1.par_chunks_mut(CHUNK))
+            .for_each(|((p, g), s1)| apply(p, g, s1, &mut [])),
+        (true, false) => chunks
+            .zip(s2.par_chunks_mut(CHUNK))
+            .for_each(|((p, g), s2)| apply(p, g, &mut [], s2)),
+        (false, false) => chunks
             .zip(s1.par_chunks_mut(CHUNK).zip(s2.par_chunks_mut(CHUNK)))
-            .for_each(|((p, g), (s1, s2))| apply(p, g, s1, s2));
+            .for_each(|((p, g), (s1, s2))| apply(p, g, s1, s2)),
     }
 }
 
@@ -507,5 +517,65 @@ fn fit<T>(s: &mut [T], n: usize) -> &mut [T] {
         s
     } else {
         &mut []
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{update, CHUNK};
+    use crate::backend::UpdateRule;
+
+    /// The threaded update (parameters longer than a chunk) gives the bits
+    /// of the update one element at a time, for each rule and the state
+    /// buffers it keeps (SGD none, momentum one, Adam two; the unused ones
+    /// empty).
+    #[test]
+    fn long_updates_match_the_update_of_each_element() {
+        let n = if cfg!(miri) { CHUNK + 3 } else { 2 * CHUNK + 7 };
+        let sgd = |momentum| UpdateRule::Sgd {
+            lr: 0.1,
+            momentum,
+            nesterov: false,
+            weight_decay: 1e-3,
+        };
+        let adam = UpdateRule::Adam {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            t: 3,
+        };
+        for (rule, states) in [(sgd(0.0), 0), (sgd(0.9), 1), (adam, 2)] {
+            let value = |i: usize, k: u32| ((i as u32).wrapping_mul(2654435761) ^ k) as f32 / 4e9;
+            let g: Vec<f32> = (0..n).map(|i| value(i, 1) - 0.5).collect();
+            let state = |used: bool, k| {
+                if used {
+                    (0..n).map(|i| value(i, k).abs()).collect()
+                } else {
+                    Vec::new()
+                }
+            };
+            let mut p: Vec<f32> = (0..n).map(|i| value(i, 2)).collect();
+            let (mut s1, mut s2): (Vec<f32>, Vec<f32>) =
+                (state(states > 0, 3), state(states > 1, 4));
+            let (mut p_one, mut s1_one, mut s2_one) = (p.clone(), s1.clone(), s2.clone());
+            update(&mut p, &g, &mut s1, &mut s2, rule);
+            for i in 0..n {
+                let one = |s: &mut Vec<f32>| if s.is_empty() { 0..0 } else { i..i + 1 };
+                let (r1, r2) = (one(&mut s1_one), one(&mut s2_one));
+                update(
+                    &mut p_one[i..i + 1],
+                    &g[i..i + 1],
+                    &mut s1_one[r1],
+                    &mut s2_one[r2],
+                    rule,
+                );
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&p), bits(&p_one), "{rule:?}: parameters");
+            assert_eq!(bits(&s1), bits(&s1_one), "{rule:?}: first state");
+            assert_eq!(bits(&s2), bits(&s2_one), "{rule:?}: second state");
+        }
     }
 }
