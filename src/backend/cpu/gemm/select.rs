@@ -221,6 +221,15 @@ impl Swap {
         }
     }
 
+    /// The value of [`Swap::ENV`] that sets this rule.
+    pub fn name(self) -> &'static str {
+        match self {
+            Swap::Auto => "auto",
+            Swap::Always => "always",
+            Swap::Never => "never",
+        }
+    }
+
     /// The rule this process uses, read once.
     ///
     /// # Errors
@@ -275,8 +284,8 @@ pub(super) fn selected_or_panic<K>(selected: Result<K>) -> K {
 }
 
 /// One line naming the CPU (model, family and model number, from
-/// `/proc/cpuinfo` where there is one) and the gemm kernels this process
-/// uses, for benchmark records.
+/// `/proc/cpuinfo` where there is one), the gemm kernels this process
+/// uses and its swap rule, for benchmark records.
 pub fn describe() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |name: &str| {
@@ -288,11 +297,12 @@ pub fn describe() -> String {
     };
     let kernel = |k: Result<String>| k.unwrap_or_else(|e| format!("({e})"));
     format!(
-        "CPU: {} (family {}, model {}); f32 kernel {}, bf16 kernel {}",
+        "CPU: {} (family {}, model {}); f32 kernel {}, bf16 kernel {}, swap {}",
         field("model name"),
         field("cpu family"),
         field("model"),
         kernel(F32Kernel::selected().map(|k| k.to_string())),
         kernel(Bf16Kernel::selected().map(|k| k.to_string())),
+        kernel(Swap::selected().map(|s| s.name().to_string())),
     )
 }

@@ -148,25 +148,25 @@ fn swapped_products_match_reference() {
 }
 
 /// The bits of `C (+)= op(A)·op(B)` (on a `C` of seeded values) from
-/// `run`, inside a pool of `threads` threads.
-#[allow(clippy::too_many_arguments)]
-fn bits_of(
-    run: &(dyn Fn(&Problem<'_, f32>, &mut [f32]) + Sync),
+/// `run`, inside a pool of `threads` threads (as f64 bits, which keep
+/// those of an f32 exactly).
+fn bits_of<T: GemmElem>(
+    run: &(dyn Fn(&Problem<'_, T>, &mut [T]) + Sync),
     threads: usize,
     (m, n, k): (usize, usize, usize),
     at: bool,
     bt: bool,
     acc: bool,
-) -> Vec<u32> {
-    let a: Vec<f32> = data(m * k, 21);
-    let b: Vec<f32> = data(k * n, 22);
-    let mut c: Vec<f32> = data(m * n, 23);
+) -> Vec<u64> {
+    let a: Vec<T> = data(m * k, 21);
+    let b: Vec<T> = data(k * n, 22);
+    let mut c: Vec<T> = data(m * n, 23);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap();
     pool.install(|| run(&super::problem(m, n, k, &a, at, &b, bt, acc), &mut c));
-    c.iter().map(|v| v.to_bits()).collect()
+    c.iter().map(|v| v.to_f64().to_bits()).collect()
 }
 
 /// Swapped or not, every element is summed in the same order over the same
@@ -180,9 +180,9 @@ fn swapped_products_give_the_same_bits() {
         for &size in threaded_sizes().iter().chain(sizes()) {
             for &(at, bt) in &[(false, false), (false, true), (true, false), (true, true)] {
                 for acc in [false, true] {
-                    let want = bits_of(&straight, 1, size, at, bt, acc);
+                    let want = bits_of::<f32>(&straight, 1, size, at, bt, acc);
                     for &threads in [1].iter().chain(other_thread_counts()) {
-                        let got = bits_of(&swapped, threads, size, at, bt, acc);
+                        let got = bits_of::<f32>(&swapped, threads, size, at, bt, acc);
                         assert!(
                             got == want,
                             "{name} {size:?} at={at} bt={bt} acc={acc}, {threads} threads"
@@ -225,6 +225,26 @@ fn the_rule_swaps_small_products_with_a_transposed_b() {
     assert!(p(64, 256, true, true));
 }
 
+#[test]
+fn the_swap_setting_is_parsed_strictly() {
+    use super::Swap;
+    for (value, want) in [
+        (None, Swap::Auto),
+        (Some(""), Swap::Auto),
+        (Some(" auto "), Swap::Auto),
+        (Some("always"), Swap::Always),
+        (Some("never"), Swap::Never),
+    ] {
+        assert_eq!(Swap::from_setting(value).expect("a valid setting"), want);
+    }
+    let err = Swap::from_setting(Some("sometimes")).expect_err("not a rule");
+    assert!(
+        err.to_string()
+            .contains("ADVGRAD_GEMM_SWAP=sometimes: expected auto, always or never"),
+        "{err}"
+    );
+}
+
 /// Calls the public function with explicit flags (through the same checker).
 fn public<T: GemmElem>(at: bool, bt: bool) -> impl Fn(&Problem<'_, T>, &mut [T]) {
     move |p, c| gemm(p.m, p.n, p.k, p.a, at, p.b, bt, c, p.accumulate)
@@ -260,52 +280,22 @@ fn empty_shapes() {
     gemm(3, 0, 4, &[1.0; 12], false, &[], false, &mut none, false);
 }
 
-/// The bits of `C` from `gemm` run inside a pool of `threads` threads.
-fn bits_with_threads<T: GemmElem>(
-    threads: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    at: bool,
-    bt: bool,
-) -> Vec<f64> {
-    let a: Vec<T> = data(m * k, 11);
-    let b: Vec<T> = data(k * n, 12);
-    let mut c: Vec<T> = data(m * n, 13);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    pool.install(|| gemm(m, n, k, &a, at, &b, bt, &mut c, true));
-    c.iter().map(|v| v.to_f64()).collect()
-}
-
 #[test]
 fn same_bits_for_any_thread_count() {
-    for &(m, n, k) in threaded_sizes() {
+    for &size in threaded_sizes() {
         for &(at, bt) in threaded_transposes() {
-            let one = bits_with_threads::<f32>(1, m, n, k, at, bt);
+            let one = bits_of::<f32>(&public(at, bt), 1, size, at, bt, true);
             for &t in other_thread_counts() {
-                let other = bits_with_threads::<f32>(t, m, n, k, at, bt);
-                assert!(
-                    one.iter()
-                        .zip(&other)
-                        .all(|(x, y)| x.to_bits() == y.to_bits()),
-                    "f32 {m}x{n}x{k} {t} threads"
-                );
+                let other = bits_of::<f32>(&public(at, bt), t, size, at, bt, true);
+                assert!(one == other, "f32 {size:?} {t} threads");
             }
             // The same code in f64; under Miri, f32 alone covers it.
             if cfg!(miri) {
                 continue;
             }
-            let one = bits_with_threads::<f64>(1, m, n, k, at, bt);
-            let other = bits_with_threads::<f64>(3, m, n, k, at, bt);
-            assert!(
-                one.iter()
-                    .zip(&other)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
-                "f64 {m}x{n}x{k}"
-            );
+            let one = bits_of::<f64>(&public(at, bt), 1, size, at, bt, true);
+            let other = bits_of::<f64>(&public(at, bt), 3, size, at, bt, true);
+            assert!(one == other, "f64 {size:?}");
         }
     }
 }

@@ -38,17 +38,7 @@ fn interleave_f32<const W: usize>(
             // to panel[(p + t) * W + rg ..][..8] with p + t < kc, rg + 8 ≤ W;
             // AVX is present (see the doc comment).
             unsafe {
-                let run = |r: usize| _mm256_loadu_ps(src.add((first + rg + r) * stride + p0 + p));
-                let out = transpose_8x8([
-                    run(0),
-                    run(1),
-                    run(2),
-                    run(3),
-                    run(4),
-                    run(5),
-                    run(6),
-                    run(7),
-                ]);
+                let out = transposed_runs(src.add((first + rg) * stride + p0 + p), stride);
                 let dst = panel.as_mut_ptr();
                 for (t, v) in out.into_iter().enumerate() {
                     _mm256_storeu_ps(dst.add((p + t) * W + rg), v);
@@ -61,6 +51,24 @@ fn interleave_f32<const W: usize>(
             *x = data[(first + r) * stride + p0 + p];
         }
     }
+}
+
+/// Eight runs of eight f32, `stride` apart, transposed: `out[t][r] =
+/// src[r·stride + t]`.
+///
+/// # Safety
+///
+/// `src[r·stride..][..8]` must be readable for every `r < 8`, and the CPU
+/// must have AVX (callers are compiled with it, so this inlines into them).
+#[inline(always)]
+unsafe fn transposed_runs(src: *const f32, stride: usize) -> [__m256; 8] {
+    // SAFETY: the caller vouches for the reads and for AVX.
+    let mut runs = unsafe { [_mm256_setzero_ps(); 8] };
+    for (r, run) in runs.iter_mut().enumerate() {
+        // SAFETY: as above.
+        *run = unsafe { _mm256_loadu_ps(src.add(r * stride)) };
+    }
+    transpose_8x8(runs)
 }
 
 /// Transposes 8 × 8 lanes of 32 bits: `out[t][r] = rows[r][t]` (the bits
@@ -139,17 +147,7 @@ pub(super) fn columns_to_rows_f32(tile: &[f32], w: usize, r0: usize, rows: &mut 
         // rows[r][j0..j0 + 8], j0 + 8 ≤ full ≤ h; AVX is present (see the
         // doc comment).
         unsafe {
-            let run = |jj: usize| _mm256_loadu_ps(src.add((j0 + jj) * w + r0));
-            let out = transpose_8x8([
-                run(0),
-                run(1),
-                run(2),
-                run(3),
-                run(4),
-                run(5),
-                run(6),
-                run(7),
-            ]);
+            let out = transposed_runs(src.add(j0 * w + r0), w);
             for (row, v) in rows.iter_mut().zip(out) {
                 _mm256_storeu_ps(row.as_mut_ptr().add(j0), v);
             }
