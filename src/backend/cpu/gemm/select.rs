@@ -208,17 +208,19 @@ impl Swap {
         Self::parse(value).map_err(Error::invalid)
     }
 
+    /// Every rule.
+    const ALL: [Swap; 3] = [Swap::Auto, Swap::Always, Swap::Never];
+
     /// [`Swap::from_setting`], with the error as its message.
     fn parse(value: Option<&str>) -> std::result::Result<Self, String> {
-        match value.map(str::trim).unwrap_or("") {
-            "" | "auto" => Ok(Swap::Auto),
-            "always" => Ok(Swap::Always),
-            "never" => Ok(Swap::Never),
-            other => Err(format!(
-                "{}={other}: expected auto, always or never",
-                Self::ENV
-            )),
+        let value = value.map(str::trim).unwrap_or("");
+        if value.is_empty() {
+            return Ok(Swap::Auto);
         }
+        Self::ALL
+            .into_iter()
+            .find(|s| s.name() == value)
+            .ok_or_else(|| format!("{}={value}: expected auto, always or never", Self::ENV))
     }
 
     /// The value of [`Swap::ENV`] that sets this rule.
@@ -240,6 +242,12 @@ impl Swap {
         CELL.get_or_init(|| Swap::parse(std::env::var(Self::ENV).ok().as_deref()))
             .clone()
             .map_err(Error::invalid)
+    }
+}
+
+impl fmt::Display for Swap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -303,6 +311,6 @@ pub fn describe() -> String {
         field("model"),
         kernel(F32Kernel::selected().map(|k| k.to_string())),
         kernel(Bf16Kernel::selected().map(|k| k.to_string())),
-        kernel(Swap::selected().map(|s| s.name().to_string())),
+        kernel(Swap::selected().map(|s| s.to_string())),
     )
 }
