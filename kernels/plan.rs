@@ -40,7 +40,7 @@ pub enum Cooperation {
     /// of those after all.
     Independent,
     /// Threads of a block meet at barriers, shuffle or share memory: the
-    /// emulator runs each on its own OS thread.
+    /// emulator runs each as a fiber of its own, switched at barriers.
     Block,
 }
 

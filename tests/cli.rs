@@ -281,7 +281,7 @@ fn the_emulated_device_gives_the_cpu_numbers() {
 
     // Every gradient check on both devices, at the small sizes `--device
     // emu` picks by itself (each finite difference is a few launches, and
-    // the emulator runs a cooperative launch's threads as OS threads).
+    // the emulator runs a cooperative launch's threads one at a time).
     let [cpu, emu] = both(&["gradcheck", "--json", "--size", "small"]);
     let (cpu, emu) = (last_json(&cpu), last_json(&emu));
     let by_op = |rows: &serde_json::Value| -> BTreeMap<String, serde_json::Value> {

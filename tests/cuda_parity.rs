@@ -2118,7 +2118,7 @@ fn cnn_training_step_stays_on_device() {
 /// The backward rules of conv2d and the pools by finite differences, in
 /// f64 on the device: the gradcheck suite's cases at the sizes `advgrad
 /// gradcheck` uses on the device (halved on the emulator, where each finite
-/// difference is a few launches of 256 OS threads). The suite's whole CNN
+/// difference is a few launches of 256 threads). The suite's whole CNN
 /// runs on the emulator in `tests/cli.rs` (`gradcheck --device emu`).
 #[test]
 fn gradcheck_conv_and_pool_on_the_device() {

@@ -1,52 +1,66 @@
-// runtime.cpp — runs a kernel launch on CPU threads (see simt.h).
+// runtime.cpp — runs a kernel launch on the CPU (see simt.h).
 //
 // A launch whose threads cooperate (barriers, shuffles, shared memory) runs
-// with one OS thread per CUDA thread of a block; those threads run every
-// block of the grid in turn and meet between blocks at an end-of-block
-// barrier whose last arrival re-poisons the shared memory. The threads come
-// from a pool that grows to the largest block seen and lives as long as the
-// process, so a launch costs a wake-up per thread, not a thread creation.
+// every CUDA thread of a block as a fiber of its own (a ucontext with its
+// own stack), all on the launching OS thread. A fiber runs until it waits
+// at a barrier; then the scheduler resumes the next fiber that can go on,
+// round robin. A fiber switch costs well under a microsecond where an OS
+// thread's wake-up costs several, and a block of 256 threads meets at every
+// __syncthreads. The fibers run every block of the grid in turn and meet
+// between blocks at an end-of-block barrier whose last arrival re-poisons
+// the shared memory. When no fiber can go on and some still wait, the
+// barriers they wait at can never complete: the launch fails at once with
+// where each one waits.
+//
+// Built with -fsanitize=thread, each fiber is a ThreadSanitizer fiber of
+// its own: switches between them carry no synchronisation, the barriers'
+// mutex and atomics do, so a missing __syncthreads is a race that
+// ThreadSanitizer reports, as it would between OS threads.
 //
 // A launch whose plan declares independent threads runs each block's
 // threads one after another on the launching thread; a barrier, shuffle or
 // shared-memory access in such a kernel fails the launch.
 //
 // Launches are serialised by a global mutex (the emulated "device").
-#include <limits.h>
-#include <linux/futex.h>
 #include <stdlib.h>
-#include <sys/syscall.h>
-#include <time.h>
+#include <sys/mman.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <exception>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "registry.h"
 #include "simt.h"
 
-thread_local uint3 threadIdx;
-thread_local uint3 blockIdx;
-thread_local dim3 blockDim;
-thread_local dim3 gridDim;
+#if defined(__SANITIZE_THREAD__)
+#define SIMT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SIMT_TSAN 1
+#endif
+#endif
+#ifdef SIMT_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
 
 namespace simt {
+
+thread_local const Position* current_position = nullptr;
+
 namespace {
 
 constexpr int kExit = -1;     // barrier site: the thread left the kernel
 constexpr int kShuffle = -2;  // barrier site: a warp shuffle
 constexpr size_t kStaticShared = 48 * 1024;
-constexpr int kPollMs = 20;  // how often a waiting thread checks for failure
+constexpr size_t kFiberStack = 512 * 1024;  // per CUDA thread, plus a guard page
 
-struct Abort {};  // unwinds a thread once the launch has failed
+struct Abort {};  // unwinds a fiber once the launch has failed
 
 std::string describe(int site) {
     if (site > 0) return "__syncthreads at line " + std::to_string(site);
@@ -58,32 +72,18 @@ std::string describe(int site) {
     return "__syncwarp";
 }
 
-// Waits while *word == expected, for at most `ms` milliseconds (or until a
-// wake-up). The caller re-checks the word: wake-ups may be spurious.
-void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, int ms) {
-    static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "futex word");
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, &ts,
-            nullptr, 0);
-}
-
-void futex_wake_all(std::atomic<uint32_t>* word) {
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
-            nullptr, 0);
-}
-
 struct Launch;
 
 // A reusable barrier for `expected` threads that checks they all arrive at
-// the same site, and gives up after the watchdog time. Arrivals are counted
-// under a mutex; the waiters sleep on the generation word (a futex), which
-// the last arrival bumps with release order, so everything written before
-// the barrier happens-before everything read after it (ThreadSanitizer sees
-// the mutex and the atomics).
+// the same site. Arrivals are counted under a mutex; a waiter yields to the
+// scheduler until the generation word changes, which the last arrival
+// bumps with release order, so everything written before the barrier
+// happens-before everything read after it (ThreadSanitizer sees the mutex
+// and the atomics; the fiber switches themselves synchronise nothing).
 struct Barrier {
     std::mutex m;
     unsigned expected = 0;
-    unsigned count = 0;   // guarded by m
+    unsigned count = 0;   // guarded by m: threads waiting here now
     int site = 0;         // guarded by m
     unsigned exited = 0;  // guarded by m: threads that left the kernel in this block
     std::atomic<uint32_t> gen{0};
@@ -112,13 +112,79 @@ struct Warp {
     int gather_next[32] = {};  // per lane: the set its next gather uses
 };
 
+// The cp.async copies of a thread not yet waited for: their destinations
+// and the bytes read from their sources, in issue order, and where each
+// committed group ends.
+struct AsyncCopies {
+    struct Copy {
+        void* dst;
+        size_t bytes;
+        unsigned char data[16];
+    };
+    std::vector<Copy> copies;
+    std::vector<size_t> group_ends;
+
+    void clear() {
+        copies.clear();
+        group_ends.clear();
+    }
+    bool pending() const { return !copies.empty(); }
+    // Writes every committed group but the `keep` most recent ones.
+    void complete(size_t keep) {
+        if (group_ends.size() <= keep) return;
+        const size_t groups = group_ends.size() - keep;
+        const size_t upto = group_ends[groups - 1];
+        for (size_t i = 0; i < upto; ++i) memcpy(copies[i].dst, copies[i].data, copies[i].bytes);
+        copies.erase(copies.begin(), copies.begin() + upto);
+        group_ends.erase(group_ends.begin(), group_ends.begin() + groups);
+        for (auto& e : group_ends) e -= upto;
+    }
+};
+
+// One emulated CUDA thread: its position, its place in the launch, and, for
+// a cooperating launch, the fiber it runs on. Only the thread itself touches
+// its fields once it has started, but for `waiting`, `wait_gen` and `done`,
+// which the scheduler reads (atomics, relaxed: they order nothing).
+struct Thread {
+    Position pos{};
+    Launch* launch = nullptr;
+    unsigned tid = 0;
+    int lane = 0;
+    int warp = 0;
+    AsyncCopies copies;
+
+    ucontext_t ctx;
+    std::atomic<Barrier*> waiting{nullptr};
+    std::atomic<uint32_t> wait_gen{0};
+    std::atomic<bool> done{false};
+#ifdef SIMT_TSAN
+    void* tsan = nullptr;   // its ThreadSanitizer fiber
+    bool started = false;  // the scheduler's: whether it has run yet
+#endif
+
+    // Whether it may run: it waits at no barrier, or its barrier completed.
+    bool can_go_on() const {
+        Barrier* b = waiting.load(std::memory_order_relaxed);
+        return !b || b->gen.load(std::memory_order_relaxed) != wait_gen.load(std::memory_order_relaxed);
+    }
+};
+
+// The launching thread's side of a cooperating launch: its own context, to
+// which a fiber returns when it waits or finishes.
+struct Scheduler {
+    ucontext_t ctx;
+#ifdef SIMT_TSAN
+    void* tsan = nullptr;
+#endif
+};
+
 struct Launch {
     const simt_entry* kernel = nullptr;
     dim3 grid{}, block{};
     unsigned nthreads = 0;
     void** args = nullptr;
     bool independent = false;
-    std::chrono::milliseconds watchdog{20000};
+    Scheduler* sched = nullptr;
 
     alignas(256) unsigned char arena[kStaticShared];
     std::mutex slot_m;
@@ -150,16 +216,64 @@ struct Launch {
     ~Launch() { free(dyn); }
 };
 
+// The running CUDA thread. Every fiber reads and the scheduler writes this
+// one word of the OS thread, which is not shared memory of the emulated
+// device: ThreadSanitizer is told to leave it alone.
+thread_local Thread* tl_thread = nullptr;
+
+SIMT_UNTRACKED void enter(Thread* t) {
+    tl_thread = t;
+    current_position = t ? &t->pos : nullptr;
+}
+
+SIMT_UNTRACKED Thread* running() { return tl_thread; }
+
+Thread& me() {
+    Thread* t = running();
+    if (!t) {
+        fprintf(stderr, "simt: a device function was called outside a launch\n");
+        abort();
+    }
+    return *t;
+}
+
 std::string where() {
-    return "block (" + std::to_string(blockIdx.x) + "," + std::to_string(blockIdx.y) + "," +
-           std::to_string(blockIdx.z) + "), thread " + std::to_string(threadIdx.x) + "," +
-           std::to_string(threadIdx.y) + "," + std::to_string(threadIdx.z);
+    const Position& p = me().pos;
+    return "block (" + std::to_string(p.block.x) + "," + std::to_string(p.block.y) + "," +
+           std::to_string(p.block.z) + "), thread " + std::to_string(p.thread.x) + "," +
+           std::to_string(p.thread.y) + "," + std::to_string(p.thread.z);
+}
+
+// Hands the OS thread from the running fiber `t` back to the scheduler;
+// returns when the scheduler resumes `t`. A finished thread's last switch
+// synchronises (its writes happen-before the end of the launch); the others
+// do not, so that only the barriers order the threads.
+void yield(Thread& t) {
+    Scheduler& s = *t.launch->sched;
+#ifdef SIMT_TSAN
+    __tsan_switch_to_fiber(s.tsan, t.done.load() ? 0 : __tsan_switch_to_fiber_no_sync);
+#endif
+    swapcontext(&t.ctx, &s.ctx);
+}
+
+// Runs fiber `t` until it waits or finishes. Its first start synchronises
+// (the launch's set-up happens-before the thread), later ones do not.
+// ThreadSanitizer counts everything after its switch call as the target
+// fiber's, so the scheduler's own bookkeeping comes first.
+void resume(Scheduler& s, Thread& t) {
+    enter(&t);
+#ifdef SIMT_TSAN
+    const int flags = t.started ? __tsan_switch_to_fiber_no_sync : 0;
+    t.started = true;
+    __tsan_switch_to_fiber(t.tsan, flags);
+#endif
+    swapcontext(&s.ctx, &t.ctx);
+    enter(nullptr);
 }
 
 template <typename F>
 void Barrier::arrive(Launch& L, int at, const char* scope, F on_complete) {
     uint32_t g;
-    bool last;
     {
         std::lock_guard<std::mutex> lk(m);
         if (L.failed.load()) throw Abort{};
@@ -176,30 +290,19 @@ void Barrier::arrive(Launch& L, int at, const char* scope, F on_complete) {
             throw Abort{};
         }
         g = gen.load(std::memory_order_relaxed);
-        last = ++count == expected;
-        if (last) {
+        if (++count == expected) {
             count = 0;
             on_complete();
             gen.store(g + 1, std::memory_order_release);
+            return;
         }
     }
-    if (last) {
-        futex_wake_all(&gen);
-        return;
-    }
-    const auto deadline = std::chrono::steady_clock::now() + L.watchdog;
-    while (gen.load(std::memory_order_acquire) == g) {
-        if (L.failed.load()) throw Abort{};
-        futex_wait(&gen, g, kPollMs);
-        if (gen.load(std::memory_order_acquire) == g &&
-            std::chrono::steady_clock::now() > deadline) {
-            std::lock_guard<std::mutex> lk(m);
-            L.fail("watchdog: " + std::to_string(count) + " of " + std::to_string(expected) +
-                   " threads of a " + scope + " waited at " + describe(site) + " for " +
-                   std::to_string(L.watchdog.count()) + " ms; the others never arrived");
-            throw Abort{};
-        }
-    }
+    Thread& t = me();
+    t.wait_gen.store(g, std::memory_order_relaxed);
+    t.waiting.store(this, std::memory_order_relaxed);
+    yield(t);
+    t.waiting.store(nullptr, std::memory_order_relaxed);
+    if (gen.load(std::memory_order_acquire) == g || L.failed.load()) throw Abort{};
 }
 
 void Barrier::leave(Launch& L, const char* scope) {
@@ -214,52 +317,32 @@ void Barrier::leave(Launch& L, const char* scope) {
     ++exited;
 }
 
-thread_local Launch* tl_launch = nullptr;
-thread_local int tl_lane = 0;
-thread_local int tl_warp = 0;
+// The position of a waiting thread, read by the scheduler: a thread writes
+// its own as it goes on to the next block, and all of them have stopped.
+SIMT_UNTRACKED Position position_of(const Thread& t) { return t.pos; }
 
-// The cp.async copies of the calling thread not yet waited for: their
-// destinations and the bytes read from their sources, in issue order, and
-// where each committed group ends.
-struct AsyncCopies {
-    struct Copy {
-        void* dst;
-        size_t bytes;
-        unsigned char data[16];
+// Why no waiting thread of the launch can go on: every barrier with
+// threads waiting, and where they wait.
+std::string deadlock(Launch& L, const Position& at) {
+    std::string msg = "deadlock in block (" + std::to_string(at.block.x) + "," +
+                      std::to_string(at.block.y) + "," + std::to_string(at.block.z) +
+                      "): no waiting thread can go on, so these barriers never complete:";
+    const auto report = [&msg](Barrier& b, const std::string& scope) {
+        std::lock_guard<std::mutex> lk(b.m);
+        if (b.count > 0)
+            msg += " " + std::to_string(b.count) + " of " + std::to_string(b.expected) +
+                   " threads of " + scope + " wait at " + describe(b.site) + ";";
     };
-    std::vector<Copy> copies;
-    std::vector<size_t> group_ends;
-
-    void clear() {
-        copies.clear();
-        group_ends.clear();
-    }
-    bool pending() const { return !copies.empty(); }
-    // Writes every committed group but the `keep` most recent ones.
-    void complete(size_t keep) {
-        if (group_ends.size() <= keep) return;
-        const size_t groups = group_ends.size() - keep;
-        const size_t upto = group_ends[groups - 1];
-        for (size_t i = 0; i < upto; ++i) memcpy(copies[i].dst, copies[i].data, copies[i].bytes);
-        copies.erase(copies.begin(), copies.begin() + upto);
-        group_ends.erase(group_ends.begin(), group_ends.begin() + groups);
-        for (auto& e : group_ends) e -= upto;
-    }
-};
-thread_local AsyncCopies tl_copies;
-
-Launch& current() {
-    if (!tl_launch) {
-        fprintf(stderr, "simt: a device function was called outside a launch\n");
-        abort();
-    }
-    return *tl_launch;
+    report(L.block_bar, "the block");
+    for (size_t w = 0; w < L.warps.size(); ++w) report(L.warps[w]->bar, "warp " + std::to_string(w));
+    msg.pop_back();
+    return msg;
 }
 
 // The launch of the calling thread, which must be one of cooperating
 // threads: `what` names the primitive for the error otherwise.
 Launch& cooperating(const char* what) {
-    Launch& L = current();
+    Launch& L = *me().launch;
     if (L.independent) {
         L.fail(std::string("the plan declares independent threads (Cooperation::Independent), but ") +
                where() + " uses " + what);
@@ -268,13 +351,15 @@ Launch& cooperating(const char* what) {
     return L;
 }
 
-void set_thread(Launch* L, unsigned tid) {
-    tl_launch = L;
-    threadIdx = {tid % L->block.x, (tid / L->block.x) % L->block.y, tid / (L->block.x * L->block.y)};
-    blockDim = L->block;
-    gridDim = L->grid;
-    tl_lane = static_cast<int>(tid % 32);
-    tl_warp = static_cast<int>(tid / 32);
+void set_thread(Launch* L, unsigned tid, Thread& t) {
+    t.launch = L;
+    t.tid = tid;
+    t.pos.thread = {tid % L->block.x, (tid / L->block.x) % L->block.y,
+                    tid / (L->block.x * L->block.y)};
+    t.pos.block_dim = L->block;
+    t.pos.grid_dim = L->grid;
+    t.lane = static_cast<int>(tid % 32);
+    t.warp = static_cast<int>(tid / 32);
 }
 
 // Whether p..p+bytes lies in the block's shared memory.
@@ -284,18 +369,18 @@ bool in_shared(const Launch& L, const void* p, size_t bytes) {
     return L.dyn && b >= L.dyn && b + bytes <= L.dyn + L.dyn_bytes;
 }
 
-
 // Runs the kernel body for the calling thread in the current block; false
 // once the launch has failed.
 bool call_kernel(Launch* L) {
+    AsyncCopies& copies = me().copies;
     try {
-        tl_copies.clear();
+        copies.clear();
         L->kernel->call(L->args);
-        if (tl_copies.pending()) {
+        if (copies.pending()) {
             L->fail("cp.async: " + where() + " ended the kernel with " +
-                    std::to_string(tl_copies.copies.size()) +
+                    std::to_string(copies.copies.size()) +
                     " copies it never waited for (cp_async_wait)");
-            tl_copies.clear();
+            copies.clear();
             return false;
         }
         return true;
@@ -308,12 +393,15 @@ bool call_kernel(Launch* L) {
     return false;
 }
 
+// Calls f() for every block of the grid in order, with the calling thread's
+// blockIdx set, until f() returns false.
 template <typename F>
 void for_each_block(const Launch* L, F f) {
+    Thread& t = me();
     for (unsigned bz = 0; bz < L->grid.z; ++bz)
         for (unsigned by = 0; by < L->grid.y; ++by)
             for (unsigned bx = 0; bx < L->grid.x; ++bx) {
-                blockIdx = {bx, by, bz};
+                t.pos.block = {bx, by, bz};
                 if (!f()) return;
             }
 }
@@ -322,12 +410,11 @@ void for_each_block(const Launch* L, F f) {
 // the end of each. Leaving is checked against the thread's warp (no lane
 // may wait in a shuffle it left), and the last thread to finish a block
 // re-poisons the shared memory for the next.
-void run_cooperating(Launch* L, unsigned tid) {
-    set_thread(L, tid);
+void run_cooperating(Launch* L) {
     for_each_block(L, [L] {
         if (!call_kernel(L)) return false;
         try {
-            L->warps[tl_warp]->bar.leave(*L, "warp");
+            L->warps[me().warp]->bar.leave(*L, "warp");
             L->block_bar.arrive(*L, kExit, "block", [L] {
                 L->poison_shared();
                 for (auto& w : L->warps) {
@@ -340,83 +427,94 @@ void run_cooperating(Launch* L, unsigned tid) {
         }
         return true;
     });
-    tl_launch = nullptr;
+}
+
+// A fiber's whole life: its thread's blocks, then a last switch back.
+void fiber_main() {
+    Thread& t = me();
+    run_cooperating(t.launch);
+    t.done.store(true, std::memory_order_relaxed);
+    yield(t);
+    abort();  // a finished fiber is never resumed
 }
 
 // Every thread of every block, one after another, on the calling thread.
 void run_independent(Launch* L) {
-    for_each_block(L, [L] {
-        for (unsigned t = 0; t < L->nthreads; ++t) {
-            set_thread(L, t);
+    Thread t;
+    enter(&t);
+    for_each_block(L, [L, &t] {
+        for (unsigned i = 0; i < L->nthreads; ++i) {
+            set_thread(L, i, t);
             if (!call_kernel(L)) return false;
         }
         return true;
     });
-    tl_launch = nullptr;
+    enter(nullptr);
 }
 
-// Parked OS threads that run the cooperating threads of a launch. Only one
-// launch uses the pool at a time (the device mutex), and the pool is never
-// destroyed: its threads are detached and park between launches.
-class Pool {
-  public:
-    // Runs run_cooperating(L, t) for t in [0, n) on n pool threads and
-    // returns when all have finished.
-    void run(Launch* L, unsigned n) {
-        while (workers_.size() < n) workers_.push_back(start_worker());
-        {
-            std::lock_guard<std::mutex> g(done_m_);
-            remaining_ = n;
-        }
-        for (unsigned t = 0; t < n; ++t) {
-            Worker& w = *workers_[t];
-            std::lock_guard<std::mutex> g(w.m);
-            w.job = L;
-            w.tid = t;
-            w.cv.notify_one();
-        }
-        std::unique_lock<std::mutex> g(done_m_);
-        done_cv_.wait(g, [this] { return remaining_ == 0; });
+// Fiber stacks, kept for the life of the process and grown to the largest
+// block seen. Each has an inaccessible guard page below it, so a kernel
+// that overflows its stack faults instead of writing into another's.
+std::vector<void*>& stacks() {
+    static auto* v = new std::vector<void*>();
+    return *v;
+}
+
+void* stack_of(size_t i) {
+    auto& v = stacks();
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    while (v.size() <= i) {
+        void* p = mmap(nullptr, kFiberStack + page, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+        if (p == MAP_FAILED) throw std::bad_alloc();
+        if (mprotect(p, page, PROT_NONE) != 0) throw std::bad_alloc();
+        v.push_back(static_cast<unsigned char*>(p) + page);
     }
+    return v[i];
+}
 
-  private:
-    struct Worker {
-        std::mutex m;
-        std::condition_variable cv;
-        Launch* job = nullptr;  // guarded by m
-        unsigned tid = 0;       // guarded by m
-    };
-
-    Worker* start_worker() {
-        auto* w = new Worker();
-        std::thread([this, w] {
-            for (;;) {
-                Launch* L;
-                unsigned tid;
-                {
-                    std::unique_lock<std::mutex> g(w->m);
-                    w->cv.wait(g, [w] { return w->job != nullptr; });
-                    L = w->job;
-                    tid = w->tid;
-                    w->job = nullptr;
-                }
-                run_cooperating(L, tid);
-                std::lock_guard<std::mutex> g(done_m_);
-                if (--remaining_ == 0) done_cv_.notify_one();
-            }
-        }).detach();
-        return w;
+// Runs a cooperating launch: one fiber per thread of a block, resumed round
+// robin while any can go on.
+void run_fibers(Launch* L) {
+    const unsigned n = L->nthreads;
+    std::unique_ptr<Thread[]> threads(new Thread[n]);
+    Scheduler s;
+    L->sched = &s;
+#ifdef SIMT_TSAN
+    s.tsan = __tsan_get_current_fiber();
+#endif
+    for (unsigned i = 0; i < n; ++i) {
+        Thread& t = threads[i];
+        set_thread(L, i, t);
+        getcontext(&t.ctx);
+        t.ctx.uc_stack.ss_sp = stack_of(i);
+        t.ctx.uc_stack.ss_size = kFiberStack;
+        t.ctx.uc_link = nullptr;
+        makecontext(&t.ctx, fiber_main, 0);
+#ifdef SIMT_TSAN
+        t.tsan = __tsan_create_fiber(0);
+#endif
     }
-
-    std::vector<Worker*> workers_;
-    std::mutex done_m_;
-    std::condition_variable done_cv_;
-    unsigned remaining_ = 0;  // guarded by done_m_
-};
-
-Pool& pool() {
-    static Pool* p = new Pool();  // never destroyed: its threads outlive main
-    return *p;
+    for (unsigned live = n; live > 0;) {
+        bool ran = false;
+        for (unsigned i = 0; i < n; ++i) {
+            Thread& t = threads[i];
+            if (t.done.load(std::memory_order_relaxed)) continue;
+            if (!t.can_go_on() && !L->failed.load()) continue;
+            resume(s, t);
+            ran = true;
+            if (t.done.load(std::memory_order_relaxed)) --live;
+        }
+        if (!ran) {
+            const Thread* waiting = &threads[0];
+            while (waiting->done.load(std::memory_order_relaxed)) ++waiting;
+            L->fail(deadlock(*L, position_of(*waiting)));
+        }
+    }
+#ifdef SIMT_TSAN
+    for (unsigned i = 0; i < n; ++i) __tsan_destroy_fiber(threads[i].tsan);
+#endif
+    L->sched = nullptr;
 }
 
 std::mutex g_device;  // one launch at a time
@@ -434,7 +532,7 @@ void syncwarp(unsigned mask, int kind) {
         L.fail("only full-warp masks are emulated");
         throw Abort{};
     }
-    L.warps[tl_warp]->bar.arrive(L, kind, "warp");
+    L.warps[me().warp]->bar.arrive(L, kind, "warp");
 }
 
 void warp_exchange(unsigned mask, const void* in, void* out, size_t size, int src) {
@@ -443,10 +541,11 @@ void warp_exchange(unsigned mask, const void* in, void* out, size_t size, int sr
         L.fail("only full-warp masks are emulated");
         throw Abort{};
     }
-    Warp& w = *L.warps[tl_warp];
-    const int set = w.next[tl_lane];
-    w.next[tl_lane] = 1 - set;
-    memcpy(w.slot[set][tl_lane], in, size);
+    const Thread& t = me();
+    Warp& w = *L.warps[t.warp];
+    const int set = w.next[t.lane];
+    w.next[t.lane] = 1 - set;
+    memcpy(w.slot[set][t.lane], in, size);
     w.bar.arrive(L, kShuffle, "warp");
     memcpy(out, w.slot[set][src], size);
 }
@@ -457,17 +556,18 @@ void warp_gather(int site, const void* in, size_t size, void* out) {
         L.fail("warp_gather of " + std::to_string(size) + " bytes per lane (at most 64)");
         throw Abort{};
     }
-    Warp& w = *L.warps[tl_warp];
-    const int set = w.gather_next[tl_lane];
-    w.gather_next[tl_lane] = 1 - set;
-    memcpy(w.gather[set][tl_lane], in, size);
+    const Thread& t = me();
+    Warp& w = *L.warps[t.warp];
+    const int set = w.gather_next[t.lane];
+    w.gather_next[t.lane] = 1 - set;
+    memcpy(w.gather[set][t.lane], in, size);
     w.bar.arrive(L, site, "warp");
     auto* o = static_cast<unsigned char*>(out);
     for (int l = 0; l < 32; ++l) memcpy(o + l * size, w.gather[set][l], size);
 }
 
 void fail_launch(const std::string& msg) {
-    Launch& L = current();
+    Launch& L = *me().launch;
     L.fail(msg + " in " + where());
     throw Abort{};
 }
@@ -501,10 +601,10 @@ void* dynamic_shared() {
     return L.dyn;
 }
 
-int lane() { return tl_lane; }
+int lane() { return me().lane; }
 
 void misaligned(const void* p, size_t bytes, const char* what) {
-    Launch& L = current();
+    Launch& L = *me().launch;
     const char* space = in_shared(L, p, bytes) ? "shared" : "global";
     L.fail("misaligned " + std::to_string(bytes) + "-byte " + space + " " + what + " at " +
            address(p) + " in " + where());
@@ -527,17 +627,18 @@ void cp_async(void* dst, const void* src, size_t bytes) {
     c.dst = dst;
     c.bytes = bytes;
     memcpy(c.data, src, bytes);
-    tl_copies.copies.push_back(c);
+    me().copies.copies.push_back(c);
 }
 
 void cp_async_commit() {
     cooperating("cp.async.commit_group");
-    tl_copies.group_ends.push_back(tl_copies.copies.size());
+    AsyncCopies& copies = me().copies;
+    copies.group_ends.push_back(copies.copies.size());
 }
 
 void cp_async_wait(int pending) {
     cooperating("cp.async.wait_group");
-    tl_copies.complete(pending < 0 ? 0 : static_cast<size_t>(pending));
+    me().copies.complete(pending < 0 ? 0 : static_cast<size_t>(pending));
 }
 
 }  // namespace simt
@@ -565,7 +666,7 @@ const char* simt_kernel_name(size_t i) {
 
 static int launch_impl(const char* name, const unsigned grid[3], const unsigned block[3],
                        size_t dyn_bytes, int independent, void** args, size_t nargs,
-                       unsigned watchdog_ms, char* err, size_t errlen) {
+                       char* err, size_t errlen) {
     auto report = [&](const std::string& msg) {
         if (errlen) {
             const size_t n = msg.size() < errlen - 1 ? msg.size() : errlen - 1;
@@ -595,7 +696,6 @@ static int launch_impl(const char* name, const unsigned grid[3], const unsigned 
     L->nthreads = static_cast<unsigned>(threads);
     L->args = args;
     L->independent = independent != 0;
-    if (watchdog_ms) L->watchdog = std::chrono::milliseconds(watchdog_ms);
     L->dyn_bytes = dyn_bytes;
     if (dyn_bytes) {
         L->dyn = static_cast<unsigned char*>(aligned_alloc(256, (dyn_bytes + 255) / 256 * 256));
@@ -611,9 +711,9 @@ static int launch_impl(const char* name, const unsigned grid[3], const unsigned 
             L->warps.back()->bar.expected = 32;
         }
         try {
-            simt::pool().run(L.get(), L->nthreads);
+            simt::run_fibers(L.get());
         } catch (const std::exception& ex) {
-            return report(std::string(name) + ": could not start the threads: " + ex.what());
+            return report(std::string(name) + ": could not set up the threads: " + ex.what());
         }
     }
     if (L->failed.load()) return report(std::string(name) + ": " + L->err);
@@ -621,14 +721,12 @@ static int launch_impl(const char* name, const unsigned grid[3], const unsigned 
 }
 
 // Runs kernel `name` over the grid, its blocks' threads independent (one
-// after another) or cooperating (one OS thread each). Returns 0, or -1 with
-// a message in err. No C++ exception crosses this boundary.
+// after another) or cooperating (one fiber each). Returns 0, or -1 with a
+// message in err. No C++ exception crosses this boundary.
 int simt_launch(const char* name, const unsigned grid[3], const unsigned block[3], size_t dyn_bytes,
-                int independent, void** args, size_t nargs, unsigned watchdog_ms, char* err,
-                size_t errlen) {
+                int independent, void** args, size_t nargs, char* err, size_t errlen) {
     try {
-        return launch_impl(name, grid, block, dyn_bytes, independent, args, nargs, watchdog_ms,
-                           err, errlen);
+        return launch_impl(name, grid, block, dyn_bytes, independent, args, nargs, err, errlen);
     } catch (...) {
         if (errlen) snprintf(err, errlen, "%s: the emulator failed (out of memory?)", name);
         return -1;

@@ -34,7 +34,7 @@ extern "C" __global__ void simt_shuffles(unsigned* out) {
 }
 
 // One warp: lane 0 waits in __syncthreads, the others in __syncwarp; neither
-// barrier can complete, so only the watchdog ends it.
+// barrier can ever complete.
 extern "C" __global__ void simt_deadlock() {
     if (threadIdx.x == 0)
         __syncthreads();

@@ -1,13 +1,14 @@
 // simt.h — the shim that lets kernels/*.cu compile as ordinary C++ and run
-// on CPU threads (one OS thread per CUDA thread of a cooperating block).
+// on the CPU (one fiber per CUDA thread of a cooperating block).
 //
 // What it provides, and how it maps to the CPU:
-// - threadIdx / blockIdx / blockDim / gridDim: thread-local per CUDA thread;
+// - threadIdx / blockIdx / blockDim / gridDim: each CUDA thread's own
+//   (macros that read the running thread's Position);
 // - __syncthreads(): a block barrier. Every thread of the block must reach
 //   the same __syncthreads (same source line); a thread that reaches another
 //   one, or leaves the kernel, while others wait is reported as a divergent
-//   barrier, and a barrier not completed within the watchdog time
-//   (SIMT_WATCHDOG_MS, default 20000) is an error, never a hang;
+//   barrier, and barriers that can never complete (no waiting thread can go
+//   on) are reported at once with where each waits, never a hang;
 // - ADV_SHARED / ADV_DYN_SHARED (see kernels/common.cuh): per-block shared
 //   memory, filled with 0xFF bytes (NaN) before each block; static shared
 //   memory over 48 KiB is an error, as on the GPU;
@@ -32,12 +33,14 @@
 //   (simt_half.h);
 // - __global__, __device__, __forceinline__, __launch_bounds__, __align__,
 //   float4 / double2, and the math functions through <math.h>.
-// Blocks of a launch run one after another on the same set of threads. The
-// synchronisation is std::mutex, std::condition_variable and atomics (the
-// barrier waiters sleep on a futex), all of which ThreadSanitizer
-// understands, so a missing barrier shows up as a race. A launch whose plan
-// declares independent threads runs them one after another instead, and
-// any barrier, shuffle or shared memory in it is an error.
+// Blocks of a launch run one after another on the same set of fibers, all
+// on the launching OS thread: a fiber runs until it waits at a barrier,
+// then the next one that can go on runs. The barriers synchronise through
+// std::mutex and atomics; under ThreadSanitizer each fiber is one of its
+// fibers and the switches synchronise nothing, so a missing barrier shows
+// up as a race. A launch whose plan declares independent threads runs them
+// one after another instead, and any barrier, shuffle or shared memory in
+// it is an error.
 #pragma once
 #define ADVGRAD_SIMT 1
 
@@ -89,10 +92,37 @@ inline int max(int a, int b) { return a < b ? b : a; }
 inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
 inline unsigned max(unsigned a, unsigned b) { return a < b ? b : a; }
 
-extern thread_local uint3 threadIdx;
-extern thread_local uint3 blockIdx;
-extern thread_local dim3 blockDim;
-extern thread_local dim3 gridDim;
+// Runtime functions that touch the word naming the running fiber, which
+// every fiber of the OS thread reads: ThreadSanitizer leaves them alone.
+#if defined(__SANITIZE_THREAD__)
+#define SIMT_UNTRACKED __attribute__((no_sanitize("thread")))
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SIMT_UNTRACKED __attribute__((no_sanitize("thread")))
+#endif
+#endif
+#ifndef SIMT_UNTRACKED
+#define SIMT_UNTRACKED
+#endif
+
+namespace simt {
+// Where a CUDA thread is: what threadIdx, blockIdx, blockDim and gridDim
+// read. Each emulated thread has its own.
+struct Position {
+    uint3 thread;
+    uint3 block;
+    dim3 block_dim;
+    dim3 grid_dim;
+};
+// The running thread's position; the runtime sets it at every switch.
+extern thread_local const Position* current_position;
+SIMT_UNTRACKED inline const Position& position() { return *current_position; }
+}  // namespace simt
+
+#define threadIdx (simt::position().thread)
+#define blockIdx (simt::position().block)
+#define blockDim (simt::position().block_dim)
+#define gridDim (simt::position().grid_dim)
 
 namespace simt {
 // Block barrier; `site` tells which __syncthreads it is.

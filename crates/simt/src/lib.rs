@@ -3,10 +3,11 @@
 //!
 //! The build script compiles the very same `kernels/*.cu` sources that
 //! advgrad's `build.rs` turns into PTX, but as C++, against a shim header
-//! (`csrc/simt.h`) that gives every CUDA thread of a cooperating block its
-//! own OS thread with its own `threadIdx`, turns `__syncthreads` into a block
-//! barrier and the warp shuffles into exchanges through a warp barrier, and
-//! gives each block its own shared memory. [`launch`] executes one
+//! (`csrc/simt.h`) that gives every CUDA thread of a cooperating block a
+//! fiber of its own (its own stack and `threadIdx`, all on the launching OS
+//! thread, switched at barriers), turns `__syncthreads` into a block barrier
+//! and the warp shuffles into exchanges through a warp barrier, and gives
+//! each block its own shared memory. [`launch`] executes one
 //! [`LaunchPlan`] — the plan the CUDA backend launches on a GPU — with
 //! emulated device buffers ([`DeviceBuffer`]); [`run`] does the same with
 //! host slices.
@@ -22,9 +23,9 @@
 //! - every device buffer lies between 0xFF guard zones; a kernel that writes
 //!   into one gets an error;
 //! - threads that wait at different barriers (a `__syncthreads` inside a
-//!   branch, a shuffle some lanes skip) are reported at once, and a barrier
-//!   that does not complete within the watchdog time is an error instead of
-//!   a hang;
+//!   branch, a shuffle some lanes skip) are reported at once, and so are
+//!   barriers that can never complete (no waiting thread can go on): the
+//!   error names each one and how many threads wait there, never a hang;
 //! - a plan that declares independent threads
 //!   ([`Cooperation::Independent`]) runs them one after another, and a
 //!   barrier, shuffle or shared memory in its kernel is an error;
@@ -44,7 +45,6 @@ use std::alloc::{self, Layout};
 use std::ffi::{c_char, c_int, c_long, c_uint, c_void, CStr, CString};
 use std::fmt;
 use std::ptr::NonNull;
-use std::time::Duration;
 
 use kernels::{Access, Cooperation, DType, LaunchPlan, Param, Scalar};
 
@@ -62,7 +62,6 @@ mod ffi {
             independent: c_int,
             args: *mut *mut c_void,
             nargs: usize,
-            watchdog_ms: c_uint,
             err: *mut c_char,
             errlen: usize,
         ) -> c_int;
@@ -356,27 +355,9 @@ pub fn kernels() -> Vec<String> {
     v
 }
 
-/// The watchdog time: `SIMT_WATCHDOG_MS` or 20 s.
-fn default_watchdog() -> Duration {
-    std::env::var("SIMT_WATCHDOG_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(Duration::from_secs(20))
-}
-
 /// Runs `plan` with `args`, one per buffer parameter of the plan, in order.
 /// Synchronous: the kernel has finished when this returns.
 pub fn launch(plan: &LaunchPlan, args: &mut [Arg<'_>]) -> Result<(), SimtError> {
-    launch_with_watchdog(plan, args, default_watchdog())
-}
-
-/// [`launch`] with an explicit watchdog time.
-pub fn launch_with_watchdog(
-    plan: &LaunchPlan,
-    args: &mut [Arg<'_>],
-    watchdog: Duration,
-) -> Result<(), SimtError> {
     let k = &plan.kernel;
     let Some(sig) = signature(k) else {
         return err(format!("the emulator has no kernel named {k}"));
@@ -454,9 +435,6 @@ pub fn launch_with_watchdog(
     let mut ptrs: Vec<*mut c_void> = slots.iter_mut().map(|s| (s as *mut u64).cast()).collect();
     let name = CString::new(k.as_str()).map_err(|_| SimtError(format!("bad kernel name {k:?}")))?;
     let mut msg = vec![0u8; 2048];
-    let wd = c_uint::try_from(watchdog.as_millis())
-        .unwrap_or(c_uint::MAX)
-        .max(1);
     let independent = c_int::from(plan.cooperation == Cooperation::Independent);
     // SAFETY: `ptrs` holds one pointer per kernel parameter (count and types
     // checked against the kernel's signature above), each to an 8-byte slot
@@ -475,7 +453,6 @@ pub fn launch_with_watchdog(
             independent,
             ptrs.as_mut_ptr(),
             ptrs.len(),
-            wd,
             msg.as_mut_ptr().cast(),
             msg.len(),
         )
@@ -540,22 +517,13 @@ impl Buf<'_> {
 /// Runs `plan` with host slices — one per buffer parameter of the plan, in
 /// order — copied into device buffers, and copies the writable ones back.
 pub fn run(plan: &LaunchPlan, bufs: &mut [Buf<'_>]) -> Result<(), SimtError> {
-    run_with_watchdog(plan, bufs, default_watchdog())
-}
-
-/// [`run`] with an explicit watchdog time.
-pub fn run_with_watchdog(
-    plan: &LaunchPlan,
-    bufs: &mut [Buf<'_>],
-    watchdog: Duration,
-) -> Result<(), SimtError> {
     let mut device: Vec<DeviceBuffer> = bufs.iter().map(Buf::upload).collect();
     let mut args: Vec<Arg<'_>> = device
         .iter_mut()
         .zip(bufs.iter())
         .map(|(d, b)| if b.is_mut() { Arg::Out(d) } else { Arg::In(d) })
         .collect();
-    launch_with_watchdog(plan, &mut args, watchdog)?;
+    launch(plan, &mut args)?;
     for (b, d) in bufs.iter_mut().zip(&device) {
         b.download(d);
     }

@@ -4,9 +4,10 @@
 // gradient and its reduction, the bias gradient) on the SIMT emulator, for
 // a build with
 // -fsanitize=thread (scripts/simt-tsan.sh). ThreadSanitizer sees every
-// emulated CUDA thread as an OS thread and every barrier as a
-// mutex/condition variable, so a missing __syncthreads shows up as a data
-// race on shared memory. Exits non-zero on a wrong result.
+// emulated CUDA thread as a fiber of its own, whose switches synchronise
+// nothing, and every barrier as a mutex and atomics, so a missing
+// __syncthreads shows up as a data race on shared memory. Exits non-zero on
+// a wrong result.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -35,14 +36,14 @@ const simt_entry* simt_kernel_at(size_t i) {
 }
 
 extern "C" int simt_launch(const char*, const unsigned*, const unsigned*, size_t, int, void**,
-                           size_t, unsigned, char*, size_t);
+                           size_t, char*, size_t);
 
 static int launch(const char* k, const unsigned grid[3], unsigned block,
                   std::vector<void*> args, size_t smem = 0) {
     const unsigned blk[3] = {block, 1, 1};
     char err[1024] = {0};
-    // 0: cooperating threads, one OS thread each (what TSan watches).
-    if (simt_launch(k, grid, blk, smem, 0, args.data(), args.size(), 60000, err, sizeof err)) {
+    // 0: cooperating threads, one fiber each (what TSan watches).
+    if (simt_launch(k, grid, blk, smem, 0, args.data(), args.size(), err, sizeof err)) {
         fprintf(stderr, "launch failed: %s\n", err);
         return 1;
     }
