@@ -158,7 +158,7 @@ struct Thread {
     std::atomic<uint32_t> wait_gen{0};
     std::atomic<bool> done{false};
 #ifdef SIMT_TSAN
-    void* tsan = nullptr;   // its ThreadSanitizer fiber
+    void* tsan = nullptr;  // its ThreadSanitizer fiber
     bool started = false;  // the scheduler's: whether it has run yet
 #endif
 
