@@ -2,7 +2,8 @@
 # Builds the CPU SIMT emulator with ThreadSanitizer around a small driver
 # (crates/simt/tsan/driver.cpp) that runs the tiled matmul, the
 # reductions and the implicit-GEMM convolution, and runs it. Fails on any
-# data race or wrong result. Then checks the check: the same driver over a
+# data race or wrong result, with the x86-64 fiber switch and with the
+# portable one (swapcontext). Then checks the check: the same driver over a
 # copy of the kernels whose matmul lacks the barrier before a shared tile
 # is refilled must make ThreadSanitizer report a race.
 #
@@ -14,18 +15,21 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${CARGO_TARGET_DIR:-$root/target}/simt-tsan"
 mkdir -p "$out"
 
-# Builds the driver over the kernels in $1 as $out/$2 and runs it; the exit
-# code is the driver's, 66 when TSan reported anything.
+# Builds the driver over the kernels in $1 as $out/$2 (further compiler
+# options after those) and runs it; the exit code is the driver's, 66 when
+# TSan reported anything.
 tsan_run() {
-    local kdir
+    local kdir name
     kdir="$(cd "$1" && pwd)"
+    name="$2"
+    shift 2
     "${CXX:-g++}" -std=c++17 -O1 -g -fsanitize=thread -fno-strict-aliasing -pthread \
-        -Wno-unknown-pragmas \
+        -Wno-unknown-pragmas "$@" \
         -I "$kdir" -I "$root/crates/simt/csrc" \
         "$root/crates/simt/tsan/driver.cpp" "$root/crates/simt/csrc/runtime.cpp" \
-        -o "$out/$2"
+        -o "$out/$name"
     # exitcode: TSan makes the process fail when it reported anything.
-    TSAN_OPTIONS="halt_on_error=1 exitcode=66 ${TSAN_OPTIONS:-}" "$out/$2"
+    TSAN_OPTIONS="halt_on_error=1 exitcode=66 ${TSAN_OPTIONS:-}" "$out/$name"
 }
 
 if [[ $# -ge 1 ]]; then
@@ -33,6 +37,10 @@ if [[ $# -ge 1 ]]; then
     exit 0
 fi
 tsan_run "$root/kernels" driver
+# The same with the portable fiber switch (swapcontext) that platforms
+# other than x86-64 Linux use.
+echo "simt-tsan: again with the portable fiber switch (SIMT_UCONTEXT)"
+tsan_run "$root/kernels" driver-ucontext -DSIMT_UCONTEXT
 
 planted="$out/planted-kernels"
 rm -rf "$planted"

@@ -1,11 +1,13 @@
 // runtime.cpp — runs a kernel launch on the CPU (see simt.h).
 //
 // A launch whose threads cooperate (barriers, shuffles, shared memory) runs
-// every CUDA thread of a block as a fiber of its own (a ucontext with its
-// own stack), all on the launching OS thread. A fiber runs until it waits
+// every CUDA thread of a block as a fiber of its own (its own stack and
+// saved registers), all on the launching OS thread. A fiber runs until it waits
 // at a barrier; then the scheduler resumes the next fiber that can go on,
-// round robin. A fiber switch costs well under a microsecond where an OS
-// thread's wake-up costs several, and a block of 256 threads meets at every
+// round robin. On x86-64 a switch saves the callee-saved registers and
+// changes stacks (a few nanoseconds); elsewhere it is swapcontext, whose
+// signal-mask system call costs a few hundred. Either is far below an OS
+// thread's wake-up, and a block of 256 threads meets at every
 // __syncthreads. The fibers run every block of the grid in turn and meet
 // between blocks at an end-of-block barrier whose last arrival re-poisons
 // the shared memory. When no fiber can go on and some still wait, the
@@ -71,6 +73,82 @@ std::string describe(int site) {
     if (site == kWmmaStore) return "wmma::store_matrix_sync";
     return "__syncwarp";
 }
+
+// A suspended fiber's registers and stack, and the switch between two.
+// SIMT_UCONTEXT forces the portable switch (scripts/simt-tsan.sh runs both).
+#if defined(__x86_64__) && defined(__linux__) && !defined(SIMT_UCONTEXT)
+// The System V x86-64 switch: pushes the callee-saved registers and the
+// SSE and x87 control words on the current stack, saves the stack pointer
+// in *from, loads `to` and pops the same from there.
+extern "C" void simt_switch_stack(void** from, void* to);
+asm(R"(
+    .text
+    .globl simt_switch_stack
+    .hidden simt_switch_stack
+    .type simt_switch_stack, @function
+simt_switch_stack:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $16, %rsp
+    stmxcsr 8(%rsp)
+    fnstcw (%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr 8(%rsp)
+    fldcw (%rsp)
+    addq $16, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size simt_switch_stack, .-simt_switch_stack
+)");
+
+struct Context {
+    void* sp = nullptr;
+};
+
+// A context that starts `entry` (which never returns) on the stack that
+// ends at `top`: the frame simt_switch_stack pops, with the current control
+// words, zeroed registers and `entry` as the return address, aligned as if
+// `entry` had been called, above it a null return address.
+void make_context(Context& c, void* top, void (*entry)()) {
+    auto* end = reinterpret_cast<uint64_t*>(reinterpret_cast<uintptr_t>(top) & ~uintptr_t{15});
+    uint64_t* sp = end - 10;
+    uint32_t mxcsr;
+    uint16_t fpucw;
+    asm volatile("stmxcsr %0" : "=m"(mxcsr));
+    asm volatile("fnstcw %0" : "=m"(fpucw));
+    memset(sp, 0, 10 * sizeof(uint64_t));
+    memcpy(&sp[0], &fpucw, sizeof fpucw);
+    memcpy(&sp[1], &mxcsr, sizeof mxcsr);
+    sp[8] = reinterpret_cast<uint64_t>(entry);
+    c.sp = sp;
+}
+
+void switch_context(Context& from, Context& to) { simt_switch_stack(&from.sp, to.sp); }
+#else
+struct Context {
+    ucontext_t uc;
+};
+
+void make_context(Context& c, void* top, void (*entry)()) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = static_cast<unsigned char*>(top) - kFiberStack;
+    c.uc.uc_stack.ss_size = kFiberStack;
+    c.uc.uc_link = nullptr;
+    makecontext(&c.uc, entry, 0);
+}
+
+void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+#endif
 
 struct Launch;
 
@@ -153,7 +231,7 @@ struct Thread {
     int warp = 0;
     AsyncCopies copies;
 
-    ucontext_t ctx;
+    Context ctx;
     std::atomic<Barrier*> waiting{nullptr};
     std::atomic<uint32_t> wait_gen{0};
     std::atomic<bool> done{false};
@@ -172,7 +250,7 @@ struct Thread {
 // The launching thread's side of a cooperating launch: its own context, to
 // which a fiber returns when it waits or finishes.
 struct Scheduler {
-    ucontext_t ctx;
+    Context ctx;
 #ifdef SIMT_TSAN
     void* tsan = nullptr;
 #endif
@@ -253,7 +331,7 @@ void yield(Thread& t) {
 #ifdef SIMT_TSAN
     __tsan_switch_to_fiber(s.tsan, t.done.load() ? 0 : __tsan_switch_to_fiber_no_sync);
 #endif
-    swapcontext(&t.ctx, &s.ctx);
+    switch_context(t.ctx, s.ctx);
 }
 
 // Runs fiber `t` until it waits or finishes. Its first start synchronises
@@ -267,7 +345,7 @@ void resume(Scheduler& s, Thread& t) {
     t.started = true;
     __tsan_switch_to_fiber(t.tsan, flags);
 #endif
-    swapcontext(&s.ctx, &t.ctx);
+    switch_context(s.ctx, t.ctx);
     enter(nullptr);
 }
 
@@ -486,11 +564,7 @@ void run_fibers(Launch* L) {
     for (unsigned i = 0; i < n; ++i) {
         Thread& t = threads[i];
         set_thread(L, i, t);
-        getcontext(&t.ctx);
-        t.ctx.uc_stack.ss_sp = stack_of(i);
-        t.ctx.uc_stack.ss_size = kFiberStack;
-        t.ctx.uc_link = nullptr;
-        makecontext(&t.ctx, fiber_main, 0);
+        make_context(t.ctx, static_cast<unsigned char*>(stack_of(i)) + kFiberStack, fiber_main);
 #ifdef SIMT_TSAN
         t.tsan = __tsan_create_fiber(0);
 #endif
