@@ -1510,8 +1510,8 @@ fn lerp_rows_in_place() {
 }
 
 /// The backward rules of the robustness losses by finite differences, in
-/// f64 on the device: the gradcheck suite's cases at the sizes `advgrad
-/// gradcheck` uses on the device (halved on the emulator).
+/// f64 on the device: the gradcheck suite's cases at their full (odd,
+/// non-square) sizes, as `advgrad gradcheck` checks them.
 #[test]
 fn gradcheck_robust_losses_on_the_device() {
     use advgrad::gradcheck::suite::{self, CaseSize};
@@ -1526,7 +1526,7 @@ fn gradcheck_robust_losses_on_the_device() {
     ];
     for device in devices("gradcheck_robust_losses_on_the_device") {
         for name in names {
-            let case = suite::case_sized(name, CaseSize::for_device(device))
+            let case = suite::case_sized(name, CaseSize::Full)
                 .unwrap()
                 .expect("a built-in case");
             let report = case
@@ -2116,16 +2116,15 @@ fn cnn_training_step_stays_on_device() {
 }
 
 /// The backward rules of conv2d and the pools by finite differences, in
-/// f64 on the device: the gradcheck suite's cases at the sizes `advgrad
-/// gradcheck` uses on the device (halved on the emulator, where each finite
-/// difference is a few launches of 256 threads). The suite's whole CNN
-/// runs on the emulator in `tests/cli.rs` (`gradcheck --device emu`).
+/// f64 on the device: the gradcheck suite's cases at their full (odd,
+/// non-square) sizes, as `advgrad gradcheck` checks them. The suite's whole
+/// CNN runs on the emulator in `tests/cli.rs` (`gradcheck --device emu`).
 #[test]
 fn gradcheck_conv_and_pool_on_the_device() {
     use advgrad::gradcheck::suite::{self, CaseSize};
     for device in devices("gradcheck_conv_and_pool_on_the_device") {
         for name in ["conv2d", "conv2d_same", "max_pool2d", "avg_pool2d"] {
-            let case = suite::case_sized(name, CaseSize::for_device(device))
+            let case = suite::case_sized(name, CaseSize::Full)
                 .unwrap()
                 .expect("a built-in case");
             let report = case

@@ -60,11 +60,12 @@ impl Case {
 /// The input sizes of a case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CaseSize {
-    /// The sizes above (odd, non-square): what the CPU and a GPU check.
+    /// The sizes above (odd, non-square): what every device checks by
+    /// default.
     Full,
     /// Every extent halved, rounding up (7 → 4, 5 → 3, 3 → 2), still
-    /// non-square: about a quarter of the finite differences, for the
-    /// emulated device, where each is a few kernel launches on CPU threads.
+    /// non-square: about a quarter of the finite differences, for a quicker
+    /// run (`advgrad gradcheck --size small`).
     Small,
 }
 
@@ -85,15 +86,6 @@ impl CaseSize {
     /// A shape at this size.
     fn of(self, dims: &[usize]) -> Vec<usize> {
         dims.iter().map(|&d| self.n(d)).collect()
-    }
-
-    /// The size `advgrad gradcheck` uses on `device` by default: small on
-    /// the emulated device, full elsewhere.
-    pub fn for_device(device: Device) -> CaseSize {
-        match device {
-            Device::Emu => CaseSize::Small,
-            _ => CaseSize::Full,
-        }
     }
 }
 
