@@ -530,23 +530,25 @@ void run_independent(Launch* L) {
     enter(nullptr);
 }
 
-// Fiber stacks, kept for the life of the process and grown to the largest
-// block seen. Each has an inaccessible guard page below it, so a kernel
-// that overflows its stack faults instead of writing into another's.
-std::vector<void*>& stacks() {
+// The tops (high ends) of the fiber stacks, kept for the life of the
+// process and grown to the largest block seen. Each stack has an
+// inaccessible guard page below it, so a kernel that overflows its stack
+// faults instead of writing into another's.
+std::vector<void*>& stack_tops() {
     static auto* v = new std::vector<void*>();
     return *v;
 }
 
-void* stack_of(size_t i) {
-    auto& v = stacks();
-    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+// The top of fiber stack i, mapped on first use.
+void* stack_top(size_t i) {
+    auto& v = stack_tops();
     while (v.size() <= i) {
-        void* p = mmap(nullptr, kFiberStack + page, PROT_READ | PROT_WRITE,
+        const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+        void* p = mmap(nullptr, page + kFiberStack, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
         if (p == MAP_FAILED) throw std::bad_alloc();
         if (mprotect(p, page, PROT_NONE) != 0) throw std::bad_alloc();
-        v.push_back(static_cast<unsigned char*>(p) + page);
+        v.push_back(static_cast<unsigned char*>(p) + page + kFiberStack);
     }
     return v[i];
 }
@@ -564,7 +566,7 @@ void run_fibers(Launch* L) {
     for (unsigned i = 0; i < n; ++i) {
         Thread& t = threads[i];
         set_thread(L, i, t);
-        make_context(t.ctx, static_cast<unsigned char*>(stack_of(i)) + kFiberStack, fiber_main);
+        make_context(t.ctx, stack_top(i), fiber_main);
 #ifdef SIMT_TSAN
         t.tsan = __tsan_create_fiber(0);
 #endif
