@@ -14,6 +14,11 @@
 //! falls back to the PTX (`src/backend/cuda/driver/image.rs`). Without the
 //! feature the script does nothing.
 //!
+//! A module is compiled once per real architecture. The PTX is kept from
+//! the compile for the real architecture of the same number (`sm_80` for
+//! `compute_80`), whose PTX is the same text; only when that architecture
+//! has no cubin is the PTX compiled on its own.
+//!
 //! NVRTC is loaded at build time through a small dlopen FFI (no CUDA toolkit
 //! needed): `ADVGRAD_NVRTC_LIB` names the library, or `libnvrtc.so.12` /
 //! `libnvrtc.so` are looked up on the usual library path.
@@ -99,64 +104,80 @@ fn main() {
     }
 
     // Every (module, architecture) pair, compiled on as many threads as
-    // the machine has: NVRTC programs are independent.
-    let jobs: Vec<(&kernels::Module, &str)> = kernels::MODULES
-        .iter()
-        .flat_map(|m| {
-            std::iter::once(arch.as_str())
-                .chain(cubin_archs.iter().map(String::as_str))
-                .map(move |a| (m, a))
-        })
-        .collect();
+    // the machine has: NVRTC programs are independent. The PTX comes from
+    // the cubin job of the same architecture number when there is one
+    // (NVRTC's PTX for `sm_80` is the text it writes for `compute_80`), so
+    // that the front end and NVVM run once for both.
+    let twin = arch.replacen("compute_", "sm_", 1);
+    let mut jobs: Vec<Job> = Vec::new();
+    for module in kernels::MODULES {
+        if !cubin_archs.contains(&twin) {
+            jobs.push(Job {
+                module,
+                arch: &arch,
+                ptx: true,
+                cubin: false,
+            });
+        }
+        for a in &cubin_archs {
+            jobs.push(Job {
+                module,
+                arch: a,
+                ptx: *a == twin,
+                cubin: true,
+            });
+        }
+    }
     let images = compile_all(&nvrtc, &jobs, &headers, cache_dir(&out).as_deref());
 
     let mut ptx_table = String::new();
     let mut cubin_table = String::new();
-    for ((module, image_arch), image) in jobs.iter().zip(&images) {
-        let stem = module.name;
-        let is_ptx = *image_arch == arch;
-        let text = is_ptx.then(|| {
-            String::from_utf8(image.clone())
-                .unwrap_or_else(|_| fail(&format!("{stem}.cu: NVRTC's PTX is not UTF-8")))
-        });
-        for entry in module.entry_points() {
-            let defined = match &text {
-                Some(ptx) => ptx.contains(&format!(".entry {entry}(")),
-                None => contains(image, format!(".text.{entry}\0").as_bytes()),
-            };
-            if !defined {
+    for (job, image) in jobs.iter().zip(images) {
+        let stem = job.module.name;
+        let defines = |entry: &str| {
+            let in_ptx = image
+                .ptx
+                .as_ref()
+                .map(|ptx| ptx.contains(&format!(".entry {entry}(")));
+            let in_cubin = image
+                .cubin
+                .as_ref()
+                .map(|cubin| contains(cubin, format!(".text.{entry}\0").as_bytes()));
+            [in_ptx, in_cubin].into_iter().flatten().all(|found| found)
+        };
+        for entry in job.module.entry_points() {
+            if !defines(&entry) {
                 fail(&format!(
-                    "the {image_arch} image of kernels/{stem}.cu does not define `{entry}`, \
-                     which kernels/{stem}.rs lists"
+                    "the {} image of kernels/{stem}.cu does not define `{entry}`, \
+                     which kernels/{stem}.rs lists",
+                    job.arch
                 ));
             }
         }
-        let file = match &text {
-            Some(_) => format!("{stem}.ptx"),
-            None => format!("{stem}.{image_arch}.cubin"),
-        };
-        let path = out.join(&file);
-        fs::write(&path, image).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
-        match text {
-            Some(ptx) => {
-                if let Some(d) = &copy_dir {
-                    let p = d.join(&file);
-                    fs::write(&p, ptx).unwrap_or_else(|e| fail(&format!("{}: {e}", p.display())));
-                }
-                ptx_table.push_str(&format!(
-                    "    (\"{stem}\", include_str!(concat!(env!(\"OUT_DIR\"), \"/{file}\"))),\n"
+        if let Some(ptx) = &image.ptx {
+            let file = format!("{stem}.ptx");
+            for dir in std::iter::once(&out).chain(copy_dir.as_ref()) {
+                let path = dir.join(&file);
+                fs::write(&path, ptx).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+            }
+            ptx_table.push_str(&format!(
+                "    (\"{stem}\", include_str!(concat!(env!(\"OUT_DIR\"), \"/{file}\"))),\n"
+            ));
+        }
+        if let Some(cubin) = &image.cubin {
+            if !cubin.starts_with(b"\x7fELF") {
+                fail(&format!(
+                    "NVRTC's {} image of {stem}.cu is not an ELF cubin",
+                    job.arch
                 ));
             }
-            None => {
-                if !image.starts_with(b"\x7fELF") {
-                    fail(&format!(
-                        "NVRTC's {image_arch} image of {stem}.cu is not an ELF cubin"
-                    ));
-                }
-                cubin_table.push_str(&format!(
-                    "    (\"{stem}\", \"{image_arch}\", include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{file}\"))),\n"
-                ));
-            }
+            let file = format!("{stem}.{}.cubin", job.arch);
+            let path = out.join(&file);
+            fs::write(&path, cubin).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+            cubin_table.push_str(&format!(
+                "    (\"{stem}\", \"{}\", include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{file}\"))),\n",
+                job.arch
+            ));
         }
     }
     let archs: Vec<String> = cubin_archs.iter().map(|a| format!("\"{a}\"")).collect();
@@ -177,6 +198,21 @@ fn main() {
 }
 
 const DEFAULT_CUBINS: &str = "sm_80,sm_90";
+
+/// One NVRTC compile: a module for one architecture, keeping its PTX, its
+/// cubin (a real architecture only) or both.
+struct Job<'a> {
+    module: &'a kernels::Module,
+    arch: &'a str,
+    ptx: bool,
+    cubin: bool,
+}
+
+/// What a [`Job`] keeps of its compile.
+struct Image {
+    ptx: Option<String>,
+    cubin: Option<Vec<u8>>,
+}
 
 /// Whether `name` is `{prefix}` followed by two or three digits.
 fn is_arch(name: &str, prefix: &str) -> bool {
@@ -201,46 +237,58 @@ fn cache_dir(out: &Path) -> Option<PathBuf> {
 }
 
 /// The whole text an image is compiled from; equal texts give equal images.
-fn cache_key(
-    nvrtc: &Nvrtc,
-    module: &kernels::Module,
-    arch: &str,
-    headers: &[(String, String)],
-) -> String {
+fn cache_key(nvrtc: &Nvrtc, job: &Job, headers: &[(String, String)]) -> String {
     let mut key = format!(
-        "{}\n{}\n{}\n{}.cu\n",
+        "{}\n{}\n{}\n{}.cu\nptx {} cubin {}\n",
         nvrtc.identity,
-        nvrtc_options(arch).join(" "),
+        nvrtc_options(job.arch).join(" "),
         include_fingerprint(),
-        module.name
+        job.module.name,
+        job.ptx,
+        job.cubin
     );
     for (name, text) in headers {
         key.push_str(&format!("header {name} {}\n{text}\n", text.len()));
     }
-    key.push_str(module.source);
+    key.push_str(job.module.source);
     key
 }
 
 /// The cached image compiled from `key`, if the cache holds one for
 /// exactly that text.
-fn cached(dir: &Path, stem: &str, key: &str) -> Option<Vec<u8>> {
+fn cached(dir: &Path, stem: &str, key: &str, job: &Job) -> Option<Image> {
     let stored = fs::read(dir.join(format!("{stem}.key"))).ok()?;
-    (stored == key.as_bytes())
-        .then(|| fs::read(dir.join(format!("{stem}.img"))).ok())
-        .flatten()
+    if stored != key.as_bytes() {
+        return None;
+    }
+    let ptx = match job.ptx {
+        true => Some(fs::read_to_string(dir.join(format!("{stem}.ptx"))).ok()?),
+        false => None,
+    };
+    let cubin = match job.cubin {
+        true => Some(fs::read(dir.join(format!("{stem}.cubin"))).ok()?),
+        false => None,
+    };
+    Some(Image { ptx, cubin })
 }
 
 /// Stores `image` under `key`; a failure only costs the next build a
-/// compile. The image is renamed into place before its key, so a key is
-/// never seen beside a partial image.
-fn store(dir: &Path, stem: &str, key: &str, image: &[u8]) {
+/// compile. The image's files are renamed into place before its key, so a
+/// key is never seen beside a partial image.
+fn store(dir: &Path, stem: &str, key: &str, image: &Image) {
     let put = |ext: &str, bytes: &[u8]| -> std::io::Result<()> {
         let tmp = dir.join(format!("{stem}.{ext}.{}.tmp", process::id()));
         fs::write(&tmp, bytes)?;
         fs::rename(&tmp, dir.join(format!("{stem}.{ext}")))
     };
     let _ = fs::create_dir_all(dir)
-        .and_then(|()| put("img", image))
+        .and_then(|()| {
+            image
+                .ptx
+                .as_ref()
+                .map_or(Ok(()), |p| put("ptx", p.as_bytes()))
+        })
+        .and_then(|()| image.cubin.as_ref().map_or(Ok(()), |c| put("cubin", c)))
         .and_then(|()| put("key", key.as_bytes()));
 }
 
@@ -248,24 +296,22 @@ fn store(dir: &Path, stem: &str, key: &str, image: &[u8]) {
 /// from NVRTC (and then cached).
 fn compile_cached(
     nvrtc: &Nvrtc,
-    module: &kernels::Module,
-    arch: &str,
+    job: &Job,
     headers: &[(String, String)],
     cache: Option<&Path>,
-) -> Vec<u8> {
+) -> Image {
     use std::hash::{Hash, Hasher};
-    let file = format!("{}.cu", module.name);
     let Some(dir) = cache else {
-        return nvrtc.compile(&file, module.source, headers, arch);
+        return nvrtc.compile(job, headers);
     };
-    let key = cache_key(nvrtc, module, arch, headers);
+    let key = cache_key(nvrtc, job, headers);
     let mut hasher = std::hash::DefaultHasher::new();
     key.hash(&mut hasher);
-    let stem = format!("{}.{arch}.{:016x}", module.name, hasher.finish());
-    if let Some(image) = cached(dir, &stem, &key) {
+    let stem = format!("{}.{}.{:016x}", job.module.name, job.arch, hasher.finish());
+    if let Some(image) = cached(dir, &stem, &key, job) {
         return image;
     }
-    let image = nvrtc.compile(&file, module.source, headers, arch);
+    let image = nvrtc.compile(job, headers);
     store(dir, &stem, &key, &image);
     image
 }
@@ -316,25 +362,25 @@ fn walk(dir: &Path, lines: &mut Vec<String>) {
     }
 }
 
-/// Compiles every `(module, arch)` job, in order, on scoped threads.
+/// Compiles every job on scoped threads; the images are in the jobs' order.
 fn compile_all(
     nvrtc: &Nvrtc,
-    jobs: &[(&kernels::Module, &str)],
+    jobs: &[Job],
     headers: &[(String, String)],
     cache: Option<&Path>,
-) -> Vec<Vec<u8>> {
+) -> Vec<Image> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Vec<u8>>>> =
+    let results: Vec<std::sync::Mutex<Option<Image>>> =
         jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {
         for _ in 0..threads.min(jobs.len()) {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&(module, arch)) = jobs.get(i) else {
+                let Some(job) = jobs.get(i) else {
                     break;
                 };
-                let image = compile_cached(nvrtc, module, arch, headers, cache);
+                let image = compile_cached(nvrtc, job, headers, cache);
                 *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(image);
             });
         }
@@ -449,11 +495,16 @@ impl Nvrtc {
         }
     }
 
-    /// Compiles one translation unit for `arch`: PTX text for a virtual
-    /// architecture (`compute_XY`), a cubin for a real one (`sm_XY`); or
-    /// stops the build with NVRTC's log. Each call has its own program, so
-    /// calls may run on several threads at once.
-    fn compile(&self, name: &str, src: &str, headers: &[(String, String)], arch: &str) -> Vec<u8> {
+    /// Compiles one module for the job's architecture and keeps what the
+    /// job asks for: the PTX text, the cubin (a real architecture, `sm_XY`,
+    /// only) or both; or stops the build with NVRTC's log. Each call has
+    /// its own program, so calls may run on several threads at once.
+    fn compile(&self, job: &Job, headers: &[(String, String)]) -> Image {
+        let (name, src, arch) = (
+            &format!("{}.cu", job.module.name),
+            job.module.source,
+            job.arch,
+        );
         let cstr = |s: &str| CString::new(s).unwrap_or_else(|_| fail(&format!("{name}: NUL byte")));
         let (c_name, c_src) = (cstr(name), cstr(src));
         let h_src: Vec<CString> = headers.iter().map(|h| cstr(&h.1)).collect();
@@ -490,14 +541,17 @@ impl Nvrtc {
                 println!("cargo:warning={name} ({arch}): {line}");
             }
         }
-        let image = if arch.starts_with("sm_") {
-            self.bytes(prog, self.cubin_size, self.cubin)
-        } else {
-            self.text(prog, self.ptx_size, self.ptx).into_bytes()
+        let image = Image {
+            ptx: job.ptx.then(|| self.text(prog, self.ptx_size, self.ptx)),
+            cubin: job
+                .cubin
+                .then(|| self.bytes(prog, self.cubin_size, self.cubin)),
         };
         // SAFETY: prog is a live program, destroyed once.
         unsafe { (self.destroy)(&mut prog) };
-        if image.is_empty() {
+        let empty_ptx = image.ptx.as_ref().is_some_and(String::is_empty);
+        let empty_cubin = image.cubin.as_ref().is_some_and(Vec::is_empty);
+        if empty_ptx || empty_cubin {
             fail(&format!(
                 "NVRTC produced an empty {arch} image of kernels/{name}"
             ));
