@@ -116,7 +116,6 @@ fn main() {
                 module,
                 arch: &arch,
                 ptx: true,
-                cubin: false,
             });
         }
         for a in &cubin_archs {
@@ -124,7 +123,6 @@ fn main() {
                 module,
                 arch: a,
                 ptx: *a == twin,
-                cubin: true,
             });
         }
     }
@@ -200,12 +198,19 @@ fn main() {
 const DEFAULT_CUBINS: &str = "sm_80,sm_90";
 
 /// One NVRTC compile: a module for one architecture, keeping its PTX, its
-/// cubin (a real architecture only) or both.
+/// cubin or both.
 struct Job<'a> {
     module: &'a kernels::Module,
     arch: &'a str,
     ptx: bool,
-    cubin: bool,
+}
+
+impl Job<'_> {
+    /// Whether the job keeps a cubin: it does for every real architecture
+    /// (`sm_XY`), and a virtual one has none.
+    fn cubin(&self) -> bool {
+        self.arch.starts_with("sm_")
+    }
 }
 
 /// What a [`Job`] keeps of its compile.
@@ -245,7 +250,7 @@ fn cache_key(nvrtc: &Nvrtc, job: &Job, headers: &[(String, String)]) -> String {
         include_fingerprint(),
         job.module.name,
         job.ptx,
-        job.cubin
+        job.cubin()
     );
     for (name, text) in headers {
         key.push_str(&format!("header {name} {}\n{text}\n", text.len()));
@@ -265,7 +270,7 @@ fn cached(dir: &Path, stem: &str, key: &str, job: &Job) -> Option<Image> {
         true => Some(fs::read_to_string(dir.join(format!("{stem}.ptx"))).ok()?),
         false => None,
     };
-    let cubin = match job.cubin {
+    let cubin = match job.cubin() {
         true => Some(fs::read(dir.join(format!("{stem}.cubin"))).ok()?),
         false => None,
     };
@@ -544,7 +549,7 @@ impl Nvrtc {
         let image = Image {
             ptx: job.ptx.then(|| self.text(prog, self.ptx_size, self.ptx)),
             cubin: job
-                .cubin
+                .cubin()
                 .then(|| self.bytes(prog, self.cubin_size, self.cubin)),
         };
         // SAFETY: prog is a live program, destroyed once.
