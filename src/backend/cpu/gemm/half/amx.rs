@@ -56,22 +56,30 @@ pub(in crate::backend::cpu::gemm) struct TileProgram<'a> {
     pub b: &'a [Pair],
     /// Pairs along `k`, a multiple of 16.
     pub qk: usize,
-    /// The 32 × 32 block of products, row-major.
-    pub out: &'a mut [f32; MR * NR],
+    /// Where the 32 × 32 block of sums is stored: row `i` at `out + i·ld`.
+    pub out: *mut f32,
+    /// The distance between rows of `out`, in f32 values (at least 32).
+    pub ld: usize,
 }
 
 /// How the tile program runs: on AMX, or in a scalar model of it.
 pub(in crate::backend::cpu::gemm) trait Tiles:
     Copy + Send + Sync
 {
-    /// Packs with AVX-512 (true for the hardware, which has it).
-    const SIMD_PACK: bool;
+    /// Packs and writes out with AVX-512 (true for the hardware, which has
+    /// it).
+    const AVX512: bool;
     /// Loads the tile configuration on this thread.
     fn begin(self);
     /// Releases the tiles on this thread.
     fn end(self);
     /// `out = A · B` over the program's `qk` pairs.
-    fn run(self, p: TileProgram<'_>);
+    ///
+    /// # Safety
+    ///
+    /// `p.out` must be valid for writes of 32 rows of 32 values, `p.ld`
+    /// apart, that nothing else accesses during the call.
+    unsafe fn run(self, p: TileProgram<'_>);
 }
 
 /// The CPU's AMX tiles; a value proves that they may be used.
@@ -192,7 +200,7 @@ static CONFIG: TileConfig = TileConfig {
 };
 
 impl Tiles for Hardware {
-    const SIMD_PACK: bool = true;
+    const AVX512: bool = true;
 
     fn begin(self) {
         // SAFETY: the token proves AMX and the permission; CONFIG is a valid
@@ -207,10 +215,10 @@ impl Tiles for Hardware {
         unsafe { std::arch::asm!("tilerelease", options(nostack, nomem, preserves_flags)) };
     }
 
-    fn run(self, p: TileProgram<'_>) {
+    unsafe fn run(self, p: TileProgram<'_>) {
         let steps = p.qk / 16;
         assert!(steps > 0 && p.qk.is_multiple_of(16));
-        assert!(p.a.len() >= MR * p.qk && p.b.len() >= p.qk * NR);
+        assert!(p.a.len() >= MR * p.qk && p.b.len() >= p.qk * NR && p.ld >= NR);
         let a_stride = p.qk * 4;
         // SAFETY: the token proves AMX; `begin` loaded CONFIG on this thread
         // (the driver calls it before a tile's kernel calls and again after
@@ -218,8 +226,9 @@ impl Tiles for Hardware {
         // configuration in between. Reads: A tile rows r < 16 of step s at
         // a + (16h + r)·a_stride + 64s, 64 bytes, inside the 32·qk pairs of
         // `a`; B rows r < 16 at b + (16s + r)·128 + 64h, inside the qk·32
-        // pairs of `b`. Writes: 32 rows of 128 bytes of `out`. The tile
-        // registers are clobbered, which no compiled code uses.
+        // pairs of `b`. Writes: rows i < 32 of `out`, 128 bytes at
+        // out + i·ld·4, which the caller vouches for. The tile registers are
+        // clobbered, which no compiled code uses.
         unsafe {
             std::arch::asm!(
                 "tilezero tmm0",
@@ -249,9 +258,9 @@ impl Tiles for Hardware {
                 sa = in(reg) a_stride,
                 b = inout(reg) p.b.as_ptr() => _,
                 sb = in(reg) NR * 4,
-                c = in(reg) p.out.as_mut_ptr(),
-                c1 = in(reg) p.out.as_mut_ptr().add(16 * NR),
-                sc = in(reg) NR * 4,
+                c = in(reg) p.out,
+                c1 = in(reg) p.out.add(16 * p.ld),
+                sc = in(reg) p.ld * 4,
                 steps = inout(reg) steps => _,
                 options(nostack),
             );
@@ -261,13 +270,13 @@ impl Tiles for Hardware {
 
 #[cfg(test)]
 impl Tiles for Model {
-    const SIMD_PACK: bool = false;
+    const AVX512: bool = false;
 
     fn begin(self) {}
 
     fn end(self) {}
 
-    fn run(self, p: TileProgram<'_>) {
+    unsafe fn run(self, p: TileProgram<'_>) {
         /// A subnormal (or zero) counts as a zero of its sign.
         fn flush(x: f32) -> f32 {
             if x.is_subnormal() {
@@ -283,7 +292,10 @@ impl Tiles for Model {
                 pair << 16
             }))
         };
-        for (i, out_row) in p.out.chunks_exact_mut(NR).enumerate() {
+        for i in 0..MR {
+            // SAFETY: row i < 32 of `out`, 32 values, is the caller's to
+            // write (the contract of `run`).
+            let out_row = unsafe { std::slice::from_raw_parts_mut(p.out.add(i * p.ld), NR) };
             for (j, out) in out_row.iter_mut().enumerate() {
                 let mut tile = 0.0f32;
                 for step in 0..p.qk / 16 {
@@ -321,7 +333,7 @@ impl<T: Tiles, SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> f
 
     fn pack_a(a: View<'_, SA>, i0: usize, mr: usize, p0: usize, kc: usize, dst: &mut [Pair]) {
         let qk = <Self as MicroKernel<SA, SB>>::packed_rows(kc);
-        if T::SIMD_PACK {
+        if T::AVX512 {
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
             fn packer<S: HalfSource<bf16>>(
                 a: View<'_, S>,
@@ -350,7 +362,7 @@ impl<T: Tiles, SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> f
             rs: b.cs,
             cs: b.rs,
         };
-        if T::SIMD_PACK {
+        if T::AVX512 {
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
             fn packer<S: HalfSource<bf16>>(
                 bt: View<'_, S>,
@@ -395,19 +407,73 @@ impl<T: Tiles, SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> f
         };
         let qk = <Self as MicroKernel<SA, SB>>::packed_rows(kc);
         assert!(b_step == NR && mr <= MR && nr <= NR);
-        let mut out = [0.0f32; MR * NR];
-        self.0.run(TileProgram {
+        let program = |out: *mut f32, ld: usize| TileProgram {
             a: &a[..MR * qk],
             b: &b[..qk * NR],
             qk,
-            out: &mut out,
-        });
-        for (i, row) in out.chunks_exact(NR).take(mr).enumerate() {
-            // SAFETY: row i < mr, columns < nr: inside the tile the caller
-            // vouches for, which no one else touches during the call.
-            let c_row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), nr) };
-            for (cv, &v) in c_row.iter_mut().zip(row) {
-                *cv = if add { *cv + v } else { v };
+            out,
+            ld,
+        };
+        if !add && mr == MR && nr == NR {
+            // SAFETY: the whole 32 × 32 tile at `c`, rows `ldc` apart, is the
+            // caller's to write (the contract of `run`).
+            unsafe { self.0.run(program(c, ldc)) };
+            return;
+        }
+        let mut sums = [0.0f32; MR * NR];
+        // SAFETY: `sums` holds 32 rows of 32, a local array.
+        unsafe { self.0.run(program(sums.as_mut_ptr(), NR)) };
+        if T::AVX512 {
+            // SAFETY: a kernel whose tiles write out with AVX-512 runs only
+            // where the hardware token proved AVX-512F; the rows and columns
+            // are the caller's, as below.
+            unsafe { write_out_avx512(&sums, c, ldc, mr, nr, add) };
+        } else {
+            for (i, row) in sums.chunks_exact(NR).take(mr).enumerate() {
+                // SAFETY: row i < mr, columns < nr: inside the tile the caller
+                // vouches for, which no one else touches during the call.
+                let c_row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), nr) };
+                for (cv, &v) in c_row.iter_mut().zip(row) {
+                    *cv = if add { *cv + v } else { v };
+                }
+            }
+        }
+    }
+}
+
+/// `C[i, j] = sums[i, j]`, or `C[i, j] += sums[i, j]` with `add`, for
+/// `i < mr`, `j < nr`: two masked vectors of 16 per row.
+///
+/// # Safety
+///
+/// The CPU must have AVX-512F; rows `i < mr` of `c`, `ldc` apart, must be
+/// valid for reads and writes of `nr ≤ 32` values that nothing else
+/// accesses during the call.
+#[target_feature(enable = "avx512f")]
+unsafe fn write_out_avx512(
+    sums: &[f32; MR * NR],
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    add: bool,
+) {
+    use std::arch::x86_64::*;
+    let masks = [0, 16].map(|j0| {
+        let n = nr.saturating_sub(j0).min(16);
+        ((1u32 << n) - 1) as __mmask16
+    });
+    for (i, row) in sums.chunks_exact(NR).take(mr).enumerate() {
+        for (h, &mask) in masks.iter().enumerate() {
+            // SAFETY: lanes j < nr of row i < mr of `c` (the caller's), and
+            // of `sums` (32 per row).
+            unsafe {
+                let dst = c.add(i * ldc + 16 * h);
+                let mut v = _mm512_loadu_ps(row.as_ptr().add(16 * h));
+                if add {
+                    v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), v);
+                }
+                _mm512_mask_storeu_ps(dst, mask, v);
             }
         }
     }

@@ -302,8 +302,7 @@ pub(super) mod x86 {
         }
     }
 
-    /// [`super::pack_pair_rows`] with AVX-512 where `x` runs along `k`: the
-    /// same bits.
+    /// [`super::pack_pair_rows`] with AVX-512: the same bits.
     ///
     /// Must run on a CPU with AVX-512F, BW and VL (see [`pack_pairs`]).
     #[inline(always)]
@@ -320,7 +319,11 @@ pub(super) mod x86 {
         dst: &mut [Pair],
     ) {
         if x.cs != 1 {
-            return portable_rows::<S, R>(x, r0, w, p0, kc, qk, dst);
+            return if x.rs == 1 && R.is_multiple_of(16) {
+                pack_pair_rows_across::<S, R>(x, r0, w, p0, kc, qk, dst)
+            } else {
+                portable_rows::<S, R>(x, r0, w, p0, kc, qk, dst)
+            };
         }
         let qn = kc.div_ceil(2);
         assert!(qn <= qk && w <= R);
@@ -343,6 +346,70 @@ pub(super) mod x86 {
                 }
             }
             for (q, out) in row[..qn].iter_mut().enumerate().skip(16 * whole) {
+                *out = pair_at(x, r0 + r, p0, kc, q);
+            }
+            row[qn..].fill(0);
+        }
+    }
+
+    /// [`super::pack_pair_rows`] where `x` runs along `r` (a transposed
+    /// `op(A)`, such as `dYᵀ` in `dW = dYᵀ·X`): the same bits. Each step of
+    /// two gives the pairs of sixteen rows in one vector; eight steps of
+    /// them are transposed into eight packed pairs of each row.
+    ///
+    /// Must run on a CPU with AVX-512F, BW and VL (see [`pack_pairs`]);
+    /// `R` must be a multiple of 16.
+    #[inline(always)]
+    fn pack_pair_rows_across<S: HalfSource<bf16>, const R: usize>(
+        x: View<'_, S>,
+        r0: usize,
+        w: usize,
+        p0: usize,
+        kc: usize,
+        qk: usize,
+        dst: &mut [Pair],
+    ) {
+        let qn = kc.div_ceil(2);
+        // Steps of two that lie wholly inside the block, in groups of eight.
+        let q_vec = kc / 2 / 8 * 8;
+        assert!(qn <= qk && w <= R && R.is_multiple_of(16));
+        assert!(w == 0 || q_vec == 0 || (p0 + 2 * q_vec - 1) * x.cs + r0 + w <= x.data.len());
+        let dst = &mut dst[..R * qk];
+        let (src, d) = (x.data.as_ptr(), dst.as_mut_ptr());
+        for rg in (0..w).step_by(16) {
+            let mask = lanes(w - rg);
+            for q0 in (0..q_vec).step_by(8) {
+                // SAFETY: reads x[r0 + rg ..][..lanes] at steps p0 + 2q and
+                // p0 + 2q + 1 with q < q_vec: in bounds (asserted); writes
+                // dst[r·qk + q0 ..][..8] for rows r < rg + 16 ≤ R and
+                // q0 + 8 ≤ q_vec ≤ qk. Lanes past `w` load as zero, so rows
+                // past the edge get zero pairs.
+                unsafe {
+                    let steps: [__m512i; 8] = std::array::from_fn(|t| {
+                        let p = p0 + 2 * (q0 + t);
+                        let lo = S::load16_bits(src.add(p * x.cs + r0 + rg), mask);
+                        let hi = S::load16_bits(src.add((p + 1) * x.cs + r0 + rg), mask);
+                        _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi))
+                    });
+                    let halves = [
+                        transpose8(steps.map(|v| _mm512_castsi512_si256(v))),
+                        transpose8(steps.map(|v| _mm512_extracti64x4_epi64::<1>(v))),
+                    ];
+                    for (h, rows) in halves.into_iter().enumerate() {
+                        for (t, v) in rows.into_iter().enumerate() {
+                            let r = rg + 8 * h + t;
+                            _mm256_storeu_si256(d.add(r * qk + q0).cast(), v);
+                        }
+                    }
+                }
+            }
+        }
+        for (r, row) in dst.chunks_exact_mut(qk).enumerate() {
+            if r >= w {
+                row.fill(0);
+                continue;
+            }
+            for (q, out) in row[..qn].iter_mut().enumerate().skip(q_vec) {
                 *out = pair_at(x, r0 + r, p0, kc, q);
             }
             row[qn..].fill(0);

@@ -778,8 +778,8 @@ fn the_simd_packers_give_the_portable_bits() {
         eprintln!("skipping the_simd_packers_give_the_portable_bits: no AVX-512F, BW, VL and AVX2");
         return;
     }
-    /// The three layouts of `x[r0..r0+w, p0..p0+kc]`: by k (one panel),
-    /// by row (a strip of 32 rows), and as panels (all of `x`'s rows from
+    /// The three layouts of `x[r0..r0+w, p0..p0+kc]`: by k (one panel of
+    /// at most 16 rows), by row (a strip of 32 rows), and as panels (all of `x`'s rows from
     /// r0, padded to whole tile steps).
     type Packed = (Vec<u32>, Vec<u32>, Vec<u32>);
     fn sizes(x_rows: usize, r0: usize, kc: usize) -> (usize, usize, usize) {
@@ -802,7 +802,7 @@ fn the_simd_packers_give_the_portable_bits() {
         let qk = n_row / 32;
         let (mut by_k, mut by_row, mut panels) =
             (vec![fill; n_k], vec![fill; n_row], vec![fill; n_panels]);
-        pairs::x86::pack_pairs::<S, 16>(x, r0, w, p0, kc, &mut by_k);
+        pairs::x86::pack_pairs::<S, 16>(x, r0, w.min(16), p0, kc, &mut by_k);
         pairs::x86::pack_pair_rows::<S, 32>(x, r0, w.min(32), p0, kc, qk, &mut by_row);
         pairs::x86::pack_pair_panels::<S, 16>(x, r0, rows - r0, p0, kc, qk * 16, &mut panels);
         (by_k, by_row, panels)
@@ -816,7 +816,7 @@ fn the_simd_packers_give_the_portable_bits() {
         let (n_k, n_row, n_panels) = sizes(rows, r0, kc);
         let qk = n_row / 32;
         let (mut by_k, mut by_row, mut panels) = (vec![7; n_k], vec![9; n_row], vec![11; n_panels]);
-        pairs::pack_pairs::<S, 16>(x, r0, w, p0, kc, &mut by_k);
+        pairs::pack_pairs::<S, 16>(x, r0, w.min(16), p0, kc, &mut by_k);
         pairs::pack_pair_rows::<S, 32>(x, r0, w.min(32), p0, kc, qk, &mut by_row);
         pairs::pack_pair_panels::<S, 16>(x, r0, rows - r0, p0, kc, qk * 16, &mut panels);
         (by_k, by_row, panels)
@@ -832,6 +832,9 @@ fn the_simd_packers_give_the_portable_bits() {
             (7, 9, 2, 31),
             (0, 16, 60, 1),
             (20, 16, 0, 2),
+            (0, 32, 0, 77),
+            (13, 25, 3, 40),
+            (10, 20, 7, 64),
         ] {
             let (vf, vh) = (
                 View {
