@@ -10,12 +10,35 @@ use std::mem::MaybeUninit;
 use kernels::gelu::{A as GELU_A, K as GELU_K};
 use rayon::prelude::*;
 
+use super::gemm::Bf16Kernel;
 use crate::backend::{pool, Activation, Binary, UpdateRule};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
+use crate::precision::Precision;
 
 /// Elements per parallel work item.
 pub const CHUNK: usize = 64 * 1024;
+
+/// The most elements an optimiser update keeps on the calling thread: one
+/// chunk, or four while this thread's products run in bf16 on AMX tiles.
+///
+/// Split, the other thread's chunks of a parameter end up in its core's
+/// cache, and the next forward pass reads them from there. That pays where
+/// the products are split across the threads too (f32), and does not where
+/// they stay on one thread (the AMX kernel keeps products below 384³ on
+/// one, see its `PAR_MIN_WORK`). Measured on a 2-vCPU Xeon guest with AMX,
+/// one epoch of the MLP 784-256-256-10 (whose first weight has 200,704
+/// values): in bf16, updating it on one thread made the epoch 8 % shorter;
+/// in f32, 6 % longer (`benches/RESULTS.md`).
+fn update_serial_max() -> usize {
+    let on_tiles = Precision::current() == Precision::Bf16
+        && matches!(Bf16Kernel::selected(), Ok(Bf16Kernel::Amx));
+    if on_tiles {
+        4 * CHUNK
+    } else {
+        CHUNK
+    }
+}
 
 /// Rows per parallel work item for row kernels, chosen so a work item has
 /// about [`CHUNK`] elements.
@@ -490,7 +513,7 @@ pub fn update<T: Float>(p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], rule: 
     };
     let n = p.len();
     let (s1, s2) = (fit(s1, n), fit(s2, n));
-    if n <= CHUNK {
+    if n <= update_serial_max() {
         return apply(p, g, s1, s2);
     }
     // SGD keeps no state and momentum one buffer: the unused ones are empty,

@@ -33,15 +33,6 @@ pub struct Problem<'a, SA, SB = SA, C = SA> {
 /// complete, and may rewrite it; every element of `C` is handed over once.
 pub type Epilogue<'e, T> = dyn Fn(usize, usize, &mut [T]) + Sync + 'e;
 
-/// Below this many multiply-adds a call stays on the calling thread. Under
-/// Miri (`scripts/miri.sh`), which runs hundreds of times slower, 16³, so
-/// that products small enough for it still take the threaded path.
-const PAR_MIN_WORK: usize = if cfg!(miri) {
-    16 * 16 * 16
-} else {
-    96 * 96 * 96
-};
-
 /// From this many multiply-adds on, `C` is cut into a few tiles per thread
 /// (the kernel's `TILES_PER_THREAD`) instead of one, so that a thread slowed
 /// by other work hands tiles to the others; below it, the extra packing
@@ -274,7 +265,7 @@ fn for_each_tile<SA, SB, K: MicroKernel<SA, SB>>(
     task: impl Fn(Range<usize>, Range<usize>) + Sync,
 ) {
     let threads = rayon::current_num_threads();
-    let parallel = threads > 1 && m * n * k >= PAR_MIN_WORK;
+    let parallel = threads > 1 && m * n * k >= K::PAR_MIN_WORK;
     let (mt, nt) = (m.div_ceil(K::MR), n.div_ceil(K::NR));
     let tasks = match (parallel, fine && m * n * k >= FINE_WORK) {
         (false, _) => 1,

@@ -59,6 +59,16 @@ pub(super) trait MicroKernel<SA, SB = SA>: Copy + Send + Sync {
     const NC: usize;
     /// Most rows per tile.
     const MC: usize;
+    /// Below this many multiply-adds a call stays on the calling thread:
+    /// splitting a product wakes another thread and moves the operands and
+    /// `C` between cores, which a small product does not win back. Under
+    /// Miri (`scripts/miri.sh`), which runs hundreds of times slower, 16³,
+    /// so that products small enough for it still take the threaded path.
+    const PAR_MIN_WORK: usize = if cfg!(miri) {
+        16 * 16 * 16
+    } else {
+        96 * 96 * 96
+    };
     /// Tiles per thread for a large product: more even out threads slowed
     /// by other work; fewer pack each operand fewer times (each tile packs
     /// the blocks it reads).

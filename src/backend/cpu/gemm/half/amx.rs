@@ -325,6 +325,18 @@ impl<T: Tiles, SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> f
     /// Both operands are packed (and converted): fewer tiles convert each
     /// fewer times.
     const TILES_PER_THREAD: usize = 2;
+    /// The tiles finish a product about six times sooner than the f32
+    /// kernel, so a product must be that much larger before a second thread
+    /// pays. Measured on a 2-vCPU Xeon guest with AMX (`benches/RESULTS.md`):
+    /// one thread ran 256³ at 839 GFLOP/s and two at 453; at 512³, two ran
+    /// 826 and one 717. In the MLP's training step at batch 128 (products
+    /// of at most 128 × 256 × 784), keeping them on one thread made the step
+    /// 12 % shorter.
+    const PAR_MIN_WORK: usize = if cfg!(miri) {
+        16 * 16 * 16
+    } else {
+        384 * 384 * 384
+    };
 
     /// Pairs along `k`, padded to whole tile steps.
     fn packed_rows(kc: usize) -> usize {

@@ -502,6 +502,8 @@ fn same_bits_for_any_thread_count() {
             (301, 187, 1029),
             (64, 10, 256),
             (1000, 33, 70),
+            // Above the AMX kernel's threshold for a second thread (384³).
+            (600, 260, 1000),
         ] {
             for (at, bt) in [(false, false), (false, true), (true, false)] {
                 let case = Case::new(m, n, k, at, bt, true);
