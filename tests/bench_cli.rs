@@ -42,6 +42,11 @@ fn results(args: &[&str]) -> Vec<Value> {
     assert!(ok, "advgrad bench {all:?} failed: {stderr}");
     assert_eq!(rows[0]["op"], "machine", "{rows:?}");
     assert!(rows[0]["cpu_threads"].as_u64().is_some_and(|n| n >= 1));
+    let gemm = rows[0]["cpu_gemm"].as_str().unwrap_or_default();
+    assert!(
+        gemm.contains("f32 kernel") && gemm.contains("bf16 kernel"),
+        "{rows:?}"
+    );
     rows[1..].to_vec()
 }
 

@@ -65,6 +65,7 @@ pub(super) fn print(spec: &str, json: bool) {
             "cpu": cpu,
             "cpu_threads": threads,
             "cpu_features": cpu_features(),
+            "cpu_gemm": advgrad::backend::cpu::gemm::describe(),
             "advgrad": env!("CARGO_PKG_VERSION"),
             "features": { "cuda": cfg!(feature = "cuda"), "emu": cfg!(feature = "emu") },
         });
@@ -77,6 +78,7 @@ pub(super) fn print(spec: &str, json: bool) {
         println!("{row}");
     } else {
         println!("machine: {cpu}, {threads} threads");
+        println!("{}", advgrad::backend::cpu::gemm::describe());
         if let (Err(why), Some(Device::Cuda(_))) = (&gpu, device) {
             println!("gpu: none ({why})");
         }

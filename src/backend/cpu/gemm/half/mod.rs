@@ -8,7 +8,7 @@
 //!
 //! | path | kernel | where |
 //! |---|---|---|
-//! | `amx` | `tdpbf16ps` on 16 × 16 tiles, 32 × 32 per call (`amx.rs`) | CPUs with AMX-BF16 (not yet run on one) |
+//! | `amx` | `tdpbf16ps` on 16 × 16 tiles, 32 × 32 per call (`amx.rs`) | CPUs with AMX-BF16 (run on one Xeon guest) |
 //! | `avx512bf16` | `vdpbf16ps`, 8 × 32 per call (`avx512bf16.rs`) | CPUs with AVX512-BF16 |
 //! | `portable` | widened to f32, then the f32 kernel (`widen.rs`) | any CPU; the reference numerics |
 //!
@@ -29,7 +29,7 @@
 //! - `avx512bf16`: in pairs of steps `(2q, 2q + 1)` from the block's start,
 //!   the odd step's product added first; subnormal inputs read as zero,
 //!   subnormal sums flushed to zero;
-//! - `amx` (per the SDM): per 32 steps, the even steps and the odd steps
+//! - `amx` (per the SDM, and so on the one AMX CPU tried): per 32 steps, the even steps and the odd steps
 //!   summed apart with fused multiply-adds, the two sums added, the result
 //!   added to the running tile; subnormals as for `avx512bf16`.
 //!
