@@ -517,7 +517,7 @@ enum Simd {
 impl Simd {
     fn selected() -> Simd {
         #[cfg(target_arch = "x86_64")]
-        if matches!(gemm::F32Kernel::selected(), Ok(gemm::F32Kernel::Avx512)) {
+        if gemm::F32Kernel::selected().is_ok_and(gemm::F32Kernel::is_avx512) {
             return Simd::Avx512;
         }
         Simd::Baseline

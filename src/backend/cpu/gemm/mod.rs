@@ -100,6 +100,11 @@ macro_rules! impl_sealed {
                 // `run_raw`'s; the selected kernel is available.
                 match select::selected_or_panic(F32Kernel::selected()) {
                     #[cfg(target_arch = "x86_64")]
+                    F32Kernel::Avx512Tall => {
+                        let k = x86::Avx512Tall::detect().expect("AVX-512F was detected");
+                        unsafe { run_plain(k, p, c, swap) }
+                    }
+                    #[cfg(target_arch = "x86_64")]
                     F32Kernel::Avx512 => {
                         let k = x86::Avx512::detect().expect("AVX-512F was detected");
                         unsafe { run_plain(k, p, c, swap) }

@@ -114,12 +114,16 @@ fn portable_f64_matches_reference() {
     ignore = "Miri runs no SIMD intrinsics; the portable kernel is its subject"
 )]
 fn simd_kernels_match_reference() {
-    use super::x86::{Avx2Fma, Avx512};
+    use super::x86::{Avx2Fma, Avx512, Avx512Tall};
     if let Some(k) = Avx2Fma::detect() {
         check_all::<f32>(1e-5, &with_kernel(k));
         check_all::<f64>(1e-13, &with_kernel(k));
     }
     if let Some(k) = Avx512::detect() {
+        check_all::<f32>(1e-5, &with_kernel(k));
+        check_all::<f64>(1e-13, &with_kernel(k));
+    }
+    if let Some(k) = Avx512Tall::detect() {
         check_all::<f32>(1e-5, &with_kernel(k));
         check_all::<f64>(1e-13, &with_kernel(k));
     }
@@ -142,6 +146,11 @@ fn swapped_products_match_reference() {
     check_all::<f64>(1e-13, &swapped(Portable));
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     if let Some(k) = super::x86::Avx512::detect() {
+        check_all::<f32>(1e-5, &swapped(k));
+        check_all::<f64>(1e-13, &swapped(k));
+    }
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    if let Some(k) = super::x86::Avx512Tall::detect() {
         check_all::<f32>(1e-5, &swapped(k));
         check_all::<f64>(1e-13, &swapped(k));
     }
@@ -196,6 +205,10 @@ fn swapped_products_give_the_same_bits() {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     if let Some(k) = super::x86::Avx512::detect() {
         compare(k, "avx512");
+    }
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    if let Some(k) = super::x86::Avx512Tall::detect() {
+        compare(k, "avx512-12x32");
     }
 }
 

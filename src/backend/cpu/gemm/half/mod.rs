@@ -154,6 +154,11 @@ unsafe fn widened<H: 'static, SA: HalfSource<H>, SB: HalfSource<H>>(
     // the kernel is available.
     match kernel {
         #[cfg(target_arch = "x86_64")]
+        F32Kernel::Avx512Tall => {
+            let k = super::x86::Avx512Tall::detect().expect("AVX-512F was detected");
+            unsafe { driver::run_raw(Widen::<_, H>::new(k), p, c) }
+        }
+        #[cfg(target_arch = "x86_64")]
         F32Kernel::Avx512 => {
             let k = super::x86::Avx512::detect().expect("AVX-512F was detected");
             unsafe { driver::run_raw(Widen::<_, H>::new(k), p, c) }

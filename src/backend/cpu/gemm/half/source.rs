@@ -226,7 +226,7 @@ fn avx512_halves() -> bool {
     static CELL: OnceLock<bool> = OnceLock::new();
     *CELL.get_or_init(|| {
         !cfg!(miri)
-            && matches!(F32Kernel::selected(), Ok(F32Kernel::Avx512))
+            && F32Kernel::selected().is_ok_and(F32Kernel::is_avx512)
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl")
     })

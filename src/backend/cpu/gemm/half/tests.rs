@@ -747,7 +747,7 @@ fn the_kernel_switches_parse_and_refuse_what_the_cpu_lacks() {
         .expect_err("no such kernel")
         .to_string();
     assert!(
-        err.contains("ADVGRAD_GEMM=sse") && err.contains("avx512, avx2, portable"),
+        err.contains("ADVGRAD_GEMM=sse") && err.contains("avx512-12x32, avx512, avx2, portable"),
         "{err}"
     );
     match Bf16Kernel::ALL.iter().find(|k| !k.available()) {
