@@ -26,7 +26,7 @@
 //! | `pack.rs` | copying `A` and `B` (transposed or not) into panels, and a swapped tile into `C` |
 //! | `buffers.rs` | the per-thread packing and tile buffers |
 //! | `kernel.rs` | the micro-kernel contract and the portable kernel |
-//! | `x86.rs` | the AVX-512 and AVX2+FMA kernels |
+//! | `x86.rs` | the AVX-512 (12 × 32 and 8 × 32) and AVX2+FMA kernels |
 //! | `x86_pack.rs` | their transposing copies, in SIMD registers |
 //! | `select.rs` | which kernels run; `ADVGRAD_GEMM`, `ADVGRAD_GEMM_BF16` |
 //! | `half/` | [`gemm_half`]: bf16 and f16 operands, f32 accumulation (AMX, AVX512-BF16, or widened to f32) |
@@ -37,7 +37,7 @@
 //! between CPUs that pick different kernels: FMA rounds once.)
 //!
 //! **Kernel switches.** The kernels are picked at run time from what the CPU
-//! has; `ADVGRAD_GEMM=avx512|avx2|portable` forces the f32/f64 kernel and
+//! has; `ADVGRAD_GEMM=avx512-12x32|avx512|avx2|portable` forces the f32/f64 kernel and
 //! `ADVGRAD_GEMM_BF16=amx|avx512bf16|portable` the bf16 one ([`F32Kernel`],
 //! [`Bf16Kernel`]), so every path can be run, and compared, on any machine
 //! that has its instructions; `ADVGRAD_GEMM_SWAP=always|never` runs every

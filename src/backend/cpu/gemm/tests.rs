@@ -443,3 +443,29 @@ fn other_thread_counts() -> &'static [usize] {
 
 const MIRI_SOME: &[(usize, usize, usize)] = &[(1, 1, 1), (9, 11, 5), (5, 3, 0), (0, 4, 2)];
 const MIRI_EPILOGUE: &[(usize, usize, usize)] = &[(1, 1, 1), (3, 13, 300), (5, 20, 3)];
+
+/// The two AVX-512 f32 kernels differ only in their register tile (and a
+/// prefetch): each element takes the same fused multiply-adds in the same
+/// order, so their bits agree, for f32 and f64, on every size and
+/// transposition, with and without accumulation.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[test]
+fn both_avx512_tiles_give_the_same_bits() {
+    use super::x86::{Avx512, Avx512Tall};
+    let (Some(eight), Some(twelve)) = (Avx512::detect(), Avx512Tall::detect()) else {
+        eprintln!("skipping both_avx512_tiles_give_the_same_bits: no AVX-512F");
+        return;
+    };
+    for &size in threaded_sizes().iter().chain(sizes()) {
+        for &(at, bt) in &[(false, false), (false, true), (true, false), (true, true)] {
+            for acc in [false, true] {
+                let want = bits_of::<f32>(&with_kernel(eight), 2, size, at, bt, acc);
+                let got = bits_of::<f32>(&with_kernel(twelve), 2, size, at, bt, acc);
+                assert!(got == want, "f32 {size:?} at={at} bt={bt} acc={acc}");
+                let want = bits_of::<f64>(&with_kernel(eight), 2, size, at, bt, acc);
+                let got = bits_of::<f64>(&with_kernel(twelve), 2, size, at, bt, acc);
+                assert!(got == want, "f64 {size:?} at={at} bt={bt} acc={acc}");
+            }
+        }
+    }
+}

@@ -232,7 +232,10 @@ macro_rules! impl_kernel {
             fn pack_a(a: View<'_, $t>, i0: usize, mr: usize, p0: usize, kc: usize, dst: &mut [$t]) {
                 #[target_feature(enable = $feat)]
                 fn packer(a: View<'_, $t>, i0: usize, mr: usize, p0: usize, kc: usize, dst: &mut [$t]) {
-                    pack::pack_a::<$t, $mr>(a, i0, mr, p0, kc, dst, $ra::<$mr>);
+                    // A closure of this function, not the function item: it
+                    // inherits the target features, and each kernel gets an
+                    // instantiation of its own, which inlines whole.
+                    pack::pack_a::<$t, $mr>(a, i0, mr, p0, kc, dst, |a, i0, p0, s| $ra::<$mr>(a, i0, p0, s));
                 }
                 // SAFETY: the token proves the features.
                 unsafe { packer(a, i0, mr, p0, kc, dst) }
@@ -241,7 +244,8 @@ macro_rules! impl_kernel {
             fn pack_b(b: View<'_, $t>, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [$t]) {
                 #[target_feature(enable = $feat)]
                 fn packer(b: View<'_, $t>, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [$t]) {
-                    pack::pack_b::<$t, { $nv * $lanes }>(b, p0, kc, j0, nc, dst, $tr::<{ $nv * $lanes }>);
+                    // A closure, as in `pack_a`.
+                    pack::pack_b::<$t, { $nv * $lanes }>(b, p0, kc, j0, nc, dst, |b, p0, jb, s| $tr::<{ $nv * $lanes }>(b, p0, jb, s));
                 }
                 // SAFETY: the token proves the features.
                 unsafe { packer(b, p0, kc, j0, nc, dst) }
