@@ -91,18 +91,36 @@ pub(super) fn pack_pair_rows<S: HalfSource<bf16>, const R: usize>(
     qk: usize,
     dst: &mut [Pair],
 ) {
+    assert!(kc.div_ceil(2) <= qk && w <= R);
+    finish_pair_rows(x, r0, w, p0, kc, qk, &mut dst[..R * qk], 0);
+}
+
+/// The rest of a strip packed by row ([`pack_pair_rows`]) from pair
+/// `from` on: `dst[r·qk + q]` for `from ≤ q < qk` of the rows `r < w`, and
+/// all of the rows past `w`, zero past `kc`. (The AVX-512 packers fill
+/// pairs `0..from` of the rows `r < w` themselves.)
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn finish_pair_rows<S: HalfSource<bf16>>(
+    x: View<'_, S>,
+    r0: usize,
+    w: usize,
+    p0: usize,
+    kc: usize,
+    qk: usize,
+    dst: &mut [Pair],
+    from: usize,
+) {
     let qn = kc.div_ceil(2);
-    assert!(qn <= qk && w <= R);
-    let dst = &mut dst[..R * qk];
     for (r, row) in dst.chunks_exact_mut(qk).enumerate() {
-        if r < w {
-            for (q, d) in row[..qn].iter_mut().enumerate() {
-                *d = pair_at(x, r0 + r, p0, kc, q);
-            }
-            row[qn..].fill(0);
-        } else {
+        if r >= w {
             row.fill(0);
+            continue;
         }
+        for (q, out) in row[..qn].iter_mut().enumerate().skip(from) {
+            *out = pair_at(x, r0 + r, p0, kc, q);
+        }
+        row[qn..].fill(0);
     }
 }
 
@@ -114,7 +132,10 @@ pub(super) mod x86 {
 
     use half::bf16;
 
-    use super::{pack_pair_rows as portable_rows, pack_pairs as portable_pairs, pair_at, Pair};
+    use super::{
+        finish_pair_rows, pack_pair_rows as portable_rows, pack_pairs as portable_pairs, pair_at,
+        Pair,
+    };
     use crate::backend::cpu::gemm::half::source::HalfSource;
     use crate::backend::cpu::gemm::pack::View;
     use crate::backend::cpu::gemm::x86_pack::transpose_8x8;
@@ -331,11 +352,7 @@ pub(super) mod x86 {
         let whole = kc / 32;
         assert!(w == 0 || whole == 0 || (r0 + w - 1) * x.rs + p0 + 32 * whole <= x.data.len());
         let src = x.data.as_ptr();
-        for (r, row) in dst.chunks_exact_mut(qk).enumerate() {
-            if r >= w {
-                row.fill(0);
-                continue;
-            }
+        for (r, row) in dst.chunks_exact_mut(qk).enumerate().take(w) {
             for g in 0..whole {
                 // SAFETY: reads x[r0 + r, p0 + 32g ..][..32], in bounds
                 // (asserted); writes row[16g..][..16] with 16(g + 1) ≤ qn ≤ qk.
@@ -345,11 +362,8 @@ pub(super) mod x86 {
                     _mm256_storeu_si256(row.as_mut_ptr().add(16 * g + 8).cast(), hi);
                 }
             }
-            for (q, out) in row[..qn].iter_mut().enumerate().skip(16 * whole) {
-                *out = pair_at(x, r0 + r, p0, kc, q);
-            }
-            row[qn..].fill(0);
         }
+        finish_pair_rows(x, r0, w, p0, kc, qk, dst, 16 * whole);
     }
 
     /// [`super::pack_pair_rows`] where `x` runs along `r` (a transposed
@@ -404,15 +418,6 @@ pub(super) mod x86 {
                 }
             }
         }
-        for (r, row) in dst.chunks_exact_mut(qk).enumerate() {
-            if r >= w {
-                row.fill(0);
-                continue;
-            }
-            for (q, out) in row[..qn].iter_mut().enumerate().skip(q_vec) {
-                *out = pair_at(x, r0 + r, p0, kc, q);
-            }
-            row[qn..].fill(0);
-        }
+        finish_pair_rows(x, r0, w, p0, kc, qk, dst, q_vec);
     }
 }
