@@ -31,6 +31,18 @@ impl<T: Copy> APanel<'_, T> {
     }
 }
 
+/// A threshold of `side³` multiply-adds for [`MicroKernel::PAR_MIN_WORK`];
+/// under Miri (`scripts/miri.sh`), which runs hundreds of times slower,
+/// 16³ for every kernel, so that products small enough for it still take
+/// the threaded path.
+pub(super) const fn par_min_work(side: usize) -> usize {
+    if cfg!(miri) {
+        16 * 16 * 16
+    } else {
+        side * side * side
+    }
+}
+
 /// A register-tiled kernel: `C[0..mr, 0..nr] (+)= Apanel · Bpanel` over `kc`,
 /// from operands stored as `SA` and `SB`.
 ///
@@ -61,14 +73,8 @@ pub(super) trait MicroKernel<SA, SB = SA>: Copy + Send + Sync {
     const MC: usize;
     /// Below this many multiply-adds a call stays on the calling thread:
     /// splitting a product wakes another thread and moves the operands and
-    /// `C` between cores, which a small product does not win back. Under
-    /// Miri (`scripts/miri.sh`), which runs hundreds of times slower, 16³,
-    /// so that products small enough for it still take the threaded path.
-    const PAR_MIN_WORK: usize = if cfg!(miri) {
-        16 * 16 * 16
-    } else {
-        96 * 96 * 96
-    };
+    /// `C` between cores, which a small product does not win back.
+    const PAR_MIN_WORK: usize = par_min_work(96);
     /// Tiles per thread for a large product: more even out threads slowed
     /// by other work; fewer pack each operand fewer times (each tile packs
     /// the blocks it reads).

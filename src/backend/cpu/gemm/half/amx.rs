@@ -20,9 +20,8 @@
 //! plainer loop): in each tile step of 32 steps of `k`, a lane sums the
 //! products of the 16 even steps and, apart, of the 16 odd steps, each from
 //! zero in order with fused multiply-adds; it adds the two sums, then adds
-//! that to the tile. All
-//! rounding is to nearest even; subnormal inputs count as zero and
-//! subnormal results are flushed. The tiles start at zero for every `k`
+//! that to the tile. All rounding is to nearest even; subnormal inputs
+//! count as zero and subnormal results are flushed. The tiles start at zero for every `k`
 //! block and the block's sum is then added to `C`, as on every path.
 //!
 //! **Linux.** Tile data is a dynamically enabled XSTATE feature: before the
@@ -38,7 +37,7 @@ use half::bf16;
 
 use super::pairs::{self, Pair};
 use super::source::HalfSource;
-use crate::backend::cpu::gemm::kernel::{APanel, MicroKernel};
+use crate::backend::cpu::gemm::kernel::{par_min_work, APanel, MicroKernel};
 use crate::backend::cpu::gemm::pack::View;
 
 /// Rows (and columns) of `C` per call: 2 × 2 tiles of 16.
@@ -332,11 +331,7 @@ impl<T: Tiles, SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> f
     /// 826 and one 717. In the MLP's training step at batch 128 (products
     /// of at most 128 × 256 × 784), keeping them on one thread made the step
     /// 12 % shorter.
-    const PAR_MIN_WORK: usize = if cfg!(miri) {
-        16 * 16 * 16
-    } else {
-        384 * 384 * 384
-    };
+    const PAR_MIN_WORK: usize = par_min_work(384);
 
     /// Pairs along `k`, padded to whole tile steps.
     fn packed_rows(kc: usize) -> usize {

@@ -29,9 +29,10 @@
 //! - `avx512bf16`: in pairs of steps `(2q, 2q + 1)` from the block's start,
 //!   the odd step's product added first; subnormal inputs read as zero,
 //!   subnormal sums flushed to zero;
-//! - `amx` (per the SDM, and so on the one AMX CPU tried): per 32 steps, the even steps and the odd steps
-//!   summed apart with fused multiply-adds, the two sums added, the result
-//!   added to the running tile; subnormals as for `avx512bf16`.
+//! - `amx` (per the SDM, and so on the one AMX CPU tried): per 32 steps,
+//!   the even steps and the odd steps summed apart with fused
+//!   multiply-adds, the two sums added, the result added to the running
+//!   tile; subnormals as for `avx512bf16`.
 //!
 //! Every path is bit-identical for any number of threads, like the f32
 //! gemm. The error bound, on every path, with `u = 2⁻²⁴`: for each element,

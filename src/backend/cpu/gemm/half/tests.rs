@@ -781,8 +781,8 @@ fn the_simd_packers_give_the_portable_bits() {
         return;
     }
     /// The three layouts of `x[r0..r0+w, p0..p0+kc]`: by k (one panel of
-    /// at most 16 rows), by row (a strip of 32 rows), and as panels (all of `x`'s rows from
-    /// r0, padded to whole tile steps).
+    /// at most 16 rows), by row (a strip of 32 rows), and as panels (all of
+    /// `x`'s rows from r0, padded to whole tile steps).
     type Packed = (Vec<u32>, Vec<u32>, Vec<u32>);
     fn sizes(x_rows: usize, r0: usize, kc: usize) -> (usize, usize, usize) {
         let qk = kc.div_ceil(32) * 16;
