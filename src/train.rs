@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{Attack, Pgd, Threat};
-use crate::backend::cpu::on_worker;
+use crate::backend::cpu::with_spinning_workers;
 use crate::checkpoint::{self, Checkpoint, Progress, Snapshot};
 use crate::data::{Batches, Dataset};
 use crate::device::Device;
@@ -535,7 +535,7 @@ pub fn train_with(
     cfg: &TrainConfig,
     ckpt: Checkpointing<'_>,
 ) -> Result<TrainReport> {
-    on_worker(|| train_on_worker(model, train_set, test_set, cfg, ckpt))
+    with_spinning_workers(|| train_on_worker(model, train_set, test_set, cfg, ckpt))
 }
 
 fn train_on_worker(

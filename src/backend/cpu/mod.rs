@@ -17,6 +17,7 @@ mod kernels;
 pub(crate) mod mixed;
 #[cfg(target_arch = "x86_64")]
 mod pool_x86;
+mod spin;
 
 use half::{bf16, f16};
 
@@ -127,6 +128,8 @@ impl CpuStorage {
         }
     }
 }
+
+pub use spin::{spinning_enabled, spinning_threads, with_spinning_workers};
 
 /// Runs `f` on a thread of the current rayon pool (directly, when the
 /// calling thread is one already).

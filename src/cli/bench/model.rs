@@ -2,6 +2,7 @@
 //! comparison's protocol (see the constants in the parent module).
 
 use advgrad::attack::{Attack, AttackOptions};
+use advgrad::backend::cpu::with_spinning_workers;
 use advgrad::data::{Dataset, Split};
 use advgrad::nn::{parse_arch, Activation, Model};
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
@@ -61,16 +62,18 @@ pub(super) fn train_step(args: &Args, timer: Timer) -> Result<()> {
     let mut opt = Optimizer::new(OptimConfig::new(OptimizerKind::Sgd, 0.1), &model.params())?;
     let mut tape = Tape::new();
     let mut tally = StepTally::new(device)?;
-    let seconds = timer.per_call(|| {
-        tallied_step(
-            &mut model,
-            &mut opt,
-            &mut tape,
-            x.clone(),
-            &y,
-            0.1,
-            &mut tally,
-        )
+    let seconds = with_spinning_workers(|| {
+        timer.per_call(|| {
+            tallied_step(
+                &mut model,
+                &mut opt,
+                &mut tape,
+                x.clone(),
+                &y,
+                0.1,
+                &mut tally,
+            )
+        })
     })?;
     let flops = train_step_flops(args.arch(), batch)?;
     let gflops = flops / seconds / 1e9;
@@ -159,11 +162,13 @@ pub(super) fn lean_epoch(args: &Args, timer: Timer) -> Result<()> {
         let config = OptimConfig::new(OptimizerKind::Sgd, 0.1);
         let mut opt = Optimizer::new(config, &model.params())?;
         let mut tape = Tape::new();
-        timer.run(1, &mut || {
-            for (x, y) in &batches {
-                lean_step(&mut model, &mut opt, &mut tape, x, y)?;
-            }
-            Ok(())
+        with_spinning_workers(|| {
+            timer.run(1, &mut || {
+                for (x, y) in &batches {
+                    lean_step(&mut model, &mut opt, &mut tape, x, y)?;
+                }
+                Ok(())
+            })
         })
     };
     run_epoch()?;

@@ -39,6 +39,16 @@ pub type Epilogue<'e, T> = dyn Fn(usize, usize, &mut [T]) + Sync + 'e;
 /// would cost more.
 const FINE_WORK: usize = 512 * 512 * 512;
 
+/// ... provided each of those tiles still holds this many elements of `C`:
+/// a thinner tile reads its `A` strips for only a few `B` panels (or the
+/// other way round), and its operands' reuse drops with it. Measured on an
+/// Intel Xeon with two threads (`benches/RESULTS.md`): the MLP's input
+/// gradient at batch 128, `128×1024·1024×1024`, took 1.22–1.27 ms in eight
+/// tiles of 128 columns and 0.96–1.04 ms in two of 512; the training step
+/// of `784-1024-1024-10` at batch 512 was 3–5 % shorter with its
+/// `512×1024` products in two tiles instead of eight.
+const FINE_TILE_MIN: usize = 512 * 512;
+
 /// A tile of at most this many `MR`-row strips reads full panels of a
 /// row-major `B` in place instead of packing them: with so few strips, the
 /// packing would cost more than it saves.
@@ -258,7 +268,7 @@ where
 /// Cuts an `m × n × k` product for kernel `K` into tiles and calls `task`
 /// with each tile's rows and columns, on rayon's threads when the product
 /// is large enough; with `fine`, into a few tiles per thread when it is
-/// large (see [`FINE_WORK`]).
+/// large (see [`FINE_WORK`] and [`FINE_TILE_MIN`]).
 fn for_each_tile<SA, SB, K: MicroKernel<SA, SB>>(
     (m, n, k): (usize, usize, usize),
     fine: bool,
@@ -267,7 +277,9 @@ fn for_each_tile<SA, SB, K: MicroKernel<SA, SB>>(
     let threads = rayon::current_num_threads();
     let parallel = threads > 1 && m * n * k >= K::PAR_MIN_WORK;
     let (mt, nt) = (m.div_ceil(K::MR), n.div_ceil(K::NR));
-    let tasks = match (parallel, fine && m * n * k >= FINE_WORK) {
+    let fine =
+        fine && m * n * k >= FINE_WORK && m * n >= K::TILES_PER_THREAD * threads * FINE_TILE_MIN;
+    let tasks = match (parallel, fine) {
         (false, _) => 1,
         (true, false) => threads,
         (true, true) => K::TILES_PER_THREAD * threads,

@@ -3,7 +3,8 @@
 //!
 //! The layout follows BLIS. `C` is cut into tiles that run as independent
 //! rayon tasks (one per thread for mid sizes, a few per thread for large
-//! ones, none below about 96³ multiply-adds); inside a tile, `k` is cut into
+//! ones whose tiles still hold 512 × 512 values, none below about 96³
+//! multiply-adds); inside a tile, `k` is cut into
 //! blocks of at most `KC`, a `KC × NC` block of `B` is packed into `NR`-wide
 //! panels (streamed in order from L2/L3) and, for each `MR`-row strip of the
 //! tile, an `MR × KC` panel of `A` (it stays in L1) is multiplied by every
