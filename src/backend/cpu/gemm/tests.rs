@@ -469,3 +469,35 @@ fn both_avx512_tiles_give_the_same_bits() {
         }
     }
 }
+
+/// A row-major `A` whose rows are 4 KiB apart is packed for a wide tile
+/// instead of read in place; the kernel sums in the same order either
+/// way, so the bits are those of the same `op(A)` stored transposed (which
+/// is always packed), with one thread and with several.
+#[test]
+fn an_aliasing_a_gives_the_same_bits_packed() {
+    let (m, k, n) = (27, 1024, 1024);
+    let a: Vec<f32> = data(m * k, 31);
+    let b: Vec<f32> = data(k * n, 32);
+    let mut a_t = vec![0.0f32; k * m];
+    for i in 0..m {
+        for p in 0..k {
+            a_t[p * m + i] = a[i * k + p];
+        }
+    }
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let (rows, transposed) = pool.install(|| {
+            let mut rows = vec![0.0f32; m * n];
+            super::gemm(m, n, k, &a, false, &b, false, &mut rows, false);
+            let mut transposed = vec![0.0f32; m * n];
+            super::gemm(m, n, k, &a_t, true, &b, false, &mut transposed, false);
+            (rows, transposed)
+        });
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&rows) == bits(&transposed), "{threads} threads");
+    }
+}
