@@ -74,14 +74,14 @@ const ALIASING_STRIDE: usize = 4096;
 /// a few panels' worth of its reads. Measured on an Intel Xeon guest, one
 /// thread: 1024³ went from 161–167 to 173–182 GFLOP/s, 2048³ from 150–154
 /// to 155–166; with every such `A` packed, the MLP's step at
-/// `(H, batch) = (1024, 128)` was 1–5 % slower, through its swapped
+/// `(H, batch) = (1024, 128)` was 0.7–6 % slower, through its swapped
 /// forward products, whose tiles have 4 panels.
 const PACK_ALIASED_A_MIN_PANELS: usize = 16;
 
 /// Whether a row-major `A` with rows `row_bytes` apart is read in place by
 /// a tile of `panels` panels (else it is packed).
 fn a_in_place_pays(row_bytes: usize, panels: usize) -> bool {
-    row_bytes % ALIASING_STRIDE != 0 || panels < PACK_ALIASED_A_MIN_PANELS
+    !row_bytes.is_multiple_of(ALIASING_STRIDE) || panels < PACK_ALIASED_A_MIN_PANELS
 }
 
 /// A product of at most this many rows with a transposed `B` runs swapped

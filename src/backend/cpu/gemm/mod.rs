@@ -9,7 +9,10 @@
 //! panels (streamed in order from L2/L3) and, for each `MR`-row strip of the
 //! tile, an `MR × KC` panel of `A` (it stays in L1) is multiplied by every
 //! `B` panel in the micro-kernel, which keeps an `MR × NR` block of `C` in
-//! registers. A row-major `A` is read in place; a transposed one is packed.
+//! registers. A row-major `A` is read in place (unless its rows are a
+//! multiple of 4 KiB apart, so that a strip of them shares one L1 set, and
+//! the tile has enough panels to pay for packing it); a transposed one is
+//! packed.
 //! A row-major `B` is read in place when it fits in L2 or the tile has few
 //! strips; otherwise, and when transposed, it is packed. (The half-precision
 //! paths pack, and convert, both operands.)
