@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{Attack, Pgd, Threat};
-use crate::backend::cpu::with_spinning_workers;
+use crate::backend::cpu::{on_worker, with_spinning_workers};
 use crate::checkpoint::{self, Checkpoint, Progress, Snapshot};
 use crate::data::{Batches, Dataset};
 use crate::device::Device;
@@ -535,7 +535,15 @@ pub fn train_with(
     cfg: &TrainConfig,
     ckpt: Checkpointing<'_>,
 ) -> Result<TrainReport> {
-    with_spinning_workers(|| train_on_worker(model, train_set, test_set, cfg, ckpt))
+    // The CPU pool's other threads spin through a CPU model's loop only: a
+    // GPU's loop leaves them nothing to pick up.
+    let spin = model.device().is_cpu();
+    let run = || train_on_worker(model, train_set, test_set, cfg, ckpt);
+    if spin {
+        with_spinning_workers(run)
+    } else {
+        on_worker(run)
+    }
 }
 
 fn train_on_worker(
