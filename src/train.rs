@@ -535,14 +535,21 @@ pub fn train_with(
     cfg: &TrainConfig,
     ckpt: Checkpointing<'_>,
 ) -> Result<TrainReport> {
-    // The CPU pool's other threads spin through a CPU model's loop only: a
-    // GPU's loop leaves them nothing to pick up.
-    let spin = model.device().is_cpu();
-    let run = || train_on_worker(model, train_set, test_set, cfg, ckpt);
-    if spin {
-        with_spinning_workers(run)
+    let device = model.device();
+    with_loop_threads(device, || {
+        train_on_worker(model, train_set, test_set, cfg, ckpt)
+    })
+}
+
+/// Runs `f`, a training loop on `device`, as [`train`] runs its own: on the
+/// CPU with the pool's other threads spinning ([`with_spinning_workers`]),
+/// elsewhere on a pool thread ([`on_worker`]), since a GPU's loop leaves
+/// the pool nothing to pick up.
+pub fn with_loop_threads<R: Send>(device: Device, f: impl FnOnce() -> R + Send) -> R {
+    if device.is_cpu() {
+        with_spinning_workers(f)
     } else {
-        on_worker(run)
+        on_worker(f)
     }
 }
 

@@ -2,13 +2,14 @@
 //! comparison's protocol (see the constants in the parent module).
 
 use advgrad::attack::{Attack, AttackOptions};
-use advgrad::backend::cpu::with_spinning_workers;
 use advgrad::data::{Dataset, Split};
 use advgrad::nn::{parse_arch, Activation, Model};
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
 use advgrad::tally::StepTally;
-use advgrad::train::{batch_tensors, fused_updates, tallied_step, train, TrainConfig};
-use advgrad::{Device, Result, Tape, Tensor};
+use advgrad::train::{
+    batch_tensors, fused_updates, tallied_step, train, with_loop_threads, TrainConfig,
+};
+use advgrad::{Result, Tape, Tensor};
 
 use super::{report, synthetic, Args, Timer, ARCH, ATTACK_BATCH, BATCH, EPS};
 
@@ -52,17 +53,6 @@ fn train_step_flops(arch: &str, b: usize) -> Result<f64> {
 /// back (as many steps per timed repeat as [`Timer::per_call`] needs); the
 /// time per step reported. The step is the training loop's: its loss and
 /// correct count go to a device-side tally, nothing is read back.
-/// `f` with the CPU pool's other threads spinning
-/// ([`with_spinning_workers`]) when the model runs on the CPU, as `train`
-/// runs its loop.
-fn spinning_on<R: Send>(device: Device, f: impl FnOnce() -> R + Send) -> R {
-    if device.is_cpu() {
-        with_spinning_workers(f)
-    } else {
-        f()
-    }
-}
-
 pub(super) fn train_step(args: &Args, timer: Timer) -> Result<()> {
     let device = timer.device;
     let batch = args.batch()?;
@@ -73,7 +63,7 @@ pub(super) fn train_step(args: &Args, timer: Timer) -> Result<()> {
     let mut opt = Optimizer::new(OptimConfig::new(OptimizerKind::Sgd, 0.1), &model.params())?;
     let mut tape = Tape::new();
     let mut tally = StepTally::new(device)?;
-    let seconds = spinning_on(device, || {
+    let seconds = with_loop_threads(device, || {
         timer.per_call(|| {
             tallied_step(
                 &mut model,
@@ -173,7 +163,7 @@ pub(super) fn lean_epoch(args: &Args, timer: Timer) -> Result<()> {
         let config = OptimConfig::new(OptimizerKind::Sgd, 0.1);
         let mut opt = Optimizer::new(config, &model.params())?;
         let mut tape = Tape::new();
-        spinning_on(device, || {
+        with_loop_threads(device, || {
             timer.run(1, &mut || {
                 for (x, y) in &batches {
                     lean_step(&mut model, &mut opt, &mut tape, x, y)?;
