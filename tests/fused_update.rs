@@ -2,13 +2,15 @@
 //! (`Model::optimizer_step`, `Tape::backward_stepping`,
 //! `BackendStorage::matmul_update`) leaves the parameters and the optimiser
 //! state bit for bit where the gradients followed by `Optimizer::step`
-//! leave them, for every rule; a weight read by two ops is not fused and
-//! keeps its gradient.
+//! leave them, for every rule and under bf16 and f16 autocast (where the
+//! weights are stepped after the pass); a weight read by two ops is not
+//! fused and keeps its gradient.
 
 use advgrad::backend::cpu::CpuStorage;
 use advgrad::backend::{BackendStorage, MatmulDims, UpdateRule};
 use advgrad::nn::{Activation, Model};
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
+use advgrad::precision::{autocast, Precision};
 use advgrad::tape::ParamStep;
 use advgrad::{DType, Tape, Tensor};
 
@@ -93,6 +95,44 @@ fn fused_steps_give_the_bits_of_gradients_then_update() {
             }
             assert_eq!(plain_opt.steps(), fused_opt.steps());
         }
+    }
+}
+
+/// Under bf16 or f16 autocast the weight products have no fused form: the
+/// weights are stepped from their gradients once the tape lets go of them,
+/// and land on the same bits as the plain step.
+#[test]
+fn half_precision_steps_give_the_bits_of_gradients_then_update() {
+    for precision in [Precision::Bf16, Precision::F16] {
+        autocast(precision, || {
+            for config in [configs()[0], configs()[4]] {
+                let mut plain = Model::new("13-37-29-5", Activation::Relu, 5).unwrap();
+                let mut fused = plain.clone();
+                let mut plain_opt = Optimizer::new(config, &plain.params()).unwrap();
+                let mut fused_opt = Optimizer::new(config, &fused.params()).unwrap();
+                let mut tape = Tape::new();
+                for step in 0..3 {
+                    let (x, y) = batch(29 + step, 13, 5, step as u64);
+                    let pass = plain.parameter_gradients(&mut tape, x.clone(), &y).unwrap();
+                    plain_opt
+                        .step(&mut plain.params_mut(), &pass.grads, config.lr)
+                        .unwrap();
+                    let (loss, _) = fused
+                        .optimizer_step(&mut tape, x, &y, &mut fused_opt, config.lr)
+                        .unwrap();
+                    assert_eq!(bits(&loss), bits(&pass.loss), "{precision:?}: loss");
+                    for (p, f) in plain.params().iter().zip(fused.params()) {
+                        assert_eq!(bits(p), bits(f), "{precision:?} {config:?} step {step}");
+                    }
+                }
+                let before = Model::new("13-37-29-5", Activation::Relu, 5).unwrap();
+                assert_ne!(
+                    bits(before.params()[0]),
+                    bits(fused.params()[0]),
+                    "{precision:?}: the first weight was never stepped"
+                );
+            }
+        });
     }
 }
 

@@ -142,10 +142,13 @@ pub struct WeightUpdate<'u> {
 }
 
 /// The gradients of `C = op(A)·op(B)`, per the table in the module docs,
-/// with the products in `precision`; with `update`, `B` is stepped (see
-/// [`WeightUpdate`]) and its gradient is returned as `None`. The step is
-/// fused into the product in f32; in another precision the product is
-/// computed first and the step follows it.
+/// with the products in `precision`; with `update` and an f32 product, `B`
+/// is stepped inside the product that computes its gradient (see
+/// [`WeightUpdate`]) and that gradient is returned as `None`. A bf16 or f16
+/// product has no fused form, so there `dB` is returned as usual and the
+/// caller steps `B` in place once the tape lets go of it
+/// ([`crate::nn::Model::optimizer_step`]): stepping it here would first copy
+/// the whole weight, which the tape still holds.
 pub(super) fn backward(
     a: &Tensor,
     b: &Tensor,
@@ -167,28 +170,21 @@ pub(super) fn backward(
     };
     let db = match (needs[1], update) {
         (false, _) => None,
-        (true, None) => Some(lhs.matmul_in(rhs, lhs_trans, rhs_trans, precision)?),
-        (true, Some(u)) => {
+        (true, Some(u)) if precision == Precision::F32 => {
             let (s1, s2) = u.state;
-            let stepped = if precision == Precision::F32 {
-                let dims = lhs.matmul_dims(rhs, lhs_trans, rhs_trans)?;
-                lhs.storage().matmul_update(
-                    rhs.storage(),
-                    dims,
-                    b.storage(),
-                    s1.storage_mut(),
-                    s2.storage_mut(),
-                    u.rule,
-                )?
-            } else {
-                let grad = lhs.matmul_in(rhs, lhs_trans, rhs_trans, precision)?;
-                let mut param = b.storage().clone();
-                param.update(grad.storage(), s1.storage_mut(), s2.storage_mut(), u.rule)?;
-                param
-            };
+            let dims = lhs.matmul_dims(rhs, lhs_trans, rhs_trans)?;
+            let stepped = lhs.storage().matmul_update(
+                rhs.storage(),
+                dims,
+                b.storage(),
+                s1.storage_mut(),
+                s2.storage_mut(),
+                u.rule,
+            )?;
             *u.updated = Some(Tensor::from_storage(stepped, b.shape().clone()));
             None
         }
+        (true, _) => Some(lhs.matmul_in(rhs, lhs_trans, rhs_trans, precision)?),
     };
     Ok(smallvec![da, db])
 }
