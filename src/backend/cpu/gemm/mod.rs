@@ -45,7 +45,9 @@
 //! `ADVGRAD_GEMM_BF16=amx|avx512bf16|portable` the bf16 one ([`F32Kernel`],
 //! [`Bf16Kernel`]), so every path can be run, and compared, on any machine
 //! that has its instructions; `ADVGRAD_GEMM_SWAP=always|never` runs every
-//! f32/f64 product swapped, or none ([`Swap`]).
+//! f32/f64 product swapped, or none ([`Swap`]); `ADVGRAD_BF16_ROUNDING=integer|avx512bf16`
+//! picks how the bf16 packers round f32 operands ([`Bf16Rounding`]; the same
+//! bits either way).
 
 mod buffers;
 mod driver;
@@ -67,7 +69,7 @@ use buffers::PackedElem;
 pub use driver::Epilogue;
 use driver::Problem;
 pub use half::{gemm_half, gemm_half_new, gemm_half_new_then, HalfFloat, HalfOperand};
-pub use select::{describe, Bf16Kernel, F32Kernel, KernelChoice, Swap};
+pub use select::{describe, Bf16Kernel, Bf16Rounding, F32Kernel, KernelChoice, Swap};
 
 /// Element types the CPU matmul is instantiated for (f32 and f64).
 ///

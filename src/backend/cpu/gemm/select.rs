@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `ADVGRAD_GEMM` | `auto`, `avx512-12x32`, `avx512`, `avx2`, `portable` | f32 and f64 (and f16, and bf16's `portable` path, which widen to f32); also the build of the CNN's 2×2 max-pooling loops: AVX-512 with `avx512`, the baseline otherwise |
 //! | `ADVGRAD_GEMM_BF16` | `auto`, `amx`, `avx512bf16`, `portable` | bf16 |
+//! | `ADVGRAD_BF16_ROUNDING` | `auto`, `avx512bf16`, `integer` | not a kernel: how the AMX kernel's packers round f32 operands to bf16 ([`Bf16Rounding`]; the same bits either way) |
 //! | `ADVGRAD_GEMM_SWAP` | `auto`, `always`, `never` | not a kernel: whether an f32/f64 product runs as `Cᵀ = op(B)ᵀ·op(A)ᵀ` ([`Swap`]) |
 //!
 //! Unset, empty or `auto` means the best kernel the CPU has. A forced kernel
@@ -43,6 +44,17 @@ pub enum Bf16Kernel {
     /// bf16 widened to f32 while packing, then the f32 kernel that
     /// [`F32Kernel::selected`] picks.
     Portable,
+}
+
+/// How the AMX kernel's AVX-512 packers round f32 operands to bf16 pairs
+/// (the same bits either way; see `half::pairs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Rounding {
+    /// AVX512-BF16's `vcvtne2ps2bf16`, 32 values per instruction (groups
+    /// that hold a subnormal take the integer form).
+    Avx512Bf16,
+    /// Integer arithmetic on AVX-512F/BW lanes.
+    Integer,
 }
 
 /// A family of kernels one environment variable chooses among.
@@ -221,6 +233,48 @@ impl KernelChoice for Bf16Kernel {
     }
 }
 
+impl KernelChoice for Bf16Rounding {
+    const ENV: &'static str = "ADVGRAD_BF16_ROUNDING";
+    const ALL: &'static [Self] = &[Bf16Rounding::Avx512Bf16, Bf16Rounding::Integer];
+
+    fn name(self) -> &'static str {
+        match self {
+            Bf16Rounding::Avx512Bf16 => "avx512bf16",
+            Bf16Rounding::Integer => "integer",
+        }
+    }
+
+    fn needs(self) -> &'static str {
+        match self {
+            Bf16Rounding::Avx512Bf16 => "AVX512-BF16 and AVX512-DQ (with AVX-512F, BW and VL)",
+            Bf16Rounding::Integer => "nothing",
+        }
+    }
+
+    fn available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Bf16Rounding::Avx512Bf16 => {
+                !cfg!(miri)
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512dq")
+                    && is_x86_feature_detected!("avx512bf16")
+            }
+            Bf16Rounding::Integer => true,
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Bf16Rounding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl fmt::Display for F32Kernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -336,6 +390,19 @@ impl Bf16Kernel {
     }
 }
 
+impl Bf16Rounding {
+    /// The rounding this process's packers use: `ADVGRAD_BF16_ROUNDING`'s,
+    /// else the fastest the CPU has.
+    ///
+    /// # Errors
+    ///
+    /// If `ADVGRAD_BF16_ROUNDING` names no form, or one this CPU lacks.
+    pub fn selected() -> Result<Self> {
+        static CELL: OnceLock<std::result::Result<Bf16Rounding, String>> = OnceLock::new();
+        selected(&CELL)
+    }
+}
+
 /// The kernel `K::selected()` returned, or a panic with its message: for
 /// the gemm entry points, which have no error channel.
 pub(super) fn selected_or_panic<K>(selected: Result<K>) -> K {
@@ -356,12 +423,13 @@ pub fn describe() -> String {
     };
     let kernel = |k: Result<String>| k.unwrap_or_else(|e| format!("({e})"));
     format!(
-        "CPU: {} (family {}, model {}); f32 kernel {}, bf16 kernel {}, swap {}",
+        "CPU: {} (family {}, model {}); f32 kernel {}, bf16 kernel {} (rounding {}), swap {}",
         field("model name"),
         field("cpu family"),
         field("model"),
         kernel(F32Kernel::selected().map(|k| k.to_string())),
         kernel(Bf16Kernel::selected().map(|k| k.to_string())),
+        kernel(Bf16Rounding::selected().map(|k| k.to_string())),
         kernel(Swap::selected().map(|s| s.to_string())),
     )
 }

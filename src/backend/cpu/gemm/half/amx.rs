@@ -341,21 +341,9 @@ impl<T: Tiles, SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> f
     fn pack_a(a: View<'_, SA>, i0: usize, mr: usize, p0: usize, kc: usize, dst: &mut [Pair]) {
         let qk = <Self as MicroKernel<SA, SB>>::packed_rows(kc);
         if T::AVX512 {
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-            fn packer<S: HalfSource<bf16>>(
-                a: View<'_, S>,
-                i0: usize,
-                mr: usize,
-                p0: usize,
-                kc: usize,
-                qk: usize,
-                dst: &mut [Pair],
-            ) {
-                pairs::x86::pack_pair_rows::<S, MR>(a, i0, mr, p0, kc, qk, dst);
-            }
             // SAFETY: a kernel whose tiles pack with SIMD runs only where the
             // hardware token proved the features.
-            unsafe { packer(a, i0, mr, p0, kc, qk, dst) }
+            unsafe { pairs::x86::pack_pair_rows_selected::<SA, MR>(a, i0, mr, p0, kc, qk, dst) }
         } else {
             pairs::pack_pair_rows::<SA, MR>(a, i0, mr, p0, kc, qk, dst);
         }
@@ -370,20 +358,10 @@ impl<T: Tiles, SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> f
             cs: b.rs,
         };
         if T::AVX512 {
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-            fn packer<S: HalfSource<bf16>>(
-                bt: View<'_, S>,
-                j0: usize,
-                nc: usize,
-                p0: usize,
-                kc: usize,
-                panel: usize,
-                dst: &mut [Pair],
-            ) {
-                pairs::x86::pack_pair_panels::<S, NR>(bt, j0, nc, p0, kc, panel, dst);
-            }
             // SAFETY: as in `pack_a`.
-            unsafe { packer(bt, j0, nc, p0, kc, qk * NR, dst) }
+            unsafe {
+                pairs::x86::pack_pair_panels_selected::<SB, NR>(bt, j0, nc, p0, kc, qk * NR, dst)
+            }
         } else {
             pairs::pack_pair_panels::<SB, NR>(bt, j0, nc, p0, kc, qk * NR, dst);
         }

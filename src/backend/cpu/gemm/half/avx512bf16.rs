@@ -149,41 +149,20 @@ impl<SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> for Avx512B
     }
 
     fn pack_a(a: View<'_, SA>, i0: usize, mr: usize, p0: usize, kc: usize, dst: &mut [Pair]) {
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-        fn packer<S: HalfSource<bf16>>(
-            a: View<'_, S>,
-            i0: usize,
-            mr: usize,
-            p0: usize,
-            kc: usize,
-            dst: &mut [Pair],
-        ) {
-            pairs::pack_pairs::<S, MR>(a, i0, mr, p0, kc, dst);
-        }
         // SAFETY: the token proves the features.
-        unsafe { packer(a, i0, mr, p0, kc, dst) }
+        unsafe { pairs::pack_pairs_selected::<SA, MR>(a, i0, mr, p0, kc, dst) }
     }
 
     fn pack_b(b: View<'_, SB>, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [Pair]) {
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-        fn packer<S: HalfSource<bf16>>(
-            b: View<'_, S>,
-            p0: usize,
-            kc: usize,
-            j0: usize,
-            nc: usize,
-            dst: &mut [Pair],
-        ) {
-            // The packers see op(B) transposed: rows j, steps p.
-            let bt = View {
-                data: b.data,
-                rs: b.cs,
-                cs: b.rs,
-            };
-            pairs::pack_pair_panels::<S, NR>(bt, j0, nc, p0, kc, kc.div_ceil(2) * NR, dst);
-        }
+        // The packers see op(B) transposed: rows j, steps p.
+        let bt = View {
+            data: b.data,
+            rs: b.cs,
+            cs: b.rs,
+        };
+        let panel = kc.div_ceil(2) * NR;
         // SAFETY: the token proves the features.
-        unsafe { packer(b, p0, kc, j0, nc, dst) }
+        unsafe { pairs::pack_pair_panels_selected::<SB, NR>(bt, j0, nc, p0, kc, panel, dst) }
     }
 
     unsafe fn run(

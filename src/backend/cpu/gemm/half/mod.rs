@@ -16,7 +16,10 @@
 //! every step to f16 (an 11-bit sum), which is not f32 accumulation, and
 //! its conversions to f32 are the ones F16C and AVX-512F already have.
 //! `ADVGRAD_GEMM_BF16` forces a bf16 path and `ADVGRAD_GEMM` the f32 kernel
-//! (see [`super::Bf16Kernel`] and [`super::F32Kernel`]).
+//! (see [`super::Bf16Kernel`] and [`super::F32Kernel`]). The SIMD packers of
+//! the `amx` and `avx512bf16` paths round f32 operands with `vcvtne2ps2bf16`
+//! where the CPU has AVX512-BF16 and DQ, in integer arithmetic otherwise
+//! (the same bits; `ADVGRAD_BF16_ROUNDING`, [`super::Bf16Rounding`]).
 //!
 //! **Numerics.** Products of two bf16 (or two f16) values are exact in f32,
 //! so the paths differ only in the order in which they add them up and in

@@ -138,6 +138,7 @@ pub(super) mod x86 {
     };
     use crate::backend::cpu::gemm::half::source::HalfSource;
     use crate::backend::cpu::gemm::pack::View;
+    use crate::backend::cpu::gemm::select::{selected_or_panic, Bf16Rounding};
     use crate::backend::cpu::gemm::x86_pack::transpose_8x8;
 
     /// The lanes `0..n` of 16.
@@ -150,22 +151,189 @@ pub(super) mod x86 {
         }
     }
 
-    /// Sixteen pairs from 32 consecutive values along `k` at `src`, as two
-    /// vectors of eight.
-    ///
-    /// # Safety
-    ///
-    /// `src` must be valid for reads of 32 values; the CPU must have
-    /// AVX-512F, BW and VL (inlined into callers compiled with them).
-    #[inline(always)]
-    unsafe fn pairs_of_run<S: HalfSource<bf16>>(src: *const S) -> [__m256i; 2] {
-        // SAFETY: 32 readable values; the features are present.
-        unsafe {
-            [
-                _mm512_cvtepi32_epi16(S::load16_bits(src, 0xFFFF)),
-                _mm512_cvtepi32_epi16(S::load16_bits(src.add(16), 0xFFFF)),
-            ]
+    /// How the AVX-512 packers round f32 values to bf16 pairs. Every form
+    /// gives the bits of [`HalfSource::half_bits`]: to nearest, ties to
+    /// even, a NaN quieted, subnormals kept.
+    pub(in crate::backend::cpu::gemm::half) trait Rounding:
+        Copy + Send + Sync + 'static
+    {
+        /// Sixteen pairs from 32 consecutive values along `k` at `src`: lane
+        /// `i` holds steps `2i` (low half) and `2i + 1`.
+        ///
+        /// # Safety
+        ///
+        /// `src` must be valid for reads of 32 values; the CPU must have the
+        /// form's features (it is inlined into callers compiled with them).
+        unsafe fn along<S: HalfSource<bf16>>(src: *const S) -> __m512i;
+
+        /// Sixteen pairs from two runs along `r`: lane `i` holds `lo[i]`
+        /// (low half) and `hi[i]`, for the lanes of `mask` (zero elsewhere).
+        ///
+        /// # Safety
+        ///
+        /// `lo` and `hi` must be valid for reads at the lanes of `mask`; the
+        /// CPU must have the form's features.
+        unsafe fn across<S: HalfSource<bf16>>(
+            lo: *const S,
+            hi: *const S,
+            mask: __mmask16,
+        ) -> __m512i;
+    }
+
+    /// Rounding in integer arithmetic (AVX-512F, BW and VL).
+    #[derive(Clone, Copy, Debug)]
+    pub(in crate::backend::cpu::gemm::half) struct IntegerRounding;
+
+    impl Rounding for IntegerRounding {
+        #[inline(always)]
+        unsafe fn along<S: HalfSource<bf16>>(src: *const S) -> __m512i {
+            // SAFETY: 32 readable values; the features are present.
+            unsafe {
+                let lo = _mm512_cvtepi32_epi16(S::load16_bits(src, 0xFFFF));
+                let hi = _mm512_cvtepi32_epi16(S::load16_bits(src.add(16), 0xFFFF));
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+            }
         }
+
+        #[inline(always)]
+        unsafe fn across<S: HalfSource<bf16>>(
+            lo: *const S,
+            hi: *const S,
+            mask: __mmask16,
+        ) -> __m512i {
+            // SAFETY: the lanes of `mask` are readable; the features are
+            // present.
+            unsafe {
+                let (lo, hi) = (S::load16_bits(lo, mask), S::load16_bits(hi, mask));
+                _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi))
+            }
+        }
+    }
+
+    /// Rounding with AVX512-BF16's `vcvtne2ps2bf16` (and AVX512-DQ's
+    /// `vfpclassps`): one instruction per 32 values. The instruction reads
+    /// subnormal inputs as zero, so a group that holds one is rounded by
+    /// [`IntegerRounding`] instead; otherwise the two agree bit for bit
+    /// (the same rounding, the same quieted NaN).
+    #[derive(Clone, Copy, Debug)]
+    pub(in crate::backend::cpu::gemm::half) struct ConvertRounding;
+
+    /// `vfpclassps`'s class bit for a subnormal.
+    const SUBNORMAL: i32 = 0x20;
+
+    impl Rounding for ConvertRounding {
+        #[inline(always)]
+        unsafe fn along<S: HalfSource<bf16>>(src: *const S) -> __m512i {
+            let Some(f) = S::as_f32(src) else {
+                // SAFETY: as for `IntegerRounding`.
+                return unsafe { IntegerRounding::along(src) };
+            };
+            // SAFETY: 32 readable values; the features are present.
+            unsafe {
+                let (lo, hi) = (_mm512_loadu_ps(f), _mm512_loadu_ps(f.add(16)));
+                let subnormal = _mm512_fpclass_ps_mask::<SUBNORMAL>(lo)
+                    | _mm512_fpclass_ps_mask::<SUBNORMAL>(hi);
+                if subnormal != 0 {
+                    return IntegerRounding::along(src);
+                }
+                std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn across<S: HalfSource<bf16>>(
+            lo: *const S,
+            hi: *const S,
+            mask: __mmask16,
+        ) -> __m512i {
+            let (Some(lo_f), Some(hi_f)) = (S::as_f32(lo), S::as_f32(hi)) else {
+                // SAFETY: as for `IntegerRounding`.
+                return unsafe { IntegerRounding::across(lo, hi, mask) };
+            };
+            // SAFETY: the lanes of `mask` are readable; the features are
+            // present.
+            unsafe {
+                let a = _mm512_maskz_loadu_ps(mask, lo_f);
+                let b = _mm512_maskz_loadu_ps(mask, hi_f);
+                let subnormal =
+                    _mm512_fpclass_ps_mask::<SUBNORMAL>(a) | _mm512_fpclass_ps_mask::<SUBNORMAL>(b);
+                if subnormal != 0 {
+                    return IntegerRounding::across(lo, hi, mask);
+                }
+                // [a₀ … a₁₅, b₀ … b₁₅] as 16-bit lanes, then interleaved.
+                let runs = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(b, a));
+                let interleave = _mm512_set_epi16(
+                    31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
+                    5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+                );
+                _mm512_permutexvar_epi16(interleave, runs)
+            }
+        }
+    }
+
+    /// Defines `$name`, the packer `$inner` with the rounding this process
+    /// selected ([`Bf16Rounding::selected`]), for callers that hold a token
+    /// proving AVX-512F, BW, VL and AVX2 (its safety contract).
+    macro_rules! with_selected_rounding {
+        ($name:ident => $inner:ident<$c:ident>($($arg:ident),*)) => {
+            #[doc = concat!("[`", stringify!($inner), "`] with the selected rounding.")]
+            ///
+            /// # Safety
+            ///
+            /// The CPU must have AVX-512F, BW, VL and AVX2.
+            pub(in crate::backend::cpu::gemm::half) unsafe fn $name<
+                S: HalfSource<bf16>,
+                const $c: usize,
+            >(
+                x: View<'_, S>,
+                $($arg: usize,)*
+                dst: &mut [Pair],
+            ) {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+                fn integer<S: HalfSource<bf16>, const $c: usize>(
+                    x: View<'_, S>,
+                    $($arg: usize,)*
+                    dst: &mut [Pair],
+                ) {
+                    $inner::<S, IntegerRounding, $c>(x, $($arg,)* dst)
+                }
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,avx512dq,avx512bf16")]
+                fn convert<S: HalfSource<bf16>, const $c: usize>(
+                    x: View<'_, S>,
+                    $($arg: usize,)*
+                    dst: &mut [Pair],
+                ) {
+                    $inner::<S, ConvertRounding, $c>(x, $($arg,)* dst)
+                }
+                // SAFETY: the caller vouches for the base features; the
+                // selected rounding is `Avx512Bf16` only where the CPU has
+                // AVX512-BF16 and DQ as well.
+                unsafe {
+                    match rounding() {
+                        Bf16Rounding::Avx512Bf16 => convert::<S, $c>(x, $($arg,)* dst),
+                        Bf16Rounding::Integer => integer::<S, $c>(x, $($arg,)* dst),
+                    }
+                }
+            }
+        };
+    }
+
+    with_selected_rounding!(pack_pairs_selected => pack_pairs<W>(r0, w, p0, kc));
+    with_selected_rounding!(pack_pair_panels_selected => pack_pair_panels<W>(r0, w, p0, kc, panel));
+    with_selected_rounding!(pack_pair_rows_selected => pack_pair_rows<R>(r0, w, p0, kc, qk));
+
+    /// The selected rounding (a panic for a bad `ADVGRAD_BF16_ROUNDING`, as
+    /// the gemm's kernel switches do).
+    fn rounding() -> Bf16Rounding {
+        selected_or_panic(Bf16Rounding::selected())
+    }
+
+    /// The two 256-bit halves of `v` (pairs `0..8` and `8..16`).
+    #[inline(always)]
+    fn halves(v: __m512i) -> [__m256i; 2] {
+        // SAFETY: AVX-512F is present (inlined into callers compiled with
+        // it); the casts move no bits.
+        unsafe { [_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v)] }
     }
 
     /// Transposes 8 × 8 32-bit lanes: `out[t][r] = rows[r][t]`.
@@ -185,7 +353,11 @@ pub(super) mod x86 {
     /// kernel token that proves them and is compiled with them, so this
     /// inlines into it).
     #[inline(always)]
-    pub(in crate::backend::cpu::gemm::half) fn pack_pairs<S: HalfSource<bf16>, const W: usize>(
+    pub(in crate::backend::cpu::gemm::half) fn pack_pairs<
+        S: HalfSource<bf16>,
+        R: Rounding,
+        const W: usize,
+    >(
         x: View<'_, S>,
         r0: usize,
         w: usize,
@@ -208,7 +380,7 @@ pub(super) mod x86 {
                     // dst[(16g + h·8 + t)·W + rg ..][..8] with 16g + 16 ≤ qn.
                     unsafe {
                         let runs: [[__m256i; 2]; 8] = std::array::from_fn(|t| {
-                            pairs_of_run(src.add((r0 + rg + t) * x.rs + p0 + 32 * g))
+                            halves(R::along(src.add((r0 + rg + t) * x.rs + p0 + 32 * g)))
                         });
                         for h in 0..2 {
                             let out = transpose8(runs.map(|r| r[h]));
@@ -241,12 +413,11 @@ pub(super) mod x86 {
                     // (asserted); writes dst[q·W + rg ..][..lanes] with
                     // rg + lanes ≤ w ≤ W.
                     unsafe {
-                        let lo = S::load16_bits(src.add(p_lo * x.cs + r0 + rg), mask);
+                        let lo = src.add(p_lo * x.cs + r0 + rg);
                         let pair = if 2 * q + 1 < kc {
-                            let hi = S::load16_bits(src.add(p_hi * x.cs + r0 + rg), mask);
-                            _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi))
+                            R::across(lo, src.add(p_hi * x.cs + r0 + rg), mask)
                         } else {
-                            lo
+                            S::load16_bits(lo, mask)
                         };
                         _mm512_mask_storeu_epi32(d.add(q * W + rg).cast(), mask, pair);
                     }
@@ -267,6 +438,7 @@ pub(super) mod x86 {
     #[inline(always)]
     pub(in crate::backend::cpu::gemm::half) fn pack_pair_panels<
         S: HalfSource<bf16>,
+        R: Rounding,
         const W: usize,
     >(
         x: View<'_, S>,
@@ -299,10 +471,8 @@ pub(super) mod x86 {
                             // in bounds (asserted); writes dst[jp·panel + q·W
                             // + rg ..][..16], inside panel jp (asserted).
                             unsafe {
-                                let lo = S::load16_bits(src.add((p0 + 2 * q) * x.cs + r), 0xFFFF);
-                                let hi =
-                                    S::load16_bits(src.add((p0 + 2 * q + 1) * x.cs + r), 0xFFFF);
-                                let v = _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi));
+                                let lo = src.add((p0 + 2 * q) * x.cs + r);
+                                let v = R::across(lo, lo.add(x.cs), 0xFFFF);
                                 _mm512_storeu_si512(d.add(jp * panel + q * W + rg).cast(), v);
                             }
                         }
@@ -313,7 +483,7 @@ pub(super) mod x86 {
         for (jp, d) in dst.chunks_exact_mut(panel).enumerate() {
             let rb = r0 + jp * W;
             if !striped || jp == full {
-                pack_pairs::<S, W>(x, rb, W.min(r0 + w - rb), p0, kc, d);
+                pack_pairs::<S, R, W>(x, rb, W.min(r0 + w - rb), p0, kc, d);
             } else if kc % 2 == 1 {
                 for (r, out) in d[(kc / 2) * W..qn * W].iter_mut().enumerate() {
                     *out = pair_at(x, rb + r, p0, kc, kc / 2);
@@ -329,6 +499,7 @@ pub(super) mod x86 {
     #[inline(always)]
     pub(in crate::backend::cpu::gemm::half) fn pack_pair_rows<
         S: HalfSource<bf16>,
+        Rd: Rounding,
         const R: usize,
     >(
         x: View<'_, S>,
@@ -341,7 +512,7 @@ pub(super) mod x86 {
     ) {
         if x.cs != 1 {
             return if x.rs == 1 && R.is_multiple_of(16) {
-                pack_pair_rows_across::<S, R>(x, r0, w, p0, kc, qk, dst)
+                pack_pair_rows_across::<S, Rd, R>(x, r0, w, p0, kc, qk, dst)
             } else {
                 portable_rows::<S, R>(x, r0, w, p0, kc, qk, dst)
             };
@@ -357,7 +528,7 @@ pub(super) mod x86 {
                 // SAFETY: reads x[r0 + r, p0 + 32g ..][..32], in bounds
                 // (asserted); writes row[16g..][..16] with 16(g + 1) ≤ qn ≤ qk.
                 unsafe {
-                    let [lo, hi] = pairs_of_run(src.add((r0 + r) * x.rs + p0 + 32 * g));
+                    let [lo, hi] = halves(Rd::along(src.add((r0 + r) * x.rs + p0 + 32 * g)));
                     _mm256_storeu_si256(row.as_mut_ptr().add(16 * g).cast(), lo);
                     _mm256_storeu_si256(row.as_mut_ptr().add(16 * g + 8).cast(), hi);
                 }
@@ -374,7 +545,7 @@ pub(super) mod x86 {
     /// Must run on a CPU with AVX-512F, BW and VL (see [`pack_pairs`]);
     /// `R` must be a multiple of 16.
     #[inline(always)]
-    fn pack_pair_rows_across<S: HalfSource<bf16>, const R: usize>(
+    fn pack_pair_rows_across<S: HalfSource<bf16>, Rd: Rounding, const R: usize>(
         x: View<'_, S>,
         r0: usize,
         w: usize,
@@ -401,9 +572,8 @@ pub(super) mod x86 {
                 unsafe {
                     let steps: [__m512i; 8] = std::array::from_fn(|t| {
                         let p = p0 + 2 * (q0 + t);
-                        let lo = S::load16_bits(src.add(p * x.cs + r0 + rg), mask);
-                        let hi = S::load16_bits(src.add((p + 1) * x.cs + r0 + rg), mask);
-                        _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi))
+                        let lo = src.add(p * x.cs + r0 + rg);
+                        Rd::across(lo, lo.add(x.cs), mask)
                     });
                     let halves = [
                         transpose8(steps.map(|v| _mm512_castsi512_si256(v))),

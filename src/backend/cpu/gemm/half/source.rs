@@ -28,6 +28,13 @@ pub trait HalfSource<H>: Copy + Send + Sync + 'static {
     /// those features.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load16_bits(src: *const Self, mask: __mmask16) -> __m512i;
+
+    /// `src` as f32 values, where the operand holds f32 (to be rounded);
+    /// `None` for values stored in the half type.
+    #[inline(always)]
+    fn as_f32(_src: *const Self) -> Option<*const f32> {
+        None
+    }
 }
 
 /// The bf16 bits of `x` rounded to nearest, ties to even, quieting a NaN:
@@ -117,6 +124,11 @@ impl<H: HalfBits> HalfSource<H> for f32 {
     unsafe fn load16_bits(src: *const f32, mask: __mmask16) -> __m512i {
         // SAFETY: the caller's contract.
         unsafe { H::load16_rounded(src, mask) }
+    }
+
+    #[inline(always)]
+    fn as_f32(src: *const f32) -> Option<*const f32> {
+        Some(src)
     }
 }
 

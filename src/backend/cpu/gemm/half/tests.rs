@@ -770,7 +770,7 @@ fn the_kernel_switches_parse_and_refuse_what_the_cpu_lacks() {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn the_simd_packers_give_the_portable_bits() {
-    use super::pairs;
+    use super::pairs::{self, x86::ConvertRounding, x86::IntegerRounding, x86::Rounding};
     use crate::backend::cpu::gemm::pack::View;
     let present = is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
@@ -779,6 +779,13 @@ fn the_simd_packers_give_the_portable_bits() {
     if !present {
         eprintln!("skipping the_simd_packers_give_the_portable_bits: no AVX-512F, BW, VL and AVX2");
         return;
+    }
+    let convert = is_x86_feature_detected!("avx512bf16") && is_x86_feature_detected!("avx512dq");
+    if !convert {
+        eprintln!(
+            "the_simd_packers_give_the_portable_bits: no AVX512-BF16 and DQ, so the \
+             vcvtne2ps2bf16 rounding is skipped (the integer one is tested)"
+        );
     }
     /// The three layouts of `x[r0..r0+w, p0..p0+kc]`: by k (one panel of
     /// at most 16 rows), by row (a strip of 32 rows), and as panels (all of
@@ -792,8 +799,8 @@ fn the_simd_packers_give_the_portable_bits() {
             (x_rows - r0).div_ceil(16) * qk * 16,
         )
     }
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-    fn simd<S: HalfSource<bf16>>(
+    #[inline(always)]
+    fn simd<S: HalfSource<bf16>, R: Rounding>(
         x: View<'_, S>,
         rows: usize,
         at: (usize, usize, usize, usize),
@@ -804,10 +811,28 @@ fn the_simd_packers_give_the_portable_bits() {
         let qk = n_row / 32;
         let (mut by_k, mut by_row, mut panels) =
             (vec![fill; n_k], vec![fill; n_row], vec![fill; n_panels]);
-        pairs::x86::pack_pairs::<S, 16>(x, r0, w.min(16), p0, kc, &mut by_k);
-        pairs::x86::pack_pair_rows::<S, 32>(x, r0, w.min(32), p0, kc, qk, &mut by_row);
-        pairs::x86::pack_pair_panels::<S, 16>(x, r0, rows - r0, p0, kc, qk * 16, &mut panels);
+        pairs::x86::pack_pairs::<S, R, 16>(x, r0, w.min(16), p0, kc, &mut by_k);
+        pairs::x86::pack_pair_rows::<S, R, 32>(x, r0, w.min(32), p0, kc, qk, &mut by_row);
+        pairs::x86::pack_pair_panels::<S, R, 16>(x, r0, rows - r0, p0, kc, qk * 16, &mut panels);
         (by_k, by_row, panels)
+    }
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+    fn simd_integer<S: HalfSource<bf16>>(
+        x: View<'_, S>,
+        rows: usize,
+        at: (usize, usize, usize, usize),
+        fill: u32,
+    ) -> Packed {
+        simd::<S, IntegerRounding>(x, rows, at, fill)
+    }
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,avx512dq,avx512bf16")]
+    fn simd_convert<S: HalfSource<bf16>>(
+        x: View<'_, S>,
+        rows: usize,
+        at: (usize, usize, usize, usize),
+        fill: u32,
+    ) -> Packed {
+        simd::<S, ConvertRounding>(x, rows, at, fill)
     }
     fn portable<S: HalfSource<bf16>>(
         x: View<'_, S>,
@@ -824,37 +849,72 @@ fn the_simd_packers_give_the_portable_bits() {
         (by_k, by_row, panels)
     }
     let (rows, cols) = (45, 77);
-    let f: Vec<f32> = delicate(rows * cols, 9);
-    let h: Vec<bf16> = f.iter().map(|&v| bf16::from_f32(v)).collect();
-    for (rs, cs) in [(cols, 1), (1, rows)] {
-        for &at in &[
-            (0, 16, 0, 77),
-            (3, 16, 5, 33),
-            (29, 16, 1, 16),
-            (7, 9, 2, 31),
-            (0, 16, 60, 1),
-            (20, 16, 0, 2),
-            (0, 32, 0, 77),
-            (13, 25, 3, 40),
-            (10, 20, 7, 64),
-        ] {
-            let (vf, vh) = (
-                View {
-                    data: &f[..],
-                    rs,
-                    cs,
-                },
-                View {
-                    data: &h[..],
-                    rs,
-                    cs,
-                },
-            );
-            // SAFETY: the features were detected above.
-            let (sf, sh) = unsafe { (simd(vf, rows, at, 1), simd(vh, rows, at, 3)) };
-            assert_eq!(sf, portable(vf, rows, at), "f32 rs={rs} {at:?}");
-            assert_eq!(sh, portable(vh, rows, at), "bf16 rs={rs} {at:?}");
-            assert_eq!(sf, sh);
+    // With a subnormal in every group of six (the conversion instruction's
+    // groups fall back to the integer form), and with none (they do not).
+    for f in [delicate(rows * cols, 9), delicate_normal(rows * cols, 9)] {
+        let h: Vec<bf16> = f.iter().map(|&v| bf16::from_f32(v)).collect();
+        for (rs, cs) in [(cols, 1), (1, rows)] {
+            for &at in &[
+                (0, 16, 0, 77),
+                (3, 16, 5, 33),
+                (29, 16, 1, 16),
+                (7, 9, 2, 31),
+                (0, 16, 60, 1),
+                (20, 16, 0, 2),
+                (0, 32, 0, 77),
+                (13, 25, 3, 40),
+                (10, 20, 7, 64),
+            ] {
+                let (vf, vh) = (
+                    View {
+                        data: &f[..],
+                        rs,
+                        cs,
+                    },
+                    View {
+                        data: &h[..],
+                        rs,
+                        cs,
+                    },
+                );
+                let expected = portable(vf, rows, at);
+                // SAFETY: the features were detected above.
+                let (sf, sh) =
+                    unsafe { (simd_integer(vf, rows, at, 1), simd_integer(vh, rows, at, 3)) };
+                assert_eq!(sf, expected, "f32 rs={rs} {at:?}");
+                assert_eq!(sh, portable(vh, rows, at), "bf16 rs={rs} {at:?}");
+                assert_eq!(sf, sh);
+                if convert {
+                    // SAFETY: as above, AVX512-BF16 and DQ included.
+                    let (cf, ch) =
+                        unsafe { (simd_convert(vf, rows, at, 5), simd_convert(vh, rows, at, 6)) };
+                    assert_eq!(cf, expected, "f32 rs={rs} {at:?}, vcvtne2ps2bf16");
+                    assert_eq!(ch, sh, "bf16 rs={rs} {at:?}, vcvtne2ps2bf16");
+                }
+            }
         }
     }
+}
+
+/// [`delicate`] without subnormals: the same rounding ties, and NaNs
+/// (quiet, signalling, negative), infinities, values that round to
+/// infinity, zeros of both signs and the smallest normals in their place.
+fn delicate_normal(len: usize, seed: u64) -> Vec<f32> {
+    const SPECIAL: [u32; 8] = [
+        0x7FC0_0001, // quiet NaN with a payload
+        0x7F80_0001, // signalling NaN
+        0xFFC1_2345, // negative NaN
+        0x7F80_0000, // +∞
+        0x7F7F_FFFF, // f32::MAX, which rounds to +∞
+        0x8000_0000, // −0
+        0x0080_0000, // the smallest normal
+        0x8080_8000, // a tie at the smallest normals
+    ];
+    let mut x = delicate(len, seed);
+    for (i, v) in x.iter_mut().enumerate() {
+        if i % 6 == 3 {
+            *v = f32::from_bits(SPECIAL[(i / 6) % SPECIAL.len()]);
+        }
+    }
+    x
 }
