@@ -224,19 +224,13 @@ pub(super) mod x86 {
     impl Rounding for ConvertRounding {
         #[inline(always)]
         unsafe fn along<S: HalfSource<bf16>>(src: *const S) -> __m512i {
-            let Some(f) = S::as_f32(src) else {
-                // SAFETY: as for `IntegerRounding`.
-                return unsafe { IntegerRounding::along(src) };
-            };
-            // SAFETY: 32 readable values; the features are present.
+            // SAFETY (both calls): 32 readable values; the features are
+            // present.
             unsafe {
-                let (lo, hi) = (_mm512_loadu_ps(f), _mm512_loadu_ps(f.add(16)));
-                let subnormal = _mm512_fpclass_ps_mask::<SUBNORMAL>(lo)
-                    | _mm512_fpclass_ps_mask::<SUBNORMAL>(hi);
-                if subnormal != 0 {
-                    return IntegerRounding::along(src);
+                match S::as_f32(src).and_then(|f| converted_run(f)) {
+                    Some(pairs) => pairs,
+                    None => IntegerRounding::along(src),
                 }
-                std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
             }
         }
 
@@ -246,29 +240,66 @@ pub(super) mod x86 {
             hi: *const S,
             mask: __mmask16,
         ) -> __m512i {
-            let (Some(lo_f), Some(hi_f)) = (S::as_f32(lo), S::as_f32(hi)) else {
-                // SAFETY: as for `IntegerRounding`.
-                return unsafe { IntegerRounding::across(lo, hi, mask) };
+            let converted = match (S::as_f32(lo), S::as_f32(hi)) {
+                // SAFETY: the lanes of `mask` are readable; the features are
+                // present.
+                (Some(lo), Some(hi)) => unsafe { converted_pairs(lo, hi, mask) },
+                _ => None,
             };
-            // SAFETY: the lanes of `mask` are readable; the features are
-            // present.
-            unsafe {
-                let a = _mm512_maskz_loadu_ps(mask, lo_f);
-                let b = _mm512_maskz_loadu_ps(mask, hi_f);
-                let subnormal =
-                    _mm512_fpclass_ps_mask::<SUBNORMAL>(a) | _mm512_fpclass_ps_mask::<SUBNORMAL>(b);
-                if subnormal != 0 {
-                    return IntegerRounding::across(lo, hi, mask);
-                }
-                // [a₀ … a₁₅, b₀ … b₁₅] as 16-bit lanes, then interleaved.
-                let runs = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(b, a));
-                let interleave = _mm512_set_epi16(
-                    31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
-                    5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
-                );
-                _mm512_permutexvar_epi16(interleave, runs)
-            }
+            // SAFETY: as above.
+            converted.unwrap_or_else(|| unsafe { IntegerRounding::across(lo, hi, mask) })
         }
+    }
+
+    /// The 32 f32 values at `src` as 16 bf16 pairs, or `None` if one is
+    /// subnormal (which `vcvtne2ps2bf16` would read as zero).
+    ///
+    /// # Safety
+    ///
+    /// `src` must be valid for reads of 32 values.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")]
+    #[inline]
+    unsafe fn converted_run(src: *const f32) -> Option<__m512i> {
+        // SAFETY: 32 readable values (the caller's contract).
+        let (lo, hi) = unsafe { (_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16))) };
+        let subnormal =
+            _mm512_fpclass_ps_mask::<SUBNORMAL>(lo) | _mm512_fpclass_ps_mask::<SUBNORMAL>(hi);
+        // SAFETY: both are 512 bits of plain data.
+        (subnormal == 0).then(|| unsafe {
+            std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
+        })
+    }
+
+    /// Lane `i` of `lo` and of `hi` (the lanes of `mask`; zero elsewhere)
+    /// as the bf16 pair `(lo[i], hi[i])`, or `None` if a value is
+    /// subnormal.
+    ///
+    /// # Safety
+    ///
+    /// `lo` and `hi` must be valid for reads at the lanes of `mask`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")]
+    #[inline]
+    unsafe fn converted_pairs(lo: *const f32, hi: *const f32, mask: __mmask16) -> Option<__m512i> {
+        // SAFETY: the lanes of `mask` are readable (the caller's contract).
+        let (a, b) = unsafe {
+            (
+                _mm512_maskz_loadu_ps(mask, lo),
+                _mm512_maskz_loadu_ps(mask, hi),
+            )
+        };
+        let subnormal =
+            _mm512_fpclass_ps_mask::<SUBNORMAL>(a) | _mm512_fpclass_ps_mask::<SUBNORMAL>(b);
+        if subnormal != 0 {
+            return None;
+        }
+        // [a₀ … a₁₅, b₀ … b₁₅] as 16-bit lanes, then interleaved.
+        // SAFETY: both are 512 bits of plain data.
+        let runs = unsafe { std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(b, a)) };
+        let interleave = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
+            4, 19, 3, 18, 2, 17, 1, 16, 0,
+        );
+        Some(_mm512_permutexvar_epi16(interleave, runs))
     }
 
     /// Defines `$name`, the packer `$inner` with the rounding this process
@@ -341,9 +372,11 @@ pub(super) mod x86 {
     /// Must run on a CPU with AVX (inlined into callers compiled with it).
     #[inline(always)]
     fn transpose8(rows: [__m256i; 8]) -> [__m256i; 8] {
-        // SAFETY: AVX is present (see the doc comment); the casts move no bits.
+        // SAFETY: AVX is present (see the doc comment); both arrays are 256
+        // bytes of plain data, so the casts move no bits.
         unsafe {
-            transpose_8x8(rows.map(|v| _mm256_castsi256_ps(v))).map(|v| _mm256_castps_si256(v))
+            let floats = std::mem::transmute::<[__m256i; 8], [__m256; 8]>(rows);
+            std::mem::transmute::<[__m256; 8], [__m256i; 8]>(transpose_8x8(floats))
         }
     }
 
@@ -379,9 +412,12 @@ pub(super) mod x86 {
                     // rg + t < W, 32(g + 1) ≤ kc: in bounds (asserted); writes
                     // dst[(16g + h·8 + t)·W + rg ..][..8] with 16g + 16 ≤ qn.
                     unsafe {
-                        let runs: [[__m256i; 2]; 8] = std::array::from_fn(|t| {
-                            halves(R::along(src.add((r0 + rg + t) * x.rs + p0 + 32 * g)))
-                        });
+                        // Loops, not `array::from_fn`: a closure compiled on
+                        // its own would lack the features its intrinsics need.
+                        let mut runs = [[_mm256_setzero_si256(); 2]; 8];
+                        for (t, run) in runs.iter_mut().enumerate() {
+                            *run = halves(R::along(src.add((r0 + rg + t) * x.rs + p0 + 32 * g)));
+                        }
                         for h in 0..2 {
                             let out = transpose8(runs.map(|r| r[h]));
                             for (t, v) in out.into_iter().enumerate() {
@@ -570,15 +606,14 @@ pub(super) mod x86 {
                 // q0 + 8 ≤ q_vec ≤ qk. Lanes past `w` load as zero, so rows
                 // past the edge get zero pairs.
                 unsafe {
-                    let steps: [__m512i; 8] = std::array::from_fn(|t| {
-                        let p = p0 + 2 * (q0 + t);
-                        let lo = src.add(p * x.cs + r0 + rg);
-                        Rd::across(lo, lo.add(x.cs), mask)
-                    });
-                    let halves = [
-                        transpose8(steps.map(|v| _mm512_castsi512_si256(v))),
-                        transpose8(steps.map(|v| _mm512_extracti64x4_epi64::<1>(v))),
-                    ];
+                    // Loops, not closures (see `pack_pairs`).
+                    let mut low = [_mm256_setzero_si256(); 8];
+                    let mut high = low;
+                    for t in 0..8 {
+                        let lo = src.add((p0 + 2 * (q0 + t)) * x.cs + r0 + rg);
+                        [low[t], high[t]] = halves(Rd::across(lo, lo.add(x.cs), mask));
+                    }
+                    let halves = [transpose8(low), transpose8(high)];
                     for (h, rows) in halves.into_iter().enumerate() {
                         for (t, v) in rows.into_iter().enumerate() {
                             let r = rg + 8 * h + t;
