@@ -21,7 +21,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{Attack, Pgd, Threat};
-use crate::backend::cpu::{on_worker, with_spinning_workers};
+use crate::backend::cpu::{on_worker, with_idle_work, with_spinning_workers};
+use crate::backend::pool;
 use crate::checkpoint::{self, Checkpoint, Progress, Snapshot};
 use crate::data::{Batches, Dataset};
 use crate::device::Device;
@@ -211,7 +212,9 @@ pub struct EvalStats {
 }
 
 /// Copies the examples `idx` of `data` into tensors on `device`:
-/// `x: [b, features]` f32 and `labels: [b]` u32.
+/// `x: [b, features]` f32 and `labels: [b]` u32. On the CPU the examples
+/// go straight into the tensors' buffers (`images` and `labels` are left
+/// alone); for a device they are staged in `images` and `labels`.
 pub fn batch_tensors(
     data: &Dataset,
     idx: &[usize],
@@ -219,10 +222,39 @@ pub fn batch_tensors(
     images: &mut Vec<f32>,
     labels: &mut Vec<u32>,
 ) -> Result<(Tensor, Tensor)> {
+    let shape = [idx.len(), data.features()];
+    if device.is_cpu() {
+        let mut pixels = pool::take(idx.len() * data.features());
+        let mut classes = pool::take(idx.len());
+        data.gather_into(idx, &mut pixels, &mut classes)?;
+        return Ok((
+            Tensor::from_vec(pixels, shape)?,
+            Tensor::from_vec(classes, [idx.len()])?,
+        ));
+    }
     data.gather_into(idx, images, labels)?;
-    let x = Tensor::from_slice(images, [idx.len(), data.features()])?.to_device(device)?;
+    let x = Tensor::from_slice(images, shape)?.to_device(device)?;
     let y = Tensor::from_slice(labels, [idx.len()])?.to_device(device)?;
     Ok((x, y))
+}
+
+/// Examples a background gather copies between two looks for the step's
+/// parallel tasks.
+const GATHER_PAUSE_ROWS: usize = 8;
+
+/// [`batch_tensors`] on the CPU, run in the background: every few examples
+/// it runs whatever task of the step is waiting for a thread
+/// (`rayon::yield_now`), so that the step never waits for the gather.
+fn background_batch(data: &Dataset, idx: &[usize]) -> Result<(Tensor, Tensor)> {
+    let mut pixels = pool::take(idx.len() * data.features());
+    let mut classes = pool::take(idx.len());
+    data.gather_into_pausing(idx, &mut pixels, &mut classes, GATHER_PAUSE_ROWS, || {
+        rayon::yield_now();
+    })?;
+    Ok((
+        Tensor::from_vec(pixels, [idx.len(), data.features()])?,
+        Tensor::from_vec(classes, [idx.len()])?,
+    ))
 }
 
 /// The labels of `data` in the epoch's `order`, uploaded to `device` in
@@ -664,11 +696,18 @@ fn train_on_worker(
         let epoch_labels = labels_on_device(train_set, &order, device)?;
         // The steps since `progress` last took the tally's sums.
         let mut unread = 0;
-        for idx in Batches::new(&order, cfg.batch_size, false)?.skip(progress.batch) {
+        let mut batches = Batches::new(&order, cfg.batch_size, false)?
+            .skip(progress.batch)
+            .peekable();
+        // On the CPU, the next batch, copied out by a spinning thread while
+        // this step runs (`with_idle_work`).
+        let mut ahead: Option<Result<(Tensor, Tensor)>> = None;
+        while let Some(idx) = batches.next() {
             let start = Instant::now();
-            let (x, y) = match &epoch_labels {
-                None => batch_tensors(train_set, idx, device, &mut images, &mut labels)?,
-                Some(all) => {
+            let (x, y) = match (ahead.take(), &epoch_labels) {
+                (Some(batch), _) => batch?,
+                (None, None) => batch_tensors(train_set, idx, device, &mut images, &mut labels)?,
+                (None, Some(all)) => {
                     let lo = progress.batch * cfg.batch_size;
                     let (x, _) =
                         batch_tensors(train_set, idx, Device::Cpu, &mut images, &mut labels)?;
@@ -687,20 +726,27 @@ fn train_on_worker(
                     ),
                 });
             }
-            match (&cfg.adversarial, &mut scaler) {
-                (Some(adv), _) => {
-                    let (opt, t) = (&mut optimizer, &mut tape);
-                    adv.tallied_step(model, opt, t, x, &y, lr, &mut rng, &mut tally)?
+            let step = || -> Result<()> {
+                match (&cfg.adversarial, &mut scaler) {
+                    (Some(adv), _) => {
+                        let (opt, t) = (&mut optimizer, &mut tape);
+                        adv.tallied_step(model, opt, t, x, &y, lr, &mut rng, &mut tally)
+                    }
+                    (None, Some(s)) => {
+                        let step =
+                            scaled_gradient_step(model, &mut optimizer, &mut tape, x, &y, lr, s)?;
+                        tally.add_host(step.stats.loss, idx.len(), step.stats.correct)
+                    }
+                    (None, None) => {
+                        tallied_step(model, &mut optimizer, &mut tape, x, &y, lr, &mut tally)
+                    }
                 }
-                (None, Some(s)) => {
-                    let step =
-                        scaled_gradient_step(model, &mut optimizer, &mut tape, x, &y, lr, s)?;
-                    tally.add_host(step.stats.loss, idx.len(), step.stats.correct)?;
-                }
-                (None, None) => {
-                    tallied_step(model, &mut optimizer, &mut tape, x, &y, lr, &mut tally)?
-                }
-            }
+            };
+            let next = batches.peek().copied().filter(|_| device.is_cpu());
+            let gather_next = || next.map(|idx| background_batch(train_set, idx));
+            let stepped;
+            (stepped, ahead) = with_idle_work(step, gather_next);
+            stepped?;
             progress.step += 1;
             progress.batch += 1;
             progress.seen += idx.len();

@@ -129,7 +129,7 @@ impl CpuStorage {
     }
 }
 
-pub use spin::{spinning_enabled, spinning_threads, with_spinning_workers};
+pub use spin::{spinning_enabled, spinning_threads, with_idle_work, with_spinning_workers};
 
 /// Runs `f` on a thread of the current rayon pool (directly, when the
 /// calling thread is one already).

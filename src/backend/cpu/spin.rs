@@ -12,7 +12,9 @@
 //! whole loop, also while the step does serial work; `ADVGRAD_SPIN=0` turns
 //! it off.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::cell::UnsafeCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use rayon::Yield;
@@ -76,7 +78,7 @@ pub fn with_spinning_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
                 }
                 SPINNERS.fetch_add(1, Ordering::Relaxed);
                 while running.load(Ordering::Acquire) {
-                    if rayon::yield_now() != Some(Yield::Executed) {
+                    if rayon::yield_now() != Some(Yield::Executed) && !run_idle_work() {
                         std::hint::spin_loop();
                     }
                 }
@@ -86,4 +88,137 @@ pub fn with_spinning_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
             f()
         })
     })
+}
+
+/// The work [`with_idle_work`] has offered and no thread has taken yet.
+static IDLE_WORK: AtomicPtr<IdleWork> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The type-erased head of an offered piece of work ([`Offer`]).
+struct IdleWork {
+    /// Runs the offer this head belongs to, then sets `done`.
+    run: unsafe fn(*const IdleWork),
+    /// Set (last of all) once the work and its result are through.
+    done: AtomicBool,
+}
+
+/// A piece of work offered to the spinning threads, on the offering
+/// thread's stack, which waits for it before it returns.
+#[repr(C)]
+struct Offer<W, B> {
+    head: IdleWork,
+    work: UnsafeCell<Option<W>>,
+    result: UnsafeCell<Option<std::thread::Result<B>>>,
+}
+
+/// Runs the offer `head` belongs to (`head` is the first field of an
+/// `Offer<W, B>`).
+///
+/// # Safety
+///
+/// `head` must point to a live `Offer<W, B>` that only this thread touches
+/// until `done` is set.
+unsafe fn run_offer<W: FnOnce() -> B, B>(head: *const IdleWork) {
+    // SAFETY: the caller's contract; `head` is the first field of a
+    // `repr(C)` `Offer<W, B>`.
+    let offer = unsafe { &*head.cast::<Offer<W, B>>() };
+    // SAFETY: this thread alone touches the cells until `done` is set.
+    let work = unsafe { (*offer.work.get()).take() };
+    if let Some(work) = work {
+        let result = panic::catch_unwind(AssertUnwindSafe(work));
+        // SAFETY: as above.
+        unsafe { *offer.result.get() = Some(result) };
+    }
+    offer.head.done.store(true, Ordering::Release);
+}
+
+/// Takes the offered work, if any, and runs it on this thread; whether
+/// there was some.
+fn run_idle_work() -> bool {
+    let head = IDLE_WORK.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    if head.is_null() {
+        return false;
+    }
+    // SAFETY: taking the pointer out of `IDLE_WORK` gives this thread the
+    // offer: its owner waits for `done` before it lets go of it.
+    unsafe { ((*head).run)(head) };
+    true
+}
+
+/// Runs `f` on this thread and offers `work` to the threads that spin for
+/// a [`with_spinning_workers`] body, which take it only when they find no
+/// task of `f`'s to run; returns both results. Where no thread spins, or
+/// another offer is pending, or no thread took it by the time `f` returns,
+/// `work` runs here after `f`. The training loop gathers the next batch
+/// this way, in time the other threads would spend spinning.
+///
+/// A panic in either closure is resumed here, after both have finished
+/// with what they borrow.
+pub fn with_idle_work<A, B, F, W>(f: F, work: W) -> (A, B)
+where
+    F: FnOnce() -> A,
+    W: FnOnce() -> B + Send,
+    B: Send,
+{
+    if spinning_threads() == 0 {
+        let a = f();
+        return (a, work());
+    }
+    let offer = Offer {
+        head: IdleWork {
+            run: run_offer::<W, B>,
+            done: AtomicBool::new(false),
+        },
+        work: UnsafeCell::new(Some(work)),
+        result: UnsafeCell::new(None),
+    };
+    let head = std::ptr::from_ref(&offer.head).cast_mut();
+    if IDLE_WORK
+        .compare_exchange(
+            std::ptr::null_mut(),
+            head,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        let a = f();
+        // SAFETY: never offered, so this thread alone holds the cell.
+        let work = unsafe { (*offer.work.get()).take() };
+        return (a, work.map(|w| w()).expect("the work was not offered"));
+    }
+    /// Takes the offer back, or waits until the thread that took it is
+    /// through, also while a panic of `f` unwinds.
+    struct Withdraw(*mut IdleWork);
+    impl Drop for Withdraw {
+        fn drop(&mut self) {
+            let taken = IDLE_WORK
+                .compare_exchange(
+                    self.0,
+                    std::ptr::null_mut(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err();
+            if taken {
+                // SAFETY: the offer outlives this guard (declared before it).
+                while !unsafe { &(*self.0).done }.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        }
+    }
+    let withdraw = Withdraw(head);
+    let a = f();
+    drop(withdraw);
+    // SAFETY: the offer is withdrawn or done: no other thread touches it.
+    let (work, result) = unsafe { ((*offer.work.get()).take(), (*offer.result.get()).take()) };
+    let b = match (work, result) {
+        (Some(work), _) => work(),
+        (None, Some(Ok(b))) => b,
+        (None, Some(Err(payload))) => panic::resume_unwind(payload),
+        (None, None) => unreachable!("a taken offer leaves its result"),
+    };
+    (a, b)
 }
