@@ -222,20 +222,31 @@ pub fn batch_tensors(
     images: &mut Vec<f32>,
     labels: &mut Vec<u32>,
 ) -> Result<(Tensor, Tensor)> {
-    let shape = [idx.len(), data.features()];
     if device.is_cpu() {
-        let mut pixels = pool::take(idx.len() * data.features());
-        let mut classes = pool::take(idx.len());
-        data.gather_into(idx, &mut pixels, &mut classes)?;
-        return Ok((
-            Tensor::from_vec(pixels, shape)?,
-            Tensor::from_vec(classes, [idx.len()])?,
-        ));
+        return cpu_batch(data, idx, usize::MAX, || {});
     }
     data.gather_into(idx, images, labels)?;
-    let x = Tensor::from_slice(images, shape)?.to_device(device)?;
+    let x = Tensor::from_slice(images, [idx.len(), data.features()])?.to_device(device)?;
     let y = Tensor::from_slice(labels, [idx.len()])?.to_device(device)?;
     Ok((x, y))
+}
+
+/// [`batch_tensors`] on the CPU: the examples gathered straight into pooled
+/// tensor buffers, calling `pause()` after every `every` examples (see
+/// [`Dataset::gather_into_pausing`]).
+fn cpu_batch(
+    data: &Dataset,
+    idx: &[usize],
+    every: usize,
+    pause: impl FnMut(),
+) -> Result<(Tensor, Tensor)> {
+    let mut pixels = pool::take(idx.len() * data.features());
+    let mut classes = pool::take(idx.len());
+    data.gather_into_pausing(idx, &mut pixels, &mut classes, every, pause)?;
+    Ok((
+        Tensor::from_vec(pixels, [idx.len(), data.features()])?,
+        Tensor::from_vec(classes, [idx.len()])?,
+    ))
 }
 
 /// Examples a background gather copies between two looks for the step's
@@ -246,15 +257,9 @@ const GATHER_PAUSE_ROWS: usize = 8;
 /// it runs whatever task of the step is waiting for a thread
 /// (`rayon::yield_now`), so that the step never waits for the gather.
 fn background_batch(data: &Dataset, idx: &[usize]) -> Result<(Tensor, Tensor)> {
-    let mut pixels = pool::take(idx.len() * data.features());
-    let mut classes = pool::take(idx.len());
-    data.gather_into_pausing(idx, &mut pixels, &mut classes, GATHER_PAUSE_ROWS, || {
+    cpu_batch(data, idx, GATHER_PAUSE_ROWS, || {
         rayon::yield_now();
-    })?;
-    Ok((
-        Tensor::from_vec(pixels, [idx.len(), data.features()])?,
-        Tensor::from_vec(classes, [idx.len()])?,
-    ))
+    })
 }
 
 /// The labels of `data` in the epoch's `order`, uploaded to `device` in

@@ -164,10 +164,6 @@ where
     W: FnOnce() -> B + Send,
     B: Send,
 {
-    if spinning_threads() == 0 {
-        let a = f();
-        return (a, work());
-    }
     let offer = Offer {
         head: IdleWork {
             run: run_offer::<W, B>,
@@ -177,20 +173,16 @@ where
         result: UnsafeCell::new(None),
     };
     let head = std::ptr::from_ref(&offer.head).cast_mut();
-    if IDLE_WORK
-        .compare_exchange(
-            std::ptr::null_mut(),
-            head,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        )
-        .is_err()
-    {
-        let a = f();
-        // SAFETY: never offered, so this thread alone holds the cell.
-        let work = unsafe { (*offer.work.get()).take() };
-        return (a, work.map(|w| w()).expect("the work was not offered"));
-    }
+    // Offered only where a thread spins and no other offer is pending.
+    let offered = spinning_threads() > 0
+        && IDLE_WORK
+            .compare_exchange(
+                std::ptr::null_mut(),
+                head,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
     /// Takes the offer back, or waits until the thread that took it is
     /// through, also while a panic of `f` unwinds.
     struct Withdraw(*mut IdleWork);
@@ -214,10 +206,12 @@ where
             }
         }
     }
-    let withdraw = Withdraw(head);
+    // Not `then_some`: an unused guard would run its drop, and wait.
+    let withdraw = if offered { Some(Withdraw(head)) } else { None };
     let a = f();
     drop(withdraw);
-    // SAFETY: the offer is withdrawn or done: no other thread touches it.
+    // SAFETY: the offer is withdrawn, done or was never made: no other
+    // thread touches it.
     let (work, result) = unsafe { ((*offer.work.get()).take(), (*offer.result.get()).take()) };
     let b = match (work, result) {
         (Some(work), _) => work(),

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `ADVGRAD_GEMM` | `auto`, `avx512-12x32`, `avx512`, `avx2`, `portable` | f32 and f64 (and f16, and bf16's `portable` path, which widen to f32); also the build of the CNN's 2×2 max-pooling loops: AVX-512 with `avx512`, the baseline otherwise |
 //! | `ADVGRAD_GEMM_BF16` | `auto`, `amx`, `avx512bf16`, `portable` | bf16 |
-//! | `ADVGRAD_BF16_ROUNDING` | `auto`, `avx512bf16`, `integer` | not a kernel: how the AMX kernel's packers round f32 operands to bf16 ([`Bf16Rounding`]; the same bits either way) |
+//! | `ADVGRAD_BF16_ROUNDING` | `auto`, `avx512bf16`, `integer` | not a kernel: how the AMX and AVX512-BF16 kernels' packers round f32 operands to bf16 ([`Bf16Rounding`]; the same bits either way) |
 //! | `ADVGRAD_GEMM_SWAP` | `auto`, `always`, `never` | not a kernel: whether an f32/f64 product runs as `Cᵀ = op(B)ᵀ·op(A)ᵀ` ([`Swap`]) |
 //!
 //! Unset, empty or `auto` means the best kernel the CPU has. A forced kernel
@@ -46,7 +46,8 @@ pub enum Bf16Kernel {
     Portable,
 }
 
-/// How the AMX kernel's AVX-512 packers round f32 operands to bf16 pairs
+/// How the AVX-512 packers of the AMX and AVX512-BF16 kernels round f32
+/// operands to bf16 pairs
 /// (the same bits either way; see `half::pairs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bf16Rounding {
