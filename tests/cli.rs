@@ -206,7 +206,11 @@ fn tensors(path: &Path) -> Vec<(String, Vec<f64>)> {
 /// accuracies and attack norms, and losses and gradients within f32
 /// tolerance. Gradients are sums of products, so an element that cancels to
 /// near zero keeps the rounding of the tensor's larger terms: its scale is
-/// at least 1e-3 of the tensor's largest element.
+/// at least 1e-2 of the tensor's largest element. (With 1e-3, a weight
+/// gradient at 1.08e-3 of its tensor's largest value differed between the
+/// backends by 1.3e-4 of itself, 1.4e-7 of the largest, once the CPU
+/// summed the first layer's `k = 784` in blocks of 392 instead of 196; it
+/// had differed by 5.2e-5 of itself before.)
 #[test]
 fn the_emulated_device_gives_the_cpu_numbers() {
     if !have_data() {
@@ -250,7 +254,7 @@ fn the_emulated_device_gives_the_cpu_numbers() {
     }
     for ((name, c), (_, e)) in tensors(&outs[0]).into_iter().zip(tensors(&outs[1])) {
         let largest = c.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let scale: Vec<f64> = c.iter().map(|v| v.abs().max(1e-3 * largest)).collect();
+        let scale: Vec<f64> = c.iter().map(|v| v.abs().max(1e-2 * largest)).collect();
         let what = format!("grads {name}");
         support::assert_close(&what, &e, &c, support::Scale::Terms(&scale), t);
     }

@@ -109,6 +109,39 @@ pub(super) fn k_block(k: usize, kc_max: usize) -> usize {
     k.div_ceil(k.div_ceil(kc_max))
 }
 
+/// A product whose `m` and `n` are both at most this long sums `k` in the
+/// kernel's longer blocks ([`MicroKernel::KC_LONG`]; 512 steps for the
+/// 12 × 32 f32 kernel, against 256): each element of `C` is read and
+/// written half as often between blocks, and each packed `A` strip serves
+/// twice as many steps per kernel call. The rule looks at the shape alone,
+/// so the bits stay independent of the thread count.
+///
+/// Measured on an Intel Xeon guest with AMX (2 MiB of L2 per core), two
+/// threads (`benches/RESULTS.md`): the lean epoch of `784-H-H-10` was
+/// 2–3 % shorter at `(H, batch) = (256, 128)` and `(1024, 128)` and 0–2 %
+/// at `(1024, 512)`; for `H = 2048`, blocks of 512 made the `k = 2048`
+/// products 8–13 % slower (tiles 1024 columns wide at two threads: a `B`
+/// block of 2 MiB), hence the limit.
+const LONG_BLOCK_MAX_DIM: usize = 1024;
+
+/// The widest tile of a product summed in long blocks: its packed `B`
+/// block then holds at most `KC_LONG × 512` values (1 MiB in f32), as at
+/// two threads. Without the cap, one thread's 1024-column tiles made the
+/// epoch at `(1024, 512)` 1–3 % slower than with blocks of 256.
+const LONG_BLOCK_MAX_COLS: usize = 512;
+
+/// The `k` block length of an `m × n × k` product with kernel `K`: blocks
+/// of at most `K::KC_LONG` where `k` is longer than that and neither `m`
+/// nor `n` exceeds [`LONG_BLOCK_MAX_DIM`], else of at most `K::KC`.
+///
+/// It depends on the shape alone (never on the thread count or the tiles),
+/// and is symmetric in `m` and `n`, so a swapped product sums each element
+/// over the same blocks.
+pub(super) fn k_block_of<SA, SB, K: MicroKernel<SA, SB>>(m: usize, n: usize, k: usize) -> usize {
+    let long = k > K::KC_LONG && m.max(n) <= LONG_BLOCK_MAX_DIM;
+    k_block(k, if long { K::KC_LONG } else { K::KC })
+}
+
 /// `C` as a raw pointer that tasks share; each task writes only its tile.
 struct CPtr<T>(*mut T);
 
@@ -304,7 +337,13 @@ fn for_each_tile<SA, SB, K: MicroKernel<SA, SB>>(
         (true, false) => threads,
         (true, true) => K::TILES_PER_THREAD * threads,
     };
-    let max = (K::MC / K::MR, K::NC / K::NR);
+    // Long `k` blocks make each column of a packed `B` block longer.
+    let nc = if k_block_of::<SA, SB, K>(m, n, k) > K::KC {
+        LONG_BLOCK_MAX_COLS
+    } else {
+        K::NC
+    };
+    let max = (K::MC / K::MR, nc / K::NR);
     let (gm, gn) = grid((mt, nt), (K::MR, K::NR), max, tasks, threads);
     let tile = |t: usize| {
         let (ti, tj) = (t / gn, t % gn);
@@ -371,12 +410,14 @@ fn run_tile<SA, SB, K: MicroKernel<SA, SB>>(
         rs: p.b_rs,
         cs: p.b_cs,
     };
-    let kb = k_block(p.k, K::KC);
+    let kb = k_block_of::<SA, SB, K>(p.m, p.n, p.k);
     let panels = cols.len().div_ceil(K::NR);
     K::Packed::with_buffers(|bbuf, abuf| {
-        // Grow to the most any call can need (kb ≤ KC, panels · NR ≤ NC), so
-        // that each thread allocates once, whatever tiles it gets later.
-        let (rows_kb, rows_max) = (K::packed_rows(kb), K::packed_rows(K::KC));
+        // Grow to the most any call can need (kb ≤ max(KC, KC_LONG),
+        // panels · NR ≤ NC), so that each thread allocates once, whatever
+        // tiles it gets later.
+        let kc_max = K::KC.max(K::KC_LONG);
+        let (rows_kb, rows_max) = (K::packed_rows(kb), K::packed_rows(kc_max));
         if bbuf.len() < rows_kb * panels * K::NR {
             bbuf.resize(rows_max * K::NC, K::Packed::default());
         }

@@ -67,6 +67,11 @@ pub(super) trait MicroKernel<SA, SB = SA>: Copy + Send + Sync {
     const NR: usize;
     /// Most `k` per block (a packed `A` panel is `MR × KC`, kept in L1).
     const KC: usize;
+    /// Most `k` per block for a product whose `k` exceeds it and whose `C`
+    /// is small (see [`super::driver::k_block_of`]): fewer passes over `C`
+    /// and fewer kernel calls, where the longer `B` block still fits L2.
+    /// `KC` unless a kernel was measured to gain from more.
+    const KC_LONG: usize = Self::KC;
     /// Most columns per tile (a packed `B` block is `KC × NC`, kept in L2).
     const NC: usize;
     /// Most rows per tile.

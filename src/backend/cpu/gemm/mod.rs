@@ -5,7 +5,9 @@
 //! rayon tasks (one per thread for mid sizes, a few per thread for large
 //! ones whose tiles still hold 512 × 512 values, none below about 96³
 //! multiply-adds); inside a tile, `k` is cut into
-//! blocks of at most `KC`, a `KC × NC` block of `B` is packed into `NR`-wide
+//! blocks of at most `KC` (`KC_LONG` for a long `k` with `m` and `n` at most
+//! 1024, where the kernel gains from it: 512 for the 12 × 32 f32 kernel, in
+//! tiles at most 512 columns wide), a `KC × NC` block of `B` is packed into `NR`-wide
 //! panels (streamed in order from L2/L3) and, for each `MR`-row strip of the
 //! tile, an `MR × KC` panel of `A` (it stays in L1) is multiplied by every
 //! `B` panel in the micro-kernel, which keeps an `MR × NR` block of `C` in
@@ -35,10 +37,12 @@
 //! | `select.rs` | which kernels run; `ADVGRAD_GEMM`, `ADVGRAD_GEMM_BF16` |
 //! | `half/` | [`gemm_half`]: bf16 and f16 operands, f32 accumulation (AMX, AVX512-BF16, or widened to f32) |
 //!
-//! **Determinism.** The `k` blocks depend on `k` alone, and each element of
+//! **Determinism.** The `k` blocks depend on the shape alone (`k`, and
+//! whether `m` and `n` are at most 1024), and each element of
 //! `C` sums its block products in order, so the bits do not depend on how
 //! many threads run, nor on which tile an element falls in. (They may differ
-//! between CPUs that pick different kernels: FMA rounds once.)
+//! between kernels: FMA rounds once, and the 12 × 32 f32 kernel sums a long
+//! `k` in longer blocks than the 8 × 32 one.)
 //!
 //! **Kernel switches.** The kernels are picked at run time from what the CPU
 //! has; `ADVGRAD_GEMM=avx512-12x32|avx512|avx2|portable` forces the f32/f64 kernel and

@@ -444,10 +444,13 @@ fn other_thread_counts() -> &'static [usize] {
 const MIRI_SOME: &[(usize, usize, usize)] = &[(1, 1, 1), (9, 11, 5), (5, 3, 0), (0, 4, 2)];
 const MIRI_EPILOGUE: &[(usize, usize, usize)] = &[(1, 1, 1), (3, 13, 300), (5, 20, 3)];
 
-/// The two AVX-512 f32 kernels differ only in their register tile (and a
-/// prefetch): each element takes the same fused multiply-adds in the same
-/// order, so their bits agree, for f32 and f64, on every size and
-/// transposition, with and without accumulation.
+/// The two AVX-512 kernels differ in their register tile, a prefetch and,
+/// for f32, the longer `k` blocks of the 12 × 32 one on products with a
+/// small `C` (`KC_LONG`): wherever both cut `k` alike, each element takes
+/// the same fused multiply-adds in the same order, so their bits agree, for
+/// f32 and f64, on every size and transposition, with and without
+/// accumulation. (Where the blocks differ,
+/// `each_avx512_f32_kernel_sums_in_its_own_k_blocks` pins the bits of each.)
 #[cfg(all(target_arch = "x86_64", not(miri)))]
 #[test]
 fn both_avx512_tiles_give_the_same_bits() {
@@ -456,15 +459,111 @@ fn both_avx512_tiles_give_the_same_bits() {
         eprintln!("skipping both_avx512_tiles_give_the_same_bits: no AVX-512F");
         return;
     };
+    let mut compared = 0;
     for &size in threaded_sizes().iter().chain(sizes()) {
+        let (m, n, k) = size;
+        let f32_alike = driver::k_block_of::<f32, f32, Avx512>(m, n, k)
+            == driver::k_block_of::<f32, f32, Avx512Tall>(m, n, k);
         for &(at, bt) in &[(false, false), (false, true), (true, false), (true, true)] {
             for acc in [false, true] {
-                let want = bits_of::<f32>(&with_kernel(eight), 2, size, at, bt, acc);
-                let got = bits_of::<f32>(&with_kernel(twelve), 2, size, at, bt, acc);
-                assert!(got == want, "f32 {size:?} at={at} bt={bt} acc={acc}");
+                if f32_alike {
+                    let want = bits_of::<f32>(&with_kernel(eight), 2, size, at, bt, acc);
+                    let got = bits_of::<f32>(&with_kernel(twelve), 2, size, at, bt, acc);
+                    assert!(got == want, "f32 {size:?} at={at} bt={bt} acc={acc}");
+                    compared += 1;
+                }
                 let want = bits_of::<f64>(&with_kernel(eight), 2, size, at, bt, acc);
                 let got = bits_of::<f64>(&with_kernel(twelve), 2, size, at, bt, acc);
                 assert!(got == want, "f64 {size:?} at={at} bt={bt} acc={acc}");
+            }
+        }
+    }
+    assert!(
+        compared >= 8 * sizes().len(),
+        "f32 compared on too few sizes"
+    );
+}
+
+/// The bits of `C (+)= op(A)·op(B)` summed as the kernels sum it: `k` cut
+/// into blocks of `kb`; in each block, an f32 chain of fused multiply-adds
+/// from zero in order of `p`; then each block's sum added to `C` (the first
+/// stored instead, unless accumulating).
+#[allow(clippy::too_many_arguments)]
+fn blocked_fma_bits(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    at: bool,
+    b: &[f32],
+    bt: bool,
+    c: &[f32],
+    acc: bool,
+    kb: usize,
+) -> Vec<u64> {
+    let a_at = |i: usize, p: usize| if at { a[p * m + i] } else { a[i * k + p] };
+    let b_at = |p: usize, j: usize| if bt { b[j * k + p] } else { b[p * n + j] };
+    let mut out = c.to_vec();
+    for i in 0..m {
+        for j in 0..n {
+            for p0 in (0..k).step_by(kb) {
+                let sum =
+                    (p0..(p0 + kb).min(k)).fold(0.0f32, |s, p| a_at(i, p).mul_add(b_at(p, j), s));
+                let o = &mut out[i * n + j];
+                *o = if acc || p0 > 0 { *o + sum } else { sum };
+            }
+        }
+    }
+    out.iter().map(|&v| f64::from(v).to_bits()).collect()
+}
+
+/// Each AVX-512 f32 kernel gives exactly the bits of [`blocked_fma_bits`]
+/// with the `k` blocks of `driver::k_block_of`, at one and two threads and
+/// swapped: the 12 × 32 kernel in blocks of up to 512 on products with `m`
+/// and `n` at most 1024 and `k` above 512, and of up to 256 otherwise; the
+/// 8 × 32 kernel always of up to 256.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[test]
+fn each_avx512_f32_kernel_sums_in_its_own_k_blocks() {
+    use super::x86::{Avx512, Avx512Tall};
+    let (Some(eight), Some(twelve)) = (Avx512::detect(), Avx512Tall::detect()) else {
+        eprintln!("skipping each_avx512_f32_kernel_sums_in_its_own_k_blocks: no AVX-512F");
+        return;
+    };
+    // Long blocks: 784 = 2 × 392 and 1029 = 3 × 343; a dimension over 1024
+    // or `k` of at most 512 keeps blocks of at most 256.
+    let cases = [
+        ((37, 300, 784), 392),
+        ((129, 61, 1029), 343),
+        ((23, 1030, 700), 234),
+        ((45, 70, 512), 256),
+    ];
+    for ((m, n, k), twelve_kb) in cases {
+        assert_eq!(
+            driver::k_block_of::<f32, f32, Avx512Tall>(m, n, k),
+            twelve_kb
+        );
+        assert_eq!(
+            driver::k_block_of::<f32, f32, Avx512Tall>(n, m, k),
+            twelve_kb
+        );
+        let eight_kb = driver::k_block(k, 256);
+        assert_eq!(driver::k_block_of::<f32, f32, Avx512>(m, n, k), eight_kb);
+        let a: Vec<f32> = data(m * k, 21);
+        let b: Vec<f32> = data(k * n, 22);
+        let c: Vec<f32> = data(m * n, 23);
+        for &(at, bt) in &[(false, false), (false, true), (true, false), (true, true)] {
+            for acc in [false, true] {
+                let size = (m, n, k);
+                let twelve_want = blocked_fma_bits(size, &a, at, &b, bt, &c, acc, twelve_kb);
+                let eight_want = blocked_fma_bits(size, &a, at, &b, bt, &c, acc, eight_kb);
+                for threads in [1, 2] {
+                    let what = format!("{size:?} at={at} bt={bt} acc={acc} threads={threads}");
+                    let got = bits_of::<f32>(&with_kernel(twelve), threads, size, at, bt, acc);
+                    assert!(got == twelve_want, "12 x 32 {what}");
+                    let got = bits_of::<f32>(&swapped(twelve), threads, size, at, bt, acc);
+                    assert!(got == twelve_want, "12 x 32 swapped {what}");
+                    let got = bits_of::<f32>(&with_kernel(eight), threads, size, at, bt, acc);
+                    assert!(got == eight_want, "8 x 32 {what}");
+                }
             }
         }
     }
