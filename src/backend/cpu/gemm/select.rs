@@ -23,7 +23,10 @@ use crate::error::{Error, Result};
 pub enum F32Kernel {
     /// AVX-512F: 12 × 32 (f32) fused multiply-adds with `B` prefetched
     /// eight steps ahead, or 8 × 16 (f64); the automatic choice on Intel
-    /// CPUs, where it was measured faster than [`F32Kernel::Avx512`].
+    /// CPUs, where it was measured faster than [`F32Kernel::Avx512`]. In
+    /// f32 it sums a long `k` in blocks of up to 512 (instead of 256) where
+    /// `m` and `n` are at most 1024, so its bits there differ from
+    /// [`F32Kernel::Avx512`]'s.
     Avx512Tall,
     /// AVX-512F: 8 × 32 (f32) or 8 × 16 (f64) fused multiply-adds; the
     /// automatic choice on other CPUs with AVX-512 (measured on Zen 4).

@@ -31,7 +31,10 @@ impl Avx512 {
 /// 10–35 % more GFLOP/s than 8 × 32 on every shape tried (2048³: 92 → 121;
 /// the MLP's `128×784×256`: 110 → 149); on Zen 4, 12 × 32 without the
 /// prefetch was slower at every size. [`super::F32Kernel::best`] takes it
-/// on Intel CPUs only.
+/// on Intel CPUs only. Its f32 instance sums a long `k` in blocks of up to
+/// 512 on products with `m` and `n` at most 1024 (`KC_LONG`, see
+/// `driver::k_block_of`), so there its bits differ from the 8 × 32
+/// kernel's.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Avx512Tall(());
 
