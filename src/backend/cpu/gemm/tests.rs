@@ -488,6 +488,7 @@ fn both_avx512_tiles_give_the_same_bits() {
 /// into blocks of `kb`; in each block, an f32 chain of fused multiply-adds
 /// from zero in order of `p`; then each block's sum added to `C` (the first
 /// stored instead, unless accumulating).
+#[cfg(all(target_arch = "x86_64", not(miri)))]
 #[allow(clippy::too_many_arguments)]
 fn blocked_fma_bits(
     (m, n, k): (usize, usize, usize),
