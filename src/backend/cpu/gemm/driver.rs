@@ -118,8 +118,8 @@ pub(super) fn k_block(k: usize, kc_max: usize) -> usize {
 ///
 /// Measured on an Intel Xeon guest with AMX (2 MiB of L2 per core), two
 /// threads (`benches/RESULTS.md`): the lean epoch of `784-H-H-10` was
-/// 2–3 % shorter at `(H, batch) = (256, 128)` and `(1024, 128)` and 0–2 %
-/// at `(1024, 512)`; for `H = 2048`, blocks of 512 made the `k = 2048`
+/// 2–4 % shorter at `(H, batch) = (256, 128)`, 0–3 % at `(1024, 128)` and
+/// 0–2 % at `(1024, 512)`; for `H = 2048`, blocks of 512 made the `k = 2048`
 /// products 8–13 % slower (tiles 1024 columns wide at two threads: a `B`
 /// block of 2 MiB), hence the limit.
 const LONG_BLOCK_MAX_DIM: usize = 1024;
