@@ -20,20 +20,26 @@ use crate::precision::Precision;
 pub const CHUNK: usize = 64 * 1024;
 
 /// The most elements an optimiser update keeps on the calling thread: one
-/// chunk, or four while this thread's products run in bf16 on AMX tiles.
+/// chunk, or four while this thread's products run in bf16 on AMX tiles
+/// and no other thread spins for it.
 ///
 /// Split, the other thread's chunks of a parameter end up in its core's
 /// cache, and the next forward pass reads them from there. That pays where
-/// the products are split across the threads too (f32), and does not where
-/// they stay on one thread (the AMX kernel keeps products below 384³ on
-/// one, see its `PAR_MIN_WORK`). Measured on a 2-vCPU Xeon guest with AMX,
+/// the products are split across the threads too (f32), and where the
+/// other threads spin through the loop ([`super::with_spinning_workers`]:
+/// `train` and the bench's training ops), so that handing them chunks
+/// wakes nobody. Where the products stay on one thread (the AMX kernel
+/// keeps products below 384³ on one, see its `PAR_MIN_WORK`) and the other
+/// threads sleep, it does not. Measured on a 2-vCPU Xeon guest with AMX,
 /// one epoch of the MLP 784-256-256-10 (whose first weight has 200,704
-/// values): in bf16, updating it on one thread made the epoch 8 % shorter;
-/// in f32, 6 % longer (`benches/RESULTS.md`).
+/// values), before the threads spun: in bf16, updating it on one thread
+/// made the epoch 8 % shorter; in f32, 6 % longer. With the threads
+/// spinning, splitting it made the bf16 epoch 2–4 % shorter
+/// (`benches/RESULTS.md`).
 fn update_serial_max() -> usize {
     let on_tiles = Precision::current() == Precision::Bf16
         && matches!(Bf16Kernel::selected(), Ok(Bf16Kernel::Amx));
-    if on_tiles {
+    if on_tiles && super::spinning_threads() == 0 {
         4 * CHUNK
     } else {
         CHUNK
