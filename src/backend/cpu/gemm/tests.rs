@@ -156,6 +156,12 @@ fn swapped_products_match_reference() {
     }
 }
 
+/// The seeded `A` (`m·k` values), `B` (`k·n`) and starting `C` (`m·n`) of
+/// [`bits_of`].
+fn operands<T: Float>((m, n, k): (usize, usize, usize)) -> (Vec<T>, Vec<T>, Vec<T>) {
+    (data(m * k, 21), data(k * n, 22), data(m * n, 23))
+}
+
 /// The bits of `C (+)= op(A)·op(B)` (on a `C` of seeded values) from
 /// `run`, inside a pool of `threads` threads (as f64 bits, which keep
 /// those of an f32 exactly).
@@ -167,9 +173,7 @@ fn bits_of<T: GemmElem>(
     bt: bool,
     acc: bool,
 ) -> Vec<u64> {
-    let a: Vec<T> = data(m * k, 21);
-    let b: Vec<T> = data(k * n, 22);
-    let mut c: Vec<T> = data(m * n, 23);
+    let (a, b, mut c) = operands::<T>((m, n, k));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -444,6 +448,17 @@ fn other_thread_counts() -> &'static [usize] {
 const MIRI_SOME: &[(usize, usize, usize)] = &[(1, 1, 1), (9, 11, 5), (5, 3, 0), (0, 4, 2)];
 const MIRI_EPILOGUE: &[(usize, usize, usize)] = &[(1, 1, 1), (3, 13, 300), (5, 20, 3)];
 
+/// The 8 × 32 and 12 × 32 AVX-512 kernels, or `None` (and a note that
+/// `test` is skipped) where the CPU lacks AVX-512F.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+fn avx512_kernels(test: &str) -> Option<(super::x86::Avx512, super::x86::Avx512Tall)> {
+    let kernels = super::x86::Avx512::detect().zip(super::x86::Avx512Tall::detect());
+    if kernels.is_none() {
+        eprintln!("skipping {test}: no AVX-512F");
+    }
+    kernels
+}
+
 /// The two AVX-512 kernels differ in their register tile, a prefetch and,
 /// for f32, the longer `k` blocks of the 12 × 32 one on products with a
 /// small `C` (`KC_LONG`): wherever both cut `k` alike, each element takes
@@ -455,8 +470,7 @@ const MIRI_EPILOGUE: &[(usize, usize, usize)] = &[(1, 1, 1), (3, 13, 300), (5, 2
 #[test]
 fn both_avx512_tiles_give_the_same_bits() {
     use super::x86::{Avx512, Avx512Tall};
-    let (Some(eight), Some(twelve)) = (Avx512::detect(), Avx512Tall::detect()) else {
-        eprintln!("skipping both_avx512_tiles_give_the_same_bits: no AVX-512F");
+    let Some((eight, twelve)) = avx512_kernels("both_avx512_tiles_give_the_same_bits") else {
         return;
     };
     let mut compared = 0;
@@ -525,8 +539,8 @@ fn blocked_fma_bits(
 #[test]
 fn each_avx512_f32_kernel_sums_in_its_own_k_blocks() {
     use super::x86::{Avx512, Avx512Tall};
-    let (Some(eight), Some(twelve)) = (Avx512::detect(), Avx512Tall::detect()) else {
-        eprintln!("skipping each_avx512_f32_kernel_sums_in_its_own_k_blocks: no AVX-512F");
+    let Some((eight, twelve)) = avx512_kernels("each_avx512_f32_kernel_sums_in_its_own_k_blocks")
+    else {
         return;
     };
     // Long blocks: 784 = 2 × 392 and 1029 = 3 × 343; a dimension over 1024
@@ -548,9 +562,7 @@ fn each_avx512_f32_kernel_sums_in_its_own_k_blocks() {
         );
         let eight_kb = driver::k_block(k, 256);
         assert_eq!(driver::k_block_of::<f32, f32, Avx512>(m, n, k), eight_kb);
-        let a: Vec<f32> = data(m * k, 21);
-        let b: Vec<f32> = data(k * n, 22);
-        let c: Vec<f32> = data(m * n, 23);
+        let (a, b, c) = operands::<f32>((m, n, k));
         for &(at, bt) in &[(false, false), (false, true), (true, false), (true, true)] {
             for acc in [false, true] {
                 let size = (m, n, k);

@@ -213,7 +213,7 @@ simd_kernel!(
 /// blocking sizes.
 macro_rules! impl_kernel {
     ($token:ty, $feat:literal, $t:ty, $f:ident, $tr:ident, $ra:ident, $co:path, mr = $mr:literal, nv = $nv:literal, lanes = $lanes:literal,
-     kc = $kc:literal, kc_long = $kc_long:literal, nc = $nc:literal, mc = $mc:literal, pf = $pf:literal, rows = [$($rows:literal)*]) => {
+     kc = $kc:literal, $(kc_long = $kc_long:literal,)? nc = $nc:literal, mc = $mc:literal, pf = $pf:literal, rows = [$($rows:literal)*]) => {
         impl MicroKernel<$t> for $token {
             type Packed = $t;
             type Out = $t;
@@ -221,7 +221,7 @@ macro_rules! impl_kernel {
             const MR: usize = $mr;
             const NR: usize = $nv * $lanes;
             const KC: usize = $kc;
-            const KC_LONG: usize = $kc_long;
+            $(const KC_LONG: usize = $kc_long;)?
             const NC: usize = $nc;
             const MC: usize = $mc;
 
@@ -305,15 +305,15 @@ macro_rules! impl_kernel {
     };
 }
 
-impl_kernel!(Avx512, "avx512f", f32, avx512_f32, transposed_panel_f32, row_strip_f32, columns_to_rows_f32, mr = 8, nv = 2, lanes = 16, kc = 256, kc_long = 256, nc = 2048, mc = 4096, pf = 0,
+impl_kernel!(Avx512, "avx512f", f32, avx512_f32, transposed_panel_f32, row_strip_f32, columns_to_rows_f32, mr = 8, nv = 2, lanes = 16, kc = 256, nc = 2048, mc = 4096, pf = 0,
     rows = [1 2 3 4 5 6 7 8]);
-impl_kernel!(Avx512, "avx512f", f64, avx512_f64, transposed_panel_f64, row_strip_f64, pack::columns_to_rows, mr = 8, nv = 2, lanes = 8, kc = 256, kc_long = 256, nc = 1024, mc = 4096, pf = 0,
+impl_kernel!(Avx512, "avx512f", f64, avx512_f64, transposed_panel_f64, row_strip_f64, pack::columns_to_rows, mr = 8, nv = 2, lanes = 8, kc = 256, nc = 1024, mc = 4096, pf = 0,
     rows = [1 2 3 4 5 6 7 8]);
 impl_kernel!(Avx512Tall, "avx512f", f32, avx512_f32, transposed_panel_f32, row_strip_f32_any, columns_to_rows_f32, mr = 12, nv = 2, lanes = 16, kc = 256, kc_long = 512, nc = 2048, mc = 4096, pf = 8,
     rows = [1 2 3 4 5 6 7 8 9 10 11 12]);
-impl_kernel!(Avx512Tall, "avx512f", f64, avx512_f64, transposed_panel_f64, row_strip_f64, pack::columns_to_rows, mr = 8, nv = 2, lanes = 8, kc = 256, kc_long = 256, nc = 1024, mc = 4096, pf = 0,
+impl_kernel!(Avx512Tall, "avx512f", f64, avx512_f64, transposed_panel_f64, row_strip_f64, pack::columns_to_rows, mr = 8, nv = 2, lanes = 8, kc = 256, nc = 1024, mc = 4096, pf = 0,
     rows = [1 2 3 4 5 6 7 8]);
-impl_kernel!(Avx2Fma, "avx2,fma", f32, avx2_f32, transposed_panel_f32, row_strip_f32_any, columns_to_rows_f32, mr = 6, nv = 2, lanes = 8, kc = 256, kc_long = 256, nc = 2048, mc = 4096, pf = 0,
+impl_kernel!(Avx2Fma, "avx2,fma", f32, avx2_f32, transposed_panel_f32, row_strip_f32_any, columns_to_rows_f32, mr = 6, nv = 2, lanes = 8, kc = 256, nc = 2048, mc = 4096, pf = 0,
     rows = [1 2 3 4 5 6]);
-impl_kernel!(Avx2Fma, "avx2,fma", f64, avx2_f64, transposed_panel_f64, row_strip_f64_any, pack::columns_to_rows, mr = 6, nv = 2, lanes = 4, kc = 256, kc_long = 256, nc = 1024, mc = 4096, pf = 0,
+impl_kernel!(Avx2Fma, "avx2,fma", f64, avx2_f64, transposed_panel_f64, row_strip_f64_any, pack::columns_to_rows, mr = 6, nv = 2, lanes = 4, kc = 256, nc = 1024, mc = 4096, pf = 0,
     rows = [1 2 3 4 5 6]);
