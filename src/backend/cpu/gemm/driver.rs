@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::buffers::PackedElem;
+use super::buffers::{aligned, PackedElem};
 use super::kernel::{APanel, MicroKernel};
 use super::pack::{View, BLOCK};
 
@@ -274,10 +274,7 @@ where
     for_each_tile::<T, T, K>(size, false, |cols, rows| {
         T::with_tile(|tile| {
             let (w, h) = (rows.len(), cols.len());
-            if tile.len() < w * h {
-                tile.resize(w * h, T::default());
-            }
-            let tile = &mut tile[..w * h];
+            let tile = aligned(tile, w * h, w * h);
             // SAFETY: rows `rows` × columns `cols` of C are this task's alone.
             let c_rows = |i: usize| unsafe {
                 std::slice::from_raw_parts_mut(c.get().add(i * p.n + cols.start), h)
@@ -418,12 +415,8 @@ fn run_tile<SA, SB, K: MicroKernel<SA, SB>>(
         // tiles it gets later.
         let kc_max = K::KC.max(K::KC_LONG);
         let (rows_kb, rows_max) = (K::packed_rows(kb), K::packed_rows(kc_max));
-        if bbuf.len() < rows_kb * panels * K::NR {
-            bbuf.resize(rows_max * K::NC, K::Packed::default());
-        }
-        if abuf.len() < rows_kb * K::MR {
-            abuf.resize(rows_max * K::MR, K::Packed::default());
-        }
+        let bbuf = aligned(bbuf, rows_kb * panels * K::NR, rows_max * K::NC);
+        let abuf = aligned(abuf, rows_kb * K::MR, rows_max * K::MR);
         // Full panels of a row-major B read in place, where the kernel can;
         // the edge panel, if any, is still packed (zero-padded).
         let small = rows.len() <= DIRECT_B_MAX_STRIPS * K::MR

@@ -405,14 +405,15 @@ impl<T: Tiles, SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> f
             unsafe { self.0.run(program(c, ldc)) };
             return;
         }
-        let mut sums = [0.0f32; MR * NR];
+        let mut sums = Sums([0.0; MR * NR]);
+        let sums = &mut sums.0;
         // SAFETY: `sums` holds 32 rows of 32, a local array.
         unsafe { self.0.run(program(sums.as_mut_ptr(), NR)) };
         if T::AVX512 {
             // SAFETY: a kernel whose tiles write out with AVX-512 runs only
             // where the hardware token proved AVX-512F; the rows and columns
             // are the caller's, as below.
-            unsafe { write_out_avx512(&sums, c, ldc, mr, nr, add) };
+            unsafe { write_out_avx512(sums, c, ldc, mr, nr, add) };
         } else {
             for (i, row) in sums.chunks_exact(NR).take(mr).enumerate() {
                 // SAFETY: row i < mr, columns < nr: inside the tile the caller
@@ -425,6 +426,11 @@ impl<T: Tiles, SA: HalfSource<bf16>, SB: HalfSource<bf16>> MicroKernel<SA, SB> f
         }
     }
 }
+
+/// A 32 × 32 block of sums on a cache line, so that the tile stores of its
+/// 64-byte rows never straddle two lines.
+#[repr(C, align(64))]
+struct Sums([f32; MR * NR]);
 
 /// `C[i, j] = sums[i, j]`, or `C[i, j] += sums[i, j]` with `add`, for
 /// `i < mr`, `j < nr`: two masked vectors of 16 per row.
