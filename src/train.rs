@@ -11,17 +11,23 @@
 //! CLI's `--precision`) makes its matrix products in bf16 or f16 while the
 //! parameters, the optimiser state and everything else stay f32. Under f16
 //! the steps scale the loss ([`crate::loss_scale`]): overflowing steps are
-//! skipped and the scaler's state goes into checkpoints.
+//! skipped and the scaler's state goes into checkpoints. On the CPU, where
+//! the model's first layer is linear (and no attack perturbs the batch),
+//! each batch is rounded to the half type as it is gathered, on a thread
+//! that would otherwise wait: the first layer's two products read it in
+//! that type anyway, so the bits are those of rounding it inside them.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{Attack, Pgd, Threat};
-use crate::backend::cpu::{on_worker, with_idle_work, with_spinning_workers};
+use crate::backend::cpu::{on_worker, with_idle_work, with_spinning_workers, CpuElement};
 use crate::backend::pool;
 use crate::checkpoint::{self, Checkpoint, Progress, Snapshot};
 use crate::data::{Batches, Dataset};
@@ -223,7 +229,7 @@ pub fn batch_tensors(
     labels: &mut Vec<u32>,
 ) -> Result<(Tensor, Tensor)> {
     if device.is_cpu() {
-        return cpu_batch(data, idx, usize::MAX, || {});
+        return cpu_batch(data, idx, usize::MAX, || {}, DType::F32);
     }
     data.gather_into(idx, images, labels)?;
     let x = Tensor::from_slice(images, [idx.len(), data.features()])?.to_device(device)?;
@@ -233,33 +239,73 @@ pub fn batch_tensors(
 
 /// [`batch_tensors`] on the CPU: the examples gathered straight into pooled
 /// tensor buffers, calling `pause()` after every `every` examples (see
-/// [`Dataset::gather_into_pausing`]).
+/// [`Dataset::gather_into_pausing`]), the pixels then rounded to `dtype`
+/// where it is a half type (see [`batch_dtype`]).
 fn cpu_batch(
     data: &Dataset,
     idx: &[usize],
     every: usize,
     pause: impl FnMut(),
+    dtype: DType,
 ) -> Result<(Tensor, Tensor)> {
     let mut pixels = pool::take(idx.len() * data.features());
     let mut classes = pool::take(idx.len());
     data.gather_into_pausing(idx, &mut pixels, &mut classes, every, pause)?;
-    Ok((
-        Tensor::from_vec(pixels, [idx.len(), data.features()])?,
-        Tensor::from_vec(classes, [idx.len()])?,
-    ))
+    let dims = [idx.len(), data.features()];
+    let x = match dtype {
+        DType::BF16 => rounded::<bf16>(pixels, dims)?,
+        DType::F16 => rounded::<f16>(pixels, dims)?,
+        _ => Tensor::from_vec(pixels, dims)?,
+    };
+    Ok((x, Tensor::from_vec(classes, [idx.len()])?))
+}
+
+/// `pixels` rounded to the half type `H` (to nearest, ties to even), in a
+/// pooled buffer; the f32 buffer goes back to the pool.
+fn rounded<H: CpuElement + Default>(pixels: Vec<f32>, dims: [usize; 2]) -> Result<Tensor>
+where
+    [H]: HalfFloatSliceExt,
+{
+    let mut half = pool::take::<H>(pixels.len());
+    half.resize(pixels.len(), H::default());
+    half.convert_from_f32_slice(&pixels);
+    pool::give(pixels);
+    Tensor::from_vec(half, dims)
+}
+
+/// The dtype a CPU training step's batch is gathered in: the half type of
+/// a bf16 or f16 run where the model's first layer is linear and f32
+/// (its only reader is then that layer's product, which rounds it to the
+/// half type anyway, in the forward pass and for the weight's gradient:
+/// rounding it once as it is gathered, on a thread that would otherwise
+/// wait, gives the same bits and spares both products the rounding), f32
+/// otherwise: adversarial training perturbs the batch in f32.
+fn batch_dtype(model: &Model, cfg: &TrainConfig, precision: Precision) -> DType {
+    let f32_model = model.params().iter().all(|p| p.dtype() == DType::F32);
+    let rounds = precision.is_half()
+        && cfg.adversarial.is_none()
+        && model.device().is_cpu()
+        && model.first_layer_is_linear()
+        && f32_model;
+    if rounds {
+        precision.dtype()
+    } else {
+        DType::F32
+    }
 }
 
 /// Examples a background gather copies between two looks for the step's
 /// parallel tasks.
 const GATHER_PAUSE_ROWS: usize = 8;
 
-/// [`batch_tensors`] on the CPU, run in the background: every few examples
-/// it runs whatever task of the step is waiting for a thread
-/// (`rayon::yield_now`), so that the step never waits for the gather.
-fn background_batch(data: &Dataset, idx: &[usize]) -> Result<(Tensor, Tensor)> {
-    cpu_batch(data, idx, GATHER_PAUSE_ROWS, || {
+/// [`cpu_batch`] run in the background: every few examples it runs
+/// whatever task of the step is waiting for a thread (`rayon::yield_now`),
+/// so that the step never waits for the gather.
+fn background_batch(data: &Dataset, idx: &[usize], dtype: DType) -> Result<(Tensor, Tensor)> {
+    let pause = || {
         rayon::yield_now();
-    })
+    };
+    cpu_batch(data, idx, GATHER_PAUSE_ROWS, pause, dtype)
 }
 
 /// The labels of `data` in the epoch's `order`, uploaded to `device` in
@@ -620,6 +666,7 @@ fn train_on_worker(
         ));
     }
     let mut scaler = (precision == Precision::F16).then(LossScaler::new);
+    let input_dtype = batch_dtype(model, cfg, precision);
     let settings = run_settings(model, train_set, cfg);
     let mut optimizer = Optimizer::new(cfg.optim, &model.params())?;
     let steps_per_epoch = crate::data::num_batches(train_set.rows(), cfg.batch_size, false);
@@ -711,7 +758,8 @@ fn train_on_worker(
             let start = Instant::now();
             let (x, y) = match (ahead.take(), &epoch_labels) {
                 (Some(batch), _) => batch?,
-                (None, None) => batch_tensors(train_set, idx, device, &mut images, &mut labels)?,
+                // Only on the CPU do the labels stay on the host.
+                (None, None) => cpu_batch(train_set, idx, usize::MAX, || {}, input_dtype)?,
                 (None, Some(all)) => {
                     let lo = progress.batch * cfg.batch_size;
                     let (x, _) =
@@ -748,7 +796,7 @@ fn train_on_worker(
                 }
             };
             let next = batches.peek().copied().filter(|_| device.is_cpu());
-            let gather_next = || next.map(|idx| background_batch(train_set, idx));
+            let gather_next = || next.map(|idx| background_batch(train_set, idx, input_dtype));
             let stepped;
             (stepped, ahead) = with_idle_work(step, gather_next);
             stepped?;
@@ -826,4 +874,48 @@ fn train_on_worker(
         seconds,
         examples_per_second: (train_set.rows() * cfg.epochs) as f64 / seconds.max(1e-9),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::Activation;
+    use crate::optim::OptimizerKind;
+
+    fn config(adversarial: Option<AdvTraining>) -> TrainConfig {
+        TrainConfig {
+            epochs: 1,
+            batch_size: 8,
+            optim: OptimConfig::new(OptimizerKind::Sgd, 0.1),
+            schedule: Schedule::Constant,
+            seed: 0,
+            adversarial,
+            quiet: true,
+        }
+    }
+
+    #[test]
+    fn batches_are_gathered_rounded_only_for_an_f32_mlp_in_mixed_precision() {
+        let mlp = Model::new("16-8-4", Activation::Relu, 0).unwrap();
+        let cnn = Model::new("1x4x4-c2k3p1-4", Activation::Relu, 0).unwrap();
+        let (plain, fgsm) = (config(None), config(Some(AdvTraining::FgsmRs { eps: 0.1 })));
+        assert_eq!(batch_dtype(&mlp, &plain, Precision::Bf16), DType::BF16);
+        assert_eq!(batch_dtype(&mlp, &plain, Precision::F16), DType::F16);
+        assert_eq!(batch_dtype(&mlp, &plain, Precision::F32), DType::F32);
+        assert_eq!(
+            batch_dtype(&mlp, &fgsm, Precision::Bf16),
+            DType::F32,
+            "attacks perturb f32"
+        );
+        assert_eq!(
+            batch_dtype(&cnn, &plain, Precision::Bf16),
+            DType::F32,
+            "a convolution first"
+        );
+        let mut f64_mlp = mlp.clone();
+        for p in f64_mlp.params_mut().iter_mut() {
+            **p = p.to_dtype(DType::F64).unwrap();
+        }
+        assert_eq!(batch_dtype(&f64_mlp, &plain, Precision::Bf16), DType::F32);
+    }
 }

@@ -10,13 +10,17 @@ mod support;
 use std::collections::HashMap;
 
 use advgrad::checkpoint;
+use advgrad::data::Batches;
 use advgrad::data::{Dataset, Split};
 use advgrad::loss_scale::{scaled_gradient_step, LossScaler};
 use advgrad::nn::{
     load_model, save_model, save_model_as, write_safetensors, Activation, Model, RawTensor,
 };
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
-use advgrad::train::{evaluate, train, train_with, Checkpointing, SaveEvery, TrainConfig};
+use advgrad::rng::Rng;
+use advgrad::train::{
+    evaluate, gradient_step, train, train_with, Checkpointing, SaveEvery, TrainConfig,
+};
 use advgrad::{autocast, DType, Device, Precision, Tape, Tensor};
 use safetensors::{Dtype, SafeTensors};
 
@@ -202,6 +206,121 @@ fn a_bf16_leaf_gets_an_f32_gradient() {
         for c in 0..3 {
             assert_eq!(g[r * 3 + c], xr[r] + xr[4 + r]);
         }
+    }
+}
+
+/// A mixed-precision training run gathers its batches already rounded to
+/// the half type (when the model's first layer is linear); that must give
+/// the bits of rounding them inside the first layer's products: the same
+/// loss, logits and gradients, and, stepped, the same weights.
+#[test]
+fn a_batch_rounded_as_gathered_gives_the_bits_of_an_f32_batch() {
+    // Values with more bits than the half types keep, a tie and a
+    // subnormal among them.
+    let mut x = Tensor::rand_uniform([37, 64], 0.0, 1.0, 3, DType::F32)
+        .to_vec::<f32>()
+        .unwrap();
+    x[5] = f32::from_bits(0x3F80_8000); // a bf16 tie: 1 + 2⁻⁸
+    x[6] = 1e-40;
+    let x = Tensor::from_vec(x, [37, 64]).unwrap();
+    let labels = Tensor::from_vec((0..37u32).map(|i| i % 10).collect::<Vec<_>>(), [37]).unwrap();
+    for precision in [Precision::Bf16, Precision::F16] {
+        let rounded = x.to_dtype(precision.dtype()).unwrap();
+        assert_ne!(
+            rounded.to_f64_vec().unwrap(),
+            x.to_f64_vec().unwrap(),
+            "{precision}: the batch must need rounding"
+        );
+        let model = Model::new("64-48-32-10", Activation::Relu, 5).unwrap();
+        assert!(model.first_layer_is_linear());
+        let pass = |x: &Tensor| {
+            autocast(precision, || {
+                let step = model
+                    .parameter_gradients(&mut Tape::new(), x.clone(), &labels)
+                    .unwrap();
+                let mut tensors = vec![step.loss, step.logits];
+                tensors.extend(step.grads.iter().cloned());
+                tensors
+                    .iter()
+                    .map(|t| t.to_vec::<f32>().unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(pass(&x), pass(&rounded), "{precision}: gradients");
+        let stepped = |x: &Tensor| {
+            let mut model = model.clone();
+            let mut opt = Optimizer::new(
+                OptimConfig::new(OptimizerKind::Momentum, 0.05),
+                &model.params(),
+            )
+            .unwrap();
+            autocast(precision, || {
+                for _ in 0..2 {
+                    model
+                        .optimizer_step(&mut Tape::new(), x.clone(), &labels, &mut opt, 0.05)
+                        .unwrap();
+                }
+            });
+            let params = model.params();
+            params
+                .iter()
+                .map(|p| p.to_vec::<f32>().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            stepped(&x),
+            stepped(&rounded),
+            "{precision}: stepped weights"
+        );
+    }
+    let cnn = Model::new("1x12x10-c6k3p1-mp2-c8k3s2-16-4", Activation::Relu, 1).unwrap();
+    assert!(!cnn.first_layer_is_linear());
+}
+
+/// `train` in bf16 and f16 (which gathers each batch rounded to the half
+/// type) ends with the bits of the same steps taken by hand on f32
+/// batches: the same shuffles and batches, `gradient_step` on each.
+#[test]
+fn mixed_precision_training_ends_as_steps_on_f32_batches_do() {
+    let home = sandbox::temp_dir();
+    let (train_set, _) = synthetic(home.path());
+    let cfg = config(2, OptimizerKind::Sgd, 0.1);
+    for precision in [Precision::Bf16, Precision::F16] {
+        let mut trained = Model::new("64-32-10", Activation::Relu, 2).unwrap();
+        autocast(precision, || train(&mut trained, &train_set, None, &cfg)).unwrap();
+
+        let mut by_hand = Model::new("64-32-10", Activation::Relu, 2).unwrap();
+        let mut opt = Optimizer::new(cfg.optim, &by_hand.params()).unwrap();
+        let mut scaler = (precision == Precision::F16).then(LossScaler::new);
+        let mut rng = Rng::new(cfg.seed);
+        let mut tape = Tape::new();
+        autocast(precision, || {
+            for _ in 0..cfg.epochs {
+                let order = rng.permutation(train_set.rows());
+                for idx in Batches::new(&order, cfg.batch_size, false).unwrap() {
+                    let (pixels, classes) = train_set.gather(idx).unwrap();
+                    let x = Tensor::from_vec(pixels, [idx.len(), train_set.features()]).unwrap();
+                    let y = Tensor::from_vec(classes, [idx.len()]).unwrap();
+                    let (model, opt, tape) = (&mut by_hand, &mut opt, &mut tape);
+                    match &mut scaler {
+                        Some(s) => {
+                            scaled_gradient_step(model, opt, tape, x, &y, 0.1, s).unwrap();
+                        }
+                        None => {
+                            gradient_step(model, opt, tape, x, &y, 0.1).unwrap();
+                        }
+                    }
+                }
+            }
+        });
+        let bits = |m: &Model| {
+            let params = m.params();
+            params
+                .iter()
+                .map(|p| p.to_vec::<f32>().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&trained), bits(&by_hand), "{precision}");
     }
 }
 

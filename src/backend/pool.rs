@@ -18,6 +18,8 @@ use std::any::Any;
 use std::mem;
 use std::sync::{Mutex, MutexGuard};
 
+use half::{bf16, f16};
+
 /// Free host memory the pool keeps, at most.
 pub const MAX_BYTES: usize = 256 << 20;
 /// Free buffers of one element type the pool keeps, at most.
@@ -51,6 +53,8 @@ struct Pool {
     f32: Shelf<f32>,
     f64: Shelf<f64>,
     u32: Shelf<u32>,
+    bf16: Shelf<bf16>,
+    f16: Shelf<f16>,
     free_bytes: usize,
 }
 
@@ -58,6 +62,8 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     f32: Shelf::new(),
     f64: Shelf::new(),
     u32: Shelf::new(),
+    bf16: Shelf::new(),
+    f16: Shelf::new(),
     free_bytes: 0,
 });
 
@@ -70,7 +76,13 @@ fn pool() -> MutexGuard<'static, Pool> {
 
 /// The shelf for elements of type `T`, if the pool keeps such buffers.
 fn shelf<T: 'static>(pool: &mut Pool) -> Option<&mut Shelf<T>> {
-    let shelves: [&mut dyn Any; 3] = [&mut pool.f32, &mut pool.f64, &mut pool.u32];
+    let shelves: [&mut dyn Any; 5] = [
+        &mut pool.f32,
+        &mut pool.f64,
+        &mut pool.u32,
+        &mut pool.bf16,
+        &mut pool.f16,
+    ];
     shelves.into_iter().find_map(|s| s.downcast_mut())
 }
 
@@ -125,6 +137,8 @@ pub fn release_free() {
     pool.f32.0.clear();
     pool.f64.0.clear();
     pool.u32.0.clear();
+    pool.bf16.0.clear();
+    pool.f16.0.clear();
     pool.free_bytes = 0;
 }
 
@@ -152,5 +166,19 @@ mod tests {
         let fit: Vec<f64> = take(777_000);
         assert_eq!(fit.as_ptr(), ptr);
         assert!(fit.is_empty() && fit.capacity() >= 777_000);
+    }
+
+    #[test]
+    fn half_buffers_are_recycled_too() {
+        let v: Vec<bf16> = Vec::with_capacity(654_321);
+        let ptr = v.as_ptr();
+        give(v);
+        let again: Vec<bf16> = take(654_000);
+        assert_eq!(again.as_ptr(), ptr);
+        let w: Vec<f16> = Vec::with_capacity(654_321);
+        let ptr = w.as_ptr();
+        give(w);
+        let again: Vec<f16> = take(654_000);
+        assert_eq!(again.as_ptr(), ptr);
     }
 }

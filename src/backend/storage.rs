@@ -153,6 +153,8 @@ pub(crate) fn recycle(mut cell: Arc<Storage>) {
         Storage::Cpu(CpuStorage::F32(v)) => pool::give(v),
         Storage::Cpu(CpuStorage::F64(v)) => pool::give(v),
         Storage::Cpu(CpuStorage::U32(v)) => pool::give(v),
+        Storage::Cpu(CpuStorage::BF16(v)) => pool::give(v),
+        Storage::Cpu(CpuStorage::F16(v)) => pool::give(v),
         #[allow(unreachable_patterns)]
         _ => {}
     }

@@ -258,6 +258,13 @@ impl Model {
         self.params().first().map_or(Device::Cpu, |p| p.device())
     }
 
+    /// Whether the first layer is a linear one, so that a batch's values are
+    /// read only as an operand of that layer's product (in the forward pass
+    /// and for its weight's gradient).
+    pub fn first_layer_is_linear(&self) -> bool {
+        matches!(self.layers.first(), Some(Layer::Linear(_)))
+    }
+
     /// The shape the first layer takes for a batch of `x`: `x`'s own, or
     /// `[N, C, H, W]` for an image model given flattened rows.
     fn input_shape(&self, x: &Tensor) -> Result<Option<[usize; 4]>> {
