@@ -274,12 +274,14 @@ where
 }
 
 /// The dtype a CPU training step's batch is gathered in: the half type of
-/// a bf16 or f16 run where the model's first layer is linear and f32
-/// (its only reader is then that layer's product, which rounds it to the
-/// half type anyway, in the forward pass and for the weight's gradient:
-/// rounding it once as it is gathered, on a thread that would otherwise
-/// wait, gives the same bits and spares both products the rounding), f32
-/// otherwise: adversarial training perturbs the batch in f32.
+/// a bf16 or f16 run whose model has f32 parameters and a linear first
+/// layer, f32 otherwise (adversarial training perturbs the batch in f32).
+///
+/// The batch's only reader is then that layer's product, which rounds it
+/// to the half type anyway, in the forward pass and for the weight's
+/// gradient. Rounding it once as it is gathered, on a thread that would
+/// otherwise wait, gives the same bits and spares both products the
+/// rounding.
 fn batch_dtype(model: &Model, cfg: &TrainConfig, precision: Precision) -> DType {
     let f32_model = model.params().iter().all(|p| p.dtype() == DType::F32);
     let rounds = precision.is_half()
