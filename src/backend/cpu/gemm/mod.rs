@@ -24,13 +24,14 @@
 //! each tile of `Cᵀ` goes through a per-thread buffer into `C`, transposed
 //! in registers. The bits are the same as unswapped.
 //! Packing buffers live in thread-local storage, so a steady state of calls
-//! allocates nothing.
+//! allocates nothing, and start on a cache line whatever the allocator
+//! returns, so that no 64-byte row of a packed panel straddles two lines.
 //!
 //! | file | what it holds |
 //! |---|---|
 //! | `driver.rs` | the tiling, the `k` blocks, the rayon tasks, the swapped product |
 //! | `pack.rs` | copying `A` and `B` (transposed or not) into panels, and a swapped tile into `C` |
-//! | `buffers.rs` | the per-thread packing and tile buffers |
+//! | `buffers.rs` | the per-thread packing and tile buffers, aligned to cache lines |
 //! | `kernel.rs` | the micro-kernel contract and the portable kernel |
 //! | `x86.rs` | the AVX-512 (12 × 32 and 8 × 32) and AVX2+FMA kernels |
 //! | `x86_pack.rs` | their transposing copies, in SIMD registers |
