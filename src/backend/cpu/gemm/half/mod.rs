@@ -23,9 +23,11 @@
 //!
 //! **Numerics.** Products of two bf16 (or two f16) values are exact in f32,
 //! so the paths differ only in the order in which they add them up and in
-//! subnormals. `k` is cut into the same blocks on every path (equal blocks
-//! of at most 256, depending on `k` alone); each block is summed from zero
-//! and then added to `C` in order. Within a block:
+//! subnormals. `k` is cut into equal blocks of at most 256, depending on
+//! `k` alone, except that `amx` takes blocks of up to 512 where `k > 512`
+//! and neither `m` nor `n` exceeds 1024 (the rule depends on the shape
+//! alone); each block is summed from zero and then added to `C` in order.
+//! Within a block:
 //!
 //! - `portable`: `p` in order, each addition rounded to nearest even;
 //!   subnormals kept (IEEE);
@@ -45,6 +47,8 @@
 //! n = min(k, 256) + ⌈k / 256⌉ + 1
 //! ```
 //!
+//! (`amx`'s longer blocks keep within it: a block is summed in at most
+//! `16 + 1 + ⌈512 / 32⌉ = 33` roundings, and there are no more of them),
 //! where `a`, `b` are the operands as rounded to the half type and `c₀` is
 //! `C`'s value before an accumulating call (zero otherwise); `avx512bf16`
 //! and `amx` add at most `2⁻¹²⁶` per step for flushed subnormals. Against
