@@ -80,7 +80,7 @@ macro_rules! impl_packed {
 /// The alignment of every packing and tile buffer: a cache line.
 ///
 /// Vectors and tile rows of 64 bytes read from a packed panel then never
-/// straddle two lines. The allocator's large blocks start 16 bytes past a
+/// straddle two lines. glibc's large blocks start 16 bytes past a
 /// page boundary, and reading packed operands at that offset halved the
 /// AMX kernel's rate (`benches/RESULTS.md`).
 pub(super) const ALIGN: usize = 64;
