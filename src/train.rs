@@ -21,13 +21,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use half::slice::HalfFloatSliceExt;
-use half::{bf16, f16};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{Attack, Pgd, Threat};
-use crate::backend::cpu::{on_worker, with_idle_work, with_spinning_workers, CpuElement};
+use crate::backend::cpu::{on_worker, with_idle_work, with_spinning_workers};
 use crate::backend::pool;
 use crate::checkpoint::{self, Checkpoint, Progress, Snapshot};
 use crate::data::{Batches, Dataset};
@@ -251,26 +249,10 @@ fn cpu_batch(
     let mut pixels = pool::take(idx.len() * data.features());
     let mut classes = pool::take(idx.len());
     data.gather_into_pausing(idx, &mut pixels, &mut classes, every, pause)?;
-    let dims = [idx.len(), data.features()];
-    let x = match dtype {
-        DType::BF16 => rounded::<bf16>(pixels, dims)?,
-        DType::F16 => rounded::<f16>(pixels, dims)?,
-        _ => Tensor::from_vec(pixels, dims)?,
-    };
+    // A cast rounds to nearest, ties to even, into a recycled buffer; the
+    // f32 one goes back to the pool as its tensor drops.
+    let x = Tensor::from_vec(pixels, [idx.len(), data.features()])?.to_dtype(dtype)?;
     Ok((x, Tensor::from_vec(classes, [idx.len()])?))
-}
-
-/// `pixels` rounded to the half type `H` (to nearest, ties to even), in a
-/// pooled buffer; the f32 buffer goes back to the pool.
-fn rounded<H: CpuElement + Default>(pixels: Vec<f32>, dims: [usize; 2]) -> Result<Tensor>
-where
-    [H]: HalfFloatSliceExt,
-{
-    let mut half = pool::take::<H>(pixels.len());
-    half.resize(pixels.len(), H::default());
-    half.convert_from_f32_slice(&pixels);
-    pool::give(pixels);
-    Tensor::from_vec(half, dims)
 }
 
 /// The dtype a CPU training step's batch is gathered in: the half type of

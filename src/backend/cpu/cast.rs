@@ -13,7 +13,7 @@ use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use super::CpuStorage;
-use crate::backend::BackendStorage;
+use crate::backend::{pool, BackendStorage};
 use crate::dtype::DType;
 
 /// `x` rounded to f32 towards zero, with the last bit set if that lost
@@ -48,22 +48,24 @@ fn map<A: Copy, B>(src: &[A], f: impl Fn(A) -> B) -> Vec<B> {
     src.iter().map(|&x| f(x)).collect()
 }
 
-/// A half buffer from f32 values (vectorised where `half` can).
-fn f32_to_half<H: Copy + Default>(src: &[f32]) -> Vec<H>
+/// A half buffer from f32 values (vectorised where `half` can), in a
+/// recycled buffer where one fits.
+fn f32_to_half<H: Copy + Default + 'static>(src: &[f32]) -> Vec<H>
 where
     [H]: HalfFloatSliceExt,
 {
-    let mut out = vec![H::default(); src.len()];
+    let mut out = pool::filled(src.len(), H::default());
     out.convert_from_f32_slice(src);
     out
 }
 
-/// f32 values from a half buffer (exact; vectorised where `half` can).
+/// f32 values from a half buffer (exact; vectorised where `half` can), in
+/// a recycled buffer where one fits.
 fn half_to_f32<H: Copy>(src: &[H]) -> Vec<f32>
 where
     [H]: HalfFloatSliceExt,
 {
-    let mut out = vec![0.0f32; src.len()];
+    let mut out = pool::filled(src.len(), 0.0f32);
     src.convert_to_f32_slice(&mut out);
     out
 }

@@ -111,9 +111,9 @@ pub(super) fn k_block(k: usize, kc_max: usize) -> usize {
 
 /// A product whose `m` and `n` are both at most this long sums `k` in the
 /// kernel's longer blocks ([`MicroKernel::KC_LONG`]; 512 steps for the
-/// 12 × 32 f32 kernel, against 256): each element of `C` is read and
-/// written half as often between blocks, and each packed `A` strip serves
-/// twice as many steps per kernel call. The rule looks at the shape alone,
+/// 12 × 32 f32 kernel and the AMX kernel, against 256): each element of
+/// `C` is read and written half as often between blocks, and each packed
+/// `A` strip serves twice as many steps per kernel call. The rule looks at the shape alone,
 /// so the bits stay independent of the thread count.
 ///
 /// Measured on an Intel Xeon guest with AMX (2 MiB of L2 per core), two

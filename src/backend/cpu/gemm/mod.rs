@@ -6,8 +6,8 @@
 //! ones whose tiles still hold 512 × 512 values, none below about 96³
 //! multiply-adds); inside a tile, `k` is cut into
 //! blocks of at most `KC` (`KC_LONG` for a long `k` with `m` and `n` at most
-//! 1024, where the kernel gains from it: 512 for the 12 × 32 f32 kernel, in
-//! tiles at most 512 columns wide), a `KC × NC` block of `B` is packed into `NR`-wide
+//! 1024, where the kernel gains from it: 512 for the 12 × 32 f32 kernel and
+//! the AMX kernel, in tiles at most 512 columns wide), a `KC × NC` block of `B` is packed into `NR`-wide
 //! panels (streamed in order from L2/L3) and, for each `MR`-row strip of the
 //! tile, an `MR × KC` panel of `A` (it stays in L1) is multiplied by every
 //! `B` panel in the micro-kernel, which keeps an `MR × NR` block of `C` in
