@@ -306,8 +306,9 @@ impl Optimizer {
 
     /// Starts a step with learning rate `lr`: counts it and returns the
     /// rule for it with the state buffers of every parameter, in parameter
-    /// order, for a caller that steps the parameters itself (the fused
-    /// step of [`crate::Tape::backward_stepping`] and [`step_param`]).
+    /// order, for a caller that steps the parameters itself (with
+    /// [`step_param`], or inside their gradients' products:
+    /// [`crate::ops::matmul::GradientProduct::step`]).
     pub fn begin_step(&mut self, lr: f64) -> (UpdateRule, &mut [(Tensor, Tensor)]) {
         self.t += 1;
         let c = &self.config;

@@ -15,23 +15,27 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::backend::UpdateRule;
 use crate::error::{Error, Result};
-use crate::ops::matmul::WeightUpdate;
+use crate::ops::matmul::{GradientProduct, WeightUpdate};
 use crate::ops::{CustomOp, Op};
 use crate::tensor::Tensor;
 
-/// A parameter for [`Tape::backward_stepping`]: its variable, the
-/// optimiser's state buffers for it, and, once the pass has stepped it,
-/// its new value.
-pub struct ParamStep<'s> {
+/// A parameter for [`Tape::backward_deferring`]: its variable and, once
+/// the pass has run, its gradient as a product to step it with.
+#[derive(Debug)]
+pub struct DeferredWeight {
     /// The parameter's variable on the tape.
     pub var: Var,
-    /// The optimiser's state buffers (velocity, or Adam's moments; `[0]`
-    /// where the rule uses none), updated in place by the step.
-    pub state: (&'s mut Tensor, &'s mut Tensor),
-    /// The stepped parameter, if the backward pass took its step.
-    pub stepped: Option<Tensor>,
+    /// The parameter's gradient as its product, if the pass left it so
+    /// (then [`Tape::grad`] gives the parameter none).
+    pub product: Option<GradientProduct>,
+}
+
+impl DeferredWeight {
+    /// A parameter whose gradient the pass has not yet seen.
+    pub fn new(var: Var) -> Self {
+        DeferredWeight { var, product: None }
+    }
 }
 
 /// A value recorded on a tape: the index of its node.
@@ -257,32 +261,35 @@ impl Tape {
         self.propagate(loss, None)
     }
 
-    /// [`Tape::backward`], taking the optimiser step `rule` of each
-    /// parameter in `steps` inside the backward pass where it can: a
-    /// parameter recorded as a leaf variable and consumed by exactly one
-    /// op, as the weight (second input) of a `matmul` or `linear_act`, is
-    /// stepped inside the product that computes its gradient
-    /// ([`crate::backend::BackendStorage::matmul_update`]): its
-    /// [`ParamStep::stepped`] receives the new value and [`Tape::grad`]
-    /// gives it no gradient. Every other parameter keeps `stepped` at
-    /// `None` and its gradient as usual, for the caller to step.
-    ///
-    /// The step uses the parameter's value on the tape and the state
-    /// buffers in `steps`; the bits are those of the gradient followed by
-    /// [`crate::backend::BackendStorage::update`].
-    pub fn backward_stepping(
-        &mut self,
-        loss: Var,
-        rule: UpdateRule,
-        steps: &mut [ParamStep<'_>],
-    ) -> Result<()> {
-        for step in steps.iter_mut() {
-            self.check(step.var)?;
-            step.stepped = None;
-        }
+    /// [`Tape::backward`], leaving the gradient of each parameter in
+    /// `weights` as its product where it can: a parameter recorded as a
+    /// leaf variable and consumed by exactly one op, as the weight (second
+    /// input) of an f32 `matmul` or `linear_act`, gets its
+    /// [`DeferredWeight::product`] (a [`GradientProduct`]) instead of a
+    /// gradient on the tape. Once the tape lets go of the parameter
+    /// ([`Tape::clear`]), [`GradientProduct::step`] steps it in place inside
+    /// that product, with the bits of the gradient followed by the update.
+    /// Every other parameter keeps `product` at `None` and its gradient as
+    /// usual.
+    pub fn backward_deferring(&mut self, loss: Var, weights: &mut [DeferredWeight]) -> Result<()> {
         self.check_loss(loss)?;
         self.check_finite(loss)?;
-        self.propagate(loss, Some((rule, steps)))
+        self.backward_deferring_unchecked(loss, weights)
+    }
+
+    /// [`Tape::backward_deferring`] without reading the loss to check that
+    /// it is finite (as [`Tape::backward_unchecked`]).
+    pub fn backward_deferring_unchecked(
+        &mut self,
+        loss: Var,
+        weights: &mut [DeferredWeight],
+    ) -> Result<()> {
+        for w in weights.iter_mut() {
+            self.check(w.var)?;
+            w.product = None;
+        }
+        self.check_loss(loss)?;
+        self.propagate(loss, Some(weights))
     }
 
     /// Whether `v` is a leaf that requires a gradient and is read by
@@ -324,12 +331,8 @@ impl Tape {
     }
 
     /// The gradients of every node requiring one, from the scalar `loss`,
-    /// with the weight steps of `fused` taken inside their products.
-    fn propagate(
-        &mut self,
-        loss: Var,
-        mut fused: Option<(UpdateRule, &mut [ParamStep<'_>])>,
-    ) -> Result<()> {
+    /// with those of `deferred` left as their products.
+    fn propagate(&mut self, loss: Var, mut deferred: Option<&mut [DeferredWeight]>) -> Result<()> {
         let root = &self.nodes[loss.index()];
         self.grads.clear();
         self.grads.resize(self.nodes.len(), None);
@@ -355,14 +358,12 @@ impl Tape {
                 .iter()
                 .map(|v| &self.nodes[v.index()].value)
                 .collect();
-            let update = match (&mut fused, node.op.steps_weight()) {
-                (Some((rule, steps)), true) => steps
+            let update = match (&mut deferred, node.op.steps_weight()) {
+                (Some(weights), true) => weights
                     .iter_mut()
-                    .find(|s| node.inputs.get(1) == Some(&s.var) && self.sole_weight_of(s.var, i))
-                    .map(|s| WeightUpdate {
-                        rule: *rule,
-                        state: (&mut *s.state.0, &mut *s.state.1),
-                        updated: &mut s.stepped,
+                    .find(|w| node.inputs.get(1) == Some(&w.var) && self.sole_weight_of(w.var, i))
+                    .map(|w| WeightUpdate {
+                        deferred: &mut w.product,
                     }),
                 _ => None,
             };

@@ -34,7 +34,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::loss_scale::{scaled_gradient_step, LossScaler};
 use crate::nn::Model;
-use crate::optim::{OptimConfig, Optimizer, Schedule};
+use crate::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
 use crate::precision::Precision;
 use crate::rng::Rng;
 use crate::tally::StepTally;
@@ -350,7 +350,7 @@ pub fn gradient_step(
     labels: &Tensor,
     lr: f64,
 ) -> Result<StepStats> {
-    if !fused_updates() {
+    if !fused_updates(optimizer) {
         let pass = model.parameter_gradients(tape, x, labels)?;
         let stats = StepStats {
             loss: pass.loss.to_scalar()?,
@@ -366,23 +366,29 @@ pub fn gradient_step(
     })
 }
 
-/// Whether [`gradient_step`] steps each weight inside the product that
-/// computes its gradient ([`Model::optimizer_step`]; the same bits, one pass
-/// over memory fewer): only with `ADVGRAD_FUSED_UPDATE=1`. By default it
-/// computes the gradients and then updates in a pass of its own, which was
-/// as fast or faster on the one machine both were timed on
-/// (`benches/RESULTS.md`).
-pub fn fused_updates() -> bool {
-    static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FUSED.get_or_init(|| std::env::var("ADVGRAD_FUSED_UPDATE").is_ok_and(|v| v == "1"))
+/// Whether [`gradient_step`] steps each weight of a model trained by
+/// `optimizer` inside the product that computes its gradient
+/// ([`Model::optimizer_step`]; the same bits, and neither the gradient's
+/// store nor the update's pass over memory): by default for SGD and
+/// momentum, not for Adam, whose update in the product made epochs 5–7 %
+/// longer on the machine it was timed on, where for SGD they were 0–4 %
+/// shorter (`benches/RESULTS.md`). `ADVGRAD_FUSED_UPDATE=1` fuses every
+/// rule, `0` none.
+pub fn fused_updates(optimizer: &Optimizer) -> bool {
+    static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let forced = FORCED.get_or_init(|| match std::env::var("ADVGRAD_FUSED_UPDATE").as_deref() {
+        Ok("1") => Some(true),
+        Ok("0") => Some(false),
+        _ => None,
+    });
+    forced.unwrap_or(optimizer.config().kind != OptimizerKind::Adam)
 }
 
 /// [`gradient_step`] that adds the batch's loss and correct count to
 /// `tally` instead of returning them: on a device the step reads nothing
 /// back to the host. The loss is not checked here: a NaN or infinite loss
 /// still updates the model, and [`StepTally::read`] reports it. With
-/// [`fused_updates`] the step is [`Model::optimizer_step`]'s, whose backward
-/// checks the loss as it starts.
+/// [`fused_updates`] the step is [`Model::optimizer_step_unchecked`]'s.
 pub fn tallied_step(
     model: &mut Model,
     optimizer: &mut Optimizer,
@@ -392,8 +398,8 @@ pub fn tallied_step(
     lr: f64,
     tally: &mut StepTally,
 ) -> Result<()> {
-    if fused_updates() {
-        let (loss, logits) = model.optimizer_step(tape, x, labels, optimizer, lr)?;
+    if fused_updates(optimizer) {
+        let (loss, logits) = model.optimizer_step_unchecked(tape, x, labels, optimizer, lr)?;
         return tally.add(&loss, &logits, labels);
     }
     let pass = model.parameter_gradients_unchecked(tape, x, labels)?;
@@ -864,7 +870,6 @@ fn train_on_worker(
 mod tests {
     use super::*;
     use crate::nn::Activation;
-    use crate::optim::OptimizerKind;
 
     fn config(adversarial: Option<AdvTraining>) -> TrainConfig {
         TrainConfig {

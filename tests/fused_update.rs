@@ -1,17 +1,17 @@
 //! The optimiser step fused into the weight-gradient product
-//! (`Model::optimizer_step`, `Tape::backward_stepping`,
-//! `BackendStorage::matmul_update`) leaves the parameters and the optimiser
+//! (`Model::optimizer_step`, `Tape::backward_deferring`,
+//! `GradientProduct::step`, `BackendStorage::matmul_update`) leaves the parameters and the optimiser
 //! state bit for bit where the gradients followed by `Optimizer::step`
 //! leave them, for every rule and under bf16 and f16 autocast (where the
 //! weights are stepped after the pass); a weight read by two ops is not
 //! fused and keeps its gradient.
 
 use advgrad::backend::cpu::CpuStorage;
-use advgrad::backend::{BackendStorage, MatmulDims, UpdateRule};
+use advgrad::backend::{BackendStorage, MatmulDims};
 use advgrad::nn::{Activation, Model};
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
 use advgrad::precision::{autocast, Precision};
-use advgrad::tape::ParamStep;
+use advgrad::tape::DeferredWeight;
 use advgrad::{DType, Tape, Tensor};
 
 fn configs() -> Vec<OptimConfig> {
@@ -57,8 +57,15 @@ fn batch(rows: usize, features: usize, classes: u32, seed: u64) -> (Tensor, Tens
 
 #[test]
 fn fused_steps_give_the_bits_of_gradients_then_update() {
-    // Odd sizes (edge tiles in every direction) and a wide layer.
-    for arch in ["13-37-29-5", "40-300-10"] {
+    // Odd sizes (edge tiles in every direction) and a wide layer; weight
+    // gradients split across threads summed in one `k` block (batch 256)
+    // and in several (batch 600, a layer 1100 wide).
+    for (arch, rows) in [
+        ("13-37-29-5", 33),
+        ("40-300-10", 33),
+        ("200-700-10", 256),
+        ("50-1100-10", 600),
+    ] {
         for config in configs() {
             let mut plain = Model::new(arch, Activation::Relu, 3).unwrap();
             let mut fused = plain.clone();
@@ -67,7 +74,7 @@ fn fused_steps_give_the_bits_of_gradients_then_update() {
             let mut tape = Tape::new();
             let features = plain.input_size();
             for step in 0..4 {
-                let (x, y) = batch(33 + step, features, plain.classes() as u32, step as u64);
+                let (x, y) = batch(rows + step, features, plain.classes() as u32, step as u64);
                 let pass = plain.parameter_gradients(&mut tape, x.clone(), &y).unwrap();
                 plain_opt
                     .step(&mut plain.params_mut(), &pass.grads, config.lr)
@@ -138,73 +145,79 @@ fn half_precision_steps_give_the_bits_of_gradients_then_update() {
 
 #[test]
 fn matmul_update_matches_matmul_then_update_for_every_operand_layout() {
-    let rule = UpdateRule::Sgd {
-        lr: 0.03,
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: 0.01,
-    };
-    let (m, n, k) = (37, 45, 19);
-    for (a_trans, b_trans) in [(false, false), (false, true), (true, false), (true, true)] {
-        let a_shape = if a_trans { [k, m] } else { [m, k] };
-        let b_shape = if b_trans { [n, k] } else { [k, n] };
-        let a = Tensor::rand_uniform(a_shape, -1.0, 1.0, 1, DType::F32);
-        let b = Tensor::rand_uniform(b_shape, -1.0, 1.0, 2, DType::F32);
-        let p = Tensor::rand_uniform([m, n], -1.0, 1.0, 3, DType::F32);
-        let v = Tensor::rand_uniform([m, n], -0.1, 0.1, 4, DType::F32);
-        let none = Tensor::zeros([0], DType::F32);
-        let dims = MatmulDims {
-            m,
-            n,
-            k,
-            a_trans,
-            b_trans,
-        };
+    // One `k` block on one thread; several blocks; one block split across
+    // threads.
+    for (m, n, k) in [(37, 45, 19), (40, 1100, 600), (300, 200, 256)] {
+        for config in configs() {
+            let mut opt = Optimizer::new(config, &[]).unwrap();
+            let (rule, _) = opt.begin_step(config.lr);
+            for (a_trans, b_trans) in [(false, false), (false, true), (true, false), (true, true)] {
+                let case = format!("{m}x{n}x{k} {a_trans} {b_trans} {config:?}");
+                let a_shape = if a_trans { [k, m] } else { [m, k] };
+                let b_shape = if b_trans { [n, k] } else { [k, n] };
+                let a = Tensor::rand_uniform(a_shape, -1.0, 1.0, 1, DType::F32);
+                let b = Tensor::rand_uniform(b_shape, -1.0, 1.0, 2, DType::F32);
+                let p = Tensor::rand_uniform([m, n], -1.0, 1.0, 3, DType::F32);
+                let (s1, s2) = match config.kind {
+                    OptimizerKind::Sgd => (
+                        Tensor::zeros([0], DType::F32),
+                        Tensor::zeros([0], DType::F32),
+                    ),
+                    OptimizerKind::Momentum => (
+                        Tensor::rand_uniform([m, n], -0.1, 0.1, 4, DType::F32),
+                        Tensor::zeros([0], DType::F32),
+                    ),
+                    OptimizerKind::Adam => (
+                        Tensor::rand_uniform([m, n], -0.1, 0.1, 4, DType::F32),
+                        Tensor::rand_uniform([m, n], 0.0, 0.1, 5, DType::F32),
+                    ),
+                };
+                let dims = MatmulDims {
+                    m,
+                    n,
+                    k,
+                    a_trans,
+                    b_trans,
+                };
 
-        let (mut v_plain, mut s2_plain) = (v.clone(), none.clone());
-        let grad = a.matmul_ex(&b, a_trans, b_trans).unwrap();
-        let mut p_plain = p.clone();
-        p_plain
-            .storage_mut()
-            .update(
-                grad.storage(),
-                v_plain.storage_mut(),
-                s2_plain.storage_mut(),
-                rule,
-            )
-            .unwrap();
+                let (mut p_plain, mut s1_plain, mut s2_plain) = (p.clone(), s1.clone(), s2.clone());
+                let grad = a.matmul_ex(&b, a_trans, b_trans).unwrap();
+                p_plain
+                    .storage_mut()
+                    .update(
+                        grad.storage(),
+                        s1_plain.storage_mut(),
+                        s2_plain.storage_mut(),
+                        rule,
+                    )
+                    .unwrap();
 
-        let (mut v_fused, mut s2_fused) = (v.clone(), none.clone());
-        let stepped = a
-            .storage()
-            .matmul_update(
-                b.storage(),
-                dims,
-                p.storage(),
-                v_fused.storage_mut(),
-                s2_fused.storage_mut(),
-                rule,
-            )
-            .unwrap();
-        let CpuStorage::F32(stepped) = stepped.to_cpu().unwrap() else {
-            panic!("matmul_update changed the dtype");
-        };
-        let stepped = Tensor::from_vec(stepped, [m, n]).unwrap();
-        assert_eq!(
-            bits(&stepped),
-            bits(&p_plain),
-            "{a_trans} {b_trans}: parameter"
-        );
-        assert_eq!(
-            bits(&v_fused),
-            bits(&v_plain),
-            "{a_trans} {b_trans}: velocity"
-        );
-        assert_eq!(
-            bits(&p),
-            bits(&p.clone()),
-            "the input parameter is left as it was"
-        );
+                let (mut p_fused, mut s1_fused, mut s2_fused) = (p.clone(), s1.clone(), s2.clone());
+                p_fused
+                    .storage_mut()
+                    .matmul_update(
+                        a.storage(),
+                        b.storage(),
+                        dims,
+                        s1_fused.storage_mut(),
+                        s2_fused.storage_mut(),
+                        rule,
+                    )
+                    .unwrap();
+                assert!(
+                    matches!(p_fused.storage().to_cpu().unwrap(), CpuStorage::F32(_)),
+                    "{case}: matmul_update changed the dtype"
+                );
+                assert_ne!(
+                    bits(&p_fused),
+                    bits(&p),
+                    "{case}: the parameter was not stepped"
+                );
+                assert_eq!(bits(&p_fused), bits(&p_plain), "{case}: parameter");
+                assert_eq!(bits(&s1_fused), bits(&s1_plain), "{case}: state 1");
+                assert_eq!(bits(&s2_fused), bits(&s2_plain), "{case}: state 2");
+            }
+        }
     }
 }
 
@@ -219,25 +232,11 @@ fn a_weight_read_by_two_ops_keeps_its_gradient() {
     let h2 = tape.matmul_ex(xv, wv, false, true).unwrap();
     let z = tape.add(h, h2).unwrap();
     let loss = tape.softmax_cross_entropy(z, &y).unwrap();
-    let rule = UpdateRule::Sgd {
-        lr: 0.1,
-        momentum: 0.0,
-        nesterov: false,
-        weight_decay: 0.0,
-    };
-    let (mut s1, mut s2) = (
-        Tensor::zeros([0], DType::F32),
-        Tensor::zeros([0], DType::F32),
-    );
-    let mut steps = [ParamStep {
-        var: wv,
-        state: (&mut s1, &mut s2),
-        stepped: None,
-    }];
-    tape.backward_stepping(loss, rule, &mut steps).unwrap();
+    let mut weights = [DeferredWeight::new(wv)];
+    tape.backward_deferring(loss, &mut weights).unwrap();
     assert!(
-        steps[0].stepped.is_none(),
-        "a shared weight was stepped inside one of its products"
+        weights[0].product.is_none(),
+        "a shared weight's gradient was left as one of its products"
     );
     let grad = tape.grad(wv).expect("the shared weight keeps its gradient");
     let mut reference = Tape::new();

@@ -173,15 +173,15 @@ impl BackendStorage for Storage {
         on_same_device!("update", (a = self, grad = grad, s1 = s1, s2 = s2) => a.update(grad, s1, s2, rule), wrap_plain)
     }
     fn matmul_update(
-        &self,
-        rhs: &Self,
+        &mut self,
+        a: &Self,
+        b: &Self,
         dims: MatmulDims,
-        param: &Self,
         s1: &mut Self,
         s2: &mut Self,
         rule: UpdateRule,
-    ) -> Result<Self> {
-        on_same_device!("matmul_update", (g = self, rhs = rhs, param = param, s1 = s1, s2 = s2) => g.matmul_update(rhs, dims, param, s1, s2, rule), wrap_storage)
+    ) -> Result<()> {
+        on_same_device!("matmul_update", (p = self, a = a, b = b, s1 = s1, s2 = s2) => p.matmul_update(a, b, dims, s1, s2, rule), wrap_plain)
     }
     fn tally_step(&mut self, loss: &Self, logits: &Self, labels: &Self, cols: usize) -> Result<()> {
         on_same_device!("tally_step", (t = self, loss = loss, logits = logits, labels = labels) => t.tally_step(loss, logits, labels, cols), wrap_plain)

@@ -234,30 +234,26 @@ pub trait BackendStorage: Sized {
     /// with state buffers `s1` (velocity, or Adam's m) and `s2` (Adam's v).
     fn update(&mut self, grad: &Self, s1: &mut Self, s2: &mut Self, rule: UpdateRule)
         -> Result<()>;
-    /// One optimiser update of `param` from the gradient `G = op(self)·op(rhs)`,
-    /// fused: `param ← rule(param, G)` (e.g. `param − lr·(G + wd·param)`),
-    /// returned as a new buffer, with the state `s1`, `s2` updated in place
-    /// as [`BackendStorage::update`] does. The CPU applies the rule to each
-    /// finished strip of the product while it is in cache, so `G` never
-    /// makes a pass of its own, and gives the same bits as the product
-    /// followed by the update. The default composes
+    /// In place: one optimiser update of the parameter `self` from the
+    /// gradient `G = op(a)·op(b)`, `self ← rule(self, G)` (e.g.
+    /// `self − lr·(G + wd·self)`), with the state `s1`, `s2` updated as
+    /// [`BackendStorage::update`] does. The CPU steps each finished block of
+    /// the product while it is in L1, so `G` is never stored whole and the
+    /// update makes no pass over memory of its own; the bits are those of
+    /// the product followed by the update. The default composes
     /// [`BackendStorage::matmul`] and [`BackendStorage::update`].
+    #[allow(clippy::too_many_arguments)]
     fn matmul_update(
-        &self,
-        rhs: &Self,
+        &mut self,
+        a: &Self,
+        b: &Self,
         dims: MatmulDims,
-        param: &Self,
         s1: &mut Self,
         s2: &mut Self,
         rule: UpdateRule,
-    ) -> Result<Self>
-    where
-        Self: Clone,
-    {
-        let grad = self.matmul(rhs, dims)?;
-        let mut updated = param.clone();
-        updated.update(&grad, s1, s2, rule)?;
-        Ok(updated)
+    ) -> Result<()> {
+        let grad = a.matmul(b, dims)?;
+        self.update(&grad, s1, s2, rule)
     }
     /// In place, on a loop's running statistics `self = [s, c]` (two f64):
     /// `s ← s + loss·N` and `c ← c + #{i : argmaxⱼ zᵢⱼ = yᵢ}` for the

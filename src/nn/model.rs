@@ -8,7 +8,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::optim::{step_param, Optimizer};
 use crate::rng::Rng;
-use crate::tape::{ParamStep, Tape, Var};
+use crate::tape::{DeferredWeight, Tape, Var};
 use crate::tensor::Tensor;
 
 use super::arch::{parse_arch, Arch, Input, LayerSpec};
@@ -446,10 +446,11 @@ impl Model {
 
     /// One optimiser step on the mean cross-entropy of the batch `x`
     /// against `labels`, on `tape` (cleared before and after): the
-    /// forward and backward pass, with every weight stepped inside the
-    /// product that computes its gradient ([`Tape::backward_stepping`]),
-    /// so its gradient never makes a pass over memory of its own, and the
-    /// biases stepped from their gradients after. The parameters end as
+    /// forward and backward pass, which leaves each weight's gradient as
+    /// its product ([`Tape::backward_deferring`]); once the tape lets go
+    /// of the weights, each is stepped in place inside that product, so its
+    /// gradient is never stored whole and the update makes no pass over
+    /// memory of its own; the biases are stepped from their gradients. The parameters end as
     /// [`Model::parameter_gradients`] followed by [`Optimizer::step`] leaves
     /// them, bit for bit. Returns the loss (a scalar) and the logits, from
     /// before the step.
@@ -465,6 +466,36 @@ impl Model {
         optimizer: &mut Optimizer,
         lr: f64,
     ) -> Result<(Tensor, Tensor)> {
+        self.optimizer_step_checking(tape, x, labels, optimizer, lr, true)
+    }
+
+    /// [`Model::optimizer_step`] without reading the loss to check that it
+    /// is finite, which on a device would wait for it: for loops that check
+    /// a sum of their losses later ([`crate::tally::StepTally`]). A NaN or
+    /// infinite loss steps the parameters to NaN or infinite values.
+    ///
+    /// # Errors
+    /// As [`Model::optimizer_step`], less the non-finite loss.
+    pub fn optimizer_step_unchecked(
+        &mut self,
+        tape: &mut Tape,
+        x: Tensor,
+        labels: &Tensor,
+        optimizer: &mut Optimizer,
+        lr: f64,
+    ) -> Result<(Tensor, Tensor)> {
+        self.optimizer_step_checking(tape, x, labels, optimizer, lr, false)
+    }
+
+    fn optimizer_step_checking(
+        &mut self,
+        tape: &mut Tape,
+        x: Tensor,
+        labels: &Tensor,
+        optimizer: &mut Optimizer,
+        lr: f64,
+        check_loss: bool,
+    ) -> Result<(Tensor, Tensor)> {
         tape.clear();
         let xv = tape.constant(x);
         let fwd = self.forward(tape, xv, true)?;
@@ -477,30 +508,27 @@ impl Model {
                 fwd.params.len()
             )));
         }
-        let mut steps: Params<ParamStep<'_>> = fwd
+        let mut weights: Params<DeferredWeight> = fwd
             .params
             .iter()
-            .zip(state.iter_mut())
-            .map(|(&var, (s1, s2))| ParamStep {
-                var,
-                state: (s1, s2),
-                stepped: None,
-            })
+            .map(|&var| DeferredWeight::new(var))
             .collect();
-        tape.backward_stepping(loss, rule, &mut steps)?;
+        if check_loss {
+            tape.backward_deferring(loss, &mut weights)?;
+        } else {
+            tape.backward_deferring_unchecked(loss, &mut weights)?;
+        }
         let grads: Params<Option<Tensor>> =
             fwd.params.iter().map(|&p| tape.grad(p).cloned()).collect();
         let values = (tape.value(loss)?.clone(), tape.value(fwd.logits)?.clone());
         // The tape lets go of the parameters, so that they are stepped in
         // place rather than copied.
         tape.clear();
-        for ((step, grad), param) in steps.iter_mut().zip(grads).zip(self.params_mut()) {
-            match (step.stepped.take(), grad) {
-                (Some(stepped), _) => *param = stepped,
-                (None, Some(grad)) => {
-                    let (s1, s2) = &mut step.state;
-                    step_param(param, &grad, s1, s2, rule)?
-                }
+        let params = weights.iter().zip(grads).zip(self.params_mut());
+        for (((weight, grad), param), (s1, s2)) in params.zip(state.iter_mut()) {
+            match (&weight.product, grad) {
+                (Some(product), _) => product.step(param, s1, s2, rule)?,
+                (None, Some(grad)) => step_param(param, &grad, s1, s2, rule)?,
                 (None, None) => return Err(Error::Tape("a parameter received no gradient".into())),
             }
         }

@@ -129,26 +129,64 @@ impl Tape {
     }
 }
 
-/// An optimiser step for the `B` operand of a product (a weight), taken
-/// inside the product that computes its gradient `dB`
-/// ([`BackendStorage::matmul_update`]) instead of returning `dB`.
+/// A weight's gradient `dB = op(lhs)·op(rhs)` kept as its product instead
+/// of computed, for the optimiser to step the weight with
+/// ([`GradientProduct::step`]) once nothing else holds the weight: the
+/// product then updates the weight in place as it goes
+/// ([`BackendStorage::matmul_update`]), and `dB` is never stored whole.
+#[derive(Clone, Debug)]
+pub struct GradientProduct {
+    lhs: Tensor,
+    rhs: Tensor,
+    lhs_trans: bool,
+    rhs_trans: bool,
+}
+
+impl GradientProduct {
+    /// Steps `param` in place by `rule` from this gradient, and the state
+    /// buffers `s1`, `s2` with it: the bits of computing the gradient and
+    /// then [`BackendStorage::update`].
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `param` is not the gradient's shape; the
+    /// backend's errors (dtypes, devices).
+    pub fn step(
+        &self,
+        param: &mut Tensor,
+        s1: &mut Tensor,
+        s2: &mut Tensor,
+        rule: UpdateRule,
+    ) -> Result<()> {
+        let dims = self
+            .lhs
+            .matmul_dims(&self.rhs, self.lhs_trans, self.rhs_trans)?;
+        if param.shape().dims() != [dims.m, dims.n] {
+            return Err(Error::ShapeMismatch {
+                op: "optimizer step",
+                lhs: param.shape().clone(),
+                rhs: [dims.m, dims.n].into(),
+            });
+        }
+        let (lhs, rhs) = (self.lhs.storage(), self.rhs.storage());
+        param
+            .storage_mut()
+            .matmul_update(lhs, rhs, dims, s1.storage_mut(), s2.storage_mut(), rule)
+    }
+}
+
+/// Where the backward pass leaves the gradient of a product's `B` operand
+/// (a weight) as a [`GradientProduct`] instead of computing it.
 pub struct WeightUpdate<'u> {
-    /// The optimiser's rule for this step.
-    pub rule: UpdateRule,
-    /// The optimiser's state buffers for the weight (updated in place).
-    pub state: (&'u mut Tensor, &'u mut Tensor),
-    /// Receives the updated weight.
-    pub updated: &'u mut Option<Tensor>,
+    /// Receives the weight's gradient as its product.
+    pub deferred: &'u mut Option<GradientProduct>,
 }
 
 /// The gradients of `C = op(A)·op(B)`, per the table in the module docs,
-/// with the products in `precision`; with `update` and an f32 product, `B`
-/// is stepped inside the product that computes its gradient (see
-/// [`WeightUpdate`]) and that gradient is returned as `None`. A bf16 or f16
-/// product has no fused form, so there `dB` is returned as usual and the
-/// caller steps `B` in place once the tape lets go of it
-/// ([`crate::nn::Model::optimizer_step`]): stepping it here would first copy
-/// the whole weight, which the tape still holds.
+/// with the products in `precision`; with `update` and an f32 product, the
+/// gradient of `B` is left as its product in the [`WeightUpdate`] and
+/// returned as `None`. A bf16 or f16 product has no such form, so there
+/// `dB` is returned as usual and the caller steps `B` in place once the
+/// tape lets go of it ([`crate::nn::Model::optimizer_step`]).
 pub(super) fn backward(
     a: &Tensor,
     b: &Tensor,
@@ -171,17 +209,13 @@ pub(super) fn backward(
     let db = match (needs[1], update) {
         (false, _) => None,
         (true, Some(u)) if precision == Precision::F32 => {
-            let (s1, s2) = u.state;
-            let dims = lhs.matmul_dims(rhs, lhs_trans, rhs_trans)?;
-            let stepped = lhs.storage().matmul_update(
-                rhs.storage(),
-                dims,
-                b.storage(),
-                s1.storage_mut(),
-                s2.storage_mut(),
-                u.rule,
-            )?;
-            *u.updated = Some(Tensor::from_storage(stepped, b.shape().clone()));
+            lhs.matmul_dims(rhs, lhs_trans, rhs_trans)?;
+            *u.deferred = Some(GradientProduct {
+                lhs: lhs.clone(),
+                rhs: rhs.clone(),
+                lhs_trans,
+                rhs_trans,
+            });
             None
         }
         (true, _) => Some(lhs.matmul_in(rhs, lhs_trans, rhs_trans, precision)?),

@@ -465,9 +465,46 @@ pub fn axpy<T: Float>(y: &mut [T], alpha: f64, x: &[T]) {
     });
 }
 
-/// One in-place optimiser update (see [`UpdateRule`]).
+/// One in-place optimiser update (see [`UpdateRule`]), on the rayon
+/// threads for a long parameter; the bits of [`update_serial`].
 pub fn update<T: Float>(p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], rule: UpdateRule) {
-    let apply = |p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T]| match rule {
+    let n = p.len();
+    let (s1, s2) = (fit(s1, n), fit(s2, n));
+    if n <= update_serial_max() {
+        return update_serial(p, g, s1, s2, rule);
+    }
+    let apply =
+        |p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T]| update_serial(p, g, s1, s2, rule);
+    // SGD keeps no state and momentum one buffer: the unused ones are empty,
+    // and the chunks of the parameter go to the threads without them.
+    let chunks = p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK));
+    match (s1.is_empty(), s2.is_empty()) {
+        (true, true) => chunks.for_each(|(p, g)| apply(p, g, &mut [], &mut [])),
+        (false, true) => chunks
+            .zip(s1.par_chunks_mut(CHUNK))
+            .for_each(|((p, g), s1)| apply(p, g, s1, &mut [])),
+        (true, false) => chunks
+            .zip(s2.par_chunks_mut(CHUNK))
+            .for_each(|((p, g), s2)| apply(p, g, &mut [], s2)),
+        (false, false) => chunks
+            .zip(s1.par_chunks_mut(CHUNK).zip(s2.par_chunks_mut(CHUNK)))
+            .for_each(|((p, g), (s1, s2))| apply(p, g, s1, s2)),
+    }
+}
+
+/// [`update`] on the calling thread alone, element by element:
+///
+/// - SGD: `g' = g + wd·p`; without momentum `p ← p − lr·g'`; with it
+///   `v ← μ·v + g'` (in `s1`), then `p ← p − lr·v`, or `p ← p − lr·(g' + μ·v)`
+///   (Nesterov);
+/// - Adam: `g' = g + wd·p`, `m ← β₁·m + (1 − β₁)·g'` (in `s1`),
+///   `v ← β₂·v + (1 − β₂)·g'²` (in `s2`),
+///   `p ← p − (lr/(1 − β₁ᵗ))·m / (√(v/(1 − β₂ᵗ)) + ε)`.
+///
+/// A state buffer the rule does not use may be empty.
+#[inline]
+pub fn update_serial<T: Float>(p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], rule: UpdateRule) {
+    match rule {
         UpdateRule::Sgd {
             lr,
             momentum,
@@ -516,26 +553,6 @@ pub fn update<T: Float>(p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], rule: 
                 *p -= step * *m / ((*v * inv_c2).sqrt() + e);
             }
         }
-    };
-    let n = p.len();
-    let (s1, s2) = (fit(s1, n), fit(s2, n));
-    if n <= update_serial_max() {
-        return apply(p, g, s1, s2);
-    }
-    // SGD keeps no state and momentum one buffer: the unused ones are empty,
-    // and the chunks of the parameter go to the threads without them.
-    let chunks = p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK));
-    match (s1.is_empty(), s2.is_empty()) {
-        (true, true) => chunks.for_each(|(p, g)| apply(p, g, &mut [], &mut [])),
-        (false, true) => chunks
-            .zip(s1.par_chunks_mut(CHUNK))
-            .for_each(|((p, g), s1)| apply(p, g, s1, &mut [])),
-        (true, false) => chunks
-            .zip(s2.par_chunks_mut(CHUNK))
-            .for_each(|((p, g), s2)| apply(p, g, &mut [], s2)),
-        (false, false) => chunks
-            .zip(s1.par_chunks_mut(CHUNK).zip(s2.par_chunks_mut(CHUNK)))
-            .for_each(|((p, g), (s1, s2))| apply(p, g, s1, s2)),
     }
 }
 

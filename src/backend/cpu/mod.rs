@@ -335,15 +335,15 @@ impl BackendStorage for CpuStorage {
     }
 
     fn matmul_update(
-        &self,
-        rhs: &Self,
+        &mut self,
+        a: &Self,
+        b: &Self,
         d: MatmulDims,
-        param: &Self,
         s1: &mut Self,
         s2: &mut Self,
         rule: UpdateRule,
-    ) -> Result<Self> {
-        fused_update::matmul_update(self, rhs, d, param, s1, s2, rule)
+    ) -> Result<()> {
+        fused_update::matmul_update(self, a, b, d, s1, s2, rule)
     }
 
     fn sum_rows(&self, cols: usize) -> Result<Self> {

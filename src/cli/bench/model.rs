@@ -123,7 +123,7 @@ pub(super) fn epoch(args: &Args, timer: Timer) -> Result<()> {
 }
 
 /// One SGD step (lr 0.1) as training takes it (the weights stepped inside
-/// their gradient products with `ADVGRAD_FUSED_UPDATE=1`), without the
+/// their gradient products unless `ADVGRAD_FUSED_UPDATE=0`), without the
 /// loss and accuracy statistics.
 fn lean_step(
     model: &mut Model,
@@ -132,7 +132,7 @@ fn lean_step(
     x: &Tensor,
     y: &Tensor,
 ) -> Result<()> {
-    if fused_updates() {
+    if fused_updates(opt) {
         model.optimizer_step(tape, x.clone(), y, opt, 0.1)?;
     } else {
         let step = model.parameter_gradients(tape, x.clone(), y)?;

@@ -29,9 +29,68 @@ pub struct Problem<'a, SA, SB = SA, C = SA> {
     pub epilogue: Option<&'a Epilogue<'a, C>>,
 }
 
+/// Where a product goes: into `C` (a raw pointer, as [`run_raw`] takes it),
+/// or block by block to a [`TileStep`].
+#[derive(Clone, Copy)]
+pub enum Output<'s, T> {
+    C(*mut T),
+    Step(&'s TileStep<'s, T>),
+}
+
 /// `epilogue(i, j, c)` receives `c = C[i, j..j + c.len()]` once its sum is
 /// complete, and may rewrite it; every element of `C` is handed over once.
 pub type Epilogue<'e, T> = dyn Fn(usize, usize, &mut [T]) + Sync + 'e;
+
+/// `step(i, j, g)` receives a finished block `g` of the product, whose
+/// element `(r, c)` is `C[i + r, j + c]`, where `C` is never stored whole
+/// (see [`super::gemm_stepping`]); every element of `C` is handed over once.
+pub type TileStep<'s, T> = dyn Fn(usize, usize, GradBlock<'_, T>) + Sync + 's;
+
+/// A finished block of a product, `rows × cols` values, rows `ld` apart.
+#[derive(Clone, Copy, Debug)]
+pub struct GradBlock<'a, T> {
+    values: &'a [T],
+    ld: usize,
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a, T> GradBlock<'a, T> {
+    /// A block of `rows × cols` values, rows `ld` apart, from `values`.
+    ///
+    /// # Panics
+    ///
+    /// If `values` is too short for them, or `ld < cols`.
+    pub fn new(values: &'a [T], ld: usize, rows: usize, cols: usize) -> Self {
+        assert!(ld >= cols && (rows == 0 || values.len() >= (rows - 1) * ld + cols));
+        GradBlock {
+            values,
+            ld,
+            rows,
+            cols,
+        }
+    }
+
+    /// How many rows the block has.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// How many columns the block has.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row `r` of the block (`cols` values).
+    ///
+    /// # Panics
+    ///
+    /// If `r ≥ rows`.
+    pub fn row(&self, r: usize) -> &'a [T] {
+        assert!(r < self.rows, "row {r} of a block of {} rows", self.rows);
+        &self.values[r * self.ld..r * self.ld + self.cols]
+    }
+}
 
 /// From this many multiply-adds on, `C` is cut into a few tiles per thread
 /// (the kernel's `TILES_PER_THREAD`) instead of one, so that a thread slowed
@@ -231,8 +290,60 @@ pub(super) unsafe fn run_raw<SA: Sync, SB: Sync, K: MicroKernel<SA, SB>>(
         origin: (0, 0),
     };
     for_each_tile::<SA, SB, K>((p.m, p.n, p.k), true, |rows, cols| {
-        run_tile(kern, p, out, rows, cols)
+        run_tile(kern, p, Sink::Store(out), rows, cols)
     });
+}
+
+/// Computes the problem with kernel `kern`, handing each finished
+/// `MR × NR` block of `C` to `step` instead of storing `C`: the sums of a
+/// block go to a per-thread buffer (one block long where `k` is one block,
+/// else the tile's size, holding the partial sums between blocks), and
+/// `step` reads them from there while they are in L1. Every element is
+/// summed as by [`run_raw`], so the bits are the same.
+pub(super) fn run_stepping<T, K>(kern: K, p: &Problem<'_, T>, step: &TileStep<'_, T>)
+where
+    T: PackedElem,
+    K: MicroKernel<T, T, Out = T>,
+{
+    let one_block = k_block_of::<T, T, K>(p.m, p.n, p.k) >= p.k;
+    for_each_tile::<T, T, K>((p.m, p.n, p.k), true, |rows, cols| {
+        T::with_tile(|buf| {
+            let (len, ld, origin) = if one_block {
+                (K::MR * K::NR, K::NR, None)
+            } else {
+                let (h, w) = (rows.len(), cols.len());
+                (h * w, w, Some((rows.start, cols.start)))
+            };
+            let buf = aligned(buf, len, len);
+            let sums = Target {
+                ptr: CPtr(buf.as_mut_ptr()),
+                ld,
+                origin: origin.unwrap_or((0, 0)),
+            };
+            let sink = Sink::Step {
+                sums,
+                per_block: origin.is_none(),
+                step,
+            };
+            run_tile(kern, p, sink, rows, cols)
+        })
+    });
+}
+
+/// Where [`run_tile`] puts the sums of each kernel call.
+#[derive(Clone, Copy)]
+enum Sink<'s, T> {
+    /// Into `C` (or a tile buffer), at each element's place.
+    Store(Target<T>),
+    /// Into `sums`, then, once the last `k` block is summed, to `step`:
+    /// with `per_block`, every block's sums start at `sums`' first element
+    /// (a buffer of one block); otherwise they lie at their places in a
+    /// buffer of the tile.
+    Step {
+        sums: Target<T>,
+        per_block: bool,
+        step: &'s TileStep<'s, T>,
+    },
 }
 
 /// [`run_raw`] as `Cᵀ = op(B)ᵀ·op(A)ᵀ` (the operands swapped), each tile of
@@ -292,7 +403,7 @@ where
                 ld: w,
                 origin: (cols.start, rows.start),
             };
-            run_tile(kern, &swapped, out, cols.clone(), rows.clone());
+            run_tile(kern, &swapped, Sink::Store(out), cols.clone(), rows.clone());
             // Eight rows of C at a time: from the tile in blocks of 8 × 8,
             // then to the epilogue while they are in L1.
             for r0 in (0..w).step_by(BLOCK) {
@@ -393,7 +504,7 @@ fn grid(
 fn run_tile<SA, SB, K: MicroKernel<SA, SB>>(
     kern: K,
     p: &Problem<'_, SA, SB, K::Out>,
-    out: Target<K::Out>,
+    sink: Sink<'_, K::Out>,
     rows: Range<usize>,
     cols: Range<usize>,
 ) {
@@ -469,16 +580,35 @@ fn run_tile<SA, SB, K: MicroKernel<SA, SB>>(
                         Some(data) if jp < full => (&data[p0 * p.b_rs + j0..], p.b_rs),
                         _ => (&bblock[(jp - full) * krows * K::NR..], K::NR),
                     };
+                    let last = p0 + kc == p.k;
                     // SAFETY: rows i0..i0+mr and columns j0..j0+nr lie in this
-                    // task's tile, which no other task touches; the caller
-                    // holds the target for the whole call.
+                    // task's tile, which no other task touches (or in this
+                    // thread's buffer of one block); the caller holds the
+                    // target for the whole call.
                     unsafe {
-                        let ct = out.at(i0, j0);
-                        kern.run(kc, a_strip, bpanel, b_step, ct, out.ld, mr, nr, add);
+                        let (ct, ld) = match sink {
+                            Sink::Store(out) => (out.at(i0, j0), out.ld),
+                            Sink::Step {
+                                sums,
+                                per_block: true,
+                                ..
+                            } => (sums.ptr.get(), sums.ld),
+                            Sink::Step { sums, .. } => (sums.at(i0, j0), sums.ld),
+                        };
+                        kern.run(kc, a_strip, bpanel, b_step, ct, ld, mr, nr, add);
+                        if let (Sink::Step { step, .. }, true) = (sink, last) {
+                            let len = (mr - 1) * ld + nr;
+                            let values = std::slice::from_raw_parts(ct, len);
+                            step(i0, j0, GradBlock::new(values, ld, mr, nr));
+                        }
                     }
                 }
                 // The strip is finished after the last k block, and its rows
                 // across the tile are still in L1/L2.
+                let out = match sink {
+                    Sink::Store(out) => out,
+                    Sink::Step { .. } => continue,
+                };
                 if let (Some(epilogue), true) = (p.epilogue, p0 + kc == p.k) {
                     for i in i0..i0 + mr {
                         // SAFETY: row i, columns `cols`, lie in this task's

@@ -29,7 +29,7 @@
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `driver.rs` | the tiling, the `k` blocks, the rayon tasks, the swapped product |
+//! | `driver.rs` | the tiling, the `k` blocks, the rayon tasks, the swapped product, the stepped product ([`gemm_stepping`]) |
 //! | `pack.rs` | copying `A` and `B` (transposed or not) into panels, and a swapped tile into `C` |
 //! | `buffers.rs` | the per-thread packing and tile buffers, aligned to cache lines |
 //! | `kernel.rs` | the micro-kernel contract and the portable kernel |
@@ -71,8 +71,8 @@ use crate::backend::pool;
 use crate::dtype::Float;
 
 use buffers::PackedElem;
-pub use driver::Epilogue;
-use driver::Problem;
+pub use driver::{Epilogue, GradBlock, TileStep};
+use driver::{Output, Problem};
 pub use half::{gemm_half, gemm_half_new, gemm_half_new_then, HalfFloat, HalfOperand};
 pub use select::{describe, Bf16Kernel, Bf16Rounding, F32Kernel, KernelChoice, Swap};
 
@@ -85,7 +85,7 @@ impl GemmElem for f32 {}
 impl GemmElem for f64 {}
 
 mod sealed {
-    use super::driver::Problem;
+    use super::driver::{Output, Problem};
 
     /// The per-type kernel dispatch.
     pub trait Sealed: Sized {
@@ -93,15 +93,15 @@ mod sealed {
         ///
         /// # Safety
         ///
-        /// As [`super::driver::run_raw`].
-        unsafe fn dispatch(p: &Problem<'_, Self>, c: *mut Self);
+        /// For [`Output::C`], as [`super::driver::run_raw`].
+        unsafe fn dispatch(p: &Problem<'_, Self>, out: Output<'_, Self>);
     }
 }
 
 macro_rules! impl_sealed {
     ($t:ty) => {
         impl sealed::Sealed for $t {
-            unsafe fn dispatch(p: &Problem<'_, $t>, c: *mut $t) {
+            unsafe fn dispatch(p: &Problem<'_, $t>, c: Output<'_, $t>) {
                 let swap = match select::selected_or_panic(Swap::selected()) {
                     Swap::Auto => driver::swap_pays(p),
                     Swap::Always => true,
@@ -133,23 +133,23 @@ macro_rules! impl_sealed {
 }
 
 /// Runs an f32/f64 problem with `kern`, swapped ([`driver::run_swapped`])
-/// or not.
+/// or not; a stepped product never swaps (the bits are the same either way).
 ///
 /// # Safety
 ///
-/// As [`driver::run_raw`].
+/// For [`Output::C`], as [`driver::run_raw`].
 unsafe fn run_plain<T: GemmElem + PackedElem, K: kernel::MicroKernel<T, Out = T>>(
     kern: K,
     p: &Problem<'_, T>,
-    c: *mut T,
+    out: Output<'_, T>,
     swap: bool,
 ) {
     // SAFETY: the caller's contract is `run_raw`'s, which is `run_swapped`'s.
     unsafe {
-        if swap {
-            driver::run_swapped(kern, p, c)
-        } else {
-            driver::run_raw(kern, p, c)
+        match out {
+            Output::C(c) if swap => driver::run_swapped(kern, p, c),
+            Output::C(c) => driver::run_raw(kern, p, c),
+            Output::Step(step) => driver::run_stepping(kern, p, step),
         }
     }
 }
@@ -187,11 +187,48 @@ pub fn gemm<T: GemmElem>(
     );
     compute_into(m, n, k, accumulate, c, |c| {
         // SAFETY: `compute_into` hands over `m·n` exclusive values of C.
-        unsafe { T::dispatch(&p, c) }
+        unsafe { T::dispatch(&p, Output::C(c)) }
     });
 }
 
 /// `C (+)= op(A)·op(B)` into `c` (`m·n` values, checked by the caller):
+/// `G = op(A)·op(B)` (operands as in [`gemm`]) handed to `step` in
+/// finished blocks while they are in L1, without `G` ever being stored
+/// whole: what `step` makes of each block (an optimiser update of the
+/// parameter `G` is the gradient of) then costs no pass over memory of its
+/// own. Each element is summed as by [`gemm`], so the bits of `G` are the
+/// same, for any number of threads; every element is handed over once
+/// (with `k == 0`, as zeros, one row at a time).
+///
+/// # Panics
+///
+/// If a slice length does not match its shape.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_stepping<T: GemmElem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    a_trans: bool,
+    b: &[T],
+    b_trans: bool,
+    step: &TileStep<'_, T>,
+) {
+    let p = problem(m, n, k, a, a_trans, b, b_trans, false);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        let zeros = vec![T::ZERO; n];
+        for i in 0..m {
+            step(i, 0, GradBlock::new(&zeros, n, 1, n));
+        }
+        return;
+    }
+    // SAFETY: a stepped product writes no `C`.
+    unsafe { T::dispatch(&p, Output::Step(step)) }
+}
+
 /// `compute` runs the driver on `c` when `m`, `n` and `k` are non-zero;
 /// with `k == 0` the product is zero.
 fn compute_into<C: Copy + Default>(
@@ -229,7 +266,7 @@ pub fn gemm_new<T: GemmElem>(
     let p = problem(m, n, k, a, a_trans, b, b_trans, false);
     new_product(m, n, k, None, |c| {
         // SAFETY: `new_product` hands over room for `m·n` values.
-        unsafe { T::dispatch(&p, c) }
+        unsafe { T::dispatch(&p, Output::C(c)) }
     })
 }
 
@@ -252,7 +289,7 @@ pub fn gemm_new_then<T: GemmElem>(
     p.epilogue = Some(epilogue);
     new_product(m, n, k, Some(epilogue), |c| {
         // SAFETY: `new_product` hands over room for `m·n` values.
-        unsafe { T::dispatch(&p, c) }
+        unsafe { T::dispatch(&p, Output::C(c)) }
     })
 }
 

@@ -388,6 +388,67 @@ fn the_epilogue_sees_every_finished_element_once() {
     }
 }
 
+/// `gemm_stepping` hands every element of the product over exactly once,
+/// with the bits `gemm_new` stores, for each transpose, in f32 and f64.
+fn check_stepping<T: GemmElem>() {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    let sizes: &[(usize, usize, usize)] = if cfg!(miri) {
+        &[(1, 1, 1), (3, 13, 300), (5, 20, 3), (2, 3, 0)]
+    } else {
+        // Several k blocks kept in a tile's buffer (`k` = 1500, and
+        // `n > 1024` with `k` = 600); one block, threaded and in fine tiles
+        // (300 × 1030 × 256); products that would run swapped; `k` = 0.
+        &[
+            (1, 1, 1),
+            (37, 45, 1500),
+            (40, 1100, 600),
+            (301, 211, 97),
+            (300, 1030, 256),
+            (5, 700, 3),
+            (100, 600, 700),
+            (7, 9, 0),
+        ]
+    };
+    for &(m, n, k) in sizes {
+        for (at, bt) in [(false, false), (false, true), (true, false), (true, true)] {
+            let a: Vec<T> = data(m * k, 11 + m as u64);
+            let b: Vec<T> = data(k * n, 12 + n as u64);
+            let plain = super::gemm_new(m, n, k, &a, at, &b, bt);
+            let seen: Vec<AtomicU32> = (0..m * n).map(|_| AtomicU32::new(0)).collect();
+            let got: Vec<AtomicU64> = (0..m * n).map(|_| AtomicU64::new(0)).collect();
+            let step = |i: usize, j: usize, g: super::GradBlock<'_, T>| {
+                for r in 0..g.rows() {
+                    for (c, v) in g.row(r).iter().enumerate() {
+                        let at = (i + r) * n + j + c;
+                        seen[at].fetch_add(1, Ordering::Relaxed);
+                        got[at].store(v.to_f64().to_bits(), Ordering::Relaxed);
+                    }
+                }
+            };
+            super::gemm_stepping(m, n, k, &a, at, &b, bt, &step);
+            let case = format!("{m}x{n}x{k} {at} {bt}");
+            assert!(
+                seen.iter().all(|s| s.load(Ordering::Relaxed) == 1),
+                "{case}: an element handed over other than once"
+            );
+            for (e, (want, got)) in plain.iter().zip(&got).enumerate() {
+                let got = f64::from_bits(got.load(Ordering::Relaxed));
+                assert_eq!(
+                    want.to_f64().to_bits(),
+                    got.to_bits(),
+                    "{case}: element {e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_stepped_product_hands_each_element_over_once_with_the_bits_of_gemm() {
+    check_stepping::<f32>();
+    check_stepping::<f64>();
+}
+
 // Under Miri (scripts/miri.sh), hundreds of times slower than native code,
 // the tests run on smaller problems that still reach every path: partial
 // panels and tiles, two `k` blocks (`k > KC`), every transpose, and, in
