@@ -60,15 +60,28 @@ fn synthetic(rows: usize) -> Dataset {
     Dataset::from_parts(images, labels, 784, 10).unwrap()
 }
 
+/// How a test pass takes its training steps.
+#[derive(Clone, Copy, Debug)]
+enum StepKind {
+    /// `gradient_step`, as `train` does (fused or not, by the rule).
+    Default,
+    /// `Model::optimizer_step`: the weights stepped inside their gradient
+    /// products.
+    Fused,
+    /// The gradients, then `Optimizer::step`'s separate pass.
+    Separate,
+}
+
+const STEP_KINDS: [StepKind; 3] = [StepKind::Default, StepKind::Fused, StepKind::Separate];
+
 /// Heap allocations (calls, bytes) made by a pass over `data` with the
 /// model `arch` in
-/// batches of 128 (the last one smaller), after `warmup` passes.
-/// With `fused`, each step is `Model::optimizer_step` (the weights stepped
-/// inside their gradient products) instead of `gradient_step`'s default.
+/// batches of 128 (the last one smaller), after `warmup` passes, each step
+/// taken as `steps` says.
 fn allocations_per_pass(
     arch: &str,
     kind: OptimizerKind,
-    fused: bool,
+    steps: StepKind,
     data: &Dataset,
     warmup: usize,
 ) -> (usize, usize) {
@@ -81,15 +94,25 @@ fn allocations_per_pass(
         COUNTING.store(count, Ordering::SeqCst);
         for idx in Batches::new(&order, 128, false).unwrap() {
             let (x, y) = batch_tensors(data, idx, Device::Cpu, &mut images, &mut labels).unwrap();
-            if fused {
-                let (loss, _) = model
-                    .optimizer_step(&mut tape, x, &y, &mut optimizer, 0.01)
-                    .unwrap();
-                assert!(loss.to_scalar().unwrap().is_finite());
-            } else {
-                let stats =
-                    gradient_step(&mut model, &mut optimizer, &mut tape, x, &y, 0.01).unwrap();
-                assert!(stats.loss.is_finite() && stats.correct <= idx.len());
+            match steps {
+                StepKind::Fused => {
+                    let (loss, _) = model
+                        .optimizer_step(&mut tape, x, &y, &mut optimizer, 0.01)
+                        .unwrap();
+                    assert!(loss.to_scalar().unwrap().is_finite());
+                }
+                StepKind::Separate => {
+                    let pass = model.parameter_gradients(&mut tape, x, &y).unwrap();
+                    assert!(pass.loss.to_scalar().unwrap().is_finite());
+                    optimizer
+                        .step(&mut model.params_mut(), &pass.grads, 0.01)
+                        .unwrap();
+                }
+                StepKind::Default => {
+                    let stats =
+                        gradient_step(&mut model, &mut optimizer, &mut tape, x, &y, 0.01).unwrap();
+                    assert!(stats.loss.is_finite() && stats.correct <= idx.len());
+                }
             }
         }
         COUNTING.store(false, Ordering::SeqCst);
@@ -117,13 +140,13 @@ fn a_training_step_allocates_nothing_in_steady_state() {
         OptimizerKind::Momentum,
         OptimizerKind::Adam,
     ] {
-        for fused in [false, true] {
+        for steps in STEP_KINDS {
             let (calls, bytes) =
-                threads.install(|| allocations_per_pass("784-256-256-10", kind, fused, &data, 2));
+                threads.install(|| allocations_per_pass("784-256-256-10", kind, steps, &data, 2));
             assert_eq!(
                 (calls, bytes),
                 (0, 0),
-                "{kind:?} (fused update: {fused}): 8 training steps made {calls} heap allocations ({bytes} bytes)"
+                "{kind:?} ({steps:?} steps): 8 training steps made {calls} heap allocations ({bytes} bytes)"
             );
         }
     }
@@ -131,12 +154,12 @@ fn a_training_step_allocates_nothing_in_steady_state() {
     // batches of 128 and one of 88.
     let data = synthetic(600);
     for kind in [OptimizerKind::Sgd, OptimizerKind::Adam] {
-        for fused in [false, true] {
+        for steps in STEP_KINDS {
             let (calls, bytes) = threads.install(|| {
                 allocations_per_pass(
                     "1x28x28-c16k5p2-mp2-c32k5p2-mp2-128-10",
                     kind,
-                    fused,
+                    steps,
                     &data,
                     2,
                 )
@@ -144,7 +167,7 @@ fn a_training_step_allocates_nothing_in_steady_state() {
             assert_eq!(
                 (calls, bytes),
                 (0, 0),
-                "CNN {kind:?} (fused update: {fused}): 5 training steps made {calls} heap allocations ({bytes} bytes)"
+                "CNN {kind:?} ({steps:?} steps): 5 training steps made {calls} heap allocations ({bytes} bytes)"
             );
         }
     }

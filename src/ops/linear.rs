@@ -69,8 +69,8 @@ impl Tape {
 }
 
 /// `z̄ = g ⊙ f'` from the saved output `y`, then the gradients of the
-/// product's operands and the column sums of `z̄`; with `update`, `W` is
-/// stepped instead of given a gradient (see [`matmul::WeightUpdate`]).
+/// product's operands and the column sums of `z̄`; with `update`, `W`'s
+/// gradient is left as its product (see [`matmul::WeightUpdate`]).
 pub(super) fn backward(
     inputs: &[&Tensor],
     y: &Tensor,

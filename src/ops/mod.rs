@@ -212,14 +212,16 @@ impl Op {
         self.backward_updating(inputs, output, g, needs, None)
     }
 
-    /// Whether [`Op::backward_updating`] can step the op's second input (a
-    /// weight) inside the product that computes its gradient.
+    /// Whether [`Op::backward_updating`] can leave the gradient of the op's
+    /// second input (a weight) as its product
+    /// ([`matmul::GradientProduct`]).
     pub fn steps_weight(&self) -> bool {
         matches!(self, Op::Matmul { .. } | Op::LinearAct(..))
     }
 
-    /// [`Op::backward`], with the second input stepped by `update` instead
-    /// of given a gradient where [`Op::steps_weight`] (ignored elsewhere).
+    /// [`Op::backward`], with the second input's gradient left as its
+    /// product in `update` instead of computed where [`Op::steps_weight`]
+    /// (ignored elsewhere).
     pub fn backward_updating(
         &self,
         inputs: &[&Tensor],

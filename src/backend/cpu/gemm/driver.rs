@@ -296,8 +296,9 @@ pub(super) unsafe fn run_raw<SA: Sync, SB: Sync, K: MicroKernel<SA, SB>>(
 
 /// Computes the problem with kernel `kern`, handing each finished
 /// `MR × NR` block of `C` to `step` instead of storing `C`: the sums of a
-/// block go to a per-thread buffer (one block long where `k` is one block,
-/// else the tile's size, holding the partial sums between blocks), and
+/// block go to a buffer of one block on the stack where `k` is one block,
+/// else to the thread's tile buffer (holding the partial sums between
+/// blocks), and
 /// `step` reads them from there while they are in L1. Every element is
 /// summed as by [`run_raw`], so the bits are the same.
 pub(super) fn run_stepping<T, K>(kern: K, p: &Problem<'_, T>, step: &TileStep<'_, T>)
@@ -307,28 +308,51 @@ where
 {
     let one_block = k_block_of::<T, T, K>(p.m, p.n, p.k) >= p.k;
     for_each_tile::<T, T, K>((p.m, p.n, p.k), true, |rows, cols| {
-        T::with_tile(|buf| {
-            let (len, ld, origin) = if one_block {
-                (K::MR * K::NR, K::NR, None)
-            } else {
-                let (h, w) = (rows.len(), cols.len());
-                (h * w, w, Some((rows.start, cols.start)))
-            };
-            let buf = aligned(buf, len, len);
+        if one_block {
+            assert!(
+                K::MR * K::NR <= BLOCK_SUMS,
+                "a kernel block of {} values",
+                K::MR * K::NR
+            );
+            let mut block = BlockSums([T::default(); BLOCK_SUMS]);
             let sums = Target {
-                ptr: CPtr(buf.as_mut_ptr()),
-                ld,
-                origin: origin.unwrap_or((0, 0)),
+                ptr: CPtr(block.0.as_mut_ptr()),
+                ld: K::NR,
+                origin: (0, 0),
             };
             let sink = Sink::Step {
                 sums,
-                per_block: origin.is_none(),
+                per_block: true,
+                step,
+            };
+            return run_tile(kern, p, sink, rows, cols);
+        }
+        T::with_tile(|buf| {
+            let (h, w) = (rows.len(), cols.len());
+            let buf = aligned(buf, h * w, h * w);
+            let sums = Target {
+                ptr: CPtr(buf.as_mut_ptr()),
+                ld: w,
+                origin: (rows.start, cols.start),
+            };
+            let sink = Sink::Step {
+                sums,
+                per_block: false,
                 step,
             };
             run_tile(kern, p, sink, rows, cols)
         })
     });
 }
+
+/// The most values of a kernel's `MR × NR` block (12 × 32 for the f32
+/// AVX-512 kernel) that [`run_stepping`] keeps on the stack.
+const BLOCK_SUMS: usize = 512;
+
+/// The sums of one kernel block, on a cache line (on the stack, so that a
+/// thread's first stepped product allocates nothing).
+#[repr(align(64))]
+struct BlockSums<T>([T; BLOCK_SUMS]);
 
 /// Where [`run_tile`] puts the sums of each kernel call.
 #[derive(Clone, Copy)]
@@ -585,7 +609,7 @@ fn run_tile<SA, SB, K: MicroKernel<SA, SB>>(
                     // task's tile, which no other task touches (or in this
                     // thread's buffer of one block); the caller holds the
                     // target for the whole call.
-                    unsafe {
+                    let (ct, ld) = unsafe {
                         let (ct, ld) = match sink {
                             Sink::Store(out) => (out.at(i0, j0), out.ld),
                             Sink::Step {
@@ -596,11 +620,14 @@ fn run_tile<SA, SB, K: MicroKernel<SA, SB>>(
                             Sink::Step { sums, .. } => (sums.at(i0, j0), sums.ld),
                         };
                         kern.run(kc, a_strip, bpanel, b_step, ct, ld, mr, nr, add);
-                        if let (Sink::Step { step, .. }, true) = (sink, last) {
-                            let len = (mr - 1) * ld + nr;
-                            let values = std::slice::from_raw_parts(ct, len);
-                            step(i0, j0, GradBlock::new(values, ld, mr, nr));
-                        }
+                        (ct, ld)
+                    };
+                    if let (Sink::Step { step, .. }, true) = (sink, last) {
+                        // SAFETY: the kernel has just written these `mr` rows
+                        // of `nr` sums, `ld` apart, into this thread's buffer,
+                        // which nothing else touches until the next call.
+                        let values = unsafe { std::slice::from_raw_parts(ct, (mr - 1) * ld + nr) };
+                        step(i0, j0, GradBlock::new(values, ld, mr, nr));
                     }
                 }
                 // The strip is finished after the last k block, and its rows
