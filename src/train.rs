@@ -370,10 +370,10 @@ pub fn gradient_step(
 /// `optimizer` inside the product that computes its gradient
 /// ([`Model::optimizer_step`]; the same bits, and neither the gradient's
 /// store nor the update's pass over memory): by default for SGD and
-/// momentum, not for Adam, whose update in the product made epochs 5–7 %
-/// longer on the machine it was timed on, where for SGD they were 0–4 %
-/// shorter (`benches/RESULTS.md`). `ADVGRAD_FUSED_UPDATE=1` fuses every
-/// rule, `0` none.
+/// momentum, not for Adam, whose update in the product made training
+/// epochs 5–8 % longer on the machine it was timed on, where SGD's epochs
+/// were up to 9 % shorter and momentum's level (`benches/RESULTS.md`).
+/// `ADVGRAD_FUSED_UPDATE=1` fuses every rule, `0` none.
 pub fn fused_updates(optimizer: &Optimizer) -> bool {
     static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     let forced = FORCED.get_or_init(|| match std::env::var("ADVGRAD_FUSED_UPDATE").as_deref() {
