@@ -138,8 +138,7 @@ impl Tape {
 pub struct GradientProduct {
     lhs: Tensor,
     rhs: Tensor,
-    lhs_trans: bool,
-    rhs_trans: bool,
+    dims: MatmulDims,
 }
 
 impl GradientProduct {
@@ -157,9 +156,7 @@ impl GradientProduct {
         s2: &mut Tensor,
         rule: UpdateRule,
     ) -> Result<()> {
-        let dims = self
-            .lhs
-            .matmul_dims(&self.rhs, self.lhs_trans, self.rhs_trans)?;
+        let dims = self.dims;
         if param.shape().dims() != [dims.m, dims.n] {
             return Err(Error::ShapeMismatch {
                 op: "optimizer step",
@@ -209,12 +206,10 @@ pub(super) fn backward(
     let db = match (needs[1], update) {
         (false, _) => None,
         (true, Some(u)) if precision == Precision::F32 => {
-            lhs.matmul_dims(rhs, lhs_trans, rhs_trans)?;
             *u.deferred = Some(GradientProduct {
                 lhs: lhs.clone(),
                 rhs: rhs.clone(),
-                lhs_trans,
-                rhs_trans,
+                dims: lhs.matmul_dims(rhs, lhs_trans, rhs_trans)?,
             });
             None
         }

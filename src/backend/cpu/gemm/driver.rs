@@ -581,6 +581,7 @@ fn run_tile<SA, SB, K: MicroKernel<SA, SB>>(
             let kc = kb.min(p.k - p0);
             let krows = K::packed_rows(kc);
             let add = p.accumulate || p0 > 0;
+            let last = p0 + kc == p.k;
             let packed_from = cols.start + full * K::NR;
             let bblock = &mut bbuf[..krows * (panels - full) * K::NR];
             K::pack_b(b, p0, kc, packed_from, cols.end - packed_from, bblock);
@@ -604,7 +605,6 @@ fn run_tile<SA, SB, K: MicroKernel<SA, SB>>(
                         Some(data) if jp < full => (&data[p0 * p.b_rs + j0..], p.b_rs),
                         _ => (&bblock[(jp - full) * krows * K::NR..], K::NR),
                     };
-                    let last = p0 + kc == p.k;
                     // SAFETY: rows i0..i0+mr and columns j0..j0+nr lie in this
                     // task's tile, which no other task touches (or in this
                     // thread's buffer of one block); the caller holds the
@@ -636,7 +636,7 @@ fn run_tile<SA, SB, K: MicroKernel<SA, SB>>(
                     Sink::Store(out) => out,
                     Sink::Step { .. } => continue,
                 };
-                if let (Some(epilogue), true) = (p.epilogue, p0 + kc == p.k) {
+                if let (Some(epilogue), true) = (p.epilogue, last) {
                     for i in i0..i0 + mr {
                         // SAFETY: row i, columns `cols`, lie in this task's
                         // tile, as above.
