@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the GPU bundle: advgrad's GPU test binaries, the `advgrad` binary
 # (release, `--features cuda`, debug info stripped), Fashion-MNIST for the
-# training and attack benchmarks, and run.sh (scripts/gpu-run.sh), in one
+# training and attack benchmarks, run.sh (scripts/gpu-run.sh) and sweep.sh
+# (scripts/gpu-sweep.sh, with the lean protocol's lean.py), in one
 # folder that runs on a machine with an NVIDIA driver but no Rust and no
 # CUDA toolkit (the kernels are embedded as cubins for sm_80 and sm_90 and
 # as PTX; libcuda and libcublas are loaded at run time).
@@ -9,6 +10,7 @@
 #   scripts/gpu-bundle.sh                    # build into .gpu-bundle/ and .gpu-bundle.tar.xz
 #   scp .gpu-bundle.tar.xz gpu-host: && ssh gpu-host 'tar -xJf .gpu-bundle.tar.xz && .gpu-bundle/run.sh OUT_DIR'
 #   # then copy OUT_DIR/gpu-run.json back: the verdict, every test, every bench row
+#   ssh gpu-host '.gpu-bundle/sweep.sh SWEEP_DIR'   # then SWEEP_DIR/sweep.jsonl
 #
 # Every binary embeds every kernel (PTX and two cubins; the matmul's many
 # tile, layout and epilogue instantiations are most of it), so the folder
@@ -93,7 +95,9 @@ done
 # Strip debug info (the release profile keeps line tables).
 find "$out" -type f -perm -u+x -exec strip --strip-debug {} +
 cp scripts/gpu-run.sh "$out/run.sh"
-chmod +x "$out/run.sh"
+cp scripts/gpu-sweep.sh "$out/sweep.sh"
+cp benches/peers/lean.py benches/peers/peers.py "$out/"
+chmod +x "$out/run.sh" "$out/sweep.sh"
 
 # The test set whole, the first $train_examples training examples.
 cp "$data_src"/t10k-images-idx3-ubyte.gz "$data_src"/t10k-labels-idx1-ubyte.gz "$out/data/"

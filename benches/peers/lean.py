@@ -4,6 +4,7 @@
 in advgrad, at the configurations (H, batch) the f32-at-scale issue names.
 
     lean.py jax --arch 784-256-256-10 --batch 128 --repeat 3   # one JSON line
+    lean.py jax --platform cuda --arch ... --batch ...         # JAX on a GPU
     lean.py advgrad --bin target/release/advgrad --arch ... --batch ... --repeat 3
     lean.py report raw.jsonl --json lean-results.json --machine '{...}'
 
@@ -53,12 +54,15 @@ def synthetic(features):
     return x, y
 
 
-def run_jax(arch, batch, repeat):
+def run_jax(arch, batch, repeat, platform_name="cpu"):
     import jax
     import jax.numpy as jnp
     import jaxlib
 
-    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_platforms", platform_name)
+    if platform_name != "cpu":
+        # f32 products in f32, as advgrad's (XLA's default on a GPU is TF32).
+        jax.config.update("jax_default_matmul_precision", "highest")
     widths = [int(w) for w in arch.split("-")]
 
     def loss_fn(params, x, y):
@@ -94,6 +98,7 @@ def run_jax(arch, batch, repeat):
     times = [epoch() for _ in range(repeat)]
     emit({
         "framework": "jax", "arch": arch, "batch": batch, "steps": steps,
+        "platform": platform_name, "device": str(jax.devices()[0]),
         "seconds": statistics.median(times), "all_seconds": times, "warmup_seconds": warm,
         "jax": jax.__version__, "jaxlib": jaxlib.__version__,
         "python": platform.python_version(), "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
@@ -187,6 +192,10 @@ def main():
         r.add_argument("--repeat", type=int, default=3)
         if name == "advgrad":
             r.add_argument("--bin", required=True)
+        else:
+            r.add_argument("--platform", default="cpu", choices=["cpu", "cuda"],
+                           help="where JAX runs (cuda: beside `advgrad bench --op epoch "
+                                "--synthetic --device cuda`)")
     p = sub.add_parser("report", help="the ratio table from the JSON lines")
     p.add_argument("raw")
     p.add_argument("--json")
@@ -195,7 +204,7 @@ def main():
     if args.cmd == "report":
         return report(args.raw, args.json, json.loads(args.machine))
     if args.cmd == "jax":
-        run_jax(args.arch, args.batch, args.repeat)
+        run_jax(args.arch, args.batch, args.repeat, args.platform)
     else:
         run_advgrad(args.bin, args.arch, args.batch, args.repeat)
     return 0

@@ -79,6 +79,21 @@ impl Tolerance {
         }
     }
 
+    /// `n` roundings of the type (`n·ε`: ε = 2⁻²³ in f32, 2⁻⁵² in f64), for
+    /// arithmetic with no transcendental function, measured against its
+    /// terms.
+    pub fn roundings(dtype: DType, n: f64) -> Tolerance {
+        let eps = if dtype == DType::F64 {
+            f64::EPSILON
+        } else {
+            f32::EPSILON as f64
+        };
+        Tolerance {
+            tol: n * eps,
+            ..Tolerance::kernel(dtype)
+        }
+    }
+
     /// A chain of kernels (a training step, an attack step): their
     /// roundings add up, so 1e-4 in f32 and 1e-10 in f64.
     pub fn composite(dtype: DType) -> Tolerance {

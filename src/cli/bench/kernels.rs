@@ -6,7 +6,10 @@
 //!   the tensor-core kernels on a GPU and the emulator) beside cuBLAS on a
 //!   GPU — `cublasSgemm` for f32, `cublasGemmEx` with the operands in the
 //!   half type, f32 compute and an f32 C otherwise — with the ratio and
-//!   the largest difference between the two products; on the CPU and the
+//!   the largest difference between the two products (of f32 operands).
+//!   In a half precision each size is timed twice: operands stored in f32
+//!   (rounded as the product reads them, as autocast does) and stored in
+//!   the half type (as GemmEx takes them). On the CPU and the
 //!   emulator the cuBLAS columns are absent, with the reason.
 //! - `relu`, `sigmoid`, `tanh`, `gelu`, `softmax_cross_entropy` (forward): GB/s of
 //!   the bytes the op must move, beside a copy of as many bytes on the same
@@ -60,44 +63,56 @@ pub(super) fn matmul(problems: &[Problem], timer: Timer, json: bool) -> Result<(
         let a_host = Tensor::rand_uniform([m, k], -1.0, 1.0, 1, DType::F32);
         let b_host = Tensor::rand_uniform([k, n], -1.0, 1.0, 2, DType::F32);
         let (a, b) = (a_host.to_device(device)?, b_host.to_device(device)?);
-        let seconds = timer.per_call(|| a.matmul(&b).map(drop))?;
-        let flop = 2.0 * (m * k * n) as f64;
-        let gflops = flop / seconds / 1e9;
         let precision = advgrad::Precision::current();
-        let mut fields = serde_json::json!({
-            "m": m, "k": k, "n": n, "gflops": gflops, "precision": precision.name(),
-        });
-        let mut text = format!(
-            "{:<20} {precision:<4} {} GFLOP/s",
-            problem.to_string(),
-            rate(gflops)
-        );
+        let flop = 2.0 * (m * k * n) as f64;
         let theirs = cublas.time(timer, &a_host, &b_host, &a.matmul(&b)?, (m, k, n))?;
-        let o = fields.as_object_mut().expect("an object");
-        match theirs {
-            Ok(r) => {
-                let their_gflops = flop / r.seconds / 1e9;
-                let ratio = gflops / their_gflops;
-                o.insert("cublas_routine".into(), r.routine.into());
-                o.insert("cublas_version".into(), r.version.clone().into());
-                o.insert("cublas_seconds".into(), r.seconds.into());
-                o.insert("cublas_gflops".into(), their_gflops.into());
-                o.insert("ratio_to_cublas".into(), ratio.into());
-                o.insert("max_rel_diff_vs_cublas".into(), r.max_rel_diff.into());
-                text.push_str(&format!(
-                    "   cuBLAS {} {} {} GFLOP/s   {ratio:.2}× cuBLAS   (max rel diff {:.1e})",
-                    r.version,
-                    r.routine,
-                    rate(their_gflops),
-                    r.max_rel_diff
-                ));
-            }
-            Err(why) => {
-                o.insert("cublas_unavailable".into(), why.clone().into());
-                text.push_str(&format!("   (no cuBLAS: {why})"));
-            }
+        // f32 operands (rounded as the kernel stages them: autocast), and
+        // in a half precision also operands stored in the half type, as
+        // cuBLAS's GemmEx takes them.
+        let mut storages = vec![DType::F32];
+        if precision.dtype() != DType::F32 {
+            storages.push(precision.dtype());
         }
-        report(json, "matmul", device, seconds, fields, &text);
+        for storage in storages {
+            let (a, b) = (a.to_dtype(storage)?, b.to_dtype(storage)?);
+            let seconds = timer.per_call(|| a.matmul(&b).map(drop))?;
+            let gflops = flop / seconds / 1e9;
+            let mut fields = serde_json::json!({
+                "m": m, "k": k, "n": n, "gflops": gflops, "precision": precision.name(),
+                "operands": storage.to_string(),
+            });
+            let mut text = format!(
+                "{:<20} {precision:<4} {:<4} operands {} GFLOP/s",
+                problem.to_string(),
+                storage.to_string(),
+                rate(gflops)
+            );
+            let o = fields.as_object_mut().expect("an object");
+            match &theirs {
+                Ok(r) => {
+                    let their_gflops = flop / r.seconds / 1e9;
+                    let ratio = gflops / their_gflops;
+                    o.insert("cublas_routine".into(), r.routine.into());
+                    o.insert("cublas_version".into(), r.version.clone().into());
+                    o.insert("cublas_seconds".into(), r.seconds.into());
+                    o.insert("cublas_gflops".into(), their_gflops.into());
+                    o.insert("ratio_to_cublas".into(), ratio.into());
+                    o.insert("max_rel_diff_vs_cublas".into(), r.max_rel_diff.into());
+                    text.push_str(&format!(
+                        "   cuBLAS {} {} {} GFLOP/s   {ratio:.2}× cuBLAS   (max rel diff {:.1e})",
+                        r.version,
+                        r.routine,
+                        rate(their_gflops),
+                        r.max_rel_diff
+                    ));
+                }
+                Err(why) => {
+                    o.insert("cublas_unavailable".into(), why.clone().into());
+                    text.push_str(&format!("   (no cuBLAS: {why})"));
+                }
+            }
+            report(json, "matmul", device, seconds, fields, &text);
+        }
     }
     Ok(())
 }

@@ -104,14 +104,20 @@ fn driver_cuda() -> Option<(u32, u32)> {
         .then_some((v as u32 / 1000, (v as u32 % 1000) / 10))
 }
 
-/// The kernel module's version from `/proc/driver/nvidia/version`
-/// (`NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  ...`).
+/// The kernel module's version from `/proc/driver/nvidia/version`.
 fn kernel_driver_version() -> Option<String> {
     let text = std::fs::read_to_string("/proc/driver/nvidia/version").ok()?;
-    let line = text.lines().find(|l| l.starts_with("NVRM version"))?;
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let at = words.iter().position(|w| *w == "Module")?;
-    words.get(at + 1).map(|v| v.to_string())
+    module_version(text.lines().find(|l| l.starts_with("NVRM version"))?)
+}
+
+/// The version in an `NVRM version` line: its first word made of digits
+/// and dots with at least one dot, wherever the line puts it
+/// (`... Kernel Module  550.54.15  ...`, `... Open Kernel Module for
+/// x86_64  580.159.04  ...`).
+fn module_version(line: &str) -> Option<String> {
+    line.split_whitespace()
+        .find(|w| w.contains('.') && w.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        .map(str::to_string)
 }
 
 /// The driver's versions for messages: `550.54.15, CUDA 12.4`.
@@ -271,6 +277,17 @@ pub(crate) fn probe(ordinal: usize) -> std::result::Result<(), Unavailable> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_module_version_is_read_from_either_nvrm_line() {
+        let proprietary = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  \
+                           Tue Mar  5 22:23:56 UTC 2024";
+        assert_eq!(module_version(proprietary).as_deref(), Some("550.54.15"));
+        let open = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  \
+                    Release Build  (dvs-builder@U22-I3-AF03-09-1)  Sun Aug 10 2025";
+        assert_eq!(module_version(open).as_deref(), Some("580.159.04"));
+        assert_eq!(module_version("NVRM version: unknown"), None);
+    }
 
     #[test]
     fn no_gpu_is_an_error_not_a_panic() {
