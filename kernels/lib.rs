@@ -24,6 +24,7 @@
 
 pub mod activation;
 pub mod attack_step;
+pub mod cast;
 pub mod conv;
 pub mod elementwise;
 pub mod gelu;
@@ -89,6 +90,12 @@ pub const MODULES: &[Module] = &[
         source: include_str!("attack_step.cu"),
         kernels: attack_step::KERNELS,
         instances: FLOAT_INSTANCES,
+    },
+    Module {
+        name: "cast",
+        source: include_str!("cast.cu"),
+        kernels: cast::KERNELS,
+        instances: cast::INSTANCES,
     },
     Module {
         name: "conv",
@@ -159,7 +166,10 @@ pub const MODULES: &[Module] = &[
 ];
 
 /// The headers the sources include, as `(file name, text)`.
-pub const HEADERS: &[(&str, &str)] = &[("common.cuh", include_str!("common.cuh"))];
+pub const HEADERS: &[(&str, &str)] = &[
+    ("common.cuh", include_str!("common.cuh")),
+    ("half.cuh", include_str!("half.cuh")),
+];
 
 /// The folder holding the sources (for compilers that read files).
 pub const DIR: &str = env!("CARGO_MANIFEST_DIR");
@@ -197,6 +207,7 @@ mod tests {
             }
         }
         cu.sort();
+        cuh.sort();
         let listed: Vec<_> = MODULES.iter().map(|m| m.name.to_string()).collect();
         assert_eq!(cu, listed, "kernels/*.cu and MODULES differ");
         let headers: Vec<_> = HEADERS.iter().map(|h| h.0.to_string()).collect();

@@ -167,6 +167,9 @@ pub struct Tuning {
     /// Forces the number of depth ranges (clamped to `[1, stages]` with
     /// `stages` the product's number of [`Tile::depth`] slices).
     pub splits: Option<u32>,
+    /// Forces whether a half product rounds its f32 operands in a pass of
+    /// their own first ([`crate::matmul_half::rounds_first`]).
+    pub round_first: Option<bool>,
 }
 
 impl Tuning {
@@ -176,6 +179,7 @@ impl Tuning {
             multiprocessors,
             tile: None,
             splits: None,
+            round_first: None,
         }
     }
 }

@@ -44,11 +44,10 @@
 // min(K, (z+1)·k_chunk)); with several ranges each writes its partial
 // product (epilogue 0) to slice z of the workspace `c`, and matmul.cu's
 // matmul_reduce_f32 adds them in order and applies the epilogue.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <mma.h>
 
 #include "common.cuh"
+#include "half.cuh"
 
 namespace adv {
 namespace tc {
@@ -59,18 +58,7 @@ constexpr int BK = 32;
 constexpr int PAD = 8;
 constexpr int CHUNK = 8;  // values staged per 16-byte vector of H
 
-// x rounded to H (to nearest even), or x itself when it already is one.
-template <typename H>
-__device__ __forceinline__ H to_half(float x);
-template <>
-__device__ __forceinline__ __half to_half<__half>(float x) {
-    return __float2half_rn(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 to_half<__nv_bfloat16>(float x) {
-    return __float2bfloat16_rn(x);
-}
-
+// x rounded to H (to_half, half.cuh), or x itself when it already is one.
 template <typename H, typename S>
 struct Round {
     __device__ __forceinline__ static H of(S x) { return to_half<H>(x); }

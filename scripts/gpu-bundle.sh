@@ -66,9 +66,9 @@ for line in sys.stdin:
 # One build gives the test binaries and, for them, the advgrad binary
 # (features cuda and, through the tests' dev-dependency, emu): the same
 # build `cargo test --release --features cuda` makes, so CI reuses it.
-echo "gpu-bundle: building the test binaries (cuda_parity, the library's) and advgrad ..." >&2
+echo "gpu-bundle: building the test binaries (cuda_parity, half_round_first, the library's) and advgrad ..." >&2
 mapfile -t built < <(cargo test -p advgrad --release --features cuda --no-run \
-    --lib --test cuda_parity --message-format=json | executables)
+    --lib --test cuda_parity --test half_round_first --message-format=json | executables)
 tests=() bins=()
 for b in "${built[@]}"; do
     case "$b" in

@@ -182,6 +182,7 @@ run_tests() { # binary label [filter]
     done
 }
 run_tests "$here/tests/cuda_parity" cuda_parity
+run_tests "$here/tests/half_round_first" half_round_first
 # The library's own GPU tests: the driver, the image choice, the launcher.
 run_tests "$here/tests/advgrad-lib" advgrad-lib backend::cuda
 

@@ -7,7 +7,9 @@
 #
 # Writes OUT_DIR/sweep.jsonl, one JSON object per measurement, each tagged
 # with "sweep" (what was varied) and "setting"; logs in OUT_DIR/logs/:
-# - tensor-core products (bf16, f16) at 1024–8192 beside cuBLAS GemmEx;
+# - tensor-core products (bf16, f16) from the MLP's sizes to 8192 beside
+#   cuBLAS GemmEx, with f32 operands rounded first or while staged as the
+#   rule picks and forced each way (ADVGRAD_MATMUL_ROUND_FIRST);
 # - the f32 matmul's tile and split-K alternatives (ADVGRAD_MATMUL_TILE,
 #   ADVGRAD_MATMUL_SPLITS) on the shapes training uses, beside cuBLAS;
 # - the lean epoch (`bench --op epoch --synthetic`) at the four
@@ -46,8 +48,12 @@ measure() {
 }
 
 for p in bf16 f16; do
-    measure tensor_core "$p" "$adv" bench --op matmul --device cuda --json --precision "$p" \
-        --sizes 1024,2048,4096,8192
+    for first in auto 0 1; do
+        env=()
+        [[ $first != auto ]] && env+=("ADVGRAD_MATMUL_ROUND_FIRST=$first")
+        measure tensor_core "$p round_first=$first" env "${env[@]}" "$adv" bench --op matmul \
+            --device cuda --json --precision "$p" --sizes mlp,512x784x1024,1024,2048,4096,8192
+    done
 done
 
 shapes=mlp,1024,4096,512x784x1024,1024x512x1024,256x2048x2048,2048x256x2048

@@ -68,6 +68,8 @@ pub use launch::{launch, Arg, DeviceBuffer, Launcher};
 #[cfg(any(feature = "cuda", feature = "emu"))]
 pub use memory::{DeviceMemory, DeviceStats, POOL_BYTES};
 #[cfg(any(feature = "cuda", feature = "emu"))]
+pub use ops::{MATMUL_ROUND_FIRST_VAR, MATMUL_SPLITS_VAR, MATMUL_TILE_VAR};
+#[cfg(any(feature = "cuda", feature = "emu"))]
 pub use storage::CudaStorage;
 
 /// The memory counters of `device` ([`DeviceStats`]): allocations,

@@ -12,7 +12,7 @@ use kernels::grid_stride::Extent;
 use kernels::matmul::{Epilogue, Tile, Tuning};
 use kernels::optim::AdamStep;
 use kernels::{
-    activation, elementwise, gelu, matmul, matmul_half, optim, reduce, softmax_xent, tally,
+    activation, cast, elementwise, gelu, matmul, matmul_half, optim, reduce, softmax_xent, tally,
     LaunchPlan,
 };
 
@@ -99,8 +99,14 @@ pub const MATMUL_TILE_VAR: &str = "ADVGRAD_MATMUL_TILE";
 /// Forces the matmul's number of depth ranges (split-K; `1` turns it off).
 pub const MATMUL_SPLITS_VAR: &str = "ADVGRAD_MATMUL_SPLITS";
 
+/// Forces whether a half product rounds its f32 operands first (`1`) or
+/// while staging them (`0`); unset, large products round first
+/// (`kernels::matmul_half::rounds_first`).
+pub const MATMUL_ROUND_FIRST_VAR: &str = "ADVGRAD_MATMUL_ROUND_FIRST";
+
 /// The matmul tiling's inputs on `launcher`'s device: its number of SMs,
-/// and the overrides of [`MATMUL_TILE_VAR`] and [`MATMUL_SPLITS_VAR`].
+/// and the overrides of [`MATMUL_TILE_VAR`], [`MATMUL_SPLITS_VAR`] and
+/// [`MATMUL_ROUND_FIRST_VAR`].
 fn matmul_tuning<L: Launcher>(launcher: &L) -> Result<Tuning> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let tile = var(MATMUL_TILE_VAR)
@@ -118,10 +124,21 @@ fn matmul_tuning<L: Launcher>(launcher: &L) -> Result<Tuning> {
             })
         })
         .transpose()?;
+    let round_first = var(MATMUL_ROUND_FIRST_VAR)
+        .map(|v| match v.as_str() {
+            "1" => Ok(true),
+            "0" => Ok(false),
+            _ => Err(Error::invalid(format!(
+                "{MATMUL_ROUND_FIRST_VAR}={v}: expected 1 (round f32 operands first) or 0 \
+                 (round them while staging)"
+            ))),
+        })
+        .transpose()?;
     Ok(Tuning {
         multiprocessors: launcher.multiprocessors(),
         tile,
         splits,
+        round_first,
     })
 }
 
@@ -207,9 +224,30 @@ impl<L: Launcher> CudaStorage<L> {
             }
         }
         let tuning = matmul_tuning(&*self.launcher)?;
-        let plan = matmul_half::matmul(half, self.dtype_of(), rhs.dtype_of(), d, epilogue, tuning)
+        let (rounded_a, rounded_b);
+        let (a, b) = if matmul_half::rounds_first(d, tuning) {
+            rounded_a = self.rounded_to(half)?;
+            rounded_b = rhs.rounded_to(half)?;
+            (
+                rounded_a.as_ref().unwrap_or(self),
+                rounded_b.as_ref().unwrap_or(rhs),
+            )
+        } else {
+            (self, rhs)
+        };
+        let plan = matmul_half::matmul(half, a.dtype_of(), b.dtype_of(), d, epilogue, tuning)
             .map_err(plan_err)?;
-        self.run_product(&plan, rhs, bias, DType::F32, d.m * d.n)
+        a.run_product(&plan, b, bias, DType::F32, d.m * d.n)
+    }
+
+    /// This f32 operand rounded to `half` (bf16 or f16) on the device, or
+    /// `None` when it is not f32 (a half operand is read as it is).
+    fn rounded_to(&self, half: DType) -> Result<Option<CudaStorage<L>>> {
+        if self.dtype_of() != DType::F32 {
+            return Ok(None);
+        }
+        let plan = cast::plan(half, self.len).map_err(plan_err)?;
+        self.run(&plan, &[&*self.buf], half, self.len).map(Some)
     }
 
     /// Launches a product's plan (and its split-K reduction) with A = self,
