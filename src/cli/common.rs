@@ -102,7 +102,7 @@ pub struct PrecisionArgs {
     /// Matrix products in f32, bf16 or f16: operands rounded to it, sums
     /// and results in f32; weights, optimiser state, activations, losses
     /// and attack steps stay f32. f16 training scales the loss
-    /// (GradScaler's rule). The CPU only.
+    /// (GradScaler's rule). On a GPU the products run on the tensor cores.
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
 }
