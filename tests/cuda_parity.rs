@@ -27,7 +27,7 @@ mod support;
 
 use advgrad::attack::{Attack, AttackOptions};
 use advgrad::backend::cpu::CpuStorage;
-use advgrad::backend::cuda::{self, Verdict};
+use advgrad::backend::cuda;
 use advgrad::backend::{
     Activation, BackendStorage, Binary, Conv2dDims, MatmulDims, PoolDims, Storage, UpdateRule,
 };
@@ -36,25 +36,9 @@ use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
 use advgrad::{DType, Device, Tape, Tensor};
 use support::{assert_close, compare, Rng, Scale, Tolerance};
 
-/// The devices a test runs on: the emulator (unless `ADVGRAD_PARITY_EMU=0`,
-/// as in the GPU bundle), and `cuda:0` where this build has CUDA and a GPU
-/// is present (see the module docs).
+/// The devices a test runs on (see the module docs).
 fn devices(test: &str) -> Vec<Device> {
-    let mut v = Vec::new();
-    if cuda::parity_on_emulator() {
-        v.push(Device::Emu);
-    }
-    match cuda::verdict(0) {
-        Verdict::Run => v.push(Device::Cuda(0)),
-        Verdict::Skip(why) => eprintln!("{test}: cuda:0 skipped: {why}"),
-        Verdict::Fail(why) => panic!("{test}: {why}"),
-    }
-    assert!(
-        !v.is_empty(),
-        "{test}: {}=0 leaves out the emulator and cuda:0 is skipped: nothing to test",
-        cuda::PARITY_EMU_VAR
-    );
-    v
+    support::parity_devices(test)
 }
 
 /// `Σ_p |a[i,p]·b[p,j]|` for every element of the product `d` of the

@@ -7,45 +7,14 @@
 //! ones. The variable is read by every product in the process, so this
 //! binary holds this one test.
 
+mod support;
+
 use advgrad::backend::cpu::CpuStorage;
-use advgrad::backend::cuda::{self, Verdict, MATMUL_ROUND_FIRST_VAR};
+use advgrad::backend::cuda::MATMUL_ROUND_FIRST_VAR;
 use advgrad::backend::{Activation, BackendStorage, MatmulDims, Storage};
 use advgrad::precision::Precision;
-use advgrad::{DType, Device};
-
-/// The emulator (unless `ADVGRAD_PARITY_EMU=0`), and `cuda:0` where a GPU
-/// runs.
-fn devices() -> Vec<Device> {
-    let mut v = Vec::new();
-    if cuda::parity_on_emulator() {
-        v.push(Device::Emu);
-    }
-    match cuda::verdict(0) {
-        Verdict::Run => v.push(Device::Cuda(0)),
-        Verdict::Skip(why) => eprintln!("cuda:0 skipped: {why}"),
-        Verdict::Fail(why) => panic!("{why}"),
-    }
-    assert!(
-        !v.is_empty(),
-        "neither the emulator nor cuda:0: nothing to test"
-    );
-    v
-}
-
-/// `n` values in [−1, 1) from a small linear congruential generator.
-fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
-}
+use advgrad::DType;
+use support::{parity_devices, Rng};
 
 fn bits(s: &Storage) -> Vec<u32> {
     let host = s.to_cpu().expect("download");
@@ -67,7 +36,7 @@ fn rounding_first_gives_the_bits_of_rounding_while_staging() {
         (64, 72, 200),
         (5, 3, 0),
     ];
-    for device in devices() {
+    for device in parity_devices("rounding_first_gives_the_bits_of_rounding_while_staging") {
         for half in [DType::BF16, DType::F16] {
             let precision = Precision::of_dtype(half);
             for (s, &(m, n, k)) in shapes.iter().enumerate() {
@@ -77,15 +46,15 @@ fn rounding_first_gives_the_bits_of_rounding_while_staging() {
                         (DType::F32, half),
                         (half, DType::F32),
                     ] {
-                        let seed = (s * 16 + l * 4) as u64;
+                        let mut rng = Rng::new((s * 16 + l * 4) as u64);
                         let on = |v: &[f64], t: DType| {
                             Storage::Cpu(CpuStorage::from_f64_slice(v, t))
                                 .to_device(device)
                                 .expect("upload")
                         };
-                        let a = on(&values(m * k, seed), sa);
-                        let b = on(&values(k * n, seed + 1), sb);
-                        let bias = on(&values(n, seed + 2), DType::F32);
+                        let a = on(&rng.vec(m * k, -1.0, 1.0), sa);
+                        let b = on(&rng.vec(k * n, -1.0, 1.0), sb);
+                        let bias = on(&rng.vec(n, -1.0, 1.0), DType::F32);
                         let d = MatmulDims {
                             m,
                             n,

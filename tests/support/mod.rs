@@ -4,8 +4,31 @@
 //! refuses to skip in CI.
 #![allow(dead_code)]
 
+use advgrad::backend::cuda::{self, Verdict};
 use advgrad::data::{default_data_dir, Dataset, Split};
-use advgrad::DType;
+use advgrad::{DType, Device};
+
+/// The devices a CUDA parity test runs on: the emulator (unless
+/// `ADVGRAD_PARITY_EMU=0`, as in the GPU bundle), and `cuda:0` where this
+/// build has CUDA and a GPU is present; without one, `test` says why
+/// `cuda:0` is skipped (`ADVGRAD_REQUIRE_GPU=1` makes that a failure).
+pub fn parity_devices(test: &str) -> Vec<Device> {
+    let mut v = Vec::new();
+    if cuda::parity_on_emulator() {
+        v.push(Device::Emu);
+    }
+    match cuda::verdict(0) {
+        Verdict::Run => v.push(Device::Cuda(0)),
+        Verdict::Skip(why) => eprintln!("{test}: cuda:0 skipped: {why}"),
+        Verdict::Fail(why) => panic!("{test}: {why}"),
+    }
+    assert!(
+        !v.is_empty(),
+        "{test}: {}=0 leaves out the emulator and cuda:0 is skipped: nothing to test",
+        cuda::PARITY_EMU_VAR
+    );
+    v
+}
 
 /// xorshift64*: a tiny deterministic generator.
 pub struct Rng(u64);
