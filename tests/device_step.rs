@@ -34,10 +34,17 @@ fn emu_stats() -> DeviceStats {
 /// Random images in [0, 1) and labels: `rows` examples of 48 features, 10
 /// classes.
 fn synthetic(rows: usize, seed: u64) -> Dataset {
+    synthetic_wide(rows, 48, seed)
+}
+
+/// [`synthetic`] with `features` features.
+fn synthetic_wide(rows: usize, features: usize, seed: u64) -> Dataset {
     let mut rng = Rng::new(seed);
-    let images = (0..rows * 48).map(|_| rng.uniform_f32(0.0, 1.0)).collect();
+    let images = (0..rows * features)
+        .map(|_| rng.uniform_f32(0.0, 1.0))
+        .collect();
     let labels = (0..rows).map(|_| (rng.next_u64() % 10) as u32).collect();
-    Dataset::from_parts(images, labels, 48, 10).unwrap()
+    Dataset::from_parts(images, labels, features, 10).unwrap()
 }
 
 /// Runs `passes` passes of tallied steps (batches of 16) on `device` and
@@ -47,11 +54,22 @@ fn tallied_passes(
     data: &Dataset,
     passes: usize,
 ) -> (DeviceStats, (f64, usize), Model) {
-    let mut model = Model::new("48-24-10", Activation::Relu, 1)
+    tallied_passes_of("48-24-10", OptimizerKind::Adam, device, data, passes)
+}
+
+/// [`tallied_passes`] of the model `arch` with the optimiser `kind`.
+fn tallied_passes_of(
+    arch: &str,
+    kind: OptimizerKind,
+    device: Device,
+    data: &Dataset,
+    passes: usize,
+) -> (DeviceStats, (f64, usize), Model) {
+    let mut model = Model::new(arch, Activation::Relu, 1)
         .unwrap()
         .to_device(device)
         .unwrap();
-    let config = OptimConfig::new(OptimizerKind::Adam, 0.01);
+    let config = OptimConfig::new(kind, 0.01);
     let mut optimizer = Optimizer::new(config, &model.params()).unwrap();
     let mut tape = Tape::new();
     let mut tally = StepTally::new(device).unwrap();
@@ -116,6 +134,23 @@ fn a_steady_state_training_step_on_the_device_reads_nothing_and_allocates_nothin
     assert!(worst < 1e-4, "first-layer weights differ by {worst}");
 }
 
+#[test]
+fn split_products_take_their_workspaces_from_the_pool() {
+    let _turn = serial();
+    // 300 features against a hidden layer of 24 at batch 16: the first
+    // layer's products leave most SMs idle, so they run split into depth
+    // ranges, each step's partial products in a workspace, reduced after.
+    // Those workspaces come from the pool and go back to it (they were
+    // allocated and freed every step: four a step at 784-256-256-10).
+    let data = synthetic_wide(48, 300, 4);
+    let (pass, _, _) = tallied_passes_of("300-24-10", OptimizerKind::Sgd, Device::Emu, &data, 3);
+    assert_eq!(
+        (pass.blocking_reads, pass.allocations),
+        (0, 0),
+        "a pass of 3 training steps on emu: {pass:?}"
+    );
+    assert_eq!(pass.uploads, 3 * 3, "{pass:?}");
+}
 #[test]
 fn the_tally_counts_like_argmax_and_count_equal() {
     let _turn = serial();

@@ -268,8 +268,8 @@ impl<L: Launcher> CudaStorage<L> {
             None if self.dtype_of() == dtype => &*self.buf,
             None if rhs.dtype_of() == dtype => &*rhs.buf,
             None => {
-                spare = self.output(dtype, 1)?;
-                &spare
+                spare = self.scratch(dtype, 1)?;
+                &*spare
             }
         };
         let mut out = self.output(dtype, len)?;
@@ -281,7 +281,7 @@ impl<L: Launcher> CudaStorage<L> {
                 &mut [Arg::In(a), Arg::In(b), Arg::In(bias), Arg::Out(&mut out)],
             )?,
             Some(reduce) => {
-                let mut partial = self.output(dtype, plan.workspace_len())?;
+                let mut partial = self.scratch(dtype, plan.workspace_len())?;
                 launch(
                     l,
                     &plan.product,
@@ -306,7 +306,7 @@ impl<L: Launcher> CudaStorage<L> {
     /// one-element buffer: two deterministic passes.
     fn reduce(&self, dtype: DType, mean: bool) -> Result<CudaStorage<L>> {
         let [p1, p2] = reduce::sum(dtype, self.len, mean).map_err(plan_err)?;
-        let mut partials = self.output(dtype, reduce::partials(self.len) as usize)?;
+        let mut partials = self.scratch(dtype, reduce::partials(self.len) as usize)?;
         launch(
             &*self.launcher,
             &p1,

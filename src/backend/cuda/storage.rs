@@ -154,6 +154,18 @@ impl<L: Launcher> CudaStorage<L> {
         }
     }
 
+    /// A scratch allocation of `len` elements on the same device (a split
+    /// product's workspace, a reduction's partial sums, a stand-in
+    /// argument): like an output it comes from the pool if it can, and it
+    /// goes back to the pool when dropped, so a steady-state step that
+    /// needs one allocates nothing.
+    pub(crate) fn scratch(&self, dtype: DType, len: usize) -> Result<Pooled<L>> {
+        Ok(Pooled {
+            buf: Some(self.output(dtype, len)?),
+            launcher: self.launcher.clone(),
+        })
+    }
+
     /// Elements `lo..hi` as a new buffer on the same device: a copy on the
     /// device, no host round trip. Labels keep their upper bound.
     pub fn range(&self, lo: usize, hi: usize) -> Result<CudaStorage<L>> {

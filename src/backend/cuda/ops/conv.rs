@@ -65,7 +65,7 @@ pub(super) fn conv2d_backward_params<L: Launcher>(
             &mut [Arg::In(&*g.buf), Arg::In(&*x.buf), Arg::Out(&mut dw)],
         )?,
         Some(reduce) => {
-            let mut partial = g.output(t, pw.workspace_len())?;
+            let mut partial = g.scratch(t, pw.workspace_len())?;
             launch(
                 l,
                 &pw.product,
