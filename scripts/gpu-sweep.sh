@@ -17,7 +17,9 @@
 #   (lean.py jax --platform cuda) where python3 imports jax.
 # Exits 0 when every command succeeded.
 #
-# Environment: GPU_SWEEP_TIMEOUT (seconds per command, default 120).
+# Environment: GPU_SWEEP_TIMEOUT (seconds per command, default 120);
+# GPU_SWEEP_PARTS, a comma-separated subset of tensor_core, f32_tiling and
+# lean_epoch (default all three), for a lease too short for the whole sweep.
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,6 +30,18 @@ jsonl="$out/sweep.jsonl"
 adv="$here/advgrad"
 limit="${GPU_SWEEP_TIMEOUT:-120}"
 failures=0
+parts=",${GPU_SWEEP_PARTS:-tensor_core,f32_tiling,lean_epoch},"
+for part in ${parts//,/ }; do
+    case "$part" in
+    tensor_core | f32_tiling | lean_epoch) ;;
+    *)
+        echo "sweep.sh: GPU_SWEEP_PARTS names $part; the parts are tensor_core, f32_tiling and lean_epoch" >&2
+        exit 2
+        ;;
+    esac
+done
+# Whether the sweep runs part $1.
+wanted() { [[ $parts == *",$1,"* ]]; }
 
 # measure SWEEP SETTING CMD...: runs CMD, appends its JSON lines tagged.
 measure() {
@@ -47,7 +61,7 @@ measure() {
     fi
 }
 
-for p in bf16 f16; do
+wanted tensor_core && for p in bf16 f16; do
     for first in auto 0 1; do
         env=()
         [[ $first != auto ]] && env+=("ADVGRAD_MATMUL_ROUND_FIRST=$first")
@@ -57,7 +71,7 @@ for p in bf16 f16; do
 done
 
 shapes=mlp,1024,4096,512x784x1024,1024x512x1024,256x2048x2048,2048x256x2048
-for tile in auto 128x128 64x64; do
+wanted f32_tiling && for tile in auto 128x128 64x64; do
     for splits in auto 1; do
         env=()
         [[ $tile != auto ]] && env+=("ADVGRAD_MATMUL_TILE=$tile")
@@ -68,12 +82,14 @@ for tile in auto 128x128 64x64; do
 done
 
 configs=("784-256-256-10 128" "784-1024-1024-10 128" "784-1024-1024-10 512" "784-2048-2048-10 256")
-for c in "${configs[@]}"; do
+wanted lean_epoch && for c in "${configs[@]}"; do
     read -r arch batch <<<"$c"
     measure lean_epoch "advgrad $arch $batch" "$adv" bench --op epoch --synthetic --device cuda \
         --json --arch "$arch" --batch "$batch" --repeat 5
 done
-if python3 -c 'import jax' 2>/dev/null; then
+if ! wanted lean_epoch; then
+    :
+elif python3 -c 'import jax' 2>/dev/null; then
     for c in "${configs[@]}"; do
         read -r arch batch <<<"$c"
         measure lean_epoch "jax $arch $batch" python3 "$here/lean.py" jax --platform cuda \
