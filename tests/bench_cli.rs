@@ -95,6 +95,21 @@ fn matmul_reports_gflops_and_why_cublas_is_absent() {
             assert!(why.contains("runs on a GPU"), "{row}");
             assert!(row.get("cublas_gflops").is_none(), "{row}");
         }
+        // In a half precision each size is timed with f32 operands and with
+        // operands stored in the half type.
+        let rows = results(&[
+            "--op",
+            "matmul",
+            "--device",
+            device,
+            "--precision",
+            "bf16",
+            "--sizes",
+            "3x5x7",
+        ]);
+        let operands: Vec<_> = rows.iter().map(|r| r["operands"].clone()).collect();
+        assert_eq!(operands, ["f32", "bf16"], "{rows:?}");
+        assert!(rows.iter().all(|r| r["precision"] == "bf16"), "{rows:?}");
     }
 }
 
@@ -216,6 +231,33 @@ fn the_lean_epoch_times_full_synthetic_batches_of_any_mlp() {
         num(row, "seconds") > 0.0 && num(row, "gflops") > 0.0,
         "{row}"
     );
+    assert!(
+        row["device_per_step"].is_null(),
+        "no pool on the CPU: {row}"
+    );
+
+    // On a device the steps read nothing back and allocate nothing once
+    // warm (the first product, 32×784·784×24, is split: its workspace
+    // comes from the pool); the one upload a step is the backward pass's
+    // seed.
+    let rows = results(&[
+        "--op",
+        "epoch",
+        "--synthetic",
+        "--device",
+        "emu",
+        "--arch",
+        "784-24-24-10",
+        "--batch",
+        "32",
+        "--limit",
+        "100",
+    ]);
+    let per_step = &rows[0]["device_per_step"];
+    assert_eq!(num(per_step, "blocking_reads"), 0.0, "{per_step}");
+    assert_eq!(num(per_step, "allocations"), 0.0, "{per_step}");
+    assert_eq!(num(per_step, "uploads"), 1.0, "{per_step}");
+    assert!(num(per_step, "kernel_outputs") > 10.0, "{per_step}");
 
     let (ok, _, stderr) = bench(&[
         "--op",

@@ -122,9 +122,10 @@ pub(super) fn epoch(args: &Args, timer: Timer) -> Result<()> {
     Ok(())
 }
 
-/// One SGD step (lr 0.1) as training takes it (the weights stepped inside
-/// their gradient products unless `ADVGRAD_FUSED_UPDATE=0`), without the
-/// loss and accuracy statistics.
+/// One SGD step (lr 0.1) as training takes it (`tallied_step`: the
+/// weights stepped inside their gradient products unless
+/// `ADVGRAD_FUSED_UPDATE=0`, and no read of the loss, so a device runs the
+/// steps back to back), without the loss and accuracy statistics.
 fn lean_step(
     model: &mut Model,
     opt: &mut Optimizer,
@@ -133,9 +134,9 @@ fn lean_step(
     y: &Tensor,
 ) -> Result<()> {
     if fused_updates(opt) {
-        model.optimizer_step(tape, x.clone(), y, opt, 0.1)?;
+        model.optimizer_step_unchecked(tape, x.clone(), y, opt, 0.1)?;
     } else {
-        let step = model.parameter_gradients(tape, x.clone(), y)?;
+        let step = model.parameter_gradients_unchecked(tape, x.clone(), y)?;
         opt.step(&mut model.params_mut(), &step.grads, 0.1)?;
     }
     Ok(())
@@ -158,26 +159,31 @@ pub(super) fn lean_epoch(args: &Args, timer: Timer) -> Result<()> {
             "advgrad bench: {rows} synthetic examples make no full batch of {batch}"
         )));
     }
-    let run_epoch = || -> Result<f64> {
+    let steps = batches.len();
+    // The seconds of one epoch, and the device's pool counters over it.
+    let run_epoch = || -> Result<(f64, Option<serde_json::Value>)> {
         let mut model = Model::new(args.arch(), Activation::Relu, 0)?.to_device(device)?;
         let config = OptimConfig::new(OptimizerKind::Sgd, 0.1);
         let mut opt = Optimizer::new(config, &model.params())?;
         let mut tape = Tape::new();
-        with_loop_threads(device, || {
+        let before = pool_counters(device);
+        let seconds = with_loop_threads(device, || {
             timer.run(1, &mut || {
                 for (x, y) in &batches {
                     lean_step(&mut model, &mut opt, &mut tape, x, y)?;
                 }
                 Ok(())
             })
-        })
+        })?;
+        Ok((seconds, per_step(before, pool_counters(device), steps)))
     };
     run_epoch()?;
-    let times = (0..timer.repeat.max(1))
+    let runs = (0..timer.repeat.max(1))
         .map(|_| run_epoch())
         .collect::<Result<Vec<_>>>()?;
+    let times: Vec<f64> = runs.iter().map(|r| r.0).collect();
+    let counters = runs.last().and_then(|r| r.1.clone());
     let seconds = super::median(times.clone());
-    let steps = batches.len();
     let flops = train_step_flops(args.arch(), batch)? * steps as f64;
     let gflops = flops / seconds / 1e9;
     report(
@@ -188,6 +194,7 @@ pub(super) fn lean_epoch(args: &Args, timer: Timer) -> Result<()> {
         serde_json::json!({
             "protocol": "lean", "arch": args.arch(), "batch": batch, "steps": steps,
             "examples": steps * batch, "gflops": gflops, "all_seconds": times,
+            "device_per_step": counters,
         }),
         &format!(
             "lean {} batch {batch}  {steps} steps  {gflops:.1} GFLOP/s",
@@ -195,6 +202,38 @@ pub(super) fn lean_epoch(args: &Args, timer: Timer) -> Result<()> {
         ),
     );
     Ok(())
+}
+
+/// The device's buffer-pool counters (fresh allocations, reused buffers,
+/// uploads, blocking reads) as `[allocations, reused, uploads, reads]`;
+/// `None` on the CPU or in a build without a device backend.
+fn pool_counters(device: advgrad::Device) -> Option<[u64; 4]> {
+    #[cfg(any(feature = "cuda", feature = "emu"))]
+    {
+        advgrad::backend::cuda::device_stats(device)
+            .map(|s| [s.allocations, s.reused, s.uploads, s.blocking_reads])
+    }
+    #[cfg(not(any(feature = "cuda", feature = "emu")))]
+    {
+        let _ = device;
+        None
+    }
+}
+
+/// The counters between `before` and `after` per step of `steps`, as
+/// JSON: kernel outputs (fresh or reused buffers), fresh allocations,
+/// uploads and blocking reads.
+fn per_step(
+    before: Option<[u64; 4]>,
+    after: Option<[u64; 4]>,
+    steps: usize,
+) -> Option<serde_json::Value> {
+    let (b, a) = (before?, after?);
+    let d = |i: usize| (a[i] - b[i]) as f64 / steps.max(1) as f64;
+    Some(serde_json::json!({
+        "kernel_outputs": d(0) + d(1), "allocations": d(0), "uploads": d(2),
+        "blocking_reads": d(3),
+    }))
 }
 
 /// FGSM or PGD (`--steps` steps of alpha eps/10) over the test set (or its
