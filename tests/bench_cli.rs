@@ -205,19 +205,23 @@ fn bad_sizes_and_ops_are_refused() {
 
 #[test]
 fn the_lean_epoch_times_full_synthetic_batches_of_any_mlp() {
-    let rows = results(&[
-        "--op",
-        "epoch",
-        "--synthetic",
-        "--device",
-        "cpu",
-        "--arch",
-        "784-24-24-10",
-        "--batch",
-        "32",
-        "--limit",
-        "100",
-    ]);
+    // 100 examples of 784-24-24-10 in batches of 32.
+    let lean = |device: &str| {
+        results(&[
+            "--op",
+            "epoch",
+            "--synthetic",
+            "--device",
+            device,
+            "--arch",
+            "784-24-24-10",
+            "--batch",
+            "32",
+            "--limit",
+            "100",
+        ])
+    };
+    let rows = lean("cpu");
     let row = &rows[0];
     assert_eq!(row["protocol"], "lean", "{row}");
     assert_eq!(row["arch"], "784-24-24-10", "{row}");
@@ -240,19 +244,7 @@ fn the_lean_epoch_times_full_synthetic_batches_of_any_mlp() {
     // warm (the first product, 32×784·784×24, is split: its workspace
     // comes from the pool); the one upload a step is the backward pass's
     // seed.
-    let rows = results(&[
-        "--op",
-        "epoch",
-        "--synthetic",
-        "--device",
-        "emu",
-        "--arch",
-        "784-24-24-10",
-        "--batch",
-        "32",
-        "--limit",
-        "100",
-    ]);
+    let rows = lean("emu");
     let per_step = &rows[0]["device_per_step"];
     assert_eq!(num(per_step, "blocking_reads"), 0.0, "{per_step}");
     assert_eq!(num(per_step, "allocations"), 0.0, "{per_step}");
