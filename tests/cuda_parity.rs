@@ -374,6 +374,15 @@ fn elementwise_and_activations() {
                     &x.dev.sign().unwrap(),
                     &x.cpu.sign().unwrap(),
                 );
+                // Whatever x holds (a NaN among it): every element 1.5.
+                exact(
+                    &format!("{dtype} full_like n={n}"),
+                    &x.dev.full_like(1.5).unwrap(),
+                    &x.cpu.full_like(1.5).unwrap(),
+                );
+                assert!(host(&x.cpu.full_like(1.5).unwrap())
+                    .iter()
+                    .all(|&v| v == 1.5));
                 for op in Binary::ALL {
                     check_op(
                         &format!("{dtype} {op:?} n={n}"),

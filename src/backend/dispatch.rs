@@ -110,6 +110,9 @@ impl BackendStorage for Storage {
     fn affine(&self, mul: f64, add: f64) -> Result<Self> {
         on_device!(self, s => s.affine(mul, add), wrap_storage)
     }
+    fn full_like(&self, value: f64) -> Result<Self> {
+        on_device!(self, s => s.full_like(value), wrap_storage)
+    }
     fn add_row(&self, row: &Self, cols: usize) -> Result<Self> {
         on_same_device!("add_row", (a = self, row = row) => a.add_row(row, cols), wrap_storage)
     }

@@ -143,6 +143,10 @@ pub trait BackendStorage: Sized {
     fn binary(&self, rhs: &Self, op: Binary) -> Result<Self>;
     /// `y = mul·x + add` elementwise.
     fn affine(&self, mul: f64, add: f64) -> Result<Self>;
+    /// A buffer of this one's float type, length and device with every
+    /// element `value` (rounded to the type), whatever this one holds: the
+    /// backward pass's seed `∂L/∂L = 1`, made where the loss is.
+    fn full_like(&self, value: f64) -> Result<Self>;
     /// `y[i, j] = x[i, j] + row[j]` for `x` with `cols` columns.
     fn add_row(&self, row: &Self, cols: usize) -> Result<Self>;
     /// `y[i, j] = f(x[i, j] + row[j])` for the activation `f`: a linear

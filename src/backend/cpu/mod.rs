@@ -298,6 +298,12 @@ impl BackendStorage for CpuStorage {
         )))
     }
 
+    fn full_like(&self, value: f64) -> Result<Self> {
+        with_float!("full_like", self, |x: T| Ok(CpuElement::into_storage(
+            vec![T::from_f64(value); x.len()]
+        )))
+    }
+
     fn add_row(&self, row: &Self, cols: usize) -> Result<Self> {
         with_floats!("add_row", (self, row), |x, r| Ok(CpuElement::into_storage(
             kernels::add_row(x, r, cols)

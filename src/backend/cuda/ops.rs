@@ -465,6 +465,11 @@ impl<L: Launcher> BackendStorage for CudaStorage<L> {
         self.map(&elementwise::AFFINE, extent, &[mul, add], &[&self.buf], t)
     }
 
+    fn full_like(&self, value: f64) -> Result<Self> {
+        let t = float_type("full_like", self)?;
+        self.map(&elementwise::FILL, Extent::flat(self.len), &[value], &[], t)
+    }
+
     fn add_row(&self, row: &Self, cols: usize) -> Result<Self> {
         let op = "add_row";
         let t = floats(op, self, &[row])?;
