@@ -16,8 +16,6 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::backend::BackendStorage;
-use crate::device::Device;
-use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::matmul::{GradientProduct, WeightUpdate};
 use crate::ops::{CustomOp, Op};
@@ -339,18 +337,8 @@ impl Tape {
         let root = &self.nodes[loss.index()];
         self.grads.clear();
         self.grads.resize(self.nodes.len(), None);
-        // The seed ∂L/∂L = 1: on a device, filled there (no upload a step);
-        // on the CPU, and for a half-type root (no device kernel fills
-        // one), made on the host from its buffer pool.
-        let (value, shape) = (&root.value, root.value.shape().clone());
-        let on_device = value.device() != Device::Cpu;
-        let seed = match value.dtype() {
-            DType::F32 | DType::F64 if on_device => {
-                Tensor::from_storage(value.storage().full_like(1.0)?, shape)
-            }
-            dtype => Tensor::full(shape, 1.0, dtype).to_device(value.device())?,
-        };
-        self.grads[loss.index()] = Some(seed);
+        let seed = root.value.storage().full_like(1.0)?;
+        self.grads[loss.index()] = Some(Tensor::from_storage(seed, root.value.shape().clone()));
         for i in (0..=loss.index()).rev() {
             let node = &self.nodes[i];
             if !node.requires_grad || matches!(node.op, Op::Leaf) {

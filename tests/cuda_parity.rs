@@ -34,12 +34,7 @@ use advgrad::backend::{
 use advgrad::nn::Model;
 use advgrad::optim::{OptimConfig, Optimizer, OptimizerKind};
 use advgrad::{DType, Device, Tape, Tensor};
-use support::{assert_close, compare, Rng, Scale, Tolerance};
-
-/// The devices a test runs on (see the module docs).
-fn devices(test: &str) -> Vec<Device> {
-    support::parity_devices(test)
-}
+use support::{assert_close, compare, parity_devices as devices, Rng, Scale, Tolerance};
 
 /// `Σ_p |a[i,p]·b[p,j]|` for every element of the product `d` of the
 /// row-major values `av` and `bv` (each transposed as `d` says): the scale
@@ -374,15 +369,23 @@ fn elementwise_and_activations() {
                     &x.dev.sign().unwrap(),
                     &x.cpu.sign().unwrap(),
                 );
-                // Whatever x holds (a NaN among it): every element 1.5.
+                // Whatever x holds (a NaN among it): every element 1.5, in
+                // x's type; the half types too (filled on the host).
+                let want = x.cpu.full_like(1.5).unwrap();
+                assert!(host(&want).iter().all(|&v| v == 1.5));
                 exact(
                     &format!("{dtype} full_like n={n}"),
                     &x.dev.full_like(1.5).unwrap(),
-                    &x.cpu.full_like(1.5).unwrap(),
+                    &want,
                 );
-                assert!(host(&x.cpu.full_like(1.5).unwrap())
-                    .iter()
-                    .all(|&v| v == 1.5));
+                for half in [DType::BF16, DType::F16] {
+                    let h = pair(&xv, half, device);
+                    exact(
+                        &format!("{half} full_like n={n}"),
+                        &h.dev.full_like(1.5).unwrap(),
+                        &h.cpu.full_like(1.5).unwrap(),
+                    );
+                }
                 for op in Binary::ALL {
                     check_op(
                         &format!("{dtype} {op:?} n={n}"),

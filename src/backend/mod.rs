@@ -143,9 +143,11 @@ pub trait BackendStorage: Sized {
     fn binary(&self, rhs: &Self, op: Binary) -> Result<Self>;
     /// `y = mul·x + add` elementwise.
     fn affine(&self, mul: f64, add: f64) -> Result<Self>;
-    /// A buffer of this one's float type, length and device with every
-    /// element `value` (rounded to the type), whatever this one holds: the
-    /// backward pass's seed `∂L/∂L = 1`, made where the loss is.
+    /// A buffer of this one's float type (f32, f64, bf16 or f16), length
+    /// and device with every element `value` (rounded to the type),
+    /// whatever this one holds: the backward pass's seed `∂L/∂L = 1`, made
+    /// where the loss is (on a GPU by a kernel for f32 and f64, so a step
+    /// uploads nothing; on the CPU from the buffer pool).
     fn full_like(&self, value: f64) -> Result<Self>;
     /// `y[i, j] = x[i, j] + row[j]` for `x` with `cols` columns.
     fn add_row(&self, row: &Self, cols: usize) -> Result<Self>;

@@ -299,9 +299,10 @@ impl BackendStorage for CpuStorage {
     }
 
     fn full_like(&self, value: f64) -> Result<Self> {
-        with_float!("full_like", self, |x: T| Ok(CpuElement::into_storage(
-            vec![T::from_f64(value); x.len()]
-        )))
+        match self.dtype() {
+            dtype if dtype.is_float() => Ok(CpuStorage::filled(self.len(), value, dtype)),
+            dtype => Err(unsupported("full_like", dtype)),
+        }
     }
 
     fn add_row(&self, row: &Self, cols: usize) -> Result<Self> {

@@ -466,8 +466,16 @@ impl<L: Launcher> BackendStorage for CudaStorage<L> {
     }
 
     fn full_like(&self, value: f64) -> Result<Self> {
-        let t = float_type("full_like", self)?;
-        self.map(&elementwise::FILL, Extent::flat(self.len), &[value], &[], t)
+        match float_type("full_like", self)? {
+            t @ (DType::F32 | DType::F64) => {
+                self.map(&elementwise::FILL, Extent::flat(self.len), &[value], &[], t)
+            }
+            // No fill kernel for the half types: filled on the host.
+            t => CudaStorage::upload(
+                &CpuStorage::filled(self.len, value, t),
+                self.launcher.clone(),
+            ),
+        }
     }
 
     fn add_row(&self, row: &Self, cols: usize) -> Result<Self> {
