@@ -166,16 +166,16 @@ pub(super) fn lean_epoch(args: &Args, timer: Timer) -> Result<()> {
         let config = OptimConfig::new(OptimizerKind::Sgd, 0.1);
         let mut opt = Optimizer::new(config, &model.params())?;
         let mut tape = Tape::new();
-        let before = pool_counters(device);
-        let seconds = with_loop_threads(device, || {
-            timer.run(1, &mut || {
-                for (x, y) in &batches {
-                    lean_step(&mut model, &mut opt, &mut tape, x, y)?;
-                }
-                Ok(())
+        with_counters(device, steps, || {
+            with_loop_threads(device, || {
+                timer.run(1, &mut || {
+                    for (x, y) in &batches {
+                        lean_step(&mut model, &mut opt, &mut tape, x, y)?;
+                    }
+                    Ok(())
+                })
             })
-        })?;
-        Ok((seconds, per_step(before, pool_counters(device), steps)))
+        })
     };
     run_epoch()?;
     let runs = (0..timer.repeat.max(1))
@@ -204,36 +204,37 @@ pub(super) fn lean_epoch(args: &Args, timer: Timer) -> Result<()> {
     Ok(())
 }
 
-/// The device's buffer-pool counters (fresh allocations, reused buffers,
-/// uploads, blocking reads) as `[allocations, reused, uploads, reads]`;
-/// `None` on the CPU or in a build without a device backend.
-fn pool_counters(device: advgrad::Device) -> Option<[u64; 4]> {
+/// Runs `f` and returns its result with the device's buffer-pool counters
+/// over it ([`advgrad::backend::cuda::DeviceStats`]) per step of `steps`,
+/// as JSON: kernel outputs (fresh or reused buffers), fresh allocations,
+/// uploads and blocking reads; `None` on the CPU or in a build without a
+/// device backend.
+fn with_counters<R>(
+    device: advgrad::Device,
+    steps: usize,
+    f: impl FnOnce() -> Result<R>,
+) -> Result<(R, Option<serde_json::Value>)> {
     #[cfg(any(feature = "cuda", feature = "emu"))]
     {
-        advgrad::backend::cuda::device_stats(device)
-            .map(|s| [s.allocations, s.reused, s.uploads, s.blocking_reads])
+        use advgrad::backend::cuda::device_stats;
+        let before = device_stats(device);
+        let result = f()?;
+        let counters = before.zip(device_stats(device)).map(|(before, after)| {
+            let s = after.since(before);
+            let per = |v: u64| v as f64 / steps.max(1) as f64;
+            serde_json::json!({
+                "kernel_outputs": per(s.allocations + s.reused),
+                "allocations": per(s.allocations), "uploads": per(s.uploads),
+                "blocking_reads": per(s.blocking_reads),
+            })
+        });
+        Ok((result, counters))
     }
     #[cfg(not(any(feature = "cuda", feature = "emu")))]
     {
-        let _ = device;
-        None
+        let _ = (device, steps);
+        Ok((f()?, None))
     }
-}
-
-/// The counters between `before` and `after` per step of `steps`, as
-/// JSON: kernel outputs (fresh or reused buffers), fresh allocations,
-/// uploads and blocking reads.
-fn per_step(
-    before: Option<[u64; 4]>,
-    after: Option<[u64; 4]>,
-    steps: usize,
-) -> Option<serde_json::Value> {
-    let (b, a) = (before?, after?);
-    let d = |i: usize| (a[i] - b[i]) as f64 / steps.max(1) as f64;
-    Some(serde_json::json!({
-        "kernel_outputs": d(0) + d(1), "allocations": d(0), "uploads": d(2),
-        "blocking_reads": d(3),
-    }))
 }
 
 /// FGSM or PGD (`--steps` steps of alpha eps/10) over the test set (or its
