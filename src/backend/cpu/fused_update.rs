@@ -94,22 +94,6 @@ fn sgd_row<T: Float>(p: &mut [T], g: &[T], lr: T, wd: T) {
     portable(p, g, lr, wd)
 }
 
-/// [`kernels::update_serial`] compiled for the widest vectors the CPU has.
-fn update_row<T: Float>(p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], rule: UpdateRule) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        fn avx512<T: Float>(p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], rule: UpdateRule) {
-            kernels::update_serial(p, g, s1, s2, rule)
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked above).
-            return unsafe { avx512(p, g, s1, s2, rule) };
-        }
-    }
-    kernels::update_serial(p, g, s1, s2, rule)
-}
-
 /// Steps `param` in place by `rule` from the gradient `op(a)·op(b)` (see
 /// the module docs), and `s1`, `s2` with it.
 pub(super) fn matmul_update(
@@ -212,7 +196,7 @@ fn typed<T: Float + CpuElement + gemm::GemmElem>(
                     s2.stretch(total, offset, len),
                 )
             };
-            update_row(p, g.row(r), m, v, rule);
+            kernels::update_wide(p, g.row(r), m, v, rule);
         }
     };
     gemm::gemm_stepping(d.m, d.n, d.k, a, d.a_trans, b, d.b_trans, &step);

@@ -471,10 +471,9 @@ pub fn update<T: Float>(p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], rule: 
     let n = p.len();
     let (s1, s2) = (fit(s1, n), fit(s2, n));
     if n <= update_serial_max() {
-        return update_serial(p, g, s1, s2, rule);
+        return update_wide(p, g, s1, s2, rule);
     }
-    let apply =
-        |p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T]| update_serial(p, g, s1, s2, rule);
+    let apply = |p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T]| update_wide(p, g, s1, s2, rule);
     // SGD keeps no state and momentum one buffer: the unused ones are empty,
     // and the chunks of the parameter go to the threads without them.
     let chunks = p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK));
@@ -492,6 +491,24 @@ pub fn update<T: Float>(p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], rule: 
     }
 }
 
+/// [`update_serial`] compiled for the widest vectors the CPU has: the
+/// same operations on each element (no contraction into fused
+/// multiply-adds), so the same bits.
+pub fn update_wide<T: Float>(p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], rule: UpdateRule) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512<T: Float>(p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], rule: UpdateRule) {
+            update_serial(p, g, s1, s2, rule)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked above).
+            return unsafe { avx512(p, g, s1, s2, rule) };
+        }
+    }
+    update_serial(p, g, s1, s2, rule)
+}
+
 /// [`update`] on the calling thread alone, element by element:
 ///
 /// - SGD: `g' = g + wd·p`; without momentum `p ← p − lr·g'`; with it
@@ -501,8 +518,10 @@ pub fn update<T: Float>(p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], rule: 
 ///   `v ← β₂·v + (1 − β₂)·g'²` (in `s2`),
 ///   `p ← p − (lr/(1 − β₁ᵗ))·m / (√(v/(1 − β₂ᵗ)) + ε)`.
 ///
-/// A state buffer the rule does not use may be empty.
-#[inline]
+/// A state buffer the rule does not use may be empty. Always inlined, so
+/// that [`update_wide`]'s AVX-512 copy compiles these loops for AVX-512
+/// (a plain `#[inline]` left it a call to the SSE2 code).
+#[inline(always)]
 pub fn update_serial<T: Float>(p: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], rule: UpdateRule) {
     match rule {
         UpdateRule::Sgd {
@@ -568,13 +587,13 @@ fn fit<T>(s: &mut [T], n: usize) -> &mut [T] {
 
 #[cfg(test)]
 mod tests {
-    use super::{update, CHUNK};
+    use super::{update, update_serial, CHUNK};
     use crate::backend::UpdateRule;
 
-    /// The threaded update (parameters longer than a chunk) gives the bits
-    /// of the update one element at a time, for each rule and the state
-    /// buffers it keeps (SGD none, momentum one, Adam two; the unused ones
-    /// empty).
+    /// The threaded update (parameters longer than a chunk, in the widest
+    /// vectors the CPU has) gives the bits of the portable update one
+    /// element at a time, for each rule and the state buffers it keeps (SGD
+    /// none, momentum one, Adam two; the unused ones empty).
     #[test]
     fn long_updates_match_the_update_of_each_element() {
         let n = if cfg!(miri) { CHUNK + 3 } else { 2 * CHUNK + 7 };
@@ -610,7 +629,7 @@ mod tests {
             for i in 0..n {
                 let one = |s: &mut Vec<f32>| if s.is_empty() { 0..0 } else { i..i + 1 };
                 let (r1, r2) = (one(&mut s1_one), one(&mut s2_one));
-                update(
+                update_serial(
                     &mut p_one[i..i + 1],
                     &g[i..i + 1],
                     &mut s1_one[r1],

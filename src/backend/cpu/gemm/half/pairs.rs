@@ -400,22 +400,27 @@ pub(super) mod x86 {
     ) {
         let qn = kc.div_ceil(2);
         let dst = &mut dst[..qn * W];
-        if x.cs == 1 && w == W && W.is_multiple_of(8) && kc >= 32 {
+        if x.cs == 1 && w > 0 && W.is_multiple_of(8) && kc >= 32 {
             // Runs along k: eight rows at a time, sixteen pairs (32 steps) of
-            // each, transposed into sixteen packed steps.
+            // each, transposed into sixteen packed steps; the rows of a last
+            // group past `w` are zeros.
+            if w < W {
+                dst.fill(0);
+            }
             let whole = kc / 32;
-            assert!((r0 + W - 1) * x.rs + p0 + 32 * whole <= x.data.len());
+            assert!(w <= W && (r0 + w - 1) * x.rs + p0 + 32 * whole <= x.data.len());
             let (src, d) = (x.data.as_ptr(), dst.as_mut_ptr());
             for g in 0..whole {
-                for rg in (0..W).step_by(8) {
+                for rg in (0..w).step_by(8) {
                     // SAFETY: reads x[r0 + rg + t, p0 + 32g ..][..32] with
-                    // rg + t < W, 32(g + 1) ≤ kc: in bounds (asserted); writes
-                    // dst[(16g + h·8 + t)·W + rg ..][..8] with 16g + 16 ≤ qn.
+                    // rg + t < w, 32(g + 1) ≤ kc: in bounds (asserted); writes
+                    // dst[(16g + h·8 + t)·W + rg ..][..8] with 16g + 16 ≤ qn
+                    // and rg + 8 ≤ W (W a multiple of 8, rg < w ≤ W).
                     unsafe {
                         // Loops, not `array::from_fn`: a closure compiled on
                         // its own would lack the features its intrinsics need.
                         let mut runs = [[_mm256_setzero_si256(); 2]; 8];
-                        for (t, run) in runs.iter_mut().enumerate() {
+                        for (t, run) in runs.iter_mut().enumerate().take(w - rg) {
                             *run = halves(R::along(src.add((r0 + rg + t) * x.rs + p0 + 32 * g)));
                         }
                         for h in 0..2 {
@@ -428,7 +433,7 @@ pub(super) mod x86 {
                 }
             }
             for (q, row) in dst.chunks_exact_mut(W).enumerate().skip(16 * whole) {
-                for (r, out) in row.iter_mut().enumerate() {
+                for (r, out) in row[..w].iter_mut().enumerate() {
                     *out = pair_at(x, r0 + r, p0, kc, q);
                 }
             }

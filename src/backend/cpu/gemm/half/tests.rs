@@ -876,6 +876,8 @@ fn the_simd_packers_give_the_portable_bits() {
                 (0, 32, 0, 77),
                 (13, 25, 3, 40),
                 (10, 20, 7, 64),
+                (5, 10, 4, 70),
+                (30, 3, 0, 45),
             ] {
                 let (vf, vh) = (
                     View {
