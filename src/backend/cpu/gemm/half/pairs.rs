@@ -189,6 +189,9 @@ pub(super) mod x86 {
         unsafe fn along<S: HalfSource<bf16>>(src: *const S) -> __m512i {
             // SAFETY: 32 readable values; the features are present.
             unsafe {
+                if let Some(pairs) = S::load_pairs(src) {
+                    return pairs;
+                }
                 let lo = _mm512_cvtepi32_epi16(S::load16_bits(src, 0xFFFF));
                 let hi = _mm512_cvtepi32_epi16(S::load16_bits(src.add(16), 0xFFFF));
                 _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)

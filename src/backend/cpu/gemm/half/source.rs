@@ -35,6 +35,21 @@ pub trait HalfSource<H>: Copy + Send + Sync + 'static {
     fn as_f32(_src: *const Self) -> Option<*const f32> {
         None
     }
+
+    /// The 32 values at `src` as 16 pairs of `H` bits (lane `i`: value
+    /// `2i` in the low half, `2i + 1` in the high half), loaded as they are
+    /// where the operand holds `H` (its memory already is that layout);
+    /// `None` where the values are to be rounded.
+    ///
+    /// # Safety
+    ///
+    /// `src` must be valid for reads of 32 values; the CPU must have
+    /// AVX-512F (the function is inlined into callers compiled with it).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load_pairs(_src: *const Self) -> Option<__m512i> {
+        None
+    }
 }
 
 /// The bf16 bits of `x` rounded to nearest, ties to even, quieting a NaN:
@@ -106,6 +121,13 @@ impl<H: HalfBits> HalfSource<H> for H {
     unsafe fn load16_bits(src: *const H, mask: __mmask16) -> __m512i {
         // SAFETY: the caller's contract.
         unsafe { H::load16(src, mask) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load_pairs(src: *const H) -> Option<__m512i> {
+        // SAFETY: 32 readable 16-bit values (the caller's contract).
+        Some(unsafe { _mm512_loadu_si512(src.cast()) })
     }
 }
 
