@@ -12,6 +12,7 @@
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
+use super::gemm::half::round_to_bf16;
 use super::CpuStorage;
 use crate::backend::{pool, BackendStorage};
 use crate::dtype::DType;
@@ -59,6 +60,15 @@ where
     out
 }
 
+/// bf16 values from f32 ones, rounded in the widest vectors the CPU has
+/// (`half`'s slice conversion rounds to bf16 one value at a time), in a
+/// recycled buffer where one fits.
+fn f32_to_bf16(src: &[f32]) -> Vec<bf16> {
+    let mut out = pool::filled(src.len(), bf16::ZERO);
+    round_to_bf16(src, &mut out);
+    out
+}
+
 /// f32 values from a half buffer (exact; vectorised where `half` can), in
 /// a recycled buffer where one fits.
 fn half_to_f32<H: Copy>(src: &[H]) -> Vec<f32>
@@ -80,7 +90,7 @@ impl CpuStorage {
             (s, d) if s.dtype() == d => s.clone(),
             (S::F32(v), DType::F64) => S::F64(map(v, f64::from)),
             (S::F32(v), DType::F16) => S::F16(f32_to_half(v)),
-            (S::F32(v), DType::BF16) => S::BF16(f32_to_half(v)),
+            (S::F32(v), DType::BF16) => S::BF16(f32_to_bf16(v)),
             (S::F64(v), DType::F32) => S::F32(map(v, |x| x as f32)),
             (S::F64(v), DType::F16) => S::F16(map(v, f16_from_f64)),
             (S::F64(v), DType::BF16) => S::BF16(map(v, bf16_from_f64)),

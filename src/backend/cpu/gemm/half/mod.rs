@@ -74,6 +74,7 @@ use super::kernel;
 use super::kernel::MicroKernel;
 use super::select::{self, Bf16Kernel, F32Kernel};
 use super::Epilogue;
+pub(crate) use source::round_to_bf16;
 use source::{HalfBits, HalfSource};
 use widen::Widen;
 

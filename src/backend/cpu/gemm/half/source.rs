@@ -63,6 +63,31 @@ fn bf16_bits_of(x: f32) -> u16 {
     (bits >> 16) as u16
 }
 
+/// `dst[i]` = `src[i]` rounded to bf16 (the bits of `half::bf16::from_f32`:
+/// to nearest, ties to even, a NaN quieted) over the shorter of the two, in
+/// the widest vectors the CPU has (`half` converts to bf16 one value at a
+/// time).
+pub(crate) fn round_to_bf16(src: &[f32], dst: &mut [bf16]) {
+    #[inline(always)]
+    fn run(src: &[f32], dst: &mut [bf16]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = bf16::from_bits(bf16_bits_of(s));
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn avx512(src: &[f32], dst: &mut [bf16]) {
+            run(src, dst)
+        }
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+            // SAFETY: the CPU has AVX-512F and BW (checked above).
+            return unsafe { avx512(src, dst) };
+        }
+    }
+    run(src, dst)
+}
+
 /// [`bf16_bits_of`] on 16 lanes: the bf16 bits in the low half of each.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
