@@ -49,23 +49,15 @@ fn map<A: Copy, B>(src: &[A], f: impl Fn(A) -> B) -> Vec<B> {
     src.iter().map(|&x| f(x)).collect()
 }
 
-/// A half buffer from f32 values (vectorised where `half` can), in a
-/// recycled buffer where one fits.
-fn f32_to_half<H: Copy + Default + 'static>(src: &[f32]) -> Vec<H>
-where
-    [H]: HalfFloatSliceExt,
-{
+/// A half buffer from f32 values, each rounded by `round` (which fills
+/// its second argument from its first), in a recycled buffer where one
+/// fits.
+fn f32_to_half<H: Copy + Default + 'static>(
+    src: &[f32],
+    round: impl Fn(&[f32], &mut [H]),
+) -> Vec<H> {
     let mut out = pool::filled(src.len(), H::default());
-    out.convert_from_f32_slice(src);
-    out
-}
-
-/// bf16 values from f32 ones, rounded in the widest vectors the CPU has
-/// (`half`'s slice conversion rounds to bf16 one value at a time), in a
-/// recycled buffer where one fits.
-fn f32_to_bf16(src: &[f32]) -> Vec<bf16> {
-    let mut out = pool::filled(src.len(), bf16::ZERO);
-    round_to_bf16(src, &mut out);
+    round(src, &mut out);
     out
 }
 
@@ -89,8 +81,9 @@ impl CpuStorage {
         match (self, dtype) {
             (s, d) if s.dtype() == d => s.clone(),
             (S::F32(v), DType::F64) => S::F64(map(v, f64::from)),
-            (S::F32(v), DType::F16) => S::F16(f32_to_half(v)),
-            (S::F32(v), DType::BF16) => S::BF16(f32_to_bf16(v)),
+            // `half` rounds f16 with F16C where it can, bf16 one value at a time.
+            (S::F32(v), DType::F16) => S::F16(f32_to_half(v, |s, d| d.convert_from_f32_slice(s))),
+            (S::F32(v), DType::BF16) => S::BF16(f32_to_half(v, round_to_bf16)),
             (S::F64(v), DType::F32) => S::F32(map(v, |x| x as f32)),
             (S::F64(v), DType::F16) => S::F16(map(v, f16_from_f64)),
             (S::F64(v), DType::BF16) => S::BF16(map(v, bf16_from_f64)),
